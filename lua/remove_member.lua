@@ -1,0 +1,46 @@
+-- remove_member.lua: removes a member from every key of a board, with its display data.
+--
+-- KEYS  [1] definition hash  [2] key index zset  [3] display-name hash  [4] display-data hash
+--       then per live data key s = 1..S, W keys starting at KEYS[4 + (s-1)*W + 1]: the leaderboard zset
+--       and, on dense boards (W = 3), its distinct-value zset and count hash.
+-- ARGV  [1] definition version  [2] now ms  [3] rank mode  [4] member  [5..] tick bits per data key
+-- Reply the number of leaderboard keys the member was removed from.
+-- Errors RANKD_NOBOARD, RANKD_STALE <version>, RANKD_RETRY (the key index changed since it was read).
+-- Cost  O(S * log N).
+
+local err = check_def(KEYS[1], ARGV[1])
+if err then
+  return err
+end
+
+local dense = ARGV[3] == 'dense'
+local width = dense and 3 or 1
+local member = ARGV[4]
+local ctxs = {}
+local passed = {}
+for s = 1, #ARGV - 4 do
+  local base = 4 + (s - 1) * width
+  local ctx = board_ctx(KEYS[base + 1], KEYS[base + 2], true, ARGV[3], tonumber(ARGV[4 + s]))
+  ctx.dc = KEYS[base + 3]
+  ctxs[s] = ctx
+  passed[s] = ctx.key
+end
+err = check_index(KEYS[2], ARGV[2], passed)
+if err then
+  return err
+end
+
+local removed = 0
+for _, ctx in ipairs(ctxs) do
+  local stored = tonumber(redis.call('ZSCORE', ctx.key, member))
+  if stored then
+    redis.call('ZREM', ctx.key, member)
+    if dense then
+      dense_count(ctx, ctx.dc, stored, -1)
+    end
+    removed = removed + 1
+  end
+end
+redis.call('HDEL', KEYS[3], member)
+redis.call('HDEL', KEYS[4], member)
+return removed

@@ -1,0 +1,236 @@
+-- submit.lua: applies a chunk of one board's score events, in order, atomically.
+--
+-- KEYS  [1] definition hash  [2] dedupe zset (event id -> forget-at ms)  [3] key index zset (key -> expire-at)
+--       then per slot s = 1..S, W keys starting at KEYS[3 + (s-1)*W + 1]: the leaderboard zset and, on
+--       dense boards (W = 3), its distinct-value zset and distinct-value count hash.
+-- ARGV  [1] definition version  [2] now ms  [3] dedupe ttl ms  [4] policy incr|best|set  [5] order desc|asc
+--       [6] rank mode ordinal|competition|dense  [7] score bound (0: any finite score)  [8] max members
+--       (0: unbounded)  [9] reply full|count  [10] S, then S pairs (expire-at ms or 0, tick bits),
+--       then E and E events: member, value, event id ('' for none), k, then k pairs (slot, tick).
+-- Reply count: {accepted, duplicates}.
+--       full (one event): {duplicate 0|1, {{score|nil, rank|nil, previous rank|nil} per slot of the event}}.
+-- Errors RANKD_NOBOARD, RANKD_STALE <version>, RANKD_RANGE <event index> <field>: <detail>.
+--       Every event is checked before the first write, so an error means nothing was written.
+-- Cost  O(E * k * log N), plus O(log N + M) per key when max members trims M members.
+
+local err = check_def(KEYS[1], ARGV[1])
+if err then
+  return err
+end
+
+local now = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local policy = ARGV[4]
+local desc = ARGV[5] == 'desc'
+local mode = ARGV[6]
+local bound = tonumber(ARGV[7])
+local max_members = tonumber(ARGV[8])
+local full = ARGV[9] == 'full'
+local dense = mode == 'dense'
+local width = dense and 3 or 1
+
+local slots = {}
+local a = 11
+for s = 1, tonumber(ARGV[10]) do
+  local base = 3 + (s - 1) * width
+  local ctx = board_ctx(KEYS[base + 1], KEYS[base + 2], desc, mode, tonumber(ARGV[a + 1]))
+  ctx.dc = KEYS[base + 3]
+  ctx.expire = tonumber(ARGV[a])
+  slots[s] = ctx
+  a = a + 2
+end
+
+local events = {}
+local count = tonumber(ARGV[a])
+a = a + 1
+for e = 1, count do
+  local ev = { member = ARGV[a], value = tonumber(ARGV[a + 1]), id = ARGV[a + 2], touch = {} }
+  local k = tonumber(ARGV[a + 3])
+  a = a + 4
+  for j = 1, k do
+    ev.touch[j] = { tonumber(ARGV[a]), tonumber(ARGV[a + 1]) }
+    a = a + 2
+  end
+  events[e] = ev
+end
+
+local function out_of_bound(v)
+  return v ~= v or v == math.huge or v == -math.huge or (bound > 0 and (v > bound or v < -bound))
+end
+
+local function bound_text()
+  if bound > 0 then
+    return 'an integer in [-' .. fmt(bound) .. ', ' .. fmt(bound) .. ']'
+  end
+  return 'finite'
+end
+
+-- The stored score after applying `value` to `old` (nil when absent), or nil and the reason it is refused.
+local function next_score(ctx, old, value, tick)
+  local oldv = old and decode(old, ctx.pow)
+  local newv
+  if policy == 'incr' then
+    newv = (oldv or 0) + value
+  elseif policy == 'set' or oldv == nil then
+    newv = value
+  elseif (desc and value > oldv) or (not desc and value < oldv) then
+    newv = value
+  else
+    newv = oldv
+  end
+  if oldv ~= nil and newv == oldv then
+    -- Unchanged value: keep the stored score, and with it the moment the member first reached it.
+    return old
+  end
+  if out_of_bound(newv) then
+    return nil, 'the resulting score ' .. fmt(newv) .. ' must be ' .. bound_text()
+  end
+  return encode(newv, ctx.pow, tick, desc)
+end
+
+-- Pass 1: decide duplicates and check every event against the scores it would produce, writing nothing.
+local dup = {}
+local seen = {}
+local pending = {}
+for s = 1, #slots do
+  pending[s] = {}
+end
+for e, ev in ipairs(events) do
+  if ev.value == nil or out_of_bound(ev.value) or (bound > 0 and ev.value ~= math.floor(ev.value)) then
+    return fail('RANGE', (e - 1) .. ' value: must be ' .. bound_text())
+  end
+  if ev.id ~= '' then
+    if seen[ev.id] then
+      dup[e] = true
+    else
+      local forget_at = redis.call('ZSCORE', KEYS[2], ev.id)
+      if forget_at and tonumber(forget_at) > now then
+        dup[e] = true
+      end
+      seen[ev.id] = true
+    end
+  end
+  if not dup[e] then
+    for _, t in ipairs(ev.touch) do
+      local cur = pending[t[1]][ev.member]
+      if cur == nil then
+        cur = tonumber(redis.call('ZSCORE', slots[t[1]].key, ev.member)) or false
+      end
+      local nxt, why = next_score(slots[t[1]], cur or nil, ev.value, t[2])
+      if not nxt then
+        return fail('RANGE', (e - 1) .. ' value: ' .. why)
+      end
+      pending[t[1]][ev.member] = nxt
+    end
+  end
+end
+
+-- Pass 2: write. Scores are read again because trimming to max members may have removed a member.
+local function trim(ctx)
+  local n = redis.call('ZCARD', ctx.key) - max_members
+  if n <= 0 then
+    return
+  end
+  local first, last = 0, n - 1
+  if not desc then
+    first, last = -n, -1
+  end
+  if dense then
+    local gone = redis.call('ZRANGE', ctx.key, first, last, 'WITHSCORES')
+    for i = 2, #gone, 2 do
+      dense_count(ctx, ctx.dc, tonumber(gone[i]), -1)
+    end
+  end
+  redis.call('ZREMRANGEBYRANK', ctx.key, first, last)
+end
+
+local function standing(ev)
+  local rows = {}
+  for j, t in ipairs(ev.touch) do
+    local ctx = slots[t[1]]
+    local sc = tonumber(redis.call('ZSCORE', ctx.key, ev.member))
+    if sc then
+      local r = rank_of(ctx, ev.member, sc)
+      rows[j] = { fmt(sc), r, r }
+    else
+      rows[j] = { false, false, false }
+    end
+  end
+  return rows
+end
+
+if ttl > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+end
+
+local accepted, duplicates = 0, 0
+local reply
+local touched = {}
+for e, ev in ipairs(events) do
+  if dup[e] then
+    duplicates = duplicates + 1
+    if full then
+      reply = { 1, standing(ev) }
+    end
+  else
+    accepted = accepted + 1
+    if ev.id ~= '' and ttl > 0 then
+      redis.call('ZADD', KEYS[2], now + ttl, ev.id)
+    end
+    local rows = {}
+    for j, t in ipairs(ev.touch) do
+      local ctx = slots[t[1]]
+      local old = tonumber(redis.call('ZSCORE', ctx.key, ev.member))
+      local prev = false
+      if full and old then
+        prev = rank_of(ctx, ev.member, old)
+      end
+      local new = next_score(ctx, old, ev.value, t[2])
+      if new ~= old then
+        redis.call('ZADD', ctx.key, fmt(new), ev.member)
+        if dense then
+          if old then
+            dense_count(ctx, ctx.dc, old, -1)
+          end
+          dense_count(ctx, ctx.dc, new, 1)
+        end
+        if max_members > 0 then
+          trim(ctx)
+        end
+      end
+      touched[t[1]] = true
+      if full then
+        local sc = tonumber(redis.call('ZSCORE', ctx.key, ev.member))
+        if sc then
+          rows[j] = { fmt(sc), rank_of(ctx, ev.member, sc), prev }
+        else
+          rows[j] = { false, false, prev }
+        end
+      end
+    end
+    if full then
+      reply = { 0, rows }
+    end
+  end
+end
+
+-- Register every written key in the index (so removals and deletion find it) and set its expiry.
+for s, ctx in ipairs(slots) do
+  if touched[s] then
+    if ctx.expire > 0 then
+      redis.call('PEXPIREAT', ctx.key, ctx.expire)
+      if dense then
+        redis.call('PEXPIREAT', ctx.dv, ctx.expire)
+        redis.call('PEXPIREAT', ctx.dc, ctx.expire)
+      end
+      redis.call('ZADD', KEYS[3], ctx.expire, ctx.key)
+    else
+      redis.call('ZADD', KEYS[3], '+inf', ctx.key)
+    end
+  end
+end
+
+if full then
+  return reply
+end
+return { accepted, duplicates }

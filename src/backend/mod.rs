@@ -1,0 +1,108 @@
+//! Script executors: where the Lua scripts run. The engine talks only to [`Executor`], so a second,
+//! in-process executor can stand in for Redis with the same scripts, keys and replies.
+
+pub mod redis;
+
+use std::sync::OnceLock;
+
+use async_trait::async_trait;
+
+/// A Lua script of lua/, with the shared helpers of lua/lib.lua prepended.
+#[derive(Debug)]
+pub struct Script {
+    name: &'static str,
+    source: &'static str,
+    sha1: OnceLock<String>,
+}
+
+impl Script {
+    /// A script named `name` with the full `source`.
+    pub const fn new(name: &'static str, source: &'static str) -> Self {
+        Self {
+            name,
+            source,
+            sha1: OnceLock::new(),
+        }
+    }
+
+    /// The script's file name without `.lua`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The full source, helpers included.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// The SHA-1 that EVALSHA names the script by.
+    pub fn sha1(&self) -> &str {
+        self.sha1.get_or_init(|| fred::util::sha1_hash(self.source))
+    }
+}
+
+/// A reply, as Redis converts a Lua script's return value (RESP2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// nil (Lua false or nil).
+    Nil,
+    /// An integer (Lua numbers are truncated to integers).
+    Int(i64),
+    /// A string (status replies included).
+    Bulk(String),
+    /// An array (a Lua table, up to its first nil).
+    Array(Vec<Reply>),
+}
+
+/// Why a script call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    /// The script (or Redis running it) answered with an error reply.
+    #[error("{0}")]
+    Reply(String),
+    /// The backend could not be reached or did not answer in time; the call may not have run.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One script call of a pipeline.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The script.
+    pub script: &'static Script,
+    /// KEYS: every key the script touches.
+    pub keys: Vec<String>,
+    /// ARGV.
+    pub args: Vec<String>,
+}
+
+/// Runs rankd's scripts.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Loads every script, so that a broken script fails start-up rather than the first request.
+    ///
+    /// # Errors
+    /// [`ExecError`] when a script does not compile or the backend is unreachable.
+    async fn load(&self, scripts: &[&'static Script]) -> Result<(), ExecError>;
+
+    /// Runs one script.
+    ///
+    /// # Errors
+    /// [`ExecError::Reply`] for an error reply, [`ExecError::Unavailable`] when the backend is out of
+    /// reach.
+    async fn eval(&self, call: Call) -> Result<Reply, ExecError>;
+
+    /// Runs many scripts in as few round trips as the backend allows. Calls whose keys share a hash
+    /// slot run in the order given. Each call has its own result.
+    ///
+    /// # Errors
+    /// [`ExecError::Unavailable`] when the backend is out of reach before anything ran.
+    async fn eval_many(&self, calls: Vec<Call>)
+        -> Result<Vec<Result<Reply, ExecError>>, ExecError>;
+
+    /// Checks that the backend answers.
+    ///
+    /// # Errors
+    /// [`ExecError::Unavailable`] when it does not.
+    async fn ping(&self) -> Result<(), ExecError>;
+}

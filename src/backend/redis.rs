@@ -1,0 +1,230 @@
+//! The Redis executor: fred, standalone or cluster, EVALSHA with a reload on NOSCRIPT.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::error::ErrorKind;
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+
+use super::{Call, ExecError, Executor, Reply, Script};
+
+/// Connection settings for [`RedisExecutor`].
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `redis-cluster://host:port?node=host:port&node=…`.
+    pub url: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// How long one command may take before it fails.
+    pub command_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: 4,
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs scripts on Redis through a pool of fred clients.
+pub struct RedisExecutor {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for RedisExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisExecutor").finish_non_exhaustive()
+    }
+}
+
+fn classify(e: &Error) -> ExecError {
+    match e.kind() {
+        ErrorKind::IO
+        | ErrorKind::Timeout
+        | ErrorKind::Canceled
+        | ErrorKind::Cluster
+        | ErrorKind::Routing
+        | ErrorKind::Backpressure => ExecError::Unavailable(e.to_string()),
+        _ => ExecError::Reply(e.details().to_string()),
+    }
+}
+
+fn is_noscript(e: &Error) -> bool {
+    e.details().starts_with("NOSCRIPT")
+}
+
+fn to_reply(v: Value) -> Reply {
+    match v {
+        Value::Null => Reply::Nil,
+        Value::Integer(i) => Reply::Int(i),
+        Value::Boolean(b) => Reply::Int(i64::from(b)),
+        Value::Double(d) => Reply::Bulk(d.to_string()),
+        Value::String(s) => Reply::Bulk(s.to_string()),
+        Value::Bytes(b) => Reply::Bulk(String::from_utf8_lossy(&b).into_owned()),
+        Value::Array(items) => Reply::Array(items.into_iter().map(to_reply).collect()),
+        Value::Map(m) => Reply::Array(
+            m.inner()
+                .into_iter()
+                .flat_map(|(k, v)| {
+                    [
+                        Reply::Bulk(k.as_str().unwrap_or_default().to_string()),
+                        to_reply(v),
+                    ]
+                })
+                .collect(),
+        ),
+        Value::Queued => Reply::Bulk("QUEUED".into()),
+    }
+}
+
+impl RedisExecutor {
+    /// Connects to Redis. Commands issued while Redis is out of reach fail rather than wait.
+    ///
+    /// # Errors
+    /// [`ExecError::Unavailable`] when the URL is invalid or Redis cannot be reached.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, ExecError> {
+        let fred_config = Config::from_url(&config.url)
+            .map_err(|e| ExecError::Unavailable(format!("RANKD_REDIS_URL: {e}")))?;
+        let timeout = config.command_timeout;
+        let pool = Builder::from_config(fred_config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = timeout;
+                c.max_command_attempts = 2;
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = timeout;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .build_pool(config.pool_size.max(1))
+            .map_err(|e| ExecError::Unavailable(e.to_string()))?;
+        pool.init().await.map_err(|e| classify(&e))?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool, for administrative commands.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn load_one(&self, script: &Script) -> Result<(), ExecError> {
+        self.pool
+            .next()
+            .script_load_cluster::<(), _>(script.source())
+            .await
+            .map_err(|e| classify(&e))
+    }
+
+    async fn evalsha(client: &Client, call: &Call) -> Result<Value, Error> {
+        client
+            .evalsha::<Value, _, _, _>(call.script.sha1(), call.keys.clone(), call.args.clone())
+            .await
+    }
+}
+
+#[async_trait]
+impl Executor for RedisExecutor {
+    async fn load(&self, scripts: &[&'static Script]) -> Result<(), ExecError> {
+        for s in scripts {
+            self.load_one(s).await?;
+        }
+        Ok(())
+    }
+
+    async fn eval(&self, call: Call) -> Result<Reply, ExecError> {
+        let client = self.pool.next();
+        match Self::evalsha(client, &call).await {
+            Ok(v) => Ok(to_reply(v)),
+            Err(e) if is_noscript(&e) => {
+                // Redis restarted or failed over to a node without the script: load it and retry once.
+                self.load_one(call.script).await?;
+                Self::evalsha(client, &call)
+                    .await
+                    .map(to_reply)
+                    .map_err(|e| classify(&e))
+            }
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    async fn eval_many(
+        &self,
+        calls: Vec<Call>,
+    ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One pipeline on one connection (per node in a cluster): calls of one slot run in order.
+        let client = self.pool.next();
+        let pipeline = client.pipeline();
+        for call in &calls {
+            // fred pipelines have no EVALSHA of their own: send it as a custom command routed by the
+            // hash slot of its first key (every key of a call shares that slot).
+            let slot = call
+                .keys
+                .first()
+                .map_or(0, |k| fred::util::redis_keyslot(k.as_bytes()));
+            let mut args: Vec<Value> = Vec::with_capacity(2 + call.keys.len() + call.args.len());
+            args.push(call.script.sha1().into());
+            args.push(Value::Integer(call.keys.len() as i64));
+            args.extend(call.keys.iter().map(|k| Value::from(k.as_str())));
+            args.extend(call.args.iter().map(|a| Value::from(a.as_str())));
+            let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
+            let _: () = pipeline.custom(cmd, args).await.map_err(|e| classify(&e))?;
+        }
+        let results = pipeline.try_all::<Value>().await;
+        let mut out: Vec<Result<Reply, ExecError>> = results
+            .into_iter()
+            .map(|r| {
+                r.map(to_reply).map_err(|e| {
+                    if is_noscript(&e) {
+                        ExecError::Reply("NOSCRIPT".into())
+                    } else {
+                        classify(&e)
+                    }
+                })
+            })
+            .collect();
+        if out.len() != calls.len() {
+            return Err(ExecError::Unavailable(format!(
+                "pipeline answered {} of {} calls",
+                out.len(),
+                calls.len()
+            )));
+        }
+        // A call that met NOSCRIPT did not run (its node lost the script: a restart or a failover).
+        // Load the scripts and run exactly those calls again, in their order.
+        let failed: Vec<usize> = (0..out.len())
+            .filter(|&i| matches!(&out[i], Err(ExecError::Reply(m)) if m == "NOSCRIPT"))
+            .collect();
+        if !failed.is_empty() {
+            let mut loaded: Vec<&'static str> = Vec::new();
+            for &i in &failed {
+                if !loaded.contains(&calls[i].script.name()) {
+                    loaded.push(calls[i].script.name());
+                    self.load_one(calls[i].script).await?;
+                }
+            }
+            let again =
+                Box::pin(self.eval_many(failed.iter().map(|&i| calls[i].clone()).collect()))
+                    .await?;
+            for (i, r) in failed.into_iter().zip(again) {
+                out[i] = r;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ping(&self) -> Result<(), ExecError> {
+        self.pool
+            .next()
+            .ping::<()>(None)
+            .await
+            .map_err(|e| classify(&e))
+    }
+}

@@ -1,0 +1,1 @@
+//! Configuration: defaults, then rankd.toml, then `RANKD_*` environment variables; validated once.

@@ -1,0 +1,1436 @@
+//! The engine: every leaderboard operation as one atomic script call, or one pipeline of them.
+//!
+//! Board definitions are cached in-process. Every script is handed the version of the definition it
+//! was planned with and checks it against Redis before touching anything, answering `STALE` when it
+//! changed; the engine then refreshes the definition and plans again. So a cached definition can cost
+//! a retry but never a wrong write or a wrong read, and an update or delete made through any instance
+//! reaches every other at its next call on that board.
+
+pub mod scripts;
+mod types;
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+pub use types::*;
+
+use crate::backend::{Call, ExecError, Executor, Reply};
+use crate::board::{BoardDef, BoardId, Display, Member, RankMode, Scope, Score, TieBreak};
+use crate::error::{Error, Invalid, Result};
+use crate::keys::{BoardKey, Keys};
+use crate::window::{Period, Window};
+
+/// Where the engine reads the time. Injectable, so tests can move it.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock reading `now_ms`.
+    pub fn new(now_ms: i64) -> Self {
+        Self(AtomicI64::new(now_ms))
+    }
+
+    /// Sets the time.
+    pub fn set(&self, now_ms: i64) {
+        self.0.store(now_ms, Ordering::SeqCst);
+    }
+
+    /// Moves the time forward by `ms`.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long an event id is remembered (default 24 h).
+    pub dedupe_window: Duration,
+    /// How far in the future an event's `at` may lie (default 5 min), for clock skew between clients.
+    pub max_future: Duration,
+    /// Events per script call in a batch (default 500): bounds how long one call holds Redis.
+    pub batch_chunk: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            dedupe_window: Duration::from_secs(24 * 3600),
+            max_future: Duration::from_secs(300),
+            batch_chunk: 500,
+        }
+    }
+}
+
+/// Hits and misses of the engine's caches.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Definition lookups answered from the in-process cache.
+    pub definition_hits: AtomicU64,
+    /// Definition lookups that went to Redis.
+    pub definition_misses: AtomicU64,
+    /// Script calls retried because the cached definition was stale.
+    pub definition_stale: AtomicU64,
+}
+
+#[derive(Debug)]
+struct CachedDef {
+    version: String,
+    def: BoardDef,
+    created_ms: i64,
+}
+
+/// The leaderboard engine. Cheap to share: wrap it in an `Arc`.
+pub struct Engine {
+    exec: Arc<dyn Executor>,
+    keys: Keys,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    defs: RwLock<HashMap<BoardId, Arc<CachedDef>>>,
+    stats: CacheStats,
+    versions: AtomicU64,
+    version_seed: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("keys", &self.keys)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a failed script call is handled.
+enum Next {
+    Retry,
+    Fail(Error),
+}
+
+const ATTEMPTS: usize = 5;
+
+fn fmt_num(x: f64) -> String {
+    // Debug keeps exponents short ("1e300") and round-trips exactly through Lua's tonumber.
+    format!("{x:?}")
+}
+
+fn decode_stored(stored: f64, bits: u32) -> f64 {
+    if bits == 0 {
+        stored
+    } else {
+        (stored / 2f64.powi(bits as i32)).floor()
+    }
+}
+
+fn bad_reply(what: &str, r: &Reply) -> Error {
+    Error::Backend(format!("unexpected {what} reply: {r:?}"))
+}
+
+fn as_int(r: &Reply) -> Option<i64> {
+    match r {
+        Reply::Int(i) => Some(*i),
+        Reply::Bulk(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_u64(r: &Reply) -> Option<u64> {
+    as_int(r).and_then(|i| u64::try_from(i).ok())
+}
+
+fn as_f64(r: &Reply) -> Option<f64> {
+    match r {
+        Reply::Bulk(s) => s.parse().ok(),
+        Reply::Int(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+fn as_str(r: &Reply) -> Option<&str> {
+    match r {
+        Reply::Bulk(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn as_array(r: &Reply) -> Option<&[Reply]> {
+    match r {
+        Reply::Array(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// One member's row of a `read_members` reply.
+struct MemberRow {
+    stored: f64,
+    score: f64,
+    rank: u64,
+    worse: u64,
+    display_name: Option<String>,
+    data: Option<String>,
+}
+
+/// One event, checked against its board and placed in its periods.
+struct Prepared {
+    member: Member,
+    value: Score,
+    event_id: Option<String>,
+    /// (slot, tick) per key the event touches.
+    touch: Vec<(usize, u64)>,
+}
+
+/// One leaderboard key a chunk of events touches.
+struct Slot {
+    key: BoardKey,
+    window: Window,
+    /// `None` for the all-time window.
+    period: Option<Period>,
+    scope: Option<Scope>,
+    /// When the key expires, Unix ms (0: never).
+    expire: i64,
+}
+
+/// The keys a chunk of events touches.
+#[derive(Default)]
+struct Slots {
+    keys: Vec<Slot>,
+    by_zset: HashMap<String, usize>,
+}
+
+impl Slots {
+    fn slot(
+        &mut self,
+        key: BoardKey,
+        window: Window,
+        period: Period,
+        scope: Option<&Scope>,
+        expire: i64,
+    ) -> usize {
+        if let Some(&i) = self.by_zset.get(&key.zset) {
+            return i;
+        }
+        let i = self.keys.len();
+        self.by_zset.insert(key.zset.clone(), i);
+        let period = (window != Window::All).then_some(period);
+        self.keys.push(Slot {
+            key,
+            window,
+            period,
+            scope: scope.cloned(),
+            expire,
+        });
+        i
+    }
+}
+
+impl Engine {
+    /// An engine over `exec`, loading every script first so that a broken one fails here.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the backend cannot be reached, [`Error::Backend`] when a script
+    /// does not load.
+    pub async fn new(
+        exec: Arc<dyn Executor>,
+        keys: Keys,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Result<Self> {
+        exec.load(&scripts::all()).await.map_err(|e| match e {
+            ExecError::Unavailable(m) => Error::Unavailable(m),
+            ExecError::Reply(m) => Error::Backend(format!("loading scripts: {m}")),
+        })?;
+        Ok(Self {
+            exec,
+            keys,
+            clock,
+            config,
+            defs: RwLock::new(HashMap::new()),
+            stats: CacheStats::default(),
+            versions: AtomicU64::new(0),
+            version_seed: RandomState::new().build_hasher().finish(),
+        })
+    }
+
+    /// The key formatter.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Cache statistics.
+    pub fn cache_stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// The engine's clock reading, Unix ms.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Checks that the backend answers.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it does not.
+    pub async fn ready(&self) -> Result<()> {
+        self.exec
+            .ping()
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
+    fn new_version(&self) -> String {
+        let n = self.versions.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{:x}", self.version_seed, n)
+    }
+
+    fn forget(&self, board: &BoardId) {
+        self.defs
+            .write()
+            .expect("definition cache poisoned")
+            .remove(board);
+    }
+
+    fn on_error(&self, board: &BoardId, e: ExecError) -> Next {
+        let m = match e {
+            ExecError::Unavailable(m) => return Next::Fail(Error::Unavailable(m)),
+            ExecError::Reply(m) => m,
+        };
+        if m.contains("RANKD_STALE") {
+            self.stats.definition_stale.fetch_add(1, Ordering::Relaxed);
+            self.forget(board);
+            Next::Retry
+        } else if m.contains("RANKD_NOBOARD") {
+            self.forget(board);
+            Next::Fail(Error::BoardNotFound(board.clone()))
+        } else if m.contains("RANKD_RETRY") || m.contains("RANKD_EXISTS") {
+            Next::Retry
+        } else if let Some(rest) = m.split("RANKD_RANGE ").nth(1) {
+            // "<event index> <field>: <detail>"
+            let detail = rest.split_once(' ').map_or(rest, |(_, d)| d);
+            let (field, message) = detail.split_once(": ").unwrap_or(("value", detail));
+            Next::Fail(Error::Invalid(Invalid::new(field, message)))
+        } else {
+            Next::Fail(Error::Backend(m))
+        }
+    }
+
+    async fn fetch_def(&self, board: &BoardId) -> Result<Option<Arc<CachedDef>>> {
+        let reply = self
+            .exec
+            .eval(Call {
+                script: &scripts::BOARD_GET,
+                keys: vec![self.keys.definition(board)],
+                args: vec![],
+            })
+            .await
+            .map_err(|e| match e {
+                ExecError::Unavailable(m) => Error::Unavailable(m),
+                ExecError::Reply(m) => Error::Backend(m),
+            })?;
+        Self::parse_def(&reply)
+    }
+
+    fn parse_def(reply: &Reply) -> Result<Option<Arc<CachedDef>>> {
+        let a = as_array(reply).ok_or_else(|| bad_reply("board_get", reply))?;
+        match a {
+            [Reply::Nil, ..] => Ok(None),
+            [Reply::Bulk(v), Reply::Bulk(json), created] => {
+                let def: BoardDef = serde_json::from_str(json).map_err(|e| {
+                    Error::Backend(format!("stored definition does not parse: {e}"))
+                })?;
+                Ok(Some(Arc::new(CachedDef {
+                    version: v.clone(),
+                    def,
+                    created_ms: as_int(created).unwrap_or(0),
+                })))
+            }
+            _ => Err(bad_reply("board_get", reply)),
+        }
+    }
+
+    async fn definition(&self, board: &BoardId) -> Result<Arc<CachedDef>> {
+        if let Some(d) = self
+            .defs
+            .read()
+            .expect("definition cache poisoned")
+            .get(board)
+        {
+            self.stats.definition_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(d.clone());
+        }
+        self.stats.definition_misses.fetch_add(1, Ordering::Relaxed);
+        let d = self
+            .fetch_def(board)
+            .await?
+            .ok_or_else(|| Error::BoardNotFound(board.clone()))?;
+        self.defs
+            .write()
+            .expect("definition cache poisoned")
+            .insert(board.clone(), d.clone());
+        Ok(d)
+    }
+
+    /// Runs a script planned from the board's current definition, planning again when the
+    /// definition turns out to have changed.
+    async fn call_board<C>(
+        &self,
+        board: &BoardId,
+        mut plan: impl FnMut(&CachedDef) -> Result<(Call, C)>,
+    ) -> Result<(Arc<CachedDef>, Reply, C)> {
+        for _ in 0..ATTEMPTS {
+            let def = self.definition(board).await?;
+            let (call, ctx) = plan(&def)?;
+            match self.exec.eval(call).await {
+                Ok(r) => return Ok((def, r, ctx)),
+                Err(e) => match self.on_error(board, e) {
+                    Next::Retry => continue,
+                    Next::Fail(e) => return Err(e),
+                },
+            }
+        }
+        Err(Error::Conflict(format!(
+            "board {board} kept changing under this request"
+        )))
+    }
+
+    // ---- boards ------------------------------------------------------------------------------
+
+    /// Creates a board, or updates it where that is safe (see [`BoardDef::check_update`]).
+    /// Returns true when the board was created.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad definition or a refused change.
+    pub async fn put_board(&self, board: &BoardId, def: BoardDef) -> Result<bool> {
+        let def = def.validated()?;
+        let json = serde_json::to_string(&def).map_err(|e| Error::Backend(e.to_string()))?;
+        for _ in 0..ATTEMPTS {
+            let current = self.fetch_def(board).await?;
+            let expected = match &current {
+                Some(cur) => {
+                    cur.def.check_update(&def)?;
+                    cur.version.clone()
+                }
+                None => String::new(),
+            };
+            let call = Call {
+                script: &scripts::BOARD_PUT,
+                keys: vec![self.keys.definition(board)],
+                args: vec![
+                    expected,
+                    self.new_version(),
+                    json.clone(),
+                    self.now_ms().to_string(),
+                ],
+            };
+            match self.exec.eval(call).await {
+                Ok(_) => {
+                    self.forget(board);
+                    self.registry("add", board).await?;
+                    return Ok(current.is_none());
+                }
+                Err(e) => match self.on_error(board, e) {
+                    Next::Retry => continue,
+                    Next::Fail(e) => return Err(e),
+                },
+            }
+        }
+        Err(Error::Conflict(format!("board {board} kept changing")))
+    }
+
+    async fn registry(&self, op: &str, board: &BoardId) -> Result<Reply> {
+        self.exec
+            .eval(Call {
+                script: &scripts::REGISTRY,
+                keys: vec![self.keys.registry()],
+                args: vec![op.to_owned(), board.to_string()],
+            })
+            .await
+            .map_err(|e| match e {
+                ExecError::Unavailable(m) => Error::Unavailable(m),
+                ExecError::Reply(m) => Error::Backend(m),
+            })
+    }
+
+    /// A board's definition, read from Redis (not from the cache).
+    ///
+    /// # Errors
+    /// [`Error::BoardNotFound`].
+    pub async fn board(&self, board: &BoardId) -> Result<BoardInfo> {
+        let d = self
+            .fetch_def(board)
+            .await?
+            .ok_or_else(|| Error::BoardNotFound(board.clone()))?;
+        Ok(BoardInfo {
+            board: board.clone(),
+            definition: d.def.clone(),
+            created_at_ms: d.created_ms,
+        })
+    }
+
+    /// Every defined board, by id.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn boards(&self) -> Result<Vec<BoardInfo>> {
+        let reply = self
+            .exec
+            .eval(Call {
+                script: &scripts::REGISTRY,
+                keys: vec![self.keys.registry()],
+                args: vec!["list".into()],
+            })
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let mut ids: Vec<BoardId> = as_array(&reply)
+            .ok_or_else(|| bad_reply("registry", &reply))?
+            .iter()
+            .filter_map(|r| as_str(r).and_then(|s| BoardId::parse(s).ok()))
+            .collect();
+        ids.sort();
+        let calls = ids
+            .iter()
+            .map(|b| Call {
+                script: &scripts::BOARD_GET,
+                keys: vec![self.keys.definition(b)],
+                args: vec![],
+            })
+            .collect();
+        let replies = self
+            .exec
+            .eval_many(calls)
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (board, r) in ids.into_iter().zip(replies) {
+            let r = r.map_err(|e| Error::Backend(e.to_string()))?;
+            // A board deleted while it was listed: its id may linger in the registry for a moment.
+            if let Some(d) = Self::parse_def(&r)? {
+                out.push(BoardInfo {
+                    board,
+                    definition: d.def.clone(),
+                    created_at_ms: d.created_ms,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn live_zsets(&self, board: &BoardId, now: i64) -> Result<Vec<String>> {
+        let reply = self
+            .exec
+            .eval(Call {
+                script: &scripts::KEY_INDEX,
+                keys: vec![self.keys.index(board)],
+                args: vec![now.to_string()],
+            })
+            .await
+            .map_err(|e| match e {
+                ExecError::Unavailable(m) => Error::Unavailable(m),
+                ExecError::Reply(m) => Error::Backend(m),
+            })?;
+        Ok(as_array(&reply)
+            .ok_or_else(|| bad_reply("key_index", &reply))?
+            .iter()
+            .filter_map(|r| as_str(r).map(str::to_owned))
+            .collect())
+    }
+
+    /// Deletes a board: its definition and every key it owns.
+    ///
+    /// # Errors
+    /// [`Error::BoardNotFound`].
+    pub async fn delete_board(&self, board: &BoardId) -> Result<()> {
+        for _ in 0..ATTEMPTS {
+            let def = self
+                .fetch_def(board)
+                .await?
+                .ok_or_else(|| Error::BoardNotFound(board.clone()))?;
+            let now = self.now_ms();
+            let zsets = self.live_zsets(board, now).await?;
+            let mut keys = vec![
+                self.keys.definition(board),
+                self.keys.dedupe(board),
+                self.keys.index(board),
+                self.keys.display_names(board),
+                self.keys.display_data(board),
+            ];
+            for z in &zsets {
+                if let Some((k, _)) = self.keys.from_zset(board, z) {
+                    keys.extend([k.zset, k.distinct_values, k.distinct_counts]);
+                }
+            }
+            let mut args = vec![def.version.clone(), now.to_string()];
+            args.extend(zsets);
+            match self
+                .exec
+                .eval(Call {
+                    script: &scripts::DELETE_BOARD,
+                    keys,
+                    args,
+                })
+                .await
+            {
+                Ok(_) => {
+                    self.forget(board);
+                    self.registry("remove", board).await?;
+                    // Defined again meanwhile by someone else: keep it listed.
+                    if self.fetch_def(board).await?.is_some() {
+                        self.registry("add", board).await?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => match self.on_error(board, e) {
+                    Next::Retry => continue,
+                    Next::Fail(e) => return Err(e),
+                },
+            }
+        }
+        Err(Error::Conflict(format!("board {board} kept changing")))
+    }
+
+    // ---- writes ------------------------------------------------------------------------------
+
+    fn prepare(
+        &self,
+        board: &BoardId,
+        def: &BoardDef,
+        ev: &Submit,
+        now: i64,
+        slots: &mut Slots,
+    ) -> Result<Prepared, Invalid> {
+        def.check_value("value", ev.value)?;
+        let at = ev.at_ms.unwrap_or(now);
+        let max_future = self.config.max_future.as_millis() as i64;
+        if at > now + max_future {
+            return Err(Invalid::new(
+                "at",
+                format!(
+                    "must not lie more than {} s in the future",
+                    max_future / 1000
+                ),
+            ));
+        }
+        let mut touch = Vec::with_capacity(def.windows.len() * (1 + ev.scopes.len()));
+        for &window in &def.windows {
+            let period =
+                Period::containing(window, at).map_err(|e| Invalid::from(e).renamed("at"))?;
+            let expire = period.expires_at_ms(def.retention_periods).unwrap_or(0);
+            if window != Window::All && expire <= now {
+                return Err(Invalid::new(
+                    "at",
+                    format!(
+                        "falls in the {window} period {} whose keys expired (the board keeps {} closed periods)",
+                        period.id(),
+                        def.retention_periods
+                    ),
+                ));
+            }
+            let tick = if def.tie_break == TieBreak::First {
+                period
+                    .tick(at)
+                    .map_err(|e| Invalid::from(e).renamed("at"))?
+            } else {
+                0
+            };
+            for scope in std::iter::once(None).chain(ev.scopes.iter().map(Some)) {
+                let key = self.keys.leaderboard(board, &period, scope);
+                touch.push((slots.slot(key, window, period, scope, expire), tick));
+            }
+        }
+        Ok(Prepared {
+            member: ev.member.clone(),
+            value: ev.value,
+            event_id: ev.event_id.as_ref().map(|e| e.to_string()),
+            touch,
+        })
+    }
+
+    fn submit_call(
+        &self,
+        board: &BoardId,
+        d: &CachedDef,
+        slots: &Slots,
+        events: &[Prepared],
+        full: bool,
+        now: i64,
+    ) -> Call {
+        let def = &d.def;
+        let dense = def.rank_mode == RankMode::Dense;
+        let mut keys = vec![
+            self.keys.definition(board),
+            self.keys.dedupe(board),
+            self.keys.index(board),
+        ];
+        let mut args = vec![
+            d.version.clone(),
+            now.to_string(),
+            self.config.dedupe_window.as_millis().to_string(),
+            def.policy.as_str().into(),
+            def.order.as_str().into(),
+            def.rank_mode.as_str().into(),
+            def.score_bound().map_or_else(|| "0".into(), fmt_num),
+            def.max_members.unwrap_or(0).to_string(),
+            if full { "full" } else { "count" }.into(),
+            slots.keys.len().to_string(),
+        ];
+        for slot in &slots.keys {
+            keys.push(slot.key.zset.clone());
+            if dense {
+                keys.push(slot.key.distinct_values.clone());
+                keys.push(slot.key.distinct_counts.clone());
+            }
+            args.push(slot.expire.to_string());
+            args.push(def.tick_bits(slot.window).to_string());
+        }
+        args.push(events.len().to_string());
+        for ev in events {
+            args.push(ev.member.to_string());
+            args.push(fmt_num(ev.value.get()));
+            args.push(ev.event_id.clone().unwrap_or_default());
+            args.push(ev.touch.len().to_string());
+            for (slot, tick) in &ev.touch {
+                args.push((slot + 1).to_string());
+                args.push(tick.to_string());
+            }
+        }
+        Call {
+            script: &scripts::SUBMIT,
+            keys,
+            args,
+        }
+    }
+
+    /// Applies one score event to every (window × scope) key of its board in one atomic call.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a value or time the board cannot take, [`Error::BoardNotFound`].
+    #[tracing::instrument(skip_all, fields(board = %ev.board))]
+    pub async fn submit(&self, ev: &Submit) -> Result<Submitted> {
+        let now = self.now_ms();
+        let (d, reply, slots) = self
+            .call_board(&ev.board, |d| {
+                let mut slots = Slots::default();
+                let p = self.prepare(&ev.board, &d.def, ev, now, &mut slots)?;
+                let call =
+                    self.submit_call(&ev.board, d, &slots, std::slice::from_ref(&p), true, now);
+                Ok((call, slots))
+            })
+            .await?;
+        let bad = || bad_reply("submit", &reply);
+        let a = as_array(&reply).ok_or_else(bad)?;
+        let (duplicate, rows) = match a {
+            [dup, Reply::Array(rows)] => (as_int(dup) == Some(1), rows),
+            _ => return Err(bad()),
+        };
+        if rows.len() != slots.keys.len() {
+            return Err(bad());
+        }
+        let mut results = Vec::with_capacity(rows.len());
+        for (row, slot) in rows.iter().zip(&slots.keys) {
+            let cells = as_array(row).ok_or_else(bad)?;
+            let [score, rank, prev] = cells else {
+                return Err(bad());
+            };
+            results.push(KeyResult {
+                window: slot.window,
+                period: slot.period.map(|p| p.id()),
+                scope: slot.scope.clone(),
+                score: as_f64(score).map(|s| decode_stored(s, d.def.tick_bits(slot.window))),
+                rank: as_u64(rank),
+                previous_rank: as_u64(prev),
+            });
+        }
+        Ok(Submitted {
+            member: ev.member.clone(),
+            duplicate,
+            results,
+        })
+    }
+
+    /// Applies many events, possibly of many boards, as if submitted one by one in the order given,
+    /// in one pipeline of script calls (each a chunk of one board's events).
+    ///
+    /// The whole batch is checked before anything is written: any invalid event fails it with
+    /// [`Error::InvalidBatch`]. What can only be known while writing (a sum leaving a board's exact
+    /// range, a definition changed meanwhile) fails the chunks it concerns, each chunk atomically.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBatch`], [`Error::Invalid`] naming `events` when there are too many.
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    pub async fn submit_batch(&self, events: &[Submit]) -> Result<BatchOutcome> {
+        if events.len() > MAX_BATCH {
+            return Err(Invalid::new(
+                "events",
+                format!("at most {MAX_BATCH} events per batch, got {}", events.len()),
+            )
+            .into());
+        }
+        let now = self.now_ms();
+        // Events by board, in order.
+        let mut order: Vec<BoardId> = Vec::new();
+        let mut by_board: HashMap<BoardId, Vec<usize>> = HashMap::new();
+        for (i, ev) in events.iter().enumerate() {
+            by_board
+                .entry(ev.board.clone())
+                .or_insert_with(|| {
+                    order.push(ev.board.clone());
+                    Vec::new()
+                })
+                .push(i);
+        }
+        let mut pending: Vec<(BoardId, Vec<usize>)> = Vec::new();
+        for b in &order {
+            for chunk in by_board[b].chunks(self.config.batch_chunk.max(1)) {
+                pending.push((b.clone(), chunk.to_vec()));
+            }
+        }
+        let mut outcome = BatchOutcome::default();
+        for _ in 0..ATTEMPTS {
+            let mut defs: HashMap<BoardId, Arc<CachedDef>> = HashMap::new();
+            let mut invalid: Vec<(usize, Invalid)> = Vec::new();
+            for (b, idx) in &pending {
+                if !defs.contains_key(b) {
+                    match self.definition(b).await {
+                        Ok(d) => {
+                            defs.insert(b.clone(), d);
+                        }
+                        Err(Error::BoardNotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !defs.contains_key(b) {
+                    let why = || Invalid::new("board", format!("board {b} is not defined"));
+                    invalid.extend(idx.iter().map(|&i| (i, why())));
+                }
+            }
+            let mut calls = Vec::with_capacity(pending.len());
+            for (b, idx) in &pending {
+                let Some(d) = defs.get(b) else { continue };
+                let mut slots = Slots::default();
+                let mut prepared = Vec::with_capacity(idx.len());
+                for &i in idx {
+                    match self.prepare(b, &d.def, &events[i], now, &mut slots) {
+                        Ok(p) => prepared.push(p),
+                        Err(e) => invalid.push((i, e)),
+                    }
+                }
+                calls.push(self.submit_call(b, d, &slots, &prepared, false, now));
+            }
+            if !invalid.is_empty() {
+                invalid.sort_by_key(|(i, _)| *i);
+                return Err(Error::InvalidBatch(invalid));
+            }
+            let results = self
+                .exec
+                .eval_many(calls)
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            let mut retry = Vec::new();
+            for ((b, idx), r) in pending.into_iter().zip(results) {
+                match r {
+                    Ok(reply) => match as_array(&reply) {
+                        Some([acc, dup]) => {
+                            outcome.accepted += as_u64(acc).unwrap_or(0);
+                            outcome.duplicates += as_u64(dup).unwrap_or(0);
+                        }
+                        _ => return Err(bad_reply("submit", &reply)),
+                    },
+                    Err(e) => match self.on_error(&b, e.clone()) {
+                        Next::Retry => retry.push((b, idx)),
+                        Next::Fail(Error::Invalid(inv)) => {
+                            // The script names the event by its index within the chunk.
+                            let local = match &e {
+                                ExecError::Reply(m) => m
+                                    .split("RANKD_RANGE ")
+                                    .nth(1)
+                                    .and_then(|r| r.split(' ').next())
+                                    .and_then(|n| n.parse::<usize>().ok())
+                                    .unwrap_or(0),
+                                ExecError::Unavailable(_) => 0,
+                            };
+                            let i = idx.get(local).copied().unwrap_or(idx[0]);
+                            return Err(Error::InvalidBatch(vec![(i, inv)]));
+                        }
+                        Next::Fail(e) => return Err(e),
+                    },
+                }
+            }
+            if retry.is_empty() {
+                return Ok(outcome);
+            }
+            pending = retry;
+        }
+        Err(Error::Conflict("boards of this batch kept changing".into()))
+    }
+
+    /// Removes a member from every key of a board, with its display data. Returns how many
+    /// leaderboard keys held the member.
+    ///
+    /// # Errors
+    /// [`Error::BoardNotFound`].
+    pub async fn remove_member(&self, board: &BoardId, member: &Member) -> Result<u64> {
+        for _ in 0..ATTEMPTS {
+            let d = self.definition(board).await?;
+            let now = self.now_ms();
+            let zsets = self.live_zsets(board, now).await?;
+            let dense = d.def.rank_mode == RankMode::Dense;
+            let mut keys = vec![
+                self.keys.definition(board),
+                self.keys.index(board),
+                self.keys.display_names(board),
+                self.keys.display_data(board),
+            ];
+            let mut args = vec![
+                d.version.clone(),
+                now.to_string(),
+                d.def.rank_mode.as_str().into(),
+                member.to_string(),
+            ];
+            for z in &zsets {
+                let (k, window) = self
+                    .keys
+                    .from_zset(board, z)
+                    .ok_or_else(|| Error::Backend(format!("key index holds a foreign key {z}")))?;
+                keys.push(k.zset);
+                if dense {
+                    keys.push(k.distinct_values);
+                    keys.push(k.distinct_counts);
+                }
+                args.push(d.def.tick_bits(window).to_string());
+            }
+            match self
+                .exec
+                .eval(Call {
+                    script: &scripts::REMOVE_MEMBER,
+                    keys,
+                    args,
+                })
+                .await
+            {
+                Ok(r) => return as_u64(&r).ok_or_else(|| bad_reply("remove_member", &r)),
+                Err(e) => match self.on_error(board, e) {
+                    Next::Retry => continue,
+                    Next::Fail(e) => return Err(e),
+                },
+            }
+        }
+        Err(Error::Conflict(format!("board {board} kept changing")))
+    }
+
+    /// Sets a member's display data (replacing what was there; absent fields are cleared).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for data over the limits, [`Error::BoardNotFound`].
+    pub async fn put_display(
+        &self,
+        board: &BoardId,
+        member: &Member,
+        display: Display,
+    ) -> Result<()> {
+        let display = display.validated()?;
+        let data = match &display.data {
+            Some(d) => serde_json::to_string(d).map_err(|e| Error::Backend(e.to_string()))?,
+            None => String::new(),
+        };
+        self.call_board(board, |d| {
+            Ok((
+                Call {
+                    script: &scripts::DISPLAY_PUT,
+                    keys: vec![
+                        self.keys.definition(board),
+                        self.keys.display_names(board),
+                        self.keys.display_data(board),
+                    ],
+                    args: vec![
+                        d.version.clone(),
+                        member.to_string(),
+                        display.display_name.clone().unwrap_or_default(),
+                        data.clone(),
+                    ],
+                },
+                (),
+            ))
+        })
+        .await?;
+        Ok(())
+    }
+
+    // ---- reads -------------------------------------------------------------------------------
+
+    /// Resolves a view against a board: its period (checked to be readable) and keys.
+    fn resolve(
+        &self,
+        board: &BoardId,
+        def: &BoardDef,
+        view: &View,
+        now: i64,
+    ) -> Result<(Period, BoardKey), Invalid> {
+        if !def.windows.contains(&view.window) {
+            return Err(Invalid::new(
+                "window",
+                format!(
+                    "board {board} keeps no {} window (it keeps {})",
+                    view.window,
+                    def.windows
+                        .iter()
+                        .map(|w| w.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let period = match view.period {
+            Some(p) => {
+                if p.start_ms() > now {
+                    return Err(Invalid::new(
+                        "period",
+                        format!("{} has not started yet", p.id()),
+                    ));
+                }
+                if let Some(exp) = p.expires_at_ms(def.retention_periods) {
+                    if exp <= now {
+                        return Err(Invalid::new(
+                            "period",
+                            format!(
+                                "{} has expired: the board keeps {} closed {} periods",
+                                p.id(),
+                                def.retention_periods,
+                                view.window
+                            ),
+                        ));
+                    }
+                }
+                p
+            }
+            None => Period::containing(view.window, now)?,
+        };
+        let key = self.keys.leaderboard(board, &period, view.scope.as_ref());
+        Ok((period, key))
+    }
+
+    /// Runs a read script on the key a view names. A view naming a window the cached definition
+    /// lacks refreshes the definition once, in case the window was just added.
+    async fn read<C>(
+        &self,
+        board: &BoardId,
+        view: &View,
+        build: impl Fn(&CachedDef, &BoardKey) -> (Call, C),
+    ) -> Result<(Arc<CachedDef>, Period, Reply, C)> {
+        let now = self.now_ms();
+        let mut refreshed = false;
+        loop {
+            let res = self
+                .call_board(board, |d| {
+                    let (period, key) = self.resolve(board, &d.def, view, now)?;
+                    let (call, c) = build(d, &key);
+                    Ok((call, (period, c)))
+                })
+                .await;
+            match res {
+                Ok((d, reply, (period, c))) => return Ok((d, period, reply, c)),
+                Err(Error::Invalid(e)) if e.field == "window" && !refreshed => {
+                    refreshed = true;
+                    self.forget(board);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn page_call(
+        &self,
+        board: &BoardId,
+        d: &CachedDef,
+        key: &BoardKey,
+        window: Window,
+        kind: &str,
+        extra: Vec<String>,
+    ) -> Call {
+        let mut args = vec![
+            d.version.clone(),
+            d.def.order.as_str().into(),
+            d.def.rank_mode.as_str().into(),
+            d.def.tick_bits(window).to_string(),
+            kind.into(),
+        ];
+        args.extend(extra);
+        Call {
+            script: &scripts::READ_PAGE,
+            keys: vec![
+                self.keys.definition(board),
+                key.zset.clone(),
+                key.distinct_values.clone(),
+                self.keys.display_names(board),
+            ],
+            args,
+        }
+    }
+
+    async fn page_read(
+        &self,
+        board: &BoardId,
+        view: &View,
+        kind: &str,
+        extra: Vec<String>,
+        limit: Option<u32>,
+    ) -> Result<Option<Page>> {
+        let (d, period, reply, ()) = self
+            .read(board, view, |d, key| {
+                (
+                    self.page_call(board, d, key, view.window, kind, extra.clone()),
+                    (),
+                )
+            })
+            .await?;
+        let bad = || bad_reply("read_page", &reply);
+        let (total, flat) = match as_array(&reply).ok_or_else(bad)? {
+            [total, Reply::Array(flat)] => (as_u64(total).ok_or_else(bad)?, flat),
+            [_, Reply::Nil] => return Ok(None),
+            _ => return Err(bad()),
+        };
+        let bits = d.def.tick_bits(view.window);
+        let mut entries = Vec::with_capacity(flat.len() / 4);
+        let mut last = None;
+        for e in flat.chunks(4) {
+            let [m, s, r, name] = e else {
+                return Err(bad());
+            };
+            let member = as_str(m).ok_or_else(bad)?.to_owned();
+            let stored = as_f64(s).ok_or_else(bad)?;
+            last = Some(Cursor {
+                stored,
+                member: member.clone(),
+            });
+            entries.push(Entry {
+                rank: as_u64(r).ok_or_else(bad)?,
+                member,
+                score: decode_stored(stored, bits),
+                display_name: as_str(name).map(str::to_owned),
+            });
+        }
+        let next = match limit {
+            Some(l) if entries.len() as u64 == u64::from(l) => last,
+            _ => None,
+        };
+        Ok(Some(Page {
+            board: board.clone(),
+            window: view.window,
+            period: (view.window != Window::All).then(|| period.id()),
+            scope: view.scope.clone(),
+            total,
+            entries,
+            next,
+        }))
+    }
+
+    /// The best `limit` entries.
+    ///
+    /// # Errors
+    /// [`Error::BoardNotFound`], [`Error::Invalid`] for a view the board cannot serve.
+    pub async fn top(&self, board: &BoardId, view: &View, limit: Limit) -> Result<Page> {
+        self.page(board, view, Offset::new(0)?, limit).await
+    }
+
+    /// Entries at 0-based positions `[offset, offset + limit)`, with a cursor to the next page.
+    ///
+    /// # Errors
+    /// [`Error::BoardNotFound`], [`Error::Invalid`] for a view the board cannot serve.
+    pub async fn page(
+        &self,
+        board: &BoardId,
+        view: &View,
+        offset: Offset,
+        limit: Limit,
+    ) -> Result<Page> {
+        self.page_read(
+            board,
+            view,
+            "range",
+            vec![offset.get().to_string(), limit.get().to_string()],
+            Some(limit.get()),
+        )
+        .await?
+        .ok_or_else(|| Error::Backend("range read answered no page".into()))
+    }
+
+    /// The `limit` entries after a cursor.
+    ///
+    /// # Errors
+    /// [`Error::BoardNotFound`], [`Error::Invalid`] for a view the board cannot serve.
+    pub async fn after(
+        &self,
+        board: &BoardId,
+        view: &View,
+        cursor: &Cursor,
+        limit: Limit,
+    ) -> Result<Page> {
+        self.page_read(
+            board,
+            view,
+            "after",
+            vec![
+                fmt_num(cursor.stored),
+                cursor.member.clone(),
+                limit.get().to_string(),
+            ],
+            Some(limit.get()),
+        )
+        .await?
+        .ok_or_else(|| Error::Backend("cursor read answered no page".into()))
+    }
+
+    /// The member and `radius` entries on each side; at the borders the window shifts so that it
+    /// always holds `2 * radius + 1` entries when the board has that many.
+    ///
+    /// # Errors
+    /// [`Error::MemberNotFound`], [`Error::BoardNotFound`].
+    pub async fn around(
+        &self,
+        board: &BoardId,
+        view: &View,
+        member: &Member,
+        radius: Radius,
+    ) -> Result<Page> {
+        self.page_read(
+            board,
+            view,
+            "around",
+            vec![member.to_string(), radius.get().to_string()],
+            None,
+        )
+        .await?
+        .ok_or_else(|| Error::MemberNotFound {
+            board: board.clone(),
+            member: member.clone(),
+        })
+    }
+
+    /// Entries whose score lies in `[min, max]`, best first, at most `limit`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `min` when `min > max`, [`Error::BoardNotFound`].
+    pub async fn score_range(
+        &self,
+        board: &BoardId,
+        view: &View,
+        min: Score,
+        max: Score,
+        limit: Limit,
+    ) -> Result<Page> {
+        if min.get() > max.get() {
+            return Err(Invalid::new(
+                "min",
+                format!("must not exceed max ({} > {})", min.get(), max.get()),
+            )
+            .into());
+        }
+        self.page_read(
+            board,
+            view,
+            "score",
+            vec![
+                fmt_num(min.get()),
+                fmt_num(max.get()),
+                limit.get().to_string(),
+            ],
+            None,
+        )
+        .await?
+        .ok_or_else(|| Error::Backend("score read answered no page".into()))
+    }
+
+    /// Members in the key a view names.
+    ///
+    /// # Errors
+    /// [`Error::BoardNotFound`].
+    pub async fn count(&self, board: &BoardId, view: &View) -> Result<u64> {
+        let page = self
+            .page_read(board, view, "range", vec!["0".into(), "0".into()], None)
+            .await?
+            .ok_or_else(|| Error::Backend("count answered no page".into()))?;
+        Ok(page.total)
+    }
+
+    async fn members_read(
+        &self,
+        board: &BoardId,
+        view: &View,
+        members: &[Member],
+        with_data: bool,
+    ) -> Result<(Arc<CachedDef>, u64, Vec<Option<MemberRow>>)> {
+        let (d, _, reply, ()) = self
+            .read(board, view, |d, key| {
+                let mut args = vec![
+                    d.version.clone(),
+                    d.def.order.as_str().into(),
+                    d.def.rank_mode.as_str().into(),
+                    d.def.tick_bits(view.window).to_string(),
+                    if with_data { "1" } else { "0" }.into(),
+                ];
+                args.extend(members.iter().map(|m| m.to_string()));
+                (
+                    Call {
+                        script: &scripts::READ_MEMBERS,
+                        keys: vec![
+                            self.keys.definition(board),
+                            key.zset.clone(),
+                            key.distinct_values.clone(),
+                            self.keys.display_names(board),
+                            self.keys.display_data(board),
+                        ],
+                        args,
+                    },
+                    (),
+                )
+            })
+            .await?;
+        let bad = || bad_reply("read_members", &reply);
+        let [total, Reply::Array(rows)] = as_array(&reply).ok_or_else(bad)? else {
+            return Err(bad());
+        };
+        let total = as_u64(total).ok_or_else(bad)?;
+        let bits = d.def.tick_bits(view.window);
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row {
+                Reply::Nil => out.push(None),
+                Reply::Array(cells) => {
+                    let [s, r, w, name, data] = cells.as_slice() else {
+                        return Err(bad());
+                    };
+                    let stored = as_f64(s).ok_or_else(bad)?;
+                    out.push(Some(MemberRow {
+                        stored,
+                        score: decode_stored(stored, bits),
+                        rank: as_u64(r).ok_or_else(bad)?,
+                        worse: as_u64(w).ok_or_else(bad)?,
+                        display_name: as_str(name).map(str::to_owned),
+                        data: as_str(data).map(str::to_owned),
+                    }));
+                }
+                _ => return Err(bad()),
+            }
+        }
+        if out.len() != members.len() {
+            return Err(bad());
+        }
+        Ok((d, total, out))
+    }
+
+    /// A member's score, rank, percentile and the total.
+    ///
+    /// # Errors
+    /// [`Error::MemberNotFound`], [`Error::BoardNotFound`].
+    pub async fn standing(
+        &self,
+        board: &BoardId,
+        view: &View,
+        member: &Member,
+    ) -> Result<Standing> {
+        let (_, total, mut rows) = self
+            .members_read(board, view, std::slice::from_ref(member), true)
+            .await?;
+        let Some(row) = rows.pop().flatten() else {
+            return Err(Error::MemberNotFound {
+                board: board.clone(),
+                member: member.clone(),
+            });
+        };
+        Ok(Standing {
+            member: member.clone(),
+            score: row.score,
+            rank: row.rank,
+            percentile: if total == 0 {
+                0.0
+            } else {
+                row.worse as f64 * 100.0 / total as f64
+            },
+            total,
+            display_name: row.display_name,
+            data: row.data.and_then(|d| serde_json::from_str(&d).ok()),
+        })
+    }
+
+    /// Ranks for a list of members (at most [`MAX_LOOKUP`]), in rank order, with the missing ones.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `members` when the list is empty or too long, [`Error::BoardNotFound`].
+    pub async fn lookup(&self, board: &BoardId, view: &View, members: &[Member]) -> Result<Lookup> {
+        if members.is_empty() || members.len() > MAX_LOOKUP {
+            return Err(Invalid::new(
+                "members",
+                format!("must name 1 to {MAX_LOOKUP} members, got {}", members.len()),
+            )
+            .into());
+        }
+        let mut unique: Vec<Member> = Vec::with_capacity(members.len());
+        let mut seen = std::collections::HashSet::with_capacity(members.len());
+        for m in members {
+            if seen.insert(m) {
+                unique.push(m.clone());
+            }
+        }
+        let (d, total, rows) = self.members_read(board, view, &unique, false).await?;
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for (m, row) in unique.into_iter().zip(rows) {
+            match row {
+                Some(row) => found.push((row, m)),
+                None => missing.push(m),
+            }
+        }
+        // Rank order; among equal ranks, the board's own order: stored score (which holds the
+        // tie-break tick), then member bytes as Redis orders them (reversed on desc boards).
+        let desc = d.def.order == crate::board::Order::Desc;
+        found.sort_by(|(a, am), (b, bm)| {
+            a.rank.cmp(&b.rank).then_with(|| {
+                let by_score = a.stored.total_cmp(&b.stored);
+                let by_member = am.as_str().as_bytes().cmp(bm.as_str().as_bytes());
+                if desc {
+                    by_score.reverse().then(by_member.reverse())
+                } else {
+                    by_score.then(by_member)
+                }
+            })
+        });
+        let entries = found
+            .into_iter()
+            .map(|(row, m)| Entry {
+                rank: row.rank,
+                member: m.to_string(),
+                score: row.score,
+                display_name: row.display_name,
+            })
+            .collect();
+        Ok(Lookup {
+            total,
+            entries,
+            missing,
+        })
+    }
+}

@@ -1,0 +1,43 @@
+//! The script registry: every file of lua/, compiled in with the shared helpers prepended.
+
+use crate::backend::Script;
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        #[doc = concat!("lua/", $file, ".lua")]
+        pub static $name: Script = Script::new(
+            $file,
+            concat!(
+                include_str!("../../lua/lib.lua"),
+                include_str!(concat!("../../lua/", $file, ".lua"))
+            ),
+        );
+    };
+}
+
+script!(SUBMIT, "submit");
+script!(READ_PAGE, "read_page");
+script!(READ_MEMBERS, "read_members");
+script!(BOARD_PUT, "board_put");
+script!(BOARD_GET, "board_get");
+script!(REGISTRY, "registry");
+script!(KEY_INDEX, "key_index");
+script!(REMOVE_MEMBER, "remove_member");
+script!(DELETE_BOARD, "delete_board");
+script!(DISPLAY_PUT, "display_put");
+
+/// Every script, for loading at start-up.
+pub fn all() -> [&'static Script; 10] {
+    [
+        &SUBMIT,
+        &READ_PAGE,
+        &READ_MEMBERS,
+        &BOARD_PUT,
+        &BOARD_GET,
+        &REGISTRY,
+        &KEY_INDEX,
+        &REMOVE_MEMBER,
+        &DELETE_BOARD,
+        &DISPLAY_PUT,
+    ]
+}

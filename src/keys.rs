@@ -1,0 +1,190 @@
+//! The only place a Redis key is formatted.
+//!
+//! Every key of a board carries the configured prefix and the board id as its hash tag, so that all
+//! keys one script touches live in one Redis Cluster slot:
+//!
+//! ```text
+//! {prefix}boards                                   set of board ids (the only key outside a board)
+//! {prefix}{<board>}:def                            hash: v (version), json (definition), created
+//! {prefix}{<board>}:dedupe                         zset: event id -> ms when it is forgotten
+//! {prefix}{<board>}:keys                           zset: data key -> ms it expires (+inf: never)
+//! {prefix}{<board>}:dn / :dd                       hashes: member -> display name / display data
+//! {prefix}{<board>}:z:<window>:<period>:<scope>    zset: member -> stored score
+//! {prefix}{<board>}:dv:<window>:<period>:<scope>   zset: distinct values (dense boards)
+//! {prefix}{<board>}:dc:<window>:<period>:<scope>   hash: value -> member count (dense boards)
+//! ```
+//!
+//! `<period>` is `all` for the all-time window; `<scope>` is `g` for the global board and `s:<scope>`
+//! for a scoped one (scopes may contain `:`, which is why the scope comes last).
+
+use crate::board::{BoardId, Scope};
+use crate::error::Invalid;
+use crate::window::Period;
+
+/// Longest key prefix, in bytes.
+pub const MAX_PREFIX_LEN: usize = 64;
+
+/// Formats keys under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// The keys of one leaderboard: a (window, period, scope) of a board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardKey {
+    /// The sorted set of members and stored scores.
+    pub zset: String,
+    /// Distinct values, for dense ranks.
+    pub distinct_values: String,
+    /// How many members hold each distinct value, for dense ranks.
+    pub distinct_counts: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (for example `rankd:`).
+    ///
+    /// # Errors
+    /// [`Invalid`] naming `key_prefix` when it is too long or holds a brace, which would break hash tags.
+    pub fn new(prefix: &str) -> Result<Self, Invalid> {
+        if prefix.len() > MAX_PREFIX_LEN {
+            return Err(Invalid::new(
+                "key_prefix",
+                format!(
+                    "must be at most {MAX_PREFIX_LEN} bytes, got {}",
+                    prefix.len()
+                ),
+            ));
+        }
+        if prefix.contains(['{', '}'])
+            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Invalid::new(
+                "key_prefix",
+                "must not contain braces, white space or control characters",
+            ));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The configured prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn board_key(&self, board: &BoardId, suffix: &str) -> String {
+        format!("{}{{{}}}:{}", self.prefix, board, suffix)
+    }
+
+    /// The set of defined board ids.
+    pub fn registry(&self) -> String {
+        format!("{}boards", self.prefix)
+    }
+
+    /// A board's definition hash.
+    pub fn definition(&self, board: &BoardId) -> String {
+        self.board_key(board, "def")
+    }
+
+    /// A board's recently seen event ids.
+    pub fn dedupe(&self, board: &BoardId) -> String {
+        self.board_key(board, "dedupe")
+    }
+
+    /// A board's index of its data keys.
+    pub fn index(&self, board: &BoardId) -> String {
+        self.board_key(board, "keys")
+    }
+
+    /// A board's display names.
+    pub fn display_names(&self, board: &BoardId) -> String {
+        self.board_key(board, "dn")
+    }
+
+    /// A board's display data.
+    pub fn display_data(&self, board: &BoardId) -> String {
+        self.board_key(board, "dd")
+    }
+
+    /// The keys of one leaderboard of a board.
+    pub fn leaderboard(&self, board: &BoardId, period: &Period, scope: Option<&Scope>) -> BoardKey {
+        let tail = match scope {
+            None => format!("{}:{}:g", period.window(), period.id()),
+            Some(s) => format!("{}:{}:s:{}", period.window(), period.id(), s),
+        };
+        BoardKey {
+            zset: self.board_key(board, &format!("z:{tail}")),
+            distinct_values: self.board_key(board, &format!("dv:{tail}")),
+            distinct_counts: self.board_key(board, &format!("dc:{tail}")),
+        }
+    }
+
+    /// The keys of a leaderboard named by its sorted set (as the key index lists them), with the
+    /// window it belongs to.
+    pub fn from_zset(
+        &self,
+        board: &BoardId,
+        zset: &str,
+    ) -> Option<(BoardKey, crate::window::Window)> {
+        let head = self.board_key(board, "z:");
+        let tail = zset.strip_prefix(&head)?;
+        let window = tail.split(':').next()?.parse().ok()?;
+        Some((
+            BoardKey {
+                zset: zset.to_owned(),
+                distinct_values: self.board_key(board, &format!("dv:{tail}")),
+                distinct_counts: self.board_key(board, &format!("dc:{tail}")),
+            },
+            window,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::Window;
+
+    fn board() -> BoardId {
+        BoardId::parse("xp").unwrap()
+    }
+
+    #[test]
+    fn every_board_key_carries_the_prefix_and_the_board_hash_tag() {
+        let k = Keys::new("t1:").unwrap();
+        let p = Period::parse(Window::Weekly, "2026-W48").unwrap();
+        let s = Scope::parse("class:42").unwrap();
+        let l = k.leaderboard(&board(), &p, Some(&s));
+        assert_eq!(l.zset, "t1:{xp}:z:weekly:2026-W48:s:class:42");
+        assert_eq!(l.distinct_values, "t1:{xp}:dv:weekly:2026-W48:s:class:42");
+        for key in [
+            k.definition(&board()),
+            k.dedupe(&board()),
+            k.index(&board()),
+            l.distinct_counts,
+        ] {
+            assert!(key.starts_with("t1:{xp}:"), "{key}");
+        }
+        let g = k.leaderboard(&board(), &Period::parse(Window::All, "all").unwrap(), None);
+        assert_eq!(g.zset, "t1:{xp}:z:all:all:g");
+    }
+
+    #[test]
+    fn a_zset_name_from_the_index_maps_back_to_its_keys_and_window() {
+        let k = Keys::new("rankd:").unwrap();
+        let p = Period::parse(Window::Daily, "2026-11-26").unwrap();
+        let s = Scope::parse("region:eu").unwrap();
+        let l = k.leaderboard(&board(), &p, Some(&s));
+        assert_eq!(k.from_zset(&board(), &l.zset), Some((l, Window::Daily)));
+        assert_eq!(k.from_zset(&board(), "rankd:{other}:z:all:all:g"), None);
+    }
+
+    #[test]
+    fn prefixes_with_braces_are_refused() {
+        assert_eq!(Keys::new("a{b}").unwrap_err().field, "key_prefix");
+        assert!(Keys::new(&"p".repeat(65)).is_err());
+        assert!(Keys::new("").is_ok());
+    }
+}

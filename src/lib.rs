@@ -1,0 +1,20 @@
+//! rankd: a Redis-native leaderboard engine.
+//!
+//! - [`board`]: ids, members, scopes, scores and board definitions, parsed at the edge
+//! - [`window`]: UTC periods (daily, ISO week, month) and their expiry
+//! - [`keys`]: the only place a Redis key is formatted
+//! - [`engine`]: submit, batch, removal and every read, over a script executor
+//! - [`backend`]: script executors (Redis through fred)
+//! - [`config`]: defaults, rankd.toml and `RANKD_*` environment
+//! - [`error`]: typed errors
+
+pub mod backend;
+pub mod board;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod keys;
+pub mod window;
+
+pub use engine::Engine;
+pub use error::{Error, Invalid, Result};

@@ -1,0 +1,973 @@
+//! The engine end to end: writes, reads, rank modes, windows, scopes, errors.
+
+use rankd::board::{BoardDef, Display, EventId, Order, Policy, RankMode, TieBreak};
+use rankd::engine::{Cursor, Limit, Offset, Radius, Submit, View};
+use rankd::window::{Period, Window};
+use rankd::Error;
+
+use crate::helpers::{m, scope, score, Clock, Ctx};
+use crate::on_both;
+
+fn ranks(page: &rankd::engine::Page) -> Vec<(u64, String, f64)> {
+    page.entries
+        .iter()
+        .map(|e| (e.rank, e.member.clone(), e.score))
+        .collect()
+}
+
+on_both!(
+    incr_updates_global_and_scoped_keys_of_every_window_in_one_call,
+    rank_modes_number_equal_scores_as_documented,
+    best_and_set_policies_follow_the_board_order,
+    first_tie_break_ranks_whoever_reached_the_score_first,
+    around_me_keeps_rank_one_and_fills_to_two_radius_plus_one,
+    cursor_pages_never_skip_or_repeat_members_whose_scores_hold,
+    lookup_reports_ranks_in_order_and_the_missing_members,
+    score_ranges_are_ranked_consistently_with_pages,
+    event_ids_make_submits_idempotent,
+    batches_apply_in_order_across_boards_and_count_duplicates,
+    invalid_batches_write_nothing_and_name_every_bad_event,
+    max_members_trims_the_worst_inside_the_script,
+    remove_member_clears_every_key_and_display_data,
+    delete_board_removes_every_key_and_the_definition,
+    updates_refuse_unsafe_changes_and_reach_other_instances,
+    periods_expire_and_old_events_are_rejected,
+    bad_input_names_the_field_and_the_limit,
+    standing_reports_percentile_and_display_data,
+);
+
+async fn incr_updates_global_and_scoped_keys_of_every_window_in_one_call(t: &Ctx) {
+    let b = t
+        .board(
+            "xp",
+            BoardDef {
+                windows: vec![Window::All, Window::Weekly],
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    let mut ev = Submit::new(b.clone(), m("u42"), score(10.0));
+    ev.scopes = vec![scope("class:42")];
+    let r = t.engine.submit(&ev).await.unwrap();
+    assert!(!r.duplicate);
+    assert_eq!(r.results.len(), 4, "{r:?}");
+    let week = Period::containing(Window::Weekly, t.clock.now_ms())
+        .unwrap()
+        .id();
+    let shapes: Vec<_> = r
+        .results
+        .iter()
+        .map(|k| {
+            (
+                k.window,
+                k.period.clone(),
+                k.scope.as_ref().map(|s| s.to_string()),
+                k.score,
+                k.rank,
+                k.previous_rank,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![
+            (Window::All, None, None, Some(10.0), Some(1), None),
+            (
+                Window::All,
+                None,
+                Some("class:42".into()),
+                Some(10.0),
+                Some(1),
+                None
+            ),
+            (
+                Window::Weekly,
+                Some(week.clone()),
+                None,
+                Some(10.0),
+                Some(1),
+                None
+            ),
+            (
+                Window::Weekly,
+                Some(week),
+                Some("class:42".into()),
+                Some(10.0),
+                Some(1),
+                None
+            ),
+        ]
+    );
+    t.submit(&b, "u7", 25.0).await;
+    let r = t.engine.submit(&ev).await.unwrap();
+    assert_eq!(r.results[0].score, Some(20.0));
+    assert_eq!(r.results[0].rank, Some(2));
+    assert_eq!(r.results[0].previous_rank, Some(2));
+    assert_eq!(r.results[1].rank, Some(1), "u7 is not in class 42");
+    let weekly_class = View::current(Window::Weekly).scoped(scope("class:42"));
+    assert_eq!(t.engine.count(&b, &weekly_class).await.unwrap(), 1);
+    assert_eq!(t.engine.count(&b, &View::all_time()).await.unwrap(), 2);
+    let top = t
+        .engine
+        .top(&b, &View::all_time(), Limit::new(20).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        ranks(&top),
+        vec![(1, "u7".into(), 25.0), (2, "u42".into(), 20.0)]
+    );
+    assert_eq!(top.total, 2);
+    let neg = t.submit(&b, "u7", -30.0).await;
+    assert_eq!(neg.results[0].score, Some(-5.0));
+    assert_eq!(neg.results[0].rank, Some(2));
+}
+
+async fn rank_modes_number_equal_scores_as_documented(t: &Ctx) {
+    for (id, mode, want) in [
+        ("ord", RankMode::Ordinal, vec![1, 2, 3, 4]),
+        ("comp", RankMode::Competition, vec![1, 1, 3, 4]),
+        ("dense", RankMode::Dense, vec![1, 1, 2, 3]),
+    ] {
+        let b = t
+            .board(
+                id,
+                BoardDef {
+                    rank_mode: mode,
+                    ..BoardDef::default()
+                },
+            )
+            .await;
+        for (who, v) in [("a", 10.0), ("b", 10.0), ("c", 7.0), ("d", 3.0)] {
+            t.submit(&b, who, v).await;
+        }
+        let all = View::all_time();
+        let top = t
+            .engine
+            .top(&b, &all, Limit::new(10).unwrap())
+            .await
+            .unwrap();
+        let got: Vec<u64> = top.entries.iter().map(|e| e.rank).collect();
+        assert_eq!(got, want, "{mode:?}");
+        // Every read agrees with the pages.
+        for e in &top.entries {
+            let s = t.engine.standing(&b, &all, &m(&e.member)).await.unwrap();
+            assert_eq!(s.rank, e.rank, "{mode:?} standing of {}", e.member);
+        }
+        let page = t
+            .engine
+            .page(&b, &all, Offset::new(1).unwrap(), Limit::new(2).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            page.entries.iter().map(|e| e.rank).collect::<Vec<_>>(),
+            want[1..3].to_vec(),
+            "{mode:?}"
+        );
+        let around = t
+            .engine
+            .around(&b, &all, &m("c"), Radius::new(0).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(around.entries[0].rank, want[2], "{mode:?}");
+        let range = t
+            .engine
+            .score_range(&b, &all, score(3.0), score(7.0), Limit::new(10).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            range.entries.iter().map(|e| e.rank).collect::<Vec<_>>(),
+            want[2..].to_vec(),
+            "{mode:?}"
+        );
+        // Moving a tied member keeps the dense index right.
+        t.submit(&b, "b", -3.0).await;
+        let top = t
+            .engine
+            .top(&b, &all, Limit::new(10).unwrap())
+            .await
+            .unwrap();
+        let want_after: Vec<u64> = match mode {
+            RankMode::Ordinal => vec![1, 2, 3, 4],
+            RankMode::Competition => vec![1, 2, 2, 4],
+            RankMode::Dense => vec![1, 2, 2, 3],
+        };
+        assert_eq!(
+            top.entries.iter().map(|e| e.rank).collect::<Vec<_>>(),
+            want_after,
+            "{mode:?} {top:?}"
+        );
+    }
+}
+
+async fn best_and_set_policies_follow_the_board_order(t: &Ctx) {
+    let best_asc = t
+        .board(
+            "laps",
+            BoardDef {
+                order: Order::Asc,
+                policy: Policy::Best,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    t.submit(&best_asc, "a", 61.5).await;
+    assert_eq!(
+        t.submit(&best_asc, "a", 70.0).await.results[0].score,
+        Some(61.5)
+    );
+    assert_eq!(
+        t.submit(&best_asc, "a", 59.25).await.results[0].score,
+        Some(59.25)
+    );
+    t.submit(&best_asc, "b", 60.0).await;
+    let top = t
+        .engine
+        .top(&best_asc, &View::all_time(), Limit::new(5).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        ranks(&top),
+        vec![(1, "a".into(), 59.25), (2, "b".into(), 60.0)]
+    );
+
+    let best_desc = t
+        .board(
+            "high",
+            BoardDef {
+                policy: Policy::Best,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    t.submit(&best_desc, "a", 5.0).await;
+    assert_eq!(
+        t.submit(&best_desc, "a", 3.0).await.results[0].score,
+        Some(5.0)
+    );
+    assert_eq!(
+        t.submit(&best_desc, "a", 8.0).await.results[0].score,
+        Some(8.0)
+    );
+
+    let set = t
+        .board(
+            "level",
+            BoardDef {
+                policy: Policy::Set,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    t.submit(&set, "a", 5.0).await;
+    assert_eq!(t.submit(&set, "a", 2.0).await.results[0].score, Some(2.0));
+}
+
+async fn first_tie_break_ranks_whoever_reached_the_score_first(t: &Ctx) {
+    let b = t
+        .board(
+            "race",
+            BoardDef {
+                tie_break: TieBreak::First,
+                windows: vec![Window::All, Window::Daily],
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    // "zed" reaches 10 first, then "abe"; byte order alone would put zed first on a desc board,
+    // so make the later one sort first by bytes to prove time decides.
+    t.submit(&b, "abe", 5.0).await;
+    t.clock.advance(1_000);
+    t.submit(&b, "zed", 10.0).await;
+    t.clock.advance(1_000);
+    t.submit(&b, "abe", 5.0).await;
+    for view in [View::all_time(), View::current(Window::Daily)] {
+        let top = t
+            .engine
+            .top(&b, &view, Limit::new(5).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            ranks(&top),
+            vec![(1, "zed".into(), 10.0), (2, "abe".into(), 10.0)],
+            "{view:?}"
+        );
+    }
+    // Reaching the same score again (incr by 0) does not reset the time.
+    t.clock.advance(1_000);
+    t.submit(&b, "zed", 0.0).await;
+    let top = t
+        .engine
+        .top(&b, &View::all_time(), Limit::new(5).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(top.entries[0].member, "zed");
+    // Values must stay within the exact range, named in the error.
+    let too_big = t
+        .engine
+        .submit(&Submit::new(b.clone(), m("x"), score(2_097_152.0)))
+        .await;
+    match too_big {
+        Err(Error::Invalid(e)) => {
+            assert_eq!(e.field, "value");
+            assert!(e.message.contains("2097151"), "{e}");
+        }
+        other => panic!("expected an invalid value, got {other:?}"),
+    }
+    assert!(matches!(
+        t.engine
+            .submit(&Submit::new(b.clone(), m("x"), score(1.5)))
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    // A sum leaving the range is refused by the script, and nothing is written.
+    t.submit(&b, "big", 2_097_000.0).await;
+    match t
+        .engine
+        .submit(&Submit::new(b.clone(), m("big"), score(1_000.0)))
+        .await
+    {
+        Err(Error::Invalid(e)) => assert!(e.message.contains("2097151"), "{e}"),
+        other => panic!("expected an invalid sum, got {other:?}"),
+    }
+    let s = t
+        .engine
+        .standing(&b, &View::current(Window::Daily), &m("big"))
+        .await
+        .unwrap();
+    assert_eq!(s.score, 2_097_000.0);
+}
+
+async fn around_me_keeps_rank_one_and_fills_to_two_radius_plus_one(t: &Ctx) {
+    let b = t.board("arena", BoardDef::default()).await;
+    for i in 1..=20 {
+        t.submit(&b, &format!("p{i:02}"), f64::from(100 - i)).await;
+    }
+    let all = View::all_time();
+    let r = Radius::new(3).unwrap();
+    let top = t.engine.around(&b, &all, &m("p01"), r).await.unwrap();
+    assert_eq!(
+        top.entries.iter().map(|e| e.rank).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6, 7]
+    );
+    let second = t.engine.around(&b, &all, &m("p02"), r).await.unwrap();
+    assert_eq!(second.entries.first().unwrap().rank, 1);
+    assert_eq!(second.entries.len(), 7);
+    let mid = t.engine.around(&b, &all, &m("p10"), r).await.unwrap();
+    assert_eq!(
+        mid.entries.iter().map(|e| e.rank).collect::<Vec<_>>(),
+        (7..=13).collect::<Vec<_>>()
+    );
+    let last = t.engine.around(&b, &all, &m("p20"), r).await.unwrap();
+    assert_eq!(
+        last.entries.iter().map(|e| e.rank).collect::<Vec<_>>(),
+        (14..=20).collect::<Vec<_>>()
+    );
+    let wide = t
+        .engine
+        .around(&b, &all, &m("p05"), Radius::new(100).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(wide.entries.len(), 20);
+    assert!(matches!(
+        t.engine.around(&b, &all, &m("nobody"), r).await,
+        Err(Error::MemberNotFound { .. })
+    ));
+}
+
+async fn cursor_pages_never_skip_or_repeat_members_whose_scores_hold(t: &Ctx) {
+    let b = t.board("pages", BoardDef::default()).await;
+    // Ties on purpose: ten members on each of five scores.
+    for i in 0..50 {
+        t.submit(&b, &format!("m{i:02}"), f64::from(i % 5)).await;
+    }
+    let all = View::all_time();
+    let limit = Limit::new(7).unwrap();
+    let mut seen = Vec::new();
+    let mut page = t
+        .engine
+        .page(&b, &all, Offset::new(0).unwrap(), limit)
+        .await
+        .unwrap();
+    let mut round = 0;
+    loop {
+        seen.extend(page.entries.iter().map(|e| e.member.clone()));
+        // Others move between pages: the member the cursor names changes score, others join.
+        if round == 1 {
+            let c = page.next.clone().unwrap();
+            let last = page.entries.last().unwrap().member.clone();
+            t.submit(&b, &last, 100.0).await;
+            t.submit(&b, "late-joiner", 1000.0).await;
+            let encoded = Cursor::decode(&c.encode()).unwrap();
+            assert_eq!(encoded, c);
+        }
+        round += 1;
+        let Some(next) = page.next.clone() else { break };
+        page = t.engine.after(&b, &all, &next, limit).await.unwrap();
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "no member repeated: {seen:?}");
+    for i in 0..50 {
+        assert!(seen.contains(&format!("m{i:02}")), "m{i:02} was skipped");
+    }
+}
+
+async fn lookup_reports_ranks_in_order_and_the_missing_members(t: &Ctx) {
+    let b = t
+        .board(
+            "friends",
+            BoardDef {
+                rank_mode: RankMode::Competition,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    for (who, v) in [("a", 3.0), ("b", 9.0), ("c", 9.0), ("d", 1.0)] {
+        t.submit(&b, who, v).await;
+    }
+    let l = t
+        .engine
+        .lookup(
+            &b,
+            &View::all_time(),
+            &[m("d"), m("ghost"), m("b"), m("c"), m("b")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        l.entries
+            .iter()
+            .map(|e| (e.rank, e.member.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "c"), (1, "b"), (4, "d")],
+        "ties in Redis' order: byte order reversed on a desc board"
+    );
+    assert_eq!(l.missing, vec![m("ghost")]);
+    assert_eq!(l.total, 4);
+    let e = t
+        .engine
+        .lookup(&b, &View::all_time(), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Invalid(ref i) if i.field == "members"),
+        "{e}"
+    );
+}
+
+async fn score_ranges_are_ranked_consistently_with_pages(t: &Ctx) {
+    let b = t
+        .board(
+            "times",
+            BoardDef {
+                order: Order::Asc,
+                rank_mode: RankMode::Dense,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    for (who, v) in [("a", 1.0), ("b", 2.0), ("c", 2.0), ("d", 3.5), ("e", 9.0)] {
+        t.submit(&b, who, v).await;
+    }
+    let all = View::all_time();
+    let r = t
+        .engine
+        .score_range(&b, &all, score(2.0), score(3.5), Limit::new(10).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        ranks(&r),
+        vec![
+            (2, "b".into(), 2.0),
+            (2, "c".into(), 2.0),
+            (3, "d".into(), 3.5)
+        ]
+    );
+    let r = t
+        .engine
+        .score_range(&b, &all, score(2.5), score(3.0), Limit::new(10).unwrap())
+        .await
+        .unwrap();
+    assert!(r.entries.is_empty());
+    let e = t
+        .engine
+        .score_range(&b, &all, score(5.0), score(1.0), Limit::new(10).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Invalid(ref i) if i.field == "min"),
+        "{e}"
+    );
+}
+
+async fn event_ids_make_submits_idempotent(t: &Ctx) {
+    let b = t.board("once", BoardDef::default()).await;
+    let mut ev = Submit::new(b.clone(), m("u1"), score(5.0));
+    ev.event_id = Some(EventId::parse("evt-1").unwrap());
+    let first = t.engine.submit(&ev).await.unwrap();
+    assert!(!first.duplicate);
+    let again = t.engine.submit(&ev).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.results[0].score, Some(5.0));
+    assert_eq!(again.results[0].rank, Some(1));
+    // After the dedupe window the id is forgotten.
+    t.clock.advance(24 * 3600 * 1000 + 1);
+    let later = t.engine.submit(&ev).await.unwrap();
+    assert!(!later.duplicate);
+    assert_eq!(later.results[0].score, Some(10.0));
+}
+
+async fn batches_apply_in_order_across_boards_and_count_duplicates(t: &Ctx) {
+    let a = t
+        .board(
+            "ba",
+            BoardDef {
+                policy: Policy::Set,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    let b = t.board("bb", BoardDef::default()).await;
+    let mut events = Vec::new();
+    for i in 0..1200 {
+        let board = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let mut ev = Submit::new(board, m(&format!("u{}", i % 7)), score(f64::from(i)));
+        if i % 10 == 0 {
+            ev.event_id = Some(EventId::parse(&format!("e{}", i % 20)).unwrap());
+        }
+        events.push(ev);
+    }
+    let out = t.engine.submit_batch(&events).await.unwrap();
+    // Ids e0 and e10 repeat every 20 events: each counts once.
+    let ids = events.iter().filter(|e| e.event_id.is_some()).count() as u64;
+    assert_eq!(out.duplicates, ids - 2);
+    assert_eq!(out.accepted + out.duplicates, 1200);
+    // The model: replay in order.
+    let mut set = std::collections::HashMap::new();
+    let mut sum = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, ev) in events.iter().enumerate() {
+        if let Some(id) = &ev.event_id {
+            if !seen.insert((ev.board.clone(), id.clone())) {
+                continue;
+            }
+        }
+        if i % 2 == 0 {
+            set.insert(ev.member.to_string(), ev.value.get());
+        } else {
+            *sum.entry(ev.member.to_string()).or_insert(0.0) += ev.value.get();
+        }
+    }
+    for (board, model) in [(&a, &set), (&b, &sum)] {
+        for (member, v) in model {
+            let s = t
+                .engine
+                .standing(board, &View::all_time(), &m(member))
+                .await
+                .unwrap();
+            assert_eq!(s.score, *v, "{board} {member}");
+        }
+    }
+}
+
+async fn invalid_batches_write_nothing_and_name_every_bad_event(t: &Ctx) {
+    let b = t.board("strict", BoardDef::default()).await;
+    let mut events = vec![Submit::new(b.clone(), m("ok"), score(1.0))];
+    events.push(Submit::new(
+        rankd::board::BoardId::parse("nope").unwrap(),
+        m("x"),
+        score(1.0),
+    ));
+    let mut future = Submit::new(b.clone(), m("late"), score(1.0));
+    future.at_ms = Some(t.clock.now_ms() + 3_600_000);
+    events.push(future);
+    match t.engine.submit_batch(&events).await {
+        Err(Error::InvalidBatch(list)) => {
+            let idx: Vec<usize> = list.iter().map(|(i, _)| *i).collect();
+            assert_eq!(idx, vec![1, 2]);
+            assert_eq!(list[0].1.field, "board");
+            assert_eq!(list[1].1.field, "at");
+        }
+        other => panic!("expected an invalid batch, got {other:?}"),
+    }
+    assert_eq!(t.engine.count(&b, &View::all_time()).await.unwrap(), 0);
+    let too_many = vec![Submit::new(b.clone(), m("x"), score(1.0)); 10_001];
+    assert!(
+        matches!(t.engine.submit_batch(&too_many).await, Err(Error::Invalid(ref i)) if i.field == "events")
+    );
+}
+
+async fn max_members_trims_the_worst_inside_the_script(t: &Ctx) {
+    let b = t
+        .board(
+            "top3",
+            BoardDef {
+                max_members: Some(3),
+                rank_mode: RankMode::Dense,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    for (who, v) in [("a", 5.0), ("b", 4.0), ("c", 3.0)] {
+        t.submit(&b, who, v).await;
+    }
+    let r = t.submit(&b, "d", 1.0).await;
+    assert_eq!(r.results[0].rank, None, "d is trimmed at once");
+    t.submit(&b, "e", 4.5).await;
+    let top = t
+        .engine
+        .top(&b, &View::all_time(), Limit::new(10).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        ranks(&top),
+        vec![
+            (1, "a".into(), 5.0),
+            (2, "e".into(), 4.5),
+            (3, "b".into(), 4.0)
+        ]
+    );
+    assert_eq!(top.total, 3);
+}
+
+async fn remove_member_clears_every_key_and_display_data(t: &Ctx) {
+    let b = t
+        .board(
+            "gone",
+            BoardDef {
+                windows: vec![Window::All, Window::Daily, Window::Monthly],
+                rank_mode: RankMode::Dense,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    let mut ev = Submit::new(b.clone(), m("u1"), score(3.0));
+    ev.scopes = vec![scope("class:1"), scope("region:eu")];
+    t.engine.submit(&ev).await.unwrap();
+    t.submit(&b, "u2", 3.0).await;
+    t.engine
+        .put_display(
+            &b,
+            &m("u1"),
+            Display {
+                display_name: Some("Ann".into()),
+                data: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.engine.remove_member(&b, &m("u1")).await.unwrap(), 9);
+    for view in [
+        View::all_time(),
+        View::current(Window::Daily).scoped(scope("class:1")),
+    ] {
+        assert!(matches!(
+            t.engine.standing(&b, &view, &m("u1")).await,
+            Err(Error::MemberNotFound { .. })
+        ));
+    }
+    let s = t
+        .engine
+        .standing(&b, &View::all_time(), &m("u2"))
+        .await
+        .unwrap();
+    assert_eq!((s.rank, s.total), (1, 1));
+    // Re-adding starts from scratch, with no display name left behind.
+    t.submit(&b, "u1", 1.0).await;
+    let top = t
+        .engine
+        .top(&b, &View::all_time(), Limit::new(5).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(top.entries[1].display_name, None);
+    assert_eq!(
+        top.entries[1].rank, 2,
+        "dense index forgot the removed value"
+    );
+}
+
+async fn delete_board_removes_every_key_and_the_definition(t: &Ctx) {
+    let b = t
+        .board(
+            "temp",
+            BoardDef {
+                windows: vec![Window::All, Window::Weekly],
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    let mut ev = Submit::new(b.clone(), m("u1"), score(3.0));
+    ev.scopes = vec![scope("c:1")];
+    ev.event_id = Some(EventId::parse("only-once").unwrap());
+    t.engine.submit(&ev).await.unwrap();
+    t.engine.delete_board(&b).await.unwrap();
+    assert!(matches!(
+        t.engine.board(&b).await,
+        Err(Error::BoardNotFound(_))
+    ));
+    assert!(matches!(
+        t.engine.submit(&ev).await,
+        Err(Error::BoardNotFound(_))
+    ));
+    assert!(t.engine.boards().await.unwrap().is_empty());
+    // Defined again, it starts empty: the old event id and scores are gone.
+    t.board("temp", BoardDef::default()).await;
+    let r = t.engine.submit(&ev).await.unwrap();
+    assert!(!r.duplicate);
+    assert_eq!(r.results[0].score, Some(3.0));
+    assert!(matches!(
+        t.engine
+            .delete_board(&rankd::board::BoardId::parse("never").unwrap())
+            .await,
+        Err(Error::BoardNotFound(_))
+    ));
+}
+
+async fn updates_refuse_unsafe_changes_and_reach_other_instances(t: &Ctx) {
+    let b = t.board("evolving", BoardDef::default()).await;
+    let other = t.twin().await;
+    // The other instance caches the definition.
+    t.submit(&b, "u1", 1.0).await;
+    other.submit(&b, "u1", 1.0).await;
+    let refused = t
+        .engine
+        .put_board(
+            &b,
+            BoardDef {
+                order: Order::Asc,
+                ..BoardDef::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::Invalid(ref i) if i.field == "order"),
+        "{refused}"
+    );
+    let created = t
+        .engine
+        .put_board(
+            &b,
+            BoardDef {
+                windows: vec![Window::All, Window::Daily],
+                ..BoardDef::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!created);
+    // The other instance's stale cache is caught by the script and refreshed: the new window is written.
+    let r = other.submit(&b, "u1", 1.0).await;
+    assert_eq!(r.results.len(), 2, "{r:?}");
+    assert_eq!(
+        other
+            .engine
+            .count(&b, &View::current(Window::Daily))
+            .await
+            .unwrap(),
+        1
+    );
+    // A delete on one instance is seen by the other's next call.
+    t.engine.delete_board(&b).await.unwrap();
+    assert!(matches!(
+        other
+            .engine
+            .top(&b, &View::all_time(), Limit::new(1).unwrap())
+            .await,
+        Err(Error::BoardNotFound(_))
+    ));
+    let listed = t.engine.boards().await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
+async fn periods_expire_and_old_events_are_rejected(t: &Ctx) {
+    let b = t
+        .board(
+            "daily",
+            BoardDef {
+                windows: vec![Window::Daily],
+                retention_periods: 1,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    let now = t.clock.now_ms();
+    let today = Period::containing(Window::Daily, now).unwrap();
+    let yesterday = today.offset(-1);
+    let mut ev = Submit::new(b.clone(), m("u1"), score(1.0));
+    ev.at_ms = Some(yesterday.start_ms() + 1);
+    t.engine.submit(&ev).await.unwrap();
+    let y = View {
+        window: Window::Daily,
+        period: Some(yesterday),
+        scope: None,
+    };
+    assert_eq!(t.engine.count(&b, &y).await.unwrap(), 1);
+    // Two days back is past retention: refused for writes and reads, naming the period.
+    ev.at_ms = Some(today.offset(-2).start_ms());
+    match t.engine.submit(&ev).await {
+        Err(Error::Invalid(e)) => {
+            assert_eq!(e.field, "at");
+            assert!(e.message.contains(&today.offset(-2).id()), "{e}");
+        }
+        other => panic!("expected an expired period, got {other:?}"),
+    }
+    let old = View {
+        window: Window::Daily,
+        period: Some(today.offset(-2)),
+        scope: None,
+    };
+    assert!(
+        matches!(t.engine.count(&b, &old).await, Err(Error::Invalid(ref e)) if e.field == "period")
+    );
+    let future = View {
+        window: Window::Daily,
+        period: Some(today.offset(1)),
+        scope: None,
+    };
+    assert!(
+        matches!(t.engine.count(&b, &future).await, Err(Error::Invalid(ref e)) if e.field == "period")
+    );
+    assert!(matches!(
+        t.engine.count(&b, &View::all_time()).await,
+        Err(Error::Invalid(ref e)) if e.field == "window"
+    ));
+}
+
+async fn bad_input_names_the_field_and_the_limit(t: &Ctx) {
+    let b = t.board("inputs", BoardDef::default()).await;
+    let cases: Vec<(Result<Submit, rankd::Invalid>, &str)> = vec![
+        (
+            Submit::parse("bad board!", "u", 1.0, &[], None, None),
+            "board",
+        ),
+        (Submit::parse("inputs", "", 1.0, &[], None, None), "member"),
+        (
+            Submit::parse("inputs", "u", f64::NAN, &[], None, None),
+            "value",
+        ),
+        (
+            Submit::parse("inputs", "u", 1.0, &["a b".into()], None, None),
+            "scopes[0]",
+        ),
+        (
+            Submit::parse(
+                "inputs",
+                "u",
+                1.0,
+                &(0..9).map(|i| format!("s{i}")).collect::<Vec<_>>(),
+                None,
+                None,
+            ),
+            "scopes",
+        ),
+        (
+            Submit::parse("inputs", "u", 1.0, &[], Some(&"e".repeat(129)), None),
+            "event_id",
+        ),
+    ];
+    for (r, field) in cases {
+        assert_eq!(r.unwrap_err().field, field);
+    }
+    assert!(matches!(
+        t.engine
+            .submit(&Submit::new(
+                rankd::board::BoardId::parse("undefined").unwrap(),
+                m("u"),
+                score(1.0)
+            ))
+            .await,
+        Err(Error::BoardNotFound(_))
+    ));
+    let overflow = Submit::new(b.clone(), m("u"), score(f64::MAX));
+    t.engine.submit(&overflow).await.unwrap();
+    match t.engine.submit(&overflow).await {
+        Err(Error::Invalid(e)) => assert!(e.message.contains("finite"), "{e}"),
+        other => panic!("expected an overflow error, got {other:?}"),
+    }
+    assert_eq!(
+        t.engine
+            .standing(&b, &View::all_time(), &m("u"))
+            .await
+            .unwrap()
+            .score,
+        f64::MAX
+    );
+    let bad_def = t
+        .engine
+        .put_board(
+            &b,
+            BoardDef {
+                max_members: Some(0),
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    assert!(matches!(bad_def, Err(Error::Invalid(ref i)) if i.field == "max_members"));
+    let e = t
+        .engine
+        .put_display(
+            &b,
+            &m("u"),
+            Display {
+                display_name: Some("x".repeat(129)),
+                data: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Invalid(ref i) if i.field == "display_name" && i.message.contains("128")),
+        "{e}"
+    );
+}
+
+async fn standing_reports_percentile_and_display_data(t: &Ctx) {
+    let b = t.board("pct", BoardDef::default()).await;
+    for (who, v) in [("a", 10.0), ("b", 20.0), ("c", 20.0), ("d", 30.0)] {
+        t.submit(&b, who, v).await;
+    }
+    let mut data = serde_json::Map::new();
+    data.insert("avatar".into(), "cat.png".into());
+    t.engine
+        .put_display(
+            &b,
+            &m("b"),
+            Display {
+                display_name: Some("Bea".into()),
+                data: Some(data.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    let s = t
+        .engine
+        .standing(&b, &View::all_time(), &m("b"))
+        .await
+        .unwrap();
+    assert_eq!(s.percentile, 25.0, "one of four is strictly worse");
+    assert_eq!(s.total, 4);
+    assert_eq!(s.display_name.as_deref(), Some("Bea"));
+    assert_eq!(s.data, Some(serde_json::Value::Object(data)));
+    let top = t
+        .engine
+        .top(&b, &View::all_time(), Limit::new(4).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        top.entries
+            .iter()
+            .find(|e| e.member == "b")
+            .unwrap()
+            .display_name
+            .as_deref(),
+        Some("Bea")
+    );
+    let lowest = t
+        .engine
+        .standing(&b, &View::all_time(), &m("a"))
+        .await
+        .unwrap();
+    assert_eq!(lowest.percentile, 0.0);
+}

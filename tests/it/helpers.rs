@@ -1,0 +1,152 @@
+//! Shared test helpers: a real engine on real Redis (standalone or cluster), with a key prefix of
+//! its own so that tests run in parallel and never touch each other's keys.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rankd::backend::redis::{RedisConfig, RedisExecutor};
+use rankd::board::{BoardDef, BoardId, Member, Scope, Score};
+pub use rankd::engine::Clock;
+use rankd::engine::{EngineConfig, ManualClock, Submit};
+use rankd::keys::Keys;
+use rankd::Engine;
+
+/// Which Redis a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redis {
+    Standalone,
+    Cluster,
+}
+
+impl Redis {
+    pub fn url(self) -> String {
+        match self {
+            Redis::Standalone => {
+                std::env::var("RANKD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+            }
+            Redis::Cluster => std::env::var("RANKD_TEST_CLUSTER_URL").expect(
+                "RANKD_TEST_CLUSTER_URL is not set: run the suite with scripts/test (it starts a local Redis Cluster)",
+            ),
+        }
+    }
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A unique key prefix for one test.
+pub fn prefix() -> String {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("t{}x{nanos:x}x{n}:", std::process::id())
+}
+
+/// An engine on its own prefix, with a clock the test can move.
+pub struct Ctx {
+    pub redis: Redis,
+    pub engine: Engine,
+    pub clock: Arc<ManualClock>,
+    pub prefix: String,
+}
+
+impl Ctx {
+    pub async fn new(redis: Redis) -> Self {
+        Self::with_prefix(redis, &prefix(), EngineConfig::default()).await
+    }
+
+    pub async fn with_prefix(redis: Redis, prefix: &str, config: EngineConfig) -> Self {
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now().timestamp_millis()));
+        let mut rc = RedisConfig::new(redis.url());
+        rc.pool_size = 2;
+        let exec = RedisExecutor::connect(&rc).await.expect("connect to Redis");
+        let engine = Engine::new(
+            Arc::new(exec),
+            Keys::new(prefix).unwrap(),
+            clock.clone(),
+            config,
+        )
+        .await
+        .expect("engine starts");
+        Self {
+            redis,
+            engine,
+            clock,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// A second engine (another rankd instance) on the same prefix.
+    pub async fn twin(&self) -> Self {
+        let t = Self::with_prefix(self.redis, &self.prefix, EngineConfig::default()).await;
+        t.clock.set(self.clock.now_ms());
+        t
+    }
+
+    pub async fn board(&self, id: &str, def: BoardDef) -> BoardId {
+        let b = BoardId::parse(id).unwrap();
+        assert!(
+            self.engine.put_board(&b, def).await.unwrap(),
+            "board {id} is new"
+        );
+        b
+    }
+
+    pub async fn submit(
+        &self,
+        board: &BoardId,
+        member: &str,
+        value: f64,
+    ) -> rankd::engine::Submitted {
+        self.engine
+            .submit(&Submit::new(
+                board.clone(),
+                m(member),
+                Score::new("value", value).unwrap(),
+            ))
+            .await
+            .unwrap()
+    }
+
+    /// Deletes every board the test made.
+    pub async fn cleanup(&self) {
+        for b in self.engine.boards().await.unwrap() {
+            self.engine.delete_board(&b.board).await.unwrap();
+        }
+    }
+}
+
+pub fn m(s: &str) -> Member {
+    Member::parse(s).unwrap()
+}
+
+pub fn scope(s: &str) -> Scope {
+    Scope::parse(s).unwrap()
+}
+
+pub fn score(v: f64) -> Score {
+    Score::new("value", v).unwrap()
+}
+
+/// Runs each named `async fn(Ctx)` against standalone Redis and against a Redis Cluster.
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_standalone_redis() {
+                let ctx = $crate::helpers::Ctx::new($crate::helpers::Redis::Standalone).await;
+                super::$name(&ctx).await;
+                ctx.cleanup().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_redis_cluster() {
+                let ctx = $crate::helpers::Ctx::new($crate::helpers::Redis::Cluster).await;
+                super::$name(&ctx).await;
+                ctx.cleanup().await;
+            }
+        }
+    )*};
+}

@@ -1,0 +1,5 @@
+//! rankd's integration suite: one binary, real Redis (standalone and cluster), no mocks.
+
+mod helpers;
+
+mod engine;
