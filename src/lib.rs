@@ -6,14 +6,21 @@
 //! - [`engine`]: submit, batch, removal and every read, over a script executor
 //! - [`backend`]: script executors (Redis through fred)
 //! - [`config`]: defaults, rankd.toml and `RANKD_*` environment
+//! - [`http`]: the HTTP endpoint (hyper, no framework)
+//! - [`metrics`]: every metric name, described
+//! - [`serve`]: wires configuration, backend, engine and server together
 //! - [`error`]: typed errors
 
 pub mod backend;
 pub mod board;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod http;
 pub mod keys;
+pub mod metrics;
+pub mod serve;
 pub mod window;
 
 pub use engine::Engine;

@@ -1,6 +1,7 @@
 //! Script executors: where the Lua scripts run. The engine talks only to [`Executor`], so a second,
 //! in-process executor can stand in for Redis with the same scripts, keys and replies.
 
+pub mod instrumented;
 pub mod redis;
 
 use std::sync::OnceLock;
@@ -76,6 +77,21 @@ pub struct Call {
     pub args: Vec<String>,
 }
 
+/// What a backend reports about itself for the cache statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackendStats {
+    /// `redis`, `redis-cluster` or `embedded`.
+    pub kind: &'static str,
+    /// Memory the data uses, in bytes (Redis: `used_memory`, summed over primaries).
+    pub used_memory_bytes: Option<u64>,
+    /// Keys held (Redis: `DBSIZE`, summed over primaries).
+    pub keys: Option<u64>,
+    /// Script calls made through this process.
+    pub script_calls: u64,
+    /// Scripts loaded again after the backend answered NOSCRIPT (restart, failover, SCRIPT FLUSH).
+    pub script_reloads: u64,
+}
+
 /// Runs rankd's scripts.
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
@@ -105,4 +121,12 @@ pub trait Executor: Send + Sync + 'static {
     /// # Errors
     /// [`ExecError::Unavailable`] when it does not.
     async fn ping(&self) -> Result<(), ExecError>;
+
+    /// Memory, key counts and script-cache figures, as far as the backend knows them.
+    ///
+    /// # Errors
+    /// [`ExecError::Unavailable`] when the backend cannot be asked.
+    async fn stats(&self) -> Result<BackendStats, ExecError> {
+        Ok(BackendStats::default())
+    }
 }

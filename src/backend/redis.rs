@@ -1,5 +1,6 @@
 //! The Redis executor: fred, standalone or cluster, EVALSHA with a reload on NOSCRIPT.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -7,7 +8,7 @@ use fred::error::ErrorKind;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 
-use super::{Call, ExecError, Executor, Reply, Script};
+use super::{BackendStats, Call, ExecError, Executor, Reply, Script};
 
 /// Connection settings for [`RedisExecutor`].
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ impl RedisConfig {
 /// Runs scripts on Redis through a pool of fred clients.
 pub struct RedisExecutor {
     pool: Pool,
+    clustered: bool,
+    reloads: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisExecutor {
@@ -52,6 +55,10 @@ fn classify(e: &Error) -> ExecError {
         | ErrorKind::Backpressure => ExecError::Unavailable(e.to_string()),
         _ => ExecError::Reply(e.details().to_string()),
     }
+}
+
+fn cmd(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::Random, false)
 }
 
 fn is_noscript(e: &Error) -> bool {
@@ -103,8 +110,13 @@ impl RedisExecutor {
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
             .build_pool(config.pool_size.max(1))
             .map_err(|e| ExecError::Unavailable(e.to_string()))?;
+        let clustered = config.url.starts_with("redis-cluster://");
         pool.init().await.map_err(|e| classify(&e))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            clustered,
+            reloads: AtomicU64::new(0),
+        })
     }
 
     /// The underlying pool, for administrative commands.
@@ -113,6 +125,7 @@ impl RedisExecutor {
     }
 
     async fn load_one(&self, script: &Script) -> Result<(), ExecError> {
+        self.reloads.fetch_add(1, Ordering::Relaxed);
         self.pool
             .next()
             .script_load_cluster::<(), _>(script.source())
@@ -133,11 +146,17 @@ impl Executor for RedisExecutor {
         for s in scripts {
             self.load_one(s).await?;
         }
+        // The first load is not a reload.
+        self.reloads.store(0, Ordering::Relaxed);
         Ok(())
     }
 
     async fn eval(&self, call: Call) -> Result<Reply, ExecError> {
         let client = self.pool.next();
+        // While Redis is out of reach, fail at once rather than queue behind the reconnect.
+        if !client.is_connected() {
+            return Err(ExecError::Unavailable("not connected to Redis".into()));
+        }
         match Self::evalsha(client, &call).await {
             Ok(v) => Ok(to_reply(v)),
             Err(e) if is_noscript(&e) => {
@@ -161,6 +180,9 @@ impl Executor for RedisExecutor {
         }
         // One pipeline on one connection (per node in a cluster): calls of one slot run in order.
         let client = self.pool.next();
+        if !client.is_connected() {
+            return Err(ExecError::Unavailable("not connected to Redis".into()));
+        }
         let pipeline = client.pipeline();
         for call in &calls {
             // fred pipelines have no EVALSHA of their own: send it as a custom command routed by the
@@ -221,10 +243,57 @@ impl Executor for RedisExecutor {
     }
 
     async fn ping(&self) -> Result<(), ExecError> {
-        self.pool
-            .next()
-            .ping::<()>(None)
-            .await
-            .map_err(|e| classify(&e))
+        let client = self.pool.next();
+        if !client.is_connected() {
+            return Err(ExecError::Unavailable("not connected to Redis".into()));
+        }
+        client.ping::<()>(None).await.map_err(|e| classify(&e))
+    }
+
+    async fn stats(&self) -> Result<BackendStats, ExecError> {
+        let client = self.pool.next();
+        let nodes: Vec<Option<Server>> = if self.clustered {
+            client
+                .cached_cluster_state()
+                .map(|s| s.unique_primary_nodes().into_iter().map(Some).collect())
+                .unwrap_or_default()
+        } else {
+            vec![None]
+        };
+        let mut memory = 0u64;
+        let mut keys = 0u64;
+        for node in nodes {
+            let info: String = match &node {
+                Some(n) => {
+                    client
+                        .with_cluster_node(n.clone())
+                        .custom(cmd("INFO"), vec!["memory"])
+                        .await
+                }
+                None => client.custom(cmd("INFO"), vec!["memory"]).await,
+            }
+            .map_err(|e| classify(&e))?;
+            memory += info
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            keys += match &node {
+                Some(n) => client.with_cluster_node(n.clone()).dbsize::<u64>().await,
+                None => client.dbsize::<u64>().await,
+            }
+            .map_err(|e| classify(&e))?;
+        }
+        Ok(BackendStats {
+            kind: if self.clustered {
+                "redis-cluster"
+            } else {
+                "redis"
+            },
+            used_memory_bytes: Some(memory),
+            keys: Some(keys),
+            script_calls: 0,
+            script_reloads: self.reloads.load(Ordering::Relaxed),
+        })
     }
 }

@@ -303,6 +303,17 @@ impl Engine {
             .map_err(|e| Error::Unavailable(e.to_string()))
     }
 
+    /// What the backend reports about itself (memory, keys, script cache).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it cannot be asked.
+    pub async fn backend_stats(&self) -> Result<crate::backend::BackendStats> {
+        self.exec
+            .stats()
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
     fn new_version(&self) -> String {
         let n = self.versions.fetch_add(1, Ordering::Relaxed);
         format!("{:016x}{:x}", self.version_seed, n)
@@ -770,6 +781,41 @@ impl Engine {
             duplicate,
             results,
         })
+    }
+
+    /// Checks events of a batch against their boards without writing anything: every event that
+    /// names an undefined board, a value its board cannot hold or a time outside its periods, with
+    /// the index it was given.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when definitions cannot be read.
+    pub async fn check_batch(&self, events: &[(usize, Submit)]) -> Result<Vec<(usize, Invalid)>> {
+        let now = self.now_ms();
+        let mut defs: HashMap<&BoardId, Option<Arc<CachedDef>>> = HashMap::new();
+        let mut out = Vec::new();
+        for (i, ev) in events {
+            if !defs.contains_key(&ev.board) {
+                let d = match self.definition(&ev.board).await {
+                    Ok(d) => Some(d),
+                    Err(Error::BoardNotFound(_)) => None,
+                    Err(e) => return Err(e),
+                };
+                defs.insert(&ev.board, d);
+            }
+            match &defs[&ev.board] {
+                None => out.push((
+                    *i,
+                    Invalid::new("board", format!("board {} is not defined", ev.board)),
+                )),
+                Some(d) => {
+                    if let Err(e) = self.prepare(&ev.board, &d.def, ev, now, &mut Slots::default())
+                    {
+                        out.push((*i, e));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Applies many events, possibly of many boards, as if submitted one by one in the order given,

@@ -3,3 +3,5 @@
 mod helpers;
 
 mod engine;
+mod http;
+mod server;

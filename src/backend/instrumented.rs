@@ -1,0 +1,101 @@
+//! An executor wrapper that times every script call and counts failures, whatever the backend.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::{Call, ExecError, Executor, Reply, Script};
+use crate::metrics as m;
+
+/// Script-cache statistics: calls that found their script loaded, and reloads.
+#[derive(Debug, Default)]
+pub struct ScriptStats {
+    /// Script calls made.
+    pub calls: AtomicU64,
+}
+
+/// Wraps an executor with metrics.
+pub struct Instrumented {
+    inner: Arc<dyn Executor>,
+    stats: ScriptStats,
+}
+
+impl Instrumented {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Executor>) -> Self {
+        Self {
+            inner,
+            stats: ScriptStats::default(),
+        }
+    }
+
+    fn record(script: &'static str, started: Instant, r: Result<(), &ExecError>) {
+        metrics::histogram!(m::SCRIPT_DURATION, "script" => script)
+            .record(started.elapsed().as_secs_f64());
+        if let Err(e) = r {
+            let kind = match e {
+                ExecError::Reply(_) => "reply",
+                ExecError::Unavailable(_) => {
+                    metrics::counter!(m::BACKEND_ERRORS).increment(1);
+                    "unavailable"
+                }
+            };
+            metrics::counter!(m::SCRIPT_ERRORS, "script" => script, "kind" => kind).increment(1);
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for Instrumented {
+    async fn load(&self, scripts: &[&'static Script]) -> Result<(), ExecError> {
+        self.inner.load(scripts).await
+    }
+
+    async fn eval(&self, call: Call) -> Result<Reply, ExecError> {
+        let name = call.script.name();
+        let started = Instant::now();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let r = self.inner.eval(call).await;
+        Self::record(name, started, r.as_ref().map(|_| ()));
+        r
+    }
+
+    async fn eval_many(
+        &self,
+        calls: Vec<Call>,
+    ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
+        let names: Vec<&'static str> = calls.iter().map(|c| c.script.name()).collect();
+        let started = Instant::now();
+        self.stats
+            .calls
+            .fetch_add(calls.len() as u64, Ordering::Relaxed);
+        let r = self.inner.eval_many(calls).await;
+        match &r {
+            Ok(results) => {
+                for (name, res) in names.into_iter().zip(results) {
+                    Self::record(name, started, res.as_ref().map(|_| ()));
+                }
+            }
+            Err(e) => {
+                for name in names {
+                    Self::record(name, started, Err(e));
+                }
+            }
+        }
+        r
+    }
+
+    async fn ping(&self) -> Result<(), ExecError> {
+        let r = self.inner.ping().await;
+        metrics::gauge!(m::BACKEND_UP).set(if r.is_ok() { 1.0 } else { 0.0 });
+        r
+    }
+
+    async fn stats(&self) -> Result<super::BackendStats, ExecError> {
+        let mut s = self.inner.stats().await?;
+        s.script_calls = self.stats.calls.load(Ordering::Relaxed);
+        Ok(s)
+    }
+}

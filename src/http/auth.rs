@@ -1,0 +1,156 @@
+//! Bearer-key authentication: keys compared in constant time, never logged.
+
+use hyper::header::AUTHORIZATION;
+use hyper::{HeaderMap, StatusCode};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::problem::Problem;
+use crate::config::{ApiKey, Role};
+
+/// The configured keys, kept as digests so that comparing them takes the same time whatever the
+/// length or content of what a client sends.
+pub struct Auth {
+    keys: Vec<([u8; 32], ApiKey)>,
+    public_reads: bool,
+}
+
+fn digest(s: &[u8]) -> [u8; 32] {
+    Sha256::digest(s).into()
+}
+
+impl Auth {
+    /// Authentication over `keys`; with none, every request is allowed (the server then listens on
+    /// loopback only, which config validation enforces).
+    pub fn new(keys: &[ApiKey], public_reads: bool) -> Self {
+        Self {
+            keys: keys
+                .iter()
+                .map(|k| (digest(k.key.as_bytes()), k.clone()))
+                .collect(),
+            public_reads,
+        }
+    }
+
+    /// Checks that the request may use a route needing `role`.
+    ///
+    /// # Errors
+    /// 401 for a missing or unknown key, 403 for a key without the role.
+    pub fn check(&self, headers: &HeaderMap, role: Role) -> Result<(), Problem> {
+        if self.keys.is_empty() {
+            return Ok(());
+        }
+        let header = headers.get(AUTHORIZATION);
+        if header.is_none() && role == Role::Read && self.public_reads {
+            return Ok(());
+        }
+        let Some(header) = header else {
+            return Err(Problem::unauthorized(
+                "authorization: send an API key as `Authorization: Bearer <key>`",
+            ));
+        };
+        let sent = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .unwrap_or("");
+        let sent = digest(sent.as_bytes());
+        // Compare against every key, always, so timing says nothing about which one matched.
+        let mut found: Option<&ApiKey> = None;
+        for (d, key) in &self.keys {
+            if bool::from(d.ct_eq(&sent)) {
+                found = Some(key);
+            }
+        }
+        let Some(key) = found else {
+            return Err(Problem::unauthorized(
+                "authorization: the API key is not known",
+            ));
+        };
+        if key.grants(role) {
+            Ok(())
+        } else {
+            let mut p = Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                format!("authorization: this key lacks the {} role", role_name(role)),
+            );
+            p = p.with_field("authorization");
+            Err(p)
+        }
+    }
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Read => "read",
+        Role::Write => "write",
+        Role::Admin => "admin",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(v) = v {
+            h.insert(AUTHORIZATION, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn roles_are_enforced_and_admin_implies_the_others() {
+        let keys = ApiKey::parse_list("r:read,w:write,a:admin").unwrap();
+        let auth = Auth::new(&keys, false);
+        assert!(auth.check(&headers(Some("Bearer r")), Role::Read).is_ok());
+        assert_eq!(
+            auth.check(&headers(Some("Bearer r")), Role::Write)
+                .unwrap_err()
+                .status(),
+            403
+        );
+        assert!(auth.check(&headers(Some("Bearer a")), Role::Write).is_ok());
+        assert_eq!(
+            auth.check(&headers(Some("Bearer nope")), Role::Read)
+                .unwrap_err()
+                .status(),
+            401
+        );
+        assert_eq!(
+            auth.check(&headers(None), Role::Read).unwrap_err().status(),
+            401
+        );
+        assert_eq!(
+            auth.check(&headers(Some("Basic r")), Role::Read)
+                .unwrap_err()
+                .status(),
+            401
+        );
+    }
+
+    #[test]
+    fn public_reads_need_no_key_but_writes_still_do() {
+        let auth = Auth::new(&ApiKey::parse_list("w:write").unwrap(), true);
+        assert!(auth.check(&headers(None), Role::Read).is_ok());
+        assert_eq!(
+            auth.check(&headers(None), Role::Write)
+                .unwrap_err()
+                .status(),
+            401
+        );
+        assert_eq!(
+            auth.check(&headers(Some("Bearer bad")), Role::Read)
+                .unwrap_err()
+                .status(),
+            401
+        );
+    }
+}

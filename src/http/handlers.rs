@@ -1,0 +1,594 @@
+//! One async fn per endpoint: parse, call the engine once, answer.
+
+use std::collections::HashMap;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::problem::{json, no_content, parse_json, read_body, BatchError, Body, Problem};
+use super::State;
+use crate::board::{BoardDef, BoardId, Display, Member, Score};
+use crate::engine::{Cursor, Limit, Offset, Radius, Submit, View};
+use crate::error::{Error, Invalid};
+use crate::metrics as m;
+use crate::window::Window;
+
+type Answer = Result<Response<Body>, Problem>;
+
+/// The committed OpenAPI document.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+fn engine_err(e: Error, id: &str) -> Problem {
+    Problem::from_error(&e, id)
+}
+
+/// Query parameters, each at most once, none unknown.
+struct Query(HashMap<String, String>);
+
+impl Query {
+    fn parse(req: &Request<Incoming>, allowed: &[&str]) -> Result<Self, Problem> {
+        let mut out = HashMap::new();
+        for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+            if !allowed.contains(&k.as_ref()) {
+                return Err(Invalid::new(
+                    k.as_ref(),
+                    format!(
+                        "is not a parameter of this route (allowed: {})",
+                        allowed.join(", ")
+                    ),
+                )
+                .into());
+            }
+            if out.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(Invalid::new(k.as_ref(), "is given more than once").into());
+            }
+        }
+        Ok(Self(out))
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+
+    fn int(&self, k: &str, default: i64) -> Result<i64, Problem> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i64>()
+                .map_err(|_| Invalid::new(k, format!("must be a whole number, got {v:?}")).into()),
+        }
+    }
+
+    fn score(&self, k: &str) -> Result<Option<Score>, Problem> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => {
+                let n = v
+                    .parse::<f64>()
+                    .map_err(|_| Invalid::new(k, format!("must be a number, got {v:?}")))?;
+                Ok(Some(Score::new(k, n)?))
+            }
+        }
+    }
+
+    fn view(&self) -> Result<View, Problem> {
+        Ok(View::parse(
+            self.get("window"),
+            self.get("period"),
+            self.get("scope"),
+        )?)
+    }
+}
+
+const VIEW: [&str; 3] = ["window", "period", "scope"];
+
+fn with_view(extra: &[&'static str]) -> Vec<&'static str> {
+    VIEW.iter().chain(extra).copied().collect()
+}
+
+fn board(s: &str) -> Result<BoardId, Problem> {
+    Ok(BoardId::parse(s)?)
+}
+
+fn member_id(s: &str) -> Result<Member, Problem> {
+    Ok(Member::parse(s)?)
+}
+
+pub fn healthz() -> Response<Body> {
+    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+pub async fn readyz(state: &State) -> Answer {
+    match state.engine.ready().await {
+        Ok(()) => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ready"}),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            Err(Problem::unavailable(
+                "the leaderboard backend is unreachable",
+            ))
+        }
+    }
+}
+
+pub fn metrics(state: &State) -> Response<Body> {
+    super::problem::bytes_response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        state.metrics.render(),
+    )
+}
+
+pub fn openapi() -> Response<Body> {
+    super::problem::bytes_response(StatusCode::OK, "application/json", OPENAPI)
+}
+
+#[derive(Serialize)]
+struct CacheFigures {
+    hits: u64,
+    misses: u64,
+    hit_rate_percentage: f64,
+}
+
+impl CacheFigures {
+    fn new(hits: u64, misses: u64) -> Self {
+        let total = hits + misses;
+        Self {
+            hits,
+            misses,
+            hit_rate_percentage: if total == 0 {
+                0.0
+            } else {
+                hits as f64 * 100.0 / total as f64
+            },
+        }
+    }
+}
+
+pub async fn cache_stats(state: &State, id: &str) -> Answer {
+    use std::sync::atomic::Ordering::Relaxed;
+    let defs = state.engine.cache_stats();
+    let backend = state
+        .engine
+        .backend_stats()
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    let script_hits = backend.script_calls.saturating_sub(backend.script_reloads);
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "caches": {
+                "definitions": CacheFigures::new(defs.definition_hits.load(Relaxed), defs.definition_misses.load(Relaxed)),
+                "scripts": CacheFigures::new(script_hits, backend.script_reloads),
+            },
+            "backend": {
+                "kind": backend.kind,
+                "used_memory_bytes": backend.used_memory_bytes,
+                "keys": backend.keys,
+            },
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+struct BoardOut<'a> {
+    board: &'a BoardId,
+    #[serde(flatten)]
+    definition: &'a BoardDef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<u64>,
+}
+
+pub async fn list_boards(state: &State, id: &str) -> Answer {
+    let boards = state.engine.boards().await.map_err(|e| engine_err(e, id))?;
+    let out: Vec<BoardOut> = boards
+        .iter()
+        .map(|b| BoardOut {
+            board: &b.board,
+            definition: &b.definition,
+            members: None,
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "boards": out })))
+}
+
+pub async fn put_board(state: &State, b: &str, req: Request<Incoming>, id: &str) -> Answer {
+    let b = board(b)?;
+    let body = read_body(req, state.config.max_body_bytes, state.config.read_timeout).await?;
+    let def: BoardDef = parse_json(&body)?;
+    let created = state
+        .engine
+        .put_board(&b, def)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    let info = state
+        .engine
+        .board(&b)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(
+        status,
+        &BoardOut {
+            board: &b,
+            definition: &info.definition,
+            members: None,
+        },
+    ))
+}
+
+/// The view whose size `GET /v1/boards/{board}` reports: the all-time global board, or, for a
+/// board without the all-time window, the current period of its first window.
+fn size_view(def: &BoardDef) -> View {
+    let window = if def.windows.contains(&Window::All) {
+        Window::All
+    } else {
+        def.windows.first().copied().unwrap_or(Window::All)
+    };
+    View::current(window)
+}
+
+pub async fn get_board(state: &State, b: &str, id: &str) -> Answer {
+    let b = board(b)?;
+    let info = state
+        .engine
+        .board(&b)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    let members = state
+        .engine
+        .count(&b, &size_view(&info.definition))
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    Ok(json(
+        StatusCode::OK,
+        &BoardOut {
+            board: &b,
+            definition: &info.definition,
+            members: Some(members),
+        },
+    ))
+}
+
+pub async fn delete_board(state: &State, b: &str, id: &str) -> Answer {
+    let b = board(b)?;
+    state
+        .engine
+        .delete_board(&b)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    Ok(no_content())
+}
+
+/// A score event as posted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn {
+    member: String,
+    value: f64,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    event_id: Option<String>,
+    #[serde(default)]
+    at: Option<String>,
+}
+
+/// A score event of a batch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchEventIn {
+    board: String,
+    member: String,
+    value: f64,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    event_id: Option<String>,
+    #[serde(default)]
+    at: Option<String>,
+}
+
+fn parse_at(at: Option<&str>) -> Result<Option<i64>, Invalid> {
+    at.map(|s| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| {
+                Invalid::new(
+                    "at",
+                    format!("must be an RFC 3339 time such as 2026-11-26T10:00:00Z: {e}"),
+                )
+            })
+    })
+    .transpose()
+}
+
+fn event(board: &str, e: EventIn) -> Result<Submit, Invalid> {
+    let at = parse_at(e.at.as_deref())?;
+    Submit::parse(
+        board,
+        &e.member,
+        e.value,
+        &e.scopes,
+        e.event_id.as_deref(),
+        at,
+    )
+}
+
+pub async fn submit(state: &State, b: &str, req: Request<Incoming>, id: &str) -> Answer {
+    let b = board(b)?;
+    let body = read_body(req, state.config.max_body_bytes, state.config.read_timeout).await?;
+    let parsed =
+        parse_json::<EventIn>(&body).and_then(|e| event(b.as_str(), e).map_err(Problem::from));
+    let ev = match parsed {
+        Ok(ev) => ev,
+        Err(p) => {
+            metrics::counter!(m::SCORE_EVENTS, "outcome" => "rejected").increment(1);
+            return Err(p);
+        }
+    };
+    match state.engine.submit(&ev).await {
+        Ok(r) => {
+            let outcome = if r.duplicate { "duplicate" } else { "accepted" };
+            metrics::counter!(m::SCORE_EVENTS, "outcome" => outcome).increment(1);
+            Ok(json(StatusCode::OK, &r))
+        }
+        Err(e) => {
+            if matches!(e, Error::Invalid(_) | Error::BoardNotFound(_)) {
+                metrics::counter!(m::SCORE_EVENTS, "outcome" => "rejected").increment(1);
+            }
+            Err(engine_err(e, id))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchIn {
+    events: Vec<serde_json::Value>,
+}
+
+pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
+    let body = read_body(req, state.config.max_body_bytes, state.config.read_timeout).await?;
+    let batch: BatchIn = parse_json(&body)?;
+    let total = batch.events.len();
+    if total > crate::engine::MAX_BATCH {
+        return Err(Invalid::new(
+            "events",
+            format!(
+                "at most {} events per batch, got {total}",
+                crate::engine::MAX_BATCH
+            ),
+        )
+        .into());
+    }
+    if total == 0 {
+        return Err(Invalid::new("events", "must hold at least one event").into());
+    }
+    // Validate the whole batch first and report every invalid event, not just the first.
+    let mut errors: Vec<BatchError> = Vec::new();
+    let mut events: Vec<(usize, Submit)> = Vec::with_capacity(total);
+    for (i, raw) in batch.events.into_iter().enumerate() {
+        let parsed = serde_path_to_error::deserialize::<_, BatchEventIn>(raw)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let msg = e.into_inner().to_string();
+                Invalid::new(
+                    if path == "." {
+                        "event".to_owned()
+                    } else {
+                        path
+                    },
+                    msg,
+                )
+            })
+            .and_then(|e| {
+                let at = parse_at(e.at.as_deref())?;
+                Submit::parse(
+                    &e.board,
+                    &e.member,
+                    e.value,
+                    &e.scopes,
+                    e.event_id.as_deref(),
+                    at,
+                )
+            });
+        match parsed {
+            Ok(s) => events.push((i, s)),
+            Err(inv) => errors.push(BatchError {
+                index: i,
+                field: inv.field,
+                detail: inv.message,
+            }),
+        }
+    }
+    let checked = state
+        .engine
+        .check_batch(&events)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    errors.extend(checked.into_iter().map(|(i, inv)| BatchError {
+        index: i,
+        field: inv.field,
+        detail: inv.message,
+    }));
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.index);
+        metrics::counter!(m::SCORE_EVENTS, "outcome" => "rejected").increment(total as u64);
+        return Err(Problem::invalid_batch(errors, total));
+    }
+    let events: Vec<Submit> = events.into_iter().map(|(_, s)| s).collect();
+    let out = state
+        .engine
+        .submit_batch(&events)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    metrics::counter!(m::SCORE_EVENTS, "outcome" => "accepted").increment(out.accepted);
+    metrics::counter!(m::SCORE_EVENTS, "outcome" => "duplicate").increment(out.duplicates);
+    Ok(json(StatusCode::OK, &out))
+}
+
+pub async fn remove_member(state: &State, b: &str, mem: &str, id: &str) -> Answer {
+    let (b, mem) = (board(b)?, member_id(mem)?);
+    state
+        .engine
+        .remove_member(&b, &mem)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    Ok(no_content())
+}
+
+pub async fn put_display(
+    state: &State,
+    b: &str,
+    mem: &str,
+    req: Request<Incoming>,
+    id: &str,
+) -> Answer {
+    let (b, mem) = (board(b)?, member_id(mem)?);
+    let body = read_body(req, state.config.max_body_bytes, state.config.read_timeout).await?;
+    let display: Display = parse_json(&body)?;
+    let display = display.validated()?;
+    state
+        .engine
+        .put_display(&b, &mem, display.clone())
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"member": mem, "display_name": display.display_name, "data": display.data}),
+    ))
+}
+
+pub async fn top(state: &State, b: &str, req: &Request<Incoming>, id: &str) -> Answer {
+    let q = Query::parse(req, &with_view(&["limit"]))?;
+    let b = board(b)?;
+    let limit = Limit::new(q.int("limit", 20)?)?;
+    let mut page = state
+        .engine
+        .top(&b, &q.view()?, limit)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    page.next = None;
+    Ok(json(StatusCode::OK, &page))
+}
+
+pub async fn entries(state: &State, b: &str, req: &Request<Incoming>, id: &str) -> Answer {
+    let q = Query::parse(req, &with_view(&["offset", "limit", "after"]))?;
+    let b = board(b)?;
+    let view = q.view()?;
+    let limit = Limit::new(q.int("limit", 50)?)?;
+    let page = match q.get("after") {
+        Some(token) => {
+            if q.get("offset").is_some() {
+                return Err(Invalid::new("after", "cannot be combined with offset").into());
+            }
+            let cursor = Cursor::decode(token)?;
+            state.engine.after(&b, &view, &cursor, limit).await
+        }
+        None => {
+            let offset = Offset::new(q.int("offset", 0)?)?;
+            state.engine.page(&b, &view, offset, limit).await
+        }
+    }
+    .map_err(|e| engine_err(e, id))?;
+    let next = page.next.as_ref().map(Cursor::encode);
+    let mut v =
+        serde_json::to_value(&page).map_err(|e| engine_err(Error::Backend(e.to_string()), id))?;
+    v["next"] = serde_json::Value::from(next);
+    Ok(json(StatusCode::OK, &v))
+}
+
+pub async fn score_range(state: &State, b: &str, req: &Request<Incoming>, id: &str) -> Answer {
+    let q = Query::parse(req, &with_view(&["min", "max", "limit"]))?;
+    let b = board(b)?;
+    let min = q.score("min")?.unwrap_or(Score::new("min", f64::MIN)?);
+    let max = q.score("max")?.unwrap_or(Score::new("max", f64::MAX)?);
+    let limit = Limit::new(q.int("limit", 50)?)?;
+    let mut page = state
+        .engine
+        .score_range(&b, &q.view()?, min, max, limit)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    page.next = None;
+    Ok(json(StatusCode::OK, &page))
+}
+
+pub async fn member(
+    state: &State,
+    b: &str,
+    mem: &str,
+    req: &Request<Incoming>,
+    id: &str,
+) -> Answer {
+    let q = Query::parse(req, &VIEW)?;
+    let (b, mem) = (board(b)?, member_id(mem)?);
+    let s = state
+        .engine
+        .standing(&b, &q.view()?, &mem)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    Ok(json(StatusCode::OK, &s))
+}
+
+pub async fn around(
+    state: &State,
+    b: &str,
+    mem: &str,
+    req: &Request<Incoming>,
+    id: &str,
+) -> Answer {
+    let q = Query::parse(req, &with_view(&["radius"]))?;
+    let (b, mem) = (board(b)?, member_id(mem)?);
+    let radius = Radius::new(q.int("radius", 5)?)?;
+    let page = state
+        .engine
+        .around(&b, &q.view()?, &mem, radius)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    Ok(json(StatusCode::OK, &page))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupIn {
+    members: Vec<String>,
+}
+
+pub async fn lookup(state: &State, b: &str, req: Request<Incoming>, id: &str) -> Answer {
+    let q = Query::parse(&req, &VIEW)?;
+    let view = q.view()?;
+    let b = board(b)?;
+    let body = read_body(req, state.config.max_body_bytes, state.config.read_timeout).await?;
+    let input: LookupIn = parse_json(&body)?;
+    if input.members.is_empty() || input.members.len() > crate::engine::MAX_LOOKUP {
+        return Err(Invalid::new(
+            "members",
+            format!(
+                "must name 1 to {} members, got {}",
+                crate::engine::MAX_LOOKUP,
+                input.members.len()
+            ),
+        )
+        .into());
+    }
+    let members = input
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Member::parse_field(&format!("members[{i}]"), s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let l = state
+        .engine
+        .lookup(&b, &view, &members)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    Ok(json(StatusCode::OK, &l))
+}

@@ -1,0 +1,190 @@
+//! The HTTP/1.1 endpoint: an accept loop, one service fn, one route table. No framework.
+//!
+//! - [`routes`]: the route table and its dispatch
+//! - [`handlers`]: one async fn per endpoint
+//! - [`auth`]: Bearer keys
+//! - [`problem`]: problem+json answers and body helpers
+
+pub mod auth;
+pub mod handlers;
+pub mod problem;
+pub mod routes;
+
+use std::collections::hash_map::RandomState;
+use std::convert::Infallible;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::metrics as m;
+use problem::{Body, Problem};
+
+/// What every request handler shares.
+pub struct State {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The configuration the server started with.
+    pub config: Config,
+    /// Renders /metrics.
+    pub metrics: PrometheusHandle,
+    /// API keys.
+    pub auth: auth::Auth,
+    request_ids: AtomicU64,
+    request_seed: u32,
+}
+
+impl State {
+    fn next_request_id(&self) -> String {
+        let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{n:x}", self.request_seed)
+    }
+}
+
+/// A bound, not yet serving, HTTP server.
+pub struct App {
+    listener: TcpListener,
+    state: Arc<State>,
+}
+
+impl App {
+    /// Binds `config.listen` (port 0 picks a free port; see [`App::local_addr`]).
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn build(config: Config, engine: Arc<Engine>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let state = Arc::new(State {
+            engine,
+            auth: auth::Auth::new(&config.api_keys, config.public_reads),
+            metrics: m::install(),
+            config,
+            request_ids: AtomicU64::new(0),
+            request_seed: RandomState::new().build_hasher().finish() as u32,
+        });
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound.
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting and gives in-flight requests the
+    /// configured grace period to finish.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Self { listener, state } = self;
+        let limit = Arc::new(Semaphore::new(state.config.max_connections));
+        let graceful = GracefulShutdown::new();
+        loop {
+            // Wait for a free slot before accepting: past the cap, clients queue in the kernel backlog
+            // instead of costing this process memory.
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break,
+                p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            };
+            let (stream, peer) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let st = state.clone();
+            let svc = service_fn(move |req| {
+                let st = st.clone();
+                async move { Ok::<_, Infallible>(serve(st, req).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(state.config.read_timeout)
+                .serve_connection(TokioIo::new(stream), svc);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: draining in-flight requests");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(state.config.shutdown_grace) => {
+                tracing::warn!(grace_secs = state.config.shutdown_grace.as_secs(), "grace period over; closing the remaining connections");
+            }
+        }
+    }
+}
+
+async fn serve(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let id = state.next_request_id();
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span =
+        tracing::info_span!("request", request_id = %id, %method, route = tracing::field::Empty);
+    let (route, mut resp) = async {
+        match routes::find(&method, &path) {
+            Err(p) => ("unmatched", p.into_response()),
+            Ok((route, params)) => {
+                tracing::Span::current().record("route", route.path);
+                let r = routes::dispatch(&state, route, params, req, &id)
+                    .await
+                    .unwrap_or_else(Problem::into_response);
+                (route.path, r)
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let status = resp.status();
+    let elapsed = started.elapsed();
+    metrics::counter!(m::HTTP_REQUESTS, "route" => route, "method" => method.to_string(), "status" => status.as_str().to_owned()).increment(1);
+    metrics::histogram!(m::HTTP_DURATION, "route" => route).record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!(
+                status = status.as_u16(),
+                ms = elapsed.as_millis() as u64,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(
+                status = status.as_u16(),
+                ms = elapsed.as_millis() as u64,
+                "request served"
+            );
+        }
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -1,0 +1,385 @@
+//! problem+json responses and the JSON body helpers every handler uses.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Invalid};
+
+/// The response body type of every route.
+pub type Body = Full<Bytes>;
+
+/// One invalid event of a batch.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BatchError {
+    /// Its index in `events`.
+    pub index: usize,
+    /// The offending field.
+    pub field: String,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// An RFC 9457 problem.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<BatchError>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    #[serde(skip)]
+    retry_after: Option<u32>,
+    #[serde(skip)]
+    challenge: bool,
+    #[serde(skip)]
+    allow: Option<String>,
+}
+
+impl Problem {
+    /// A problem of `status`, with a slug for its type.
+    pub fn new(
+        status: StatusCode,
+        slug: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: format!("urn:rankd:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            field: None,
+            errors: None,
+            request_id: None,
+            retry_after: None,
+            challenge: false,
+            allow: None,
+        }
+    }
+
+    /// 400 for one bad field.
+    pub fn invalid(e: &Invalid) -> Self {
+        let mut p = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-input",
+            "Invalid input",
+            e.to_string(),
+        );
+        p.field = Some(e.field.clone());
+        p
+    }
+
+    /// 400 for a batch, listing every invalid event.
+    pub fn invalid_batch(errors: Vec<BatchError>, total: usize) -> Self {
+        let mut p = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-batch",
+            "Invalid batch",
+            format!(
+                "{} of {total} events are invalid; nothing was written. First: events[{}].{}: {}",
+                errors.len(),
+                errors[0].index,
+                errors[0].field,
+                errors[0].detail
+            ),
+        );
+        p.field = Some("events".into());
+        p.errors = Some(errors);
+        p
+    }
+
+    /// 401 with a Bearer challenge.
+    pub fn unauthorized(detail: &str) -> Self {
+        let mut p = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        );
+        p.field = Some("authorization".into());
+        p.challenge = true;
+        p
+    }
+
+    /// 404 for a path no route serves.
+    pub fn no_route(path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            format!("no route serves {path}"),
+        )
+    }
+
+    /// 405 listing the methods the path allows.
+    pub fn method_not_allowed(allow: Vec<&str>) -> Self {
+        let mut p = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            format!("this path allows {}", allow.join(", ")),
+        );
+        p.allow = Some(allow.join(", "));
+        p
+    }
+
+    /// 503 with Retry-After.
+    pub fn unavailable(detail: &str) -> Self {
+        let mut p = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            detail,
+        );
+        p.retry_after = Some(1);
+        p
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// Maps an engine error. Internal details go to the log, never into the body.
+    pub fn from_error(e: &Error, request_id: &str) -> Self {
+        match e {
+            Error::Invalid(i) => Self::invalid(i),
+            Error::InvalidBatch(list) => Self::invalid_batch(
+                list.iter()
+                    .map(|(i, inv)| BatchError {
+                        index: *i,
+                        field: inv.field.clone(),
+                        detail: inv.message.clone(),
+                    })
+                    .collect(),
+                list.len(),
+            ),
+            Error::BoardNotFound(b) => {
+                let mut p = Self::new(
+                    StatusCode::NOT_FOUND,
+                    "board-not-found",
+                    "Board not found",
+                    e.to_string(),
+                );
+                p.field = Some("board".into());
+                let _ = b;
+                p
+            }
+            Error::MemberNotFound { .. } => {
+                let mut p = Self::new(
+                    StatusCode::NOT_FOUND,
+                    "member-not-found",
+                    "Member not found",
+                    e.to_string(),
+                );
+                p.field = Some("member".into());
+                p
+            }
+            Error::Conflict(m) => {
+                Self::new(StatusCode::CONFLICT, "conflict", "Conflict", m.clone())
+            }
+            Error::Unavailable(m) => {
+                tracing::warn!(request_id, error = %m, "backend unavailable");
+                let mut p =
+                    Self::unavailable("the leaderboard backend is unreachable; retry shortly");
+                p.request_id = Some(request_id.to_owned());
+                p
+            }
+            Error::Backend(m) => {
+                tracing::error!(request_id, error = %m, "backend error");
+                let mut p = Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    format!("an internal error occurred; quote request id {request_id}"),
+                );
+                p.request_id = Some(request_id.to_owned());
+                p
+            }
+        }
+    }
+
+    /// Names the offending field.
+    #[must_use]
+    pub fn with_field(mut self, field: &str) -> Self {
+        self.field = Some(field.to_owned());
+        self
+    }
+
+    /// Attaches the request id (5xx answers always carry it).
+    #[must_use]
+    pub fn with_request_id(mut self, id: &str) -> Self {
+        self.request_id = Some(id.to_owned());
+        self
+    }
+
+    /// The response.
+    pub fn into_response(self) -> Response<Body> {
+        let mut r = bytes_response(
+            self.status(),
+            "application/problem+json",
+            serde_json::to_vec(&self).unwrap_or_default(),
+        );
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.challenge {
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rankd\""),
+            );
+        }
+        if let Some(a) = &self.allow {
+            if let Ok(v) = HeaderValue::from_str(a) {
+                r.headers_mut().insert(hyper::header::ALLOW, v);
+            }
+        }
+        r
+    }
+}
+
+impl From<Invalid> for Problem {
+    fn from(e: Invalid) -> Self {
+        Problem::invalid(&e)
+    }
+}
+
+/// A response with a body of `content_type`.
+pub fn bytes_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(body) => bytes_response(status, "application/json", body),
+        Err(e) => {
+            tracing::error!(error = %e, "response does not serialise");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "response encoding failed",
+            )
+            .into_response()
+        }
+    }
+}
+
+/// 204.
+pub fn no_content() -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+/// Reads a whole body, at most `limit` bytes, within `timeout`.
+///
+/// # Errors
+/// 413 over the limit, 408 when the client is too slow, 415 for a non-JSON content type.
+pub async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Problem> {
+    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        if !ct.starts_with("application/json") {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!("content-type: must be application/json, got {ct:?}"),
+            ));
+        }
+    }
+    let too_large = || {
+        let mut p = Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Body too large",
+            format!("body: must be at most {limit} bytes"),
+        );
+        p.field = Some("body".into());
+        p
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(req.into_body(), limit);
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Err(_) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            "Request timeout",
+            format!("body: must arrive within {} s", timeout.as_secs()),
+        )),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Ok(Err(e)) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-body",
+            "Bad request body",
+            format!("body: could not be read: {e}"),
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// Parses a JSON body, naming the path of the offending field (`events[3].value`) on failure.
+///
+/// # Errors
+/// 400 naming the field.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        // serde names an unknown field only in its message: put it in the field path.
+        let unknown = msg
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next());
+        let field = match (unknown, path.as_str()) {
+            (Some(u), "." | "") => u.to_owned(),
+            (Some(u), p) if !p.ends_with(u) => format!("{p}.{u}"),
+            (_, "." | "") => "body".to_owned(),
+            (_, p) => p.to_owned(),
+        };
+        Problem::invalid(&Invalid::new(field, msg))
+    })
+}

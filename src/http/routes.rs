@@ -1,0 +1,200 @@
+//! The route table and the one match that dispatches it.
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+
+use super::handlers as h;
+use super::problem::{Body, Problem};
+use super::State;
+use crate::config::Role;
+
+/// Every endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    CacheStats,
+    ListBoards,
+    PutBoard,
+    GetBoard,
+    DeleteBoard,
+    Submit,
+    Batch,
+    Top,
+    Entries,
+    ScoreRange,
+    Member,
+    PutDisplay,
+    RemoveMember,
+    Around,
+    Lookup,
+}
+
+/// One route: method, path pattern (`{name}` captures a segment), the role it needs (None: open).
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path pattern, as written in openapi.json.
+    pub path: &'static str,
+    /// The role a key needs.
+    pub role: Option<Role>,
+    /// What serves it.
+    pub endpoint: Endpoint,
+}
+
+macro_rules! routes {
+    ($($method:ident $path:literal $role:expr => $ep:ident),* $(,)?) => {
+        /// Every route the server serves.
+        pub const ROUTES: &[Route] = &[$(Route {
+            method: Method::$method,
+            path: $path,
+            role: $role,
+            endpoint: Endpoint::$ep,
+        }),*];
+    };
+}
+
+const READ: Option<Role> = Some(Role::Read);
+const WRITE: Option<Role> = Some(Role::Write);
+const ADMIN: Option<Role> = Some(Role::Admin);
+
+routes! {
+    GET "/healthz" None => Healthz,
+    GET "/readyz" None => Readyz,
+    GET "/metrics" None => Metrics,
+    GET "/openapi.json" None => OpenApi,
+    GET "/v1/stats/cache" READ => CacheStats,
+    GET "/v1/boards" ADMIN => ListBoards,
+    PUT "/v1/boards/{board}" ADMIN => PutBoard,
+    GET "/v1/boards/{board}" ADMIN => GetBoard,
+    DELETE "/v1/boards/{board}" ADMIN => DeleteBoard,
+    POST "/v1/boards/{board}/scores" WRITE => Submit,
+    POST "/v1/scores/batch" WRITE => Batch,
+    GET "/v1/boards/{board}/top" READ => Top,
+    GET "/v1/boards/{board}/entries" READ => Entries,
+    GET "/v1/boards/{board}/scores" READ => ScoreRange,
+    POST "/v1/boards/{board}/members/lookup" READ => Lookup,
+    GET "/v1/boards/{board}/members/{member}" READ => Member,
+    PUT "/v1/boards/{board}/members/{member}" WRITE => PutDisplay,
+    DELETE "/v1/boards/{board}/members/{member}" WRITE => RemoveMember,
+    GET "/v1/boards/{board}/members/{member}/around" READ => Around,
+}
+
+/// Segments captured by a pattern, percent-decoded, in order.
+pub type Params = Vec<String>;
+
+fn capture(pattern: &str, path: &str) -> Option<Result<Params, Problem>> {
+    let mut pat = pattern.split('/');
+    let mut seg = path.split('/');
+    let mut params = Vec::new();
+    loop {
+        match (pat.next(), seg.next()) {
+            (None, None) => return Some(Ok(params)),
+            (Some(p), Some(s)) if p.starts_with('{') => {
+                if s.is_empty() {
+                    return None;
+                }
+                match percent_encoding::percent_decode_str(s).decode_utf8() {
+                    Ok(v) => params.push(v.into_owned()),
+                    Err(_) => {
+                        let name = p.trim_matches(|c| c == '{' || c == '}');
+                        return Some(Err(Problem::invalid(&crate::Invalid::new(
+                            name,
+                            "must be valid UTF-8 once percent-decoded",
+                        ))));
+                    }
+                }
+            }
+            (Some(p), Some(s)) if p == s => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Finds the route for a request: the route and its parameters, or the problem to answer.
+pub fn find(method: &Method, path: &str) -> Result<(&'static Route, Params), Problem> {
+    let mut allowed = Vec::new();
+    // Literal segments win over captures: /members/lookup is not a member called "lookup" for POST.
+    for route in ROUTES {
+        if let Some(params) = capture(route.path, path) {
+            if route.method == *method {
+                return params.map(|p| (route, p));
+            }
+            allowed.push(route.method.as_str());
+        }
+    }
+    if allowed.is_empty() {
+        Err(Problem::no_route(path))
+    } else {
+        Err(Problem::method_not_allowed(allowed))
+    }
+}
+
+/// Serves one request already matched to `route`.
+pub async fn dispatch(
+    state: &State,
+    route: &Route,
+    params: Params,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Response<Body>, Problem> {
+    if let Some(role) = route.role {
+        state.auth.check(req.headers(), role)?;
+    }
+    let p = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
+    match route.endpoint {
+        Endpoint::Healthz => Ok(h::healthz()),
+        Endpoint::Readyz => h::readyz(state).await,
+        Endpoint::Metrics => Ok(h::metrics(state)),
+        Endpoint::OpenApi => Ok(h::openapi()),
+        Endpoint::CacheStats => h::cache_stats(state, id).await,
+        Endpoint::ListBoards => h::list_boards(state, id).await,
+        Endpoint::PutBoard => h::put_board(state, p(0), req, id).await,
+        Endpoint::GetBoard => h::get_board(state, p(0), id).await,
+        Endpoint::DeleteBoard => h::delete_board(state, p(0), id).await,
+        Endpoint::Submit => h::submit(state, p(0), req, id).await,
+        Endpoint::Batch => h::batch(state, req, id).await,
+        Endpoint::Top => h::top(state, p(0), &req, id).await,
+        Endpoint::Entries => h::entries(state, p(0), &req, id).await,
+        Endpoint::ScoreRange => h::score_range(state, p(0), &req, id).await,
+        Endpoint::Member => h::member(state, p(0), p(1), &req, id).await,
+        Endpoint::PutDisplay => h::put_display(state, p(0), p(1), req, id).await,
+        Endpoint::RemoveMember => h::remove_member(state, p(0), p(1), id).await,
+        Endpoint::Around => h::around(state, p(0), p(1), &req, id).await,
+        Endpoint::Lookup => h::lookup(state, p(0), req, id).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_segments_and_captures_route_as_documented() {
+        let (r, p) = find(&Method::POST, "/v1/boards/xp/members/lookup").unwrap();
+        assert_eq!((r.endpoint, p), (Endpoint::Lookup, vec!["xp".to_owned()]));
+        let (r, p) = find(&Method::GET, "/v1/boards/xp/members/u%2042").unwrap();
+        assert_eq!(
+            (r.endpoint, p),
+            (Endpoint::Member, vec!["xp".to_owned(), "u 42".to_owned()])
+        );
+        assert_eq!(
+            find(&Method::PATCH, "/v1/boards/xp").unwrap_err().status(),
+            405
+        );
+        assert_eq!(find(&Method::GET, "/v2/nothing").unwrap_err().status(), 404);
+        assert_eq!(
+            find(&Method::GET, "/v1/boards//top").unwrap_err().status(),
+            404
+        );
+        assert_eq!(
+            find(&Method::GET, "/v1/boards/%ff/top")
+                .unwrap_err()
+                .status(),
+            400
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! Every metric name in one place, each described, and the Prometheus recorder.
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// HTTP requests by route, method and status.
+pub const HTTP_REQUESTS: &str = "rankd_http_requests_total";
+/// HTTP request latency by route.
+pub const HTTP_DURATION: &str = "rankd_http_request_duration_seconds";
+/// Connections refused or dropped because the connection cap was reached.
+pub const HTTP_CONNECTIONS_REJECTED: &str = "rankd_http_connections_rejected_total";
+/// Script call latency by script.
+pub const SCRIPT_DURATION: &str = "rankd_script_duration_seconds";
+/// Script calls that failed, by script and kind (reply, unavailable).
+pub const SCRIPT_ERRORS: &str = "rankd_script_errors_total";
+/// Calls that could not reach the backend.
+pub const BACKEND_ERRORS: &str = "rankd_backend_errors_total";
+/// 1 when the backend answers, 0 when it does not (sampled).
+pub const BACKEND_UP: &str = "rankd_backend_up";
+/// Score events by outcome: accepted, duplicate, rejected.
+pub const SCORE_EVENTS: &str = "rankd_score_events_total";
+/// Cache hits by cache.
+pub const CACHE_HITS: &str = "rankd_cache_hits_total";
+/// Cache misses by cache.
+pub const CACHE_MISSES: &str = "rankd_cache_misses_total";
+/// Members of each board's all-time global key (sampled, not computed per scrape).
+pub const BOARD_MEMBERS: &str = "rankd_board_members";
+
+/// Histogram buckets for latencies, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and describes every metric. Returns the handle that
+/// renders the text format.
+///
+/// # Panics
+/// When another metrics recorder was installed first.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+                .expect("latency buckets are not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests served, by route, method and status."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request latency, by route."
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REJECTED,
+        "Connections closed at once because the connection cap was reached."
+    );
+    describe_histogram!(
+        SCRIPT_DURATION,
+        Unit::Seconds,
+        "Lua script call latency, by script."
+    );
+    describe_counter!(
+        SCRIPT_ERRORS,
+        "Lua script calls that failed, by script and kind."
+    );
+    describe_counter!(
+        BACKEND_ERRORS,
+        "Calls that could not reach the backend (Redis or embedded)."
+    );
+    describe_gauge!(
+        BACKEND_UP,
+        "1 when the backend answered its last health check, else 0."
+    );
+    describe_counter!(
+        SCORE_EVENTS,
+        "Score events, by outcome: accepted, duplicate, rejected."
+    );
+    describe_counter!(CACHE_HITS, "Cache hits, by cache.");
+    describe_counter!(CACHE_MISSES, "Cache misses, by cache.");
+    describe_gauge!(
+        BOARD_MEMBERS,
+        "Members of each board's all-time (or first window's current) global key, sampled."
+    );
+}
