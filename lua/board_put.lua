@@ -1,9 +1,9 @@
 -- board_put.lua: creates or updates a board definition, compare-and-set on its version.
 --
--- KEYS  [1] definition hash
+-- KEYS  [1] definition hash  [2] operation sequence counter  [3] operation log stream
 -- ARGV  [1] expected version ('' to create: the board must not exist)  [2] new version  [3] definition JSON
---       [4] now ms
--- Reply the new version.
+--       [4] now ms  [5] log 1|0: append the definition to the log (fields o=d s=seq j=json x=version n=now)
+-- Reply {new version, sequence number (0 without log)}.
 -- Errors RANKD_EXISTS <version> (create of a defined board), RANKD_STALE <version|''> (update lost a race).
 -- Cost  O(1).
 --
@@ -16,10 +16,14 @@ if ARGV[1] == '' then
     return fail('EXISTS', current)
   end
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 'json', ARGV[3], 'created', ARGV[4])
-  return ARGV[2]
-end
-if current ~= ARGV[1] then
+elseif current ~= ARGV[1] then
   return fail('STALE', current or '')
+else
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'json', ARGV[3])
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'json', ARGV[3])
-return ARGV[2]
+local seq = 0
+if ARGV[5] == '1' then
+  seq = redis.call('INCR', KEYS[2])
+  redis.call('XADD', KEYS[3], '0-' .. seq, 'o', 'd', 's', seq, 'j', ARGV[3], 'x', ARGV[2], 'n', ARGV[4])
+end
+return { ARGV[2], seq }

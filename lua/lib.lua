@@ -193,7 +193,8 @@ end
 
 -- Adds delta to the count of a value in a dense board's distinct-value index.
 local function dense_count(ctx, dc, stored, delta)
-  local f = fmt(decode(stored, ctx.pow))
+  -- + 0 turns -0 into 0: they are one value, and must be one entry of the index.
+  local f = fmt(decode(stored, ctx.pow) + 0)
   local c = redis.call('HINCRBY', dc, f, delta)
   if c <= 0 then
     redis.call('HDEL', dc, f)

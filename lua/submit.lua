@@ -1,14 +1,21 @@
 -- submit.lua: applies a chunk of one board's score events, in order, atomically.
 --
 -- KEYS  [1] definition hash  [2] dedupe zset (event id -> forget-at ms)  [3] key index zset (key -> expire-at)
---       then per slot s = 1..S, W keys starting at KEYS[3 + (s-1)*W + 1]: the leaderboard zset and, on
+--       [4] operation sequence counter  [5] operation log stream
+--       then per slot s = 1..S, W keys starting at KEYS[5 + (s-1)*W + 1]: the leaderboard zset and, on
 --       dense boards (W = 3), its distinct-value zset and distinct-value count hash.
 -- ARGV  [1] definition version  [2] now ms  [3] dedupe ttl ms  [4] policy incr|best|set  [5] order desc|asc
 --       [6] rank mode ordinal|competition|dense  [7] score bound (0: any finite score)  [8] max members
---       (0: unbounded)  [9] reply full|count  [10] S, then S pairs (expire-at ms or 0, tick bits),
---       then E and E events: member, value, event id ('' for none), k, then k pairs (slot, tick).
--- Reply count: {accepted, duplicates}.
---       full (one event): {duplicate 0|1, {{score|nil, rank|nil, previous rank|nil} per slot of the event}}.
+--       (0: unbounded)  [9] reply full|count  [10] log 1|0  [11] S, then S pairs (expire-at ms or 0, tick
+--       bits), then E and E events: member, value, event id ('' for none), at ms, scopes (space-separated),
+--       k, then k pairs (slot, tick).
+--       With log 1, every accepted event takes the next sequence number and is appended to the log stream
+--       as entry 0-<seq>
+--       (fields o=e s=seq m v i a n=now c=scopes), for the durable store to copy.
+-- Reply count: {accepted, duplicates, first sequence number (0 without log), per-event flags '1' accepted
+--       '0' duplicate}.
+--       full (one event): {duplicate 0|1, {{score|nil, rank|nil, previous rank|nil} per slot of the event},
+--       sequence number (0 without log or when duplicate)}.
 -- Errors RANKD_NOBOARD, RANKD_STALE <version>, RANKD_RANGE <event index> <field>: <detail>.
 --       Every event is checked before the first write, so an error means nothing was written.
 -- Cost  O(E * k * log N), plus O(log N + M) per key when max members trims M members.
@@ -26,13 +33,14 @@ local mode = ARGV[6]
 local bound = tonumber(ARGV[7])
 local max_members = tonumber(ARGV[8])
 local full = ARGV[9] == 'full'
+local logged = ARGV[10] == '1'
 local dense = mode == 'dense'
 local width = dense and 3 or 1
 
 local slots = {}
-local a = 11
-for s = 1, tonumber(ARGV[10]) do
-  local base = 3 + (s - 1) * width
+local a = 12
+for s = 1, tonumber(ARGV[11]) do
+  local base = 5 + (s - 1) * width
   local ctx = board_ctx(KEYS[base + 1], KEYS[base + 2], desc, mode, tonumber(ARGV[a + 1]))
   ctx.dc = KEYS[base + 3]
   ctx.expire = tonumber(ARGV[a])
@@ -44,9 +52,17 @@ local events = {}
 local count = tonumber(ARGV[a])
 a = a + 1
 for e = 1, count do
-  local ev = { member = ARGV[a], value = tonumber(ARGV[a + 1]), id = ARGV[a + 2], touch = {} }
-  local k = tonumber(ARGV[a + 3])
-  a = a + 4
+  local ev = {
+    member = ARGV[a],
+    raw = ARGV[a + 1],
+    value = tonumber(ARGV[a + 1]),
+    id = ARGV[a + 2],
+    at = ARGV[a + 3],
+    scopes = ARGV[a + 4],
+    touch = {},
+  }
+  local k = tonumber(ARGV[a + 5])
+  a = a + 6
   for j = 1, k do
     ev.touch[j] = { tonumber(ARGV[a]), tonumber(ARGV[a + 1]) }
     a = a + 2
@@ -164,18 +180,30 @@ if ttl > 0 then
 end
 
 local accepted, duplicates = 0, 0
+local first_seq, seq = 0, 0
+local flags = {}
 local reply
 local touched = {}
 for e, ev in ipairs(events) do
   if dup[e] then
     duplicates = duplicates + 1
+    flags[e] = '0'
     if full then
-      reply = { 1, standing(ev) }
+      reply = { 1, standing(ev), 0 }
     end
   else
     accepted = accepted + 1
+    flags[e] = '1'
     if ev.id ~= '' and ttl > 0 then
       redis.call('ZADD', KEYS[2], now + ttl, ev.id)
+    end
+    if logged then
+      seq = redis.call('INCR', KEYS[4])
+      if first_seq == 0 then
+        first_seq = seq
+      end
+      redis.call('XADD', KEYS[5], '0-' .. seq, 'o', 'e', 's', seq, 'm', ev.member, 'v', ev.raw, 'i', ev.id,
+        'a', ev.at, 'n', ARGV[2], 'c', ev.scopes)
     end
     local rows = {}
     for j, t in ipairs(ev.touch) do
@@ -209,7 +237,7 @@ for e, ev in ipairs(events) do
       end
     end
     if full then
-      reply = { 0, rows }
+      reply = { 0, rows, seq }
     end
   end
 end
@@ -233,4 +261,4 @@ end
 if full then
   return reply
 end
-return { accepted, duplicates }
+return { accepted, duplicates, first_seq, table.concat(flags) }

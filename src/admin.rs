@@ -1,0 +1,457 @@
+//! `rankd admin`: the operator's commands (the old `optimize_database`, grown up). Each takes a
+//! dry run that prints what it would do and changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sqlx::Row;
+
+use crate::board::BoardId;
+use crate::config::Config;
+use crate::engine::{Engine, Limit, Offset, RedisState, SystemClock, View};
+use crate::error::{Error, Invalid, Result};
+use crate::keys::Keys;
+use crate::store::{rebuild, snapshot, PgStore};
+
+/// Where the commands report: a progress bar on a terminal, plain lines when piped.
+pub struct Progress {
+    bar: ProgressBar,
+    terminal: bool,
+}
+
+impl Progress {
+    /// A progress report over `n` steps.
+    pub fn new(what: &str, n: u64) -> Self {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = if terminal {
+            let b = ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr());
+            if let Ok(style) =
+                ProgressStyle::with_template("{msg:20} [{bar:30}] {pos}/{len} {elapsed}")
+            {
+                b.set_style(style);
+            }
+            b.set_message(what.to_owned());
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        Self { bar, terminal }
+    }
+
+    /// One step done.
+    pub fn step(&self, line: &str) {
+        self.bar.inc(1);
+        if self.terminal {
+            self.bar.set_message(line.to_owned());
+        } else {
+            println!("{line}");
+        }
+    }
+
+    /// All done.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The engine and store the commands work on.
+pub struct Admin {
+    /// The engine, with no persister attached (the commands call the store themselves).
+    pub engine: Arc<Engine>,
+    /// The durable store.
+    pub store: PgStore,
+    config: Config,
+}
+
+impl Admin {
+    /// Connects to Redis and Postgres as the configuration says.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `database_url` when none is configured; unreachable services.
+    pub async fn connect(config: &Config) -> Result<Self> {
+        let url = config.database_url.as_deref().ok_or_else(|| {
+            Invalid::new(
+                "database_url",
+                "rankd admin needs the durable store: set RANKD_DATABASE_URL",
+            )
+        })?;
+        let store = PgStore::connect(url).await?;
+        let engine = Arc::new(crate::serve::connect(config, Arc::new(SystemClock)).await?);
+        Ok(Self {
+            engine,
+            store,
+            config: config.clone(),
+        })
+    }
+
+    /// Creates or upgrades the tables and indexes. Returns the migrations applied (or pending, in a
+    /// dry run).
+    ///
+    /// # Errors
+    /// When Postgres cannot be reached or a migration fails.
+    pub async fn migrate(&self, dry_run: bool) -> Result<Vec<String>> {
+        let migrator = sqlx::migrate!("./migrations/postgres");
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(self.store.pool())
+            .await
+            .map(|rows| rows.iter().map(|r| r.get::<i64, _>("version")).collect())
+            .unwrap_or_default();
+        let pending: Vec<String> = migrator
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect();
+        if !dry_run {
+            self.store.migrate().await?;
+        }
+        Ok(pending)
+    }
+
+    async fn boards(&self, board: Option<&BoardId>) -> Result<Vec<BoardId>> {
+        Ok(match board {
+            Some(b) => vec![b.clone()],
+            None => self
+                .store
+                .boards()
+                .await?
+                .into_iter()
+                .map(|(b, _)| b)
+                .collect(),
+        })
+    }
+
+    /// Copies what the Redis logs hold that the store does not yet (so that a check compares like
+    /// with like).
+    async fn catch_up(&self, boards: &[BoardId]) -> Result<usize> {
+        let mut n = 0;
+        for b in boards {
+            loop {
+                let pending = self.engine.log_pending(b, 1000).await?;
+                if pending.is_empty() {
+                    break;
+                }
+                self.store.insert_ops(&pending).await?;
+                self.engine.log_confirm(&pending).await?;
+                n += pending.len();
+            }
+        }
+        Ok(n)
+    }
+
+    /// Snapshots every key of one board, or of all. In a dry run, lists the keys it would read.
+    ///
+    /// # Errors
+    /// When Redis or Postgres cannot be reached.
+    pub async fn snapshot(&self, board: Option<&BoardId>, dry_run: bool) -> Result<Vec<String>> {
+        let boards = self.boards(board).await?;
+        let progress = Progress::new("snapshot", boards.len() as u64);
+        let mut lines = Vec::new();
+        for b in &boards {
+            if dry_run {
+                let keys = self.engine.snapshot_board(b).await?;
+                for k in keys {
+                    lines.push(format!(
+                        "would snapshot {b} {} {} {} ({} members)",
+                        k.window,
+                        k.period,
+                        k.scope.as_deref().unwrap_or("-"),
+                        k.entries.len()
+                    ));
+                }
+            } else {
+                let r = snapshot::snapshot(&self.engine, &self.store, Some(b)).await?;
+                lines.push(format!(
+                    "snapshot {b}: {} keys, {} entries",
+                    r.keys, r.entries
+                ));
+            }
+            progress.step(&format!("snapshot {b}"));
+        }
+        progress.finish();
+        Ok(lines)
+    }
+
+    /// Rebuilds Redis from the store where Redis lost boards (or acknowledged operations). In a dry
+    /// run, says which boards it would rebuild.
+    ///
+    /// # Errors
+    /// When Redis or Postgres cannot be reached.
+    pub async fn warm(&self, board: Option<&BoardId>, dry_run: bool) -> Result<Vec<String>> {
+        let stored: BTreeMap<BoardId, u64> = self.store.boards().await?.into_iter().collect();
+        let boards = self.boards(board).await?;
+        let progress = Progress::new("warm", boards.len() as u64);
+        let mut lines = Vec::new();
+        for b in &boards {
+            let Some(seq) = stored.get(b) else {
+                lines.push(format!("{b}: not in the store"));
+                continue;
+            };
+            let state = self.engine.redis_state(b).await?;
+            let needed = !matches!(state, RedisState::Live(s) if s >= *seq);
+            let line = match (needed, dry_run) {
+                (false, _) => format!("{b}: present in Redis (seq {seq}), nothing to do"),
+                (true, true) => format!("{b}: would rebuild ({state:?}, store at seq {seq})"),
+                (true, false) => {
+                    rebuild::rebuild(&self.engine, &self.store, b).await?;
+                    format!("{b}: rebuilt to seq {seq}")
+                }
+            };
+            progress.step(&line);
+            lines.push(line);
+        }
+        progress.finish();
+        Ok(lines)
+    }
+
+    /// Compares Redis with the store: the store's log is replayed into a scratch key prefix and
+    /// every key compared (member counts, score sums, the first differing members). Returns the
+    /// differences (empty when Redis and the store agree).
+    ///
+    /// # Errors
+    /// When Redis or Postgres cannot be reached.
+    pub async fn verify(&self, board: Option<&BoardId>, dry_run: bool) -> Result<Vec<String>> {
+        let boards = self.boards(board).await?;
+        if dry_run {
+            return Ok(boards.iter().map(|b| format!("would verify {b}")).collect());
+        }
+        self.catch_up(&boards).await?;
+        let scratch_prefix = format!("{}verify{}:", self.config.key_prefix, std::process::id());
+        let mut scratch_config = self.config.clone();
+        scratch_config.key_prefix = scratch_prefix;
+        let scratch = crate::serve::connect(&scratch_config, Arc::new(SystemClock)).await?;
+        let progress = Progress::new("verify", boards.len() as u64);
+        let mut diffs = Vec::new();
+        for b in &boards {
+            let ops = self.store.ops(b).await?;
+            scratch.replay(b, &ops).await?;
+            let live = self.engine.snapshot_board(b).await;
+            let want = scratch.snapshot_board(b).await?;
+            match live {
+                Err(Error::BoardNotFound(_)) => diffs.push(format!("{b}: missing from Redis")),
+                Err(e) => return Err(e),
+                Ok(got) => diffs.extend(compare(b, &got, &want)),
+            }
+            scratch.delete_board(b).await?;
+            progress.step(&format!("verify {b}"));
+        }
+        progress.finish();
+        Ok(diffs)
+    }
+
+    /// Clears derived data: the expired entries of every board's key index (rebuilt as keys are
+    /// written). With `boards`, also every board's Redis keys (the store keeps them; `warm` brings
+    /// them back).
+    ///
+    /// # Errors
+    /// When Redis or Postgres cannot be reached.
+    pub async fn clear_caches(&self, boards: bool, dry_run: bool) -> Result<Vec<String>> {
+        let mut lines = Vec::new();
+        for (b, _) in self.store.boards().await? {
+            if dry_run {
+                lines.push(format!("would prune {b}'s key index of expired keys"));
+            } else {
+                let live = self.engine.prune_index(&b).await?;
+                lines.push(format!("pruned {b}'s key index: {live} live keys"));
+            }
+            if boards {
+                if dry_run {
+                    lines.push(format!(
+                        "would remove {b}'s Redis keys (the store keeps them)"
+                    ));
+                } else {
+                    self.engine.discard(&b).await?;
+                    lines.push(format!(
+                        "removed {b}'s Redis keys; `rankd admin warm` restores them"
+                    ));
+                }
+            }
+        }
+        Ok(lines)
+    }
+
+    /// Reports sizes, lag, plans and recommendations.
+    ///
+    /// # Errors
+    /// When Redis or Postgres cannot be reached.
+    pub async fn analyze(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let stats = self.engine.backend_stats().await?;
+        out.push(format!(
+            "backend {}: used_memory {} bytes, {} keys",
+            stats.kind,
+            stats.used_memory_bytes.unwrap_or(0),
+            stats.keys.unwrap_or(0)
+        ));
+        let slow = self.engine.slowlog().await?;
+        out.push(format!("slowlog: {} recent entries", slow.len()));
+        out.extend(slow.iter().map(|l| format!("  {l}")));
+        let mut biggest = (String::new(), 0u64);
+        let mut lag_total = 0usize;
+        for (b, seq) in self.store.boards().await? {
+            let members = self
+                .engine
+                .page(&b, &View::all_time(), Offset::new(0)?, Limit::new(1)?)
+                .await
+                .map(|p| p.total)
+                .unwrap_or(0);
+            let pending = self.engine.log_pending(&b, 10_000).await?.len();
+            lag_total += pending;
+            out.push(format!("board {b}: {members} members (all-time, global), store seq {seq}, {pending} operations awaiting the store"));
+            if members > biggest.1 {
+                biggest = (b.to_string(), members);
+            }
+        }
+        for table in [
+            "rankd_ops",
+            "rankd_boards",
+            "rankd_snapshots",
+            "rankd_snapshot_entries",
+        ] {
+            let row = sqlx::query("SELECT pg_total_relation_size($1::regclass) AS total, pg_indexes_size($1::regclass) AS idx")
+                .bind(table)
+                .fetch_one(self.store.pool())
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            out.push(format!(
+                "table {table}: {} bytes, of which indexes {} bytes",
+                row.get::<i64, _>("total"),
+                row.get::<i64, _>("idx")
+            ));
+        }
+        for (what, sql) in [
+            (
+                "latest ranks of a key",
+                "EXPLAIN SELECT e.rank, e.member, e.score FROM rankd_snapshot_entries e WHERE e.snapshot_id = \
+                 (SELECT id FROM rankd_snapshots WHERE board = 'x' AND window_name = 'all' AND scope = '' ORDER BY taken_at DESC LIMIT 1) \
+                 AND e.rank <= 20 ORDER BY e.rank",
+            ),
+            (
+                "rank history of a member",
+                "EXPLAIN SELECT s.taken_at, e.rank, e.score FROM rankd_snapshot_entries e JOIN rankd_snapshots s ON s.id = e.snapshot_id \
+                 WHERE e.member = 'u42' AND s.board = 'x' AND s.window_name = 'all' AND s.scope = '' ORDER BY s.taken_at",
+            ),
+            (
+                "activity of a member",
+                "EXPLAIN SELECT board, at_ms, value FROM rankd_ops WHERE member = 'u42' AND op = 'e' AND at_ms > 0 ORDER BY at_ms",
+            ),
+        ] {
+            let plan = sqlx::query(sql)
+                .fetch_all(self.store.pool())
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            out.push(format!("plan of {what}:"));
+            out.extend(plan.iter().map(|r| format!("  {}", r.get::<String, _>(0))));
+        }
+        // Recommendations drawn from the figures above.
+        if lag_total > 1000 {
+            out.push(format!("recommend: {lag_total} operations await the store; check Postgres health and the persister's commits (rankd_store_commits_total)"));
+        }
+        if slow.iter().any(|l| {
+            l.split(' ')
+                .next()
+                .and_then(|us| us.parse::<u64>().ok())
+                .is_some_and(|us| us > 100_000)
+        }) {
+            out.push("recommend: commands over 100 ms in the slowlog; large deletes or snapshots of huge keys block Redis — bound boards with max_members, or snapshot less often".into());
+        }
+        if biggest.1 > 1_000_000 {
+            out.push(format!(
+                "recommend: board {} holds {} members; consider max_members to bound memory",
+                biggest.0, biggest.1
+            ));
+        }
+        if out
+            .iter()
+            .any(|l| l.contains("Seq Scan on rankd_snapshot_entries"))
+        {
+            out.push("recommend: snapshot queries scan sequentially; run `rankd admin migrate` to create the indexes, then ANALYZE".into());
+        }
+        if !out.iter().any(|l| l.starts_with("recommend:")) {
+            out.push("recommend: nothing; sizes, lag and plans look healthy".into());
+        }
+        Ok(out)
+    }
+
+    /// migrate, snapshot, warm, analyze.
+    ///
+    /// # Errors
+    /// The first step's failure.
+    pub async fn optimize(&self, dry_run: bool) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        out.extend(
+            self.migrate(dry_run)
+                .await?
+                .into_iter()
+                .map(|m| format!("migration {m}")),
+        );
+        out.extend(self.warm(None, dry_run).await?);
+        out.extend(self.snapshot(None, dry_run).await?);
+        out.extend(self.analyze().await?);
+        Ok(out)
+    }
+
+    /// The key formatter in use.
+    pub fn keys(&self) -> &Keys {
+        self.engine.keys()
+    }
+}
+
+/// The differences between a board's live keys and the keys its stored log implies.
+fn compare(
+    board: &BoardId,
+    got: &[crate::engine::KeySnapshot],
+    want: &[crate::engine::KeySnapshot],
+) -> Vec<String> {
+    let key = |k: &crate::engine::KeySnapshot| {
+        format!(
+            "{} {} {}",
+            k.window,
+            k.period,
+            k.scope.as_deref().unwrap_or("-")
+        )
+    };
+    let got: BTreeMap<String, &crate::engine::KeySnapshot> =
+        got.iter().map(|k| (key(k), k)).collect();
+    let want: BTreeMap<String, &crate::engine::KeySnapshot> =
+        want.iter().map(|k| (key(k), k)).collect();
+    let mut out = Vec::new();
+    for name in got
+        .keys()
+        .chain(want.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        match (got.get(name), want.get(name)) {
+            (Some(g), Some(w)) => {
+                let sum =
+                    |k: &crate::engine::KeySnapshot| k.entries.iter().map(|e| e.2).sum::<f64>();
+                if g.entries != w.entries {
+                    let first = g
+                        .entries
+                        .iter()
+                        .zip(&w.entries)
+                        .find(|(a, b)| a != b)
+                        .map(|(a, b)| format!("first difference: Redis {a:?}, store {b:?}"))
+                        .unwrap_or_default();
+                    out.push(format!(
+                        "{board} {name}: Redis {} members (sum {}), store {} members (sum {}); {first}",
+                        g.entries.len(),
+                        sum(g),
+                        w.entries.len(),
+                        sum(w)
+                    ));
+                }
+            }
+            (Some(g), None) => out.push(format!(
+                "{board} {name}: {} members in Redis, none in the store",
+                g.entries.len()
+            )),
+            (None, Some(w)) => out.push(format!(
+                "{board} {name}: {} members in the store, none in Redis",
+                w.entries.len()
+            )),
+            (None, None) => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,456 @@
+//! Rebuilding a board from its stored operation log, through the very scripts that first applied it.
+
+use super::{as_array, as_u64, scripts, CachedDef, Engine, LoggedOp, Op, Prepared, Slots};
+use crate::backend::{Call, ExecError, Reply};
+use crate::board::{BoardDef, BoardId, EventId, Member, Scope, Score};
+use crate::engine::Submit;
+use crate::error::{Error, Result};
+
+/// Prefix of the version a board's definition carries while it is being rebuilt. Requests that meet
+/// it answer 503 with Retry-After rather than a rank computed from half a board.
+pub const REBUILD_PREFIX: &str = "rebuild:";
+
+/// How long a rebuild may hold a board before another instance may take it over (a crashed rebuild).
+pub const REBUILD_LEASE_MS: i64 = 60_000;
+
+/// What Redis holds of a board, next to what the store holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisState {
+    /// No definition: the board is gone from Redis.
+    Missing,
+    /// A rebuild holds it, started at this time (Unix ms).
+    Rebuilding(i64),
+    /// Live, with its sequence counter.
+    Live(u64),
+}
+
+/// One operation read back from a board's Redis log.
+fn stream_op(board: &BoardId, entry: &Reply) -> Option<LoggedOp> {
+    let [_, Reply::Array(fields)] = as_array(entry)? else {
+        return None;
+    };
+    let mut get = std::collections::HashMap::new();
+    for pair in fields.chunks(2) {
+        if let [Reply::Bulk(k), Reply::Bulk(v)] = pair {
+            get.insert(k.as_str(), v.as_str());
+        }
+    }
+    let text = |k: &str| get.get(k).map(|s| (*s).to_owned());
+    let opt = |k: &str| text(k).filter(|s| !s.is_empty());
+    let op = match *get.get("o")? {
+        "d" => Op::Define {
+            version: text("x")?,
+            json: text("j")?,
+        },
+        "e" => Op::Event {
+            member: text("m")?,
+            value: get.get("v")?.parse().ok()?,
+            event_id: opt("i"),
+            at_ms: get.get("a")?.parse().ok()?,
+            scopes: get
+                .get("c")
+                .map(|c| {
+                    c.split(' ')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+        "r" => Op::Remove { member: text("m")? },
+        "p" => Op::Display {
+            member: text("m")?,
+            name: opt("d"),
+            data: opt("j"),
+        },
+        _ => return None,
+    };
+    Some(LoggedOp {
+        board: board.clone(),
+        seq: get.get("s")?.parse().ok()?,
+        recv_ms: get.get("n")?.parse().ok()?,
+        op,
+    })
+}
+
+fn unavailable(e: ExecError) -> Error {
+    match e {
+        ExecError::Unavailable(m) => Error::Unavailable(m),
+        ExecError::Reply(m) => Error::Backend(m),
+    }
+}
+
+impl Engine {
+    async fn raw(&self, call: Call) -> Result<Reply> {
+        self.exec.eval(call).await.map_err(unavailable)
+    }
+
+    /// The oldest operations still in a board's Redis log (not yet confirmed by the store).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn log_pending(&self, board: &BoardId, max: usize) -> Result<Vec<LoggedOp>> {
+        let reply = self
+            .raw(Call {
+                script: &scripts::LOG_READ,
+                keys: vec![self.keys.log(board)],
+                args: vec![max.to_string()],
+            })
+            .await?;
+        Ok(as_array(&reply)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| stream_op(board, e))
+            .collect())
+    }
+
+    /// Forgets operations the store committed, from their boards' Redis logs (one pipeline).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn log_confirm(&self, ops: &[LoggedOp]) -> Result<()> {
+        let mut by_board: std::collections::BTreeMap<&BoardId, Vec<String>> = Default::default();
+        for o in ops {
+            by_board
+                .entry(&o.board)
+                .or_default()
+                .push(o.seq.to_string());
+        }
+        let calls = by_board
+            .into_iter()
+            .map(|(b, seqs)| Call {
+                script: &scripts::LOG_TRIM,
+                keys: vec![self.keys.log(b)],
+                args: seqs,
+            })
+            .collect();
+        self.exec.eval_many(calls).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Forgets expired keys from a board's key index; returns how many live keys it lists.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn prune_index(&self, board: &BoardId) -> Result<usize> {
+        Ok(self.live_zsets(board, self.now_ms()).await?.len())
+    }
+
+    /// What Redis holds of a board.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn redis_state(&self, board: &BoardId) -> Result<RedisState> {
+        let Some(d) = self.fetch_def_raw(board).await? else {
+            return Ok(RedisState::Missing);
+        };
+        if let Some(rest) = d.version.strip_prefix(REBUILD_PREFIX) {
+            let started = rest
+                .split(':')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            return Ok(RedisState::Rebuilding(started));
+        }
+        let reply = self
+            .raw(Call {
+                script: &scripts::LOG_SEQ,
+                keys: vec![self.keys.sequence(board)],
+                args: vec![String::new()],
+            })
+            .await?;
+        Ok(RedisState::Live(as_u64(&reply).unwrap_or(0)))
+    }
+
+    /// Removes every key of a board from Redis without recording a deletion: the first step of
+    /// rebuilding a board whose Redis copy lost acknowledged writes.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn discard(&self, board: &BoardId) -> Result<()> {
+        self.forget(board);
+        let now = self.now_ms();
+        let zsets = self.live_zsets(board, now).await?;
+        let mut keys = vec![
+            self.keys.definition(board),
+            self.keys.dedupe(board),
+            self.keys.index(board),
+            self.keys.display_names(board),
+            self.keys.display_data(board),
+            self.keys.sequence(board),
+            self.keys.log(board),
+        ];
+        for z in &zsets {
+            if let Some((k, _)) = self.keys.from_zset(board, z) {
+                keys.extend([k.zset, k.distinct_values, k.distinct_counts]);
+            }
+        }
+        let calls = keys
+            .chunks(512)
+            .map(|chunk| Call {
+                script: &scripts::DISCARD,
+                keys: chunk.to_vec(),
+                args: vec![],
+            })
+            .collect();
+        for r in self.exec.eval_many(calls).await.map_err(unavailable)? {
+            r.map_err(|e| Error::Backend(format!("discard {board}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn fetch_def_raw(&self, board: &BoardId) -> Result<Option<std::sync::Arc<CachedDef>>> {
+        let reply = self
+            .raw(Call {
+                script: &scripts::BOARD_GET,
+                keys: vec![self.keys.definition(board)],
+                args: vec![],
+            })
+            .await?;
+        Self::parse_def(&reply)
+    }
+
+    fn put_def_call(
+        &self,
+        board: &BoardId,
+        expected: &str,
+        version: &str,
+        json: &str,
+        now: i64,
+    ) -> Call {
+        Call {
+            script: &scripts::BOARD_PUT,
+            keys: vec![
+                self.keys.definition(board),
+                self.keys.sequence(board),
+                self.keys.log(board),
+            ],
+            args: vec![
+                expected.into(),
+                version.into(),
+                json.into(),
+                now.to_string(),
+                "0".into(),
+            ],
+        }
+    }
+
+    /// Rebuilds a board Redis lacks from its stored operations, in order, through the same scripts.
+    /// Returns false when the board is already present in Redis (live, or another rebuild holds it).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached; [`Error::Backend`] when the operations
+    /// do not replay (a corrupt log).
+    pub async fn replay(&self, board: &BoardId, ops: &[LoggedOp]) -> Result<bool> {
+        let Some(first) = ops.iter().find_map(|o| match &o.op {
+            Op::Define { json, .. } => Some(json.clone()),
+            _ => None,
+        }) else {
+            return Err(Error::Backend(format!(
+                "the stored log of {board} holds no definition"
+            )));
+        };
+        let now = self.now_ms();
+        let token = format!("{REBUILD_PREFIX}{now}:{}", self.new_version());
+        // Claim the board: creating the definition fails if it is live or another rebuild holds it.
+        match self
+            .exec
+            .eval(self.put_def_call(board, "", &token, &first, now))
+            .await
+        {
+            Ok(_) => {}
+            Err(ExecError::Reply(m)) if m.contains("RANKD_EXISTS") => return Ok(false),
+            Err(e) => return Err(unavailable(e)),
+        }
+        self.forget(board);
+        let parse = |json: &str| {
+            serde_json::from_str::<BoardDef>(json)
+                .map_err(|e| Error::Backend(format!("stored definition of {board}: {e}")))
+        };
+        let mut current = CachedDef {
+            version: token.clone(),
+            def: parse(&first)?,
+            created_ms: now,
+        };
+        let mut final_version = None;
+        let mut pending: Vec<Call> = Vec::new();
+        let mut i = 0;
+        while i < ops.len() {
+            match &ops[i].op {
+                Op::Define { version, json } => {
+                    self.flush(board, &mut pending).await?;
+                    self.checked(self.put_def_call(board, &token, &token, json, ops[i].recv_ms))
+                        .await?;
+                    current.def = parse(json)?;
+                    final_version = Some(version.clone());
+                    i += 1;
+                }
+                Op::Event { .. } => {
+                    // Events applied in one call (a batch chunk) share their time: replay them together.
+                    let recv = ops[i].recv_ms;
+                    let mut j = i;
+                    let mut events = Vec::new();
+                    let mut ids = std::collections::HashSet::new();
+                    while j < ops.len() && ops[j].recv_ms == recv && events.len() < 500 {
+                        let Op::Event {
+                            member,
+                            value,
+                            event_id,
+                            at_ms,
+                            scopes,
+                        } = &ops[j].op
+                        else {
+                            break;
+                        };
+                        if let Some(id) = event_id {
+                            // A repeated id inside one call counts as a duplicate: keep calls apart.
+                            if !ids.insert(id.clone()) {
+                                break;
+                            }
+                        }
+                        let parsed = (|| -> std::result::Result<Submit, crate::error::Invalid> {
+                            Ok(Submit {
+                                board: board.clone(),
+                                member: Member::parse(member)?,
+                                value: Score::new("value", *value)?,
+                                scopes: scopes
+                                    .iter()
+                                    .map(|s| Scope::parse(s))
+                                    .collect::<std::result::Result<_, _>>()?,
+                                event_id: event_id.as_deref().map(EventId::parse).transpose()?,
+                                at_ms: Some(*at_ms),
+                            })
+                        })()
+                        .map_err(|e| {
+                            Error::Backend(format!("stored event {} of {board}: {e}", ops[j].seq))
+                        })?;
+                        events.push(parsed);
+                        j += 1;
+                    }
+                    let mut slots = Slots::default();
+                    let prepared: Vec<Prepared> = events
+                        .iter()
+                        .map(|ev| self.prepare(board, &current.def, ev, recv, &mut slots))
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(|e| {
+                            Error::Backend(format!("stored events of {board} no longer apply: {e}"))
+                        })?;
+                    pending.push(self.submit_call(board, &current, &slots, &prepared, false, recv));
+                    if pending.len() >= 256 {
+                        self.flush(board, &mut pending).await?;
+                    }
+                    i = j;
+                }
+                Op::Remove { member } => {
+                    self.flush(board, &mut pending).await?;
+                    let member =
+                        Member::parse(member).map_err(|e| Error::Backend(e.to_string()))?;
+                    self.replay_remove(board, &current, &member, ops[i].recv_ms)
+                        .await?;
+                    i += 1;
+                }
+                Op::Display { member, name, data } => {
+                    self.flush(board, &mut pending).await?;
+                    self.checked(Call {
+                        script: &scripts::DISPLAY_PUT,
+                        keys: vec![
+                            self.keys.definition(board),
+                            self.keys.display_names(board),
+                            self.keys.display_data(board),
+                            self.keys.sequence(board),
+                            self.keys.log(board),
+                        ],
+                        args: vec![
+                            token.clone(),
+                            member.clone(),
+                            name.clone().unwrap_or_default(),
+                            data.clone().unwrap_or_default(),
+                            "0".into(),
+                            ops[i].recv_ms.to_string(),
+                        ],
+                    })
+                    .await?;
+                    i += 1;
+                }
+            }
+        }
+        self.flush(board, &mut pending).await?;
+        let last = ops.last().map_or(0, |o| o.seq);
+        self.checked(Call {
+            script: &scripts::LOG_SEQ,
+            keys: vec![self.keys.sequence(board)],
+            args: vec![last.to_string()],
+        })
+        .await?;
+        // Hand the board back under the version it had, so caches elsewhere stay valid.
+        let json =
+            serde_json::to_string(&current.def).map_err(|e| Error::Backend(e.to_string()))?;
+        let version = final_version.unwrap_or_else(|| self.new_version());
+        self.checked(self.put_def_call(board, &token, &version, &json, now))
+            .await?;
+        self.forget(board);
+        self.registry("add", board).await?;
+        Ok(true)
+    }
+
+    async fn checked(&self, call: Call) -> Result<Reply> {
+        self.exec.eval(call).await.map_err(|e| match e {
+            ExecError::Unavailable(m) => Error::Unavailable(m),
+            ExecError::Reply(m) => Error::Backend(format!("replay: {m}")),
+        })
+    }
+
+    async fn flush(&self, board: &BoardId, pending: &mut Vec<Call>) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let calls = std::mem::take(pending);
+        for r in self.exec.eval_many(calls).await.map_err(unavailable)? {
+            r.map_err(|e| Error::Backend(format!("replay of {board}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn replay_remove(
+        &self,
+        board: &BoardId,
+        d: &CachedDef,
+        member: &Member,
+        now: i64,
+    ) -> Result<()> {
+        let zsets = self.live_zsets(board, now).await?;
+        let dense = d.def.rank_mode == crate::board::RankMode::Dense;
+        let mut keys = vec![
+            self.keys.definition(board),
+            self.keys.index(board),
+            self.keys.display_names(board),
+            self.keys.display_data(board),
+            self.keys.sequence(board),
+            self.keys.log(board),
+        ];
+        let mut args = vec![
+            d.version.clone(),
+            now.to_string(),
+            d.def.rank_mode.as_str().into(),
+            member.to_string(),
+            "0".into(),
+        ];
+        for z in &zsets {
+            if let Some((k, window)) = self.keys.from_zset(board, z) {
+                keys.push(k.zset);
+                if dense {
+                    keys.push(k.distinct_values);
+                    keys.push(k.distinct_counts);
+                }
+                args.push(d.def.tick_bits(window).to_string());
+            }
+        }
+        self.checked(Call {
+            script: &scripts::REMOVE_MEMBER,
+            keys,
+            args,
+        })
+        .await
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,239 @@
+//! The persister: commits the engine's operations to Postgres in groups, and sweeps what a crash
+//! or an outage left in the Redis logs.
+//!
+//! Writes reach Postgres two ways. The engine hands every operation it applied to [`Persister`]
+//! (the local path): a writer task commits whatever has queued while the previous commit ran, in
+//! one transaction, answers sync-mode waiters, then trims the committed entries from the Redis logs.
+//! Anything the local path could not commit (Postgres down, the process killed) stays in the log
+//! streams; the sweep, run by every instance, copies entries older than [`SWEEP_AGE_MS`]. Rows are
+//! keyed by (board, seq) and inserted with ON CONFLICT DO NOTHING, so both paths may offer the same
+//! operation.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Store;
+use crate::board::BoardId;
+use crate::engine::{Durability, Engine, Journal, LoggedOp};
+use crate::error::{Error, Result};
+use crate::metrics as m;
+
+/// Entries younger than this are left to the local path.
+pub const SWEEP_AGE_MS: i64 = 2_000;
+/// How long a sync-mode write waits for its commit before answering 503.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(5);
+
+struct Job {
+    ops: Vec<LoggedOp>,
+    done: Option<oneshot::Sender<std::result::Result<(), String>>>,
+}
+
+/// The [`Journal`] backed by Postgres.
+pub struct Persister {
+    store: Arc<dyn Store>,
+    mode: Durability,
+    tx: mpsc::Sender<Job>,
+    engine: OnceLock<Weak<Engine>>,
+    rebuilding: Mutex<HashSet<BoardId>>,
+}
+
+impl Persister {
+    /// A persister writing to `store`; its writer task stops with `shutdown` once the queue is drained.
+    pub fn start(
+        store: Arc<dyn Store>,
+        mode: Durability,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(16_384);
+        let p = Arc::new(Self {
+            store,
+            mode,
+            tx,
+            engine: OnceLock::new(),
+            rebuilding: Mutex::new(HashSet::new()),
+        });
+        tokio::spawn(writer(Arc::downgrade(&p), rx, shutdown));
+        p
+    }
+
+    /// Connects the persister to the engine it serves (for log trimming and rebuilds).
+    pub fn attach(&self, engine: &Arc<Engine>) {
+        let _ = self.engine.set(Arc::downgrade(engine));
+    }
+
+    fn engine(&self) -> Option<Arc<Engine>> {
+        self.engine.get().and_then(Weak::upgrade)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// Copies operations older than [`SWEEP_AGE_MS`] from every board's Redis log, and exports the
+    /// lag (the age of the oldest operation not yet in the store). Returns how many it copied.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis or Postgres cannot be reached.
+    pub async fn sweep(&self) -> Result<usize> {
+        let Some(engine) = self.engine() else {
+            return Ok(0);
+        };
+        let now = engine.now_ms();
+        let mut copied = 0;
+        let mut oldest: Option<i64> = None;
+        for b in engine.boards().await? {
+            loop {
+                let pending = engine.log_pending(&b.board, 1000).await?;
+                if let Some(first) = pending.first() {
+                    oldest = Some(oldest.map_or(first.recv_ms, |o| o.min(first.recv_ms)));
+                }
+                let ripe: Vec<LoggedOp> = pending
+                    .into_iter()
+                    .filter(|o| o.recv_ms <= now - SWEEP_AGE_MS)
+                    .collect();
+                if ripe.is_empty() {
+                    break;
+                }
+                self.store.insert_ops(&ripe).await?;
+                engine.log_confirm(&ripe).await?;
+                copied += ripe.len();
+            }
+        }
+        let lag = oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0);
+        metrics::gauge!(m::STORE_LAG).set(lag);
+        Ok(copied)
+    }
+
+    /// Starts a rebuild of `board` unless one is running in this process.
+    pub fn rebuild_in_background(self: &Arc<Self>, board: BoardId) {
+        if !self
+            .rebuilding
+            .lock()
+            .expect("rebuild set poisoned")
+            .insert(board.clone())
+        {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Some(engine) = me.engine() {
+                match super::rebuild::rebuild(&engine, me.store.as_ref(), &board).await {
+                    Ok(true) => tracing::info!(%board, "board rebuilt from the store"),
+                    Ok(false) => tracing::debug!(%board, "board already present; no rebuild"),
+                    Err(e) => tracing::error!(%board, error = %e, "rebuild failed"),
+                }
+            }
+            me.rebuilding
+                .lock()
+                .expect("rebuild set poisoned")
+                .remove(&board);
+        });
+    }
+
+    /// The persister as a [`Journal`] that can start rebuilds.
+    pub fn journal(self: &Arc<Self>) -> Arc<dyn Journal> {
+        Arc::new(Handle(self.clone()))
+    }
+}
+
+/// The engine's handle on the persister.
+struct Handle(Arc<Persister>);
+
+#[async_trait]
+impl Journal for Handle {
+    async fn record(&self, ops: Vec<LoggedOp>) -> Result<()> {
+        let p = &self.0;
+        match p.mode {
+            Durability::Async => {
+                // A full queue (Postgres slower than the writes) leaves the operations to the sweep.
+                let _ = p.tx.try_send(Job { ops, done: None });
+                Ok(())
+            }
+            Durability::Sync => {
+                let (done, wait) = oneshot::channel();
+                p.tx.send(Job {
+                    ops,
+                    done: Some(done),
+                })
+                .await
+                .map_err(|_| Error::Unavailable("store: the persister stopped".into()))?;
+                match tokio::time::timeout(COMMIT_WAIT, wait).await {
+                    Ok(Ok(Ok(()))) => Ok(()),
+                    Ok(Ok(Err(e))) => Err(Error::Unavailable(e)),
+                    Ok(Err(_)) => Err(Error::Unavailable("store: the persister stopped".into())),
+                    Err(_) => Err(Error::Unavailable("store: commit timed out".into())),
+                }
+            }
+        }
+    }
+
+    async fn board_deleting(&self, board: &BoardId) -> Result<bool> {
+        let had = self.0.store.has_board(board).await?;
+        self.0.store.tombstone(board).await?;
+        Ok(had)
+    }
+
+    async fn board_deleted(&self, board: &BoardId) -> Result<()> {
+        self.0.store.purge(board).await
+    }
+
+    async fn lost(&self, board: &BoardId) -> bool {
+        match self.0.store.has_board(board).await {
+            Ok(true) => {
+                self.0.rebuild_in_background(board.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+async fn writer(p: Weak<Persister>, mut rx: mpsc::Receiver<Job>, shutdown: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            j = rx.recv() => match j { Some(j) => j, None => return },
+            () = shutdown.cancelled() => {
+                // Drain what is queued, then stop.
+                rx.close();
+                match rx.recv().await { Some(j) => j, None => return }
+            }
+        };
+        // Group commit: everything that queued while the previous commit ran goes in this one.
+        let mut jobs = vec![first];
+        while jobs.len() < 4096 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let Some(p) = p.upgrade() else { return };
+        let ops: Vec<LoggedOp> = jobs.iter().flat_map(|j| j.ops.iter().cloned()).collect();
+        let result = p.store.insert_ops(&ops).await;
+        let answer = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        match &answer {
+            Ok(()) => metrics::counter!(m::STORE_COMMITS, "outcome" => "ok").increment(1),
+            Err(e) => {
+                metrics::counter!(m::STORE_COMMITS, "outcome" => "error").increment(1);
+                tracing::warn!(error = %e, ops = ops.len(), "store commit failed; the sweep will retry from the Redis log");
+            }
+        }
+        for j in jobs {
+            if let Some(done) = j.done {
+                let _ = done.send(answer.clone());
+            }
+        }
+        if answer.is_ok() {
+            if let Some(engine) = p.engine() {
+                if let Err(e) = engine.log_confirm(&ops).await {
+                    tracing::debug!(error = %e, "log trim failed; the sweep will trim later");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! Postgres through sqlx: migrations, the operation log and board rows.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Row;
+
+use crate::board::BoardId;
+use crate::engine::{LoggedOp, Op};
+use crate::error::{Error, Result};
+
+/// The Postgres store.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn unavailable(e: sqlx::Error) -> Error {
+    Error::Unavailable(format!("store: {e}"))
+}
+
+impl PgStore {
+    /// Connects (the URL must name its user: `postgres://user@host:port/db`). Connections are
+    /// acquired with a short timeout so that writes fail fast while Postgres is down.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Postgres cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for administrative queries.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates or upgrades the tables and indexes (migrations/).
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when a migration fails.
+    pub async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await
+            .map_err(|e| Error::Backend(format!("migrations: {e}")))
+    }
+
+    /// Commits operations (any boards, any order) in one transaction. Already-stored sequence numbers
+    /// are skipped, so the same operation may be offered twice (by the writer and by the sweep).
+    /// A definition with sequence number 1 starts a board's life: whatever an earlier board of the
+    /// same id left is removed first.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Postgres cannot be reached.
+    pub async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for op in ops
+            .iter()
+            .filter(|o| o.seq == 1 && matches!(o.op, Op::Define { .. }))
+        {
+            sqlx::query("DELETE FROM rankd_ops WHERE board = $1")
+                .bind(op.board.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        let n = ops.len();
+        let mut board = Vec::with_capacity(n);
+        let mut seq = Vec::with_capacity(n);
+        let mut kind = Vec::with_capacity(n);
+        let mut recv = Vec::with_capacity(n);
+        let mut member: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut value: Vec<Option<f64>> = Vec::with_capacity(n);
+        let mut event_id: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut at: Vec<Option<i64>> = Vec::with_capacity(n);
+        let mut scopes: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut payload: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut extra: Vec<Option<String>> = Vec::with_capacity(n);
+        for o in ops {
+            board.push(o.board.to_string());
+            seq.push(o.seq as i64);
+            recv.push(o.recv_ms);
+            let (k, m, v, e, a, s, p, x) = match &o.op {
+                Op::Define { version, json } => (
+                    "d",
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some(json.clone()),
+                    Some(version.clone()),
+                ),
+                Op::Event {
+                    member,
+                    value,
+                    event_id,
+                    at_ms,
+                    scopes,
+                } => (
+                    "e",
+                    Some(member.clone()),
+                    Some(*value),
+                    event_id.clone(),
+                    Some(*at_ms),
+                    Some(scopes.join(" ")),
+                    None,
+                    None,
+                ),
+                Op::Remove { member } => (
+                    "r",
+                    Some(member.clone()),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                ),
+                Op::Display { member, name, data } => (
+                    "p",
+                    Some(member.clone()),
+                    None,
+                    None,
+                    None,
+                    None,
+                    data.clone(),
+                    name.clone(),
+                ),
+            };
+            kind.push(k.to_owned());
+            member.push(m);
+            value.push(v);
+            event_id.push(e);
+            at.push(a);
+            scopes.push(s);
+            payload.push(p);
+            extra.push(x);
+        }
+        // One statement for the whole group: arrays unnested into rows. Scopes travel space-joined
+        // (scopes never contain spaces) because Postgres has no ragged arrays.
+        sqlx::query(
+            "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra)
+             SELECT b, s, o, r, m, v, e, a,
+                    CASE WHEN c IS NULL THEN NULL WHEN c = '' THEN '{}'::text[] ELSE string_to_array(c, ' ') END,
+                    p, x
+             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::float8[], $7::text[],
+                         $8::bigint[], $9::text[], $10::text[], $11::text[])
+                  AS t(b, s, o, r, m, v, e, a, c, p, x)
+             ON CONFLICT (board, seq) DO NOTHING",
+        )
+        .bind(&board)
+        .bind(&seq)
+        .bind(&kind)
+        .bind(&recv)
+        .bind(&member)
+        .bind(&value)
+        .bind(&event_id)
+        .bind(&at)
+        .bind(&scopes)
+        .bind(&payload)
+        .bind(&extra)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        // The board row follows its latest definition.
+        for o in ops {
+            if let Op::Define { version, json } = &o.op {
+                sqlx::query(
+                    "INSERT INTO rankd_boards (board, definition, version) VALUES ($1, $2, $3)
+                     ON CONFLICT (board) DO UPDATE SET definition = EXCLUDED.definition, version = EXCLUDED.version,
+                         deleted = FALSE, updated_at = now()
+                     WHERE NOT EXISTS (SELECT 1 FROM rankd_ops WHERE board = $1 AND op = 'd' AND seq > $4)",
+                )
+                .bind(o.board.as_str())
+                .bind(json)
+                .bind(version)
+                .bind(o.seq as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            }
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    /// Marks a board deleted (the deletion is then durable), before its Redis keys go.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn tombstone(&self, board: &BoardId) -> Result<()> {
+        sqlx::query("UPDATE rankd_boards SET deleted = TRUE, updated_at = now() WHERE board = $1")
+            .bind(board.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Removes a deleted board's rows.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn purge(&self, board: &BoardId) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("DELETE FROM rankd_ops WHERE board = $1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted)")
+            .bind(board.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query("DELETE FROM rankd_boards WHERE board = $1 AND deleted")
+            .bind(board.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    /// Live boards (not deleted) with their highest stored sequence number.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
+        let rows = sqlx::query(
+            "SELECT b.board, COALESCE(MAX(o.seq), 0) AS seq FROM rankd_boards b
+             LEFT JOIN rankd_ops o ON o.board = b.board
+             WHERE NOT b.deleted GROUP BY b.board ORDER BY b.board",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let b: String = r.get("board");
+                let s: i64 = r.get("seq");
+                BoardId::parse(&b)
+                    .map(|b| (b, s as u64))
+                    .map_err(|e| Error::Backend(format!("stored board id: {e}")))
+            })
+            .collect()
+    }
+
+    /// Deleted boards whose deletion may not have reached Redis yet.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn tombstones(&self) -> Result<Vec<BoardId>> {
+        let rows = sqlx::query("SELECT board FROM rankd_boards WHERE deleted ORDER BY board")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| BoardId::parse(r.get::<String, _>("board").as_str()).ok())
+            .collect())
+    }
+
+    /// Whether the store holds a live board of this id.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn has_board(&self, board: &BoardId) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted")
+            .bind(board.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+
+    /// A board's operations in order.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], [`Error::Backend`] for a row that does not parse.
+    pub async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
+        let rows = sqlx::query(
+            "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
+             FROM rankd_ops WHERE board = $1 ORDER BY seq",
+        )
+        .bind(board.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(|r| row_to_op(board, r)).collect()
+    }
+}
+
+fn row_to_op(board: &BoardId, r: &sqlx::postgres::PgRow) -> Result<LoggedOp> {
+    let kind: String = r.get("op");
+    let member: Option<String> = r.get("member");
+    let bad = |what: &str| Error::Backend(format!("stored operation of {board} lacks {what}"));
+    let op = match kind.as_str() {
+        "d" => Op::Define {
+            version: r
+                .get::<Option<String>, _>("extra")
+                .ok_or_else(|| bad("a version"))?,
+            json: r
+                .get::<Option<String>, _>("payload")
+                .ok_or_else(|| bad("a definition"))?,
+        },
+        "e" => Op::Event {
+            member: member.ok_or_else(|| bad("a member"))?,
+            value: r
+                .get::<Option<f64>, _>("value")
+                .ok_or_else(|| bad("a value"))?,
+            event_id: r.get("event_id"),
+            at_ms: r
+                .get::<Option<i64>, _>("at_ms")
+                .ok_or_else(|| bad("a time"))?,
+            scopes: r
+                .get::<Option<Vec<String>>, _>("scopes")
+                .unwrap_or_default(),
+        },
+        "r" => Op::Remove {
+            member: member.ok_or_else(|| bad("a member"))?,
+        },
+        "p" => Op::Display {
+            member: member.ok_or_else(|| bad("a member"))?,
+            name: r.get("extra"),
+            data: r.get("payload"),
+        },
+        other => {
+            return Err(Error::Backend(format!(
+                "unknown stored operation {other:?}"
+            )))
+        }
+    };
+    Ok(LoggedOp {
+        board: board.clone(),
+        seq: r.get::<i64, _>("seq") as u64,
+        recv_ms: r.get("recv_ms"),
+        op,
+    })
+}
+
+#[async_trait::async_trait]
+impl super::Store for PgStore {
+    async fn migrate(&self) -> Result<()> {
+        PgStore::migrate(self).await
+    }
+    async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<()> {
+        PgStore::insert_ops(self, ops).await
+    }
+    async fn tombstone(&self, board: &BoardId) -> Result<()> {
+        PgStore::tombstone(self, board).await
+    }
+    async fn purge(&self, board: &BoardId) -> Result<()> {
+        PgStore::purge(self, board).await
+    }
+    async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
+        PgStore::boards(self).await
+    }
+    async fn tombstones(&self) -> Result<Vec<BoardId>> {
+        PgStore::tombstones(self).await
+    }
+    async fn has_board(&self, board: &BoardId) -> Result<bool> {
+        PgStore::has_board(self, board).await
+    }
+    async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
+        PgStore::ops(self, board).await
+    }
+    async fn write_snapshot(
+        &self,
+        board: &BoardId,
+        snap: &crate::engine::KeySnapshot,
+    ) -> Result<()> {
+        PgStore::write_snapshot(self, board, snap).await
+    }
+    async fn prune_snapshots(&self, keep_days: u32) -> Result<u64> {
+        PgStore::prune_snapshots(self, keep_days).await
+    }
+    async fn try_lease(&self, name: &str, holder: &str, ms: i64) -> Result<bool> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let row = sqlx::query(
+            "INSERT INTO rankd_leases (name, holder, until_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until_ms = EXCLUDED.until_ms
+             WHERE rankd_leases.until_ms < $4 OR rankd_leases.holder = EXCLUDED.holder
+             RETURNING 1",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ms)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+}

@@ -1,0 +1,77 @@
+//! Finding boards Redis lost, and rebuilding them from the store.
+
+use std::sync::Arc;
+
+use super::Store;
+use crate::board::BoardId;
+use crate::engine::{Engine, RedisState, REBUILD_LEASE_MS};
+use crate::error::Result;
+
+/// What [`check`] found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Boards rebuilt.
+    pub rebuilt: Vec<BoardId>,
+    /// Deleted boards whose keys were still in Redis, now removed.
+    pub finished_deletes: Vec<BoardId>,
+}
+
+/// Rebuilds one board from the store if Redis lost it (wholly, or some acknowledged operations).
+/// Returns whether it rebuilt.
+///
+/// # Errors
+/// When Redis or Postgres cannot be reached, or the stored log does not replay.
+pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Result<bool> {
+    let stored_seq = store
+        .boards()
+        .await?
+        .into_iter()
+        .find(|(b, _)| b == board)
+        .map(|(_, s)| s);
+    let Some(stored_seq) = stored_seq else {
+        return Ok(false);
+    };
+    match engine.redis_state(board).await? {
+        RedisState::Live(seq) if seq >= stored_seq => return Ok(false),
+        RedisState::Live(seq) => {
+            tracing::warn!(%board, redis_seq = seq, stored_seq, "Redis lost acknowledged operations; rebuilding");
+            engine.discard(board).await?;
+        }
+        RedisState::Rebuilding(started) if engine.now_ms() - started < REBUILD_LEASE_MS => {
+            return Ok(false)
+        }
+        RedisState::Rebuilding(_) => {
+            tracing::warn!(%board, "a rebuild was abandoned; starting again");
+            engine.discard(board).await?;
+        }
+        RedisState::Missing => tracing::warn!(%board, "Redis lost the board; rebuilding"),
+    }
+    let ops = store.ops(board).await?;
+    let rebuilt = engine.replay(board, &ops).await?;
+    if rebuilt {
+        metrics::counter!(crate::metrics::STORE_REBUILDS).increment(1);
+    }
+    Ok(rebuilt)
+}
+
+/// Checks every stored board against Redis: rebuilds what Redis lost, finishes deletions a crash
+/// interrupted. Run at start-up and periodically.
+///
+/// # Errors
+/// When Redis or Postgres cannot be reached.
+pub async fn check(engine: &Arc<Engine>, store: &dyn Store) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    for board in store.tombstones().await? {
+        if engine.redis_state(&board).await? != RedisState::Missing {
+            engine.discard(&board).await?;
+            report.finished_deletes.push(board.clone());
+        }
+        store.purge(&board).await?;
+    }
+    for (board, _) in store.boards().await? {
+        if rebuild(engine, store, &board).await? {
+            report.rebuilt.push(board);
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,324 @@
+//! SQLite through sqlx: the embedded engine's durable store, a file in the data directory.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+use super::Store;
+use crate::board::BoardId;
+use crate::engine::{KeySnapshot, LoggedOp, Op};
+use crate::error::{Error, Result};
+
+/// The SQLite store.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn unavailable(e: sqlx::Error) -> Error {
+    Error::Unavailable(format!("store: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) `rankd.sqlite3` in `dir`. Write-ahead logging with a full sync
+    /// on commit: a committed operation survives a crash of the process or the machine.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the file cannot be opened.
+    pub async fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Unavailable(format!("data_dir {}: {e}", dir.display())))?;
+        let file = dir.join("rankd.sqlite3");
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))
+            .map_err(unavailable)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true);
+        // One writer at a time is SQLite's model; readers share the WAL.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(|e| Error::Backend(format!("migrations: {e}")))
+    }
+
+    async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for o in ops {
+            if o.seq == 1 && matches!(o.op, Op::Define { .. }) {
+                sqlx::query("DELETE FROM rankd_ops WHERE board = ?")
+                    .bind(o.board.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            let (k, m, v, e, a, s, p, x): (
+                &str,
+                Option<&str>,
+                Option<f64>,
+                Option<&str>,
+                Option<i64>,
+                Option<String>,
+                Option<&str>,
+                Option<&str>,
+            ) = match &o.op {
+                Op::Define { version, json } => {
+                    ("d", None, None, None, None, None, Some(json), Some(version))
+                }
+                Op::Event {
+                    member,
+                    value,
+                    event_id,
+                    at_ms,
+                    scopes,
+                } => (
+                    "e",
+                    Some(member),
+                    Some(*value),
+                    event_id.as_deref(),
+                    Some(*at_ms),
+                    Some(scopes.join(" ")),
+                    None,
+                    None,
+                ),
+                Op::Remove { member } => ("r", Some(member), None, None, None, None, None, None),
+                Op::Display { member, name, data } => (
+                    "p",
+                    Some(member),
+                    None,
+                    None,
+                    None,
+                    None,
+                    data.as_deref(),
+                    name.as_deref(),
+                ),
+            };
+            sqlx::query(
+                "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (board, seq) DO NOTHING",
+            )
+            .bind(o.board.as_str())
+            .bind(o.seq as i64)
+            .bind(k)
+            .bind(o.recv_ms)
+            .bind(m)
+            .bind(v)
+            .bind(e)
+            .bind(a)
+            .bind(s)
+            .bind(p)
+            .bind(x)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if let Op::Define { version, json } = &o.op {
+                sqlx::query(
+                    "INSERT INTO rankd_boards (board, definition, version) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (board) DO UPDATE SET definition = excluded.definition, version = excluded.version,
+                         deleted = 0, updated_at = unixepoch()
+                     WHERE NOT EXISTS (SELECT 1 FROM rankd_ops WHERE board = ?1 AND op = 'd' AND seq > ?4)",
+                )
+                .bind(o.board.as_str())
+                .bind(json)
+                .bind(version)
+                .bind(o.seq as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            }
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn tombstone(&self, board: &BoardId) -> Result<()> {
+        sqlx::query(
+            "UPDATE rankd_boards SET deleted = 1, updated_at = unixepoch() WHERE board = ?",
+        )
+        .bind(board.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn purge(&self, board: &BoardId) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("DELETE FROM rankd_ops WHERE board = ?1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = ?1 AND deleted = 0)")
+            .bind(board.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query("DELETE FROM rankd_boards WHERE board = ? AND deleted = 1")
+            .bind(board.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
+        let rows = sqlx::query(
+            "SELECT b.board AS board, COALESCE(MAX(o.seq), 0) AS seq FROM rankd_boards b
+             LEFT JOIN rankd_ops o ON o.board = b.board WHERE b.deleted = 0 GROUP BY b.board ORDER BY b.board",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let b: String = r.get("board");
+                let s: i64 = r.get("seq");
+                BoardId::parse(&b)
+                    .map(|b| (b, s as u64))
+                    .map_err(|e| Error::Backend(format!("stored board id: {e}")))
+            })
+            .collect()
+    }
+
+    async fn tombstones(&self) -> Result<Vec<BoardId>> {
+        let rows = sqlx::query("SELECT board FROM rankd_boards WHERE deleted = 1 ORDER BY board")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| BoardId::parse(r.get::<String, _>("board").as_str()).ok())
+            .collect())
+    }
+
+    async fn has_board(&self, board: &BoardId) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM rankd_boards WHERE board = ? AND deleted = 0")
+            .bind(board.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+
+    async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
+        let rows = sqlx::query(
+            "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
+             FROM rankd_ops WHERE board = ? ORDER BY seq",
+        )
+        .bind(board.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let bad = |what: &str| Error::Backend(format!("stored operation of {board} lacks {what}"));
+        rows.iter()
+            .map(|r| {
+                let member: Option<String> = r.get("member");
+                let op = match r.get::<String, _>("op").as_str() {
+                    "d" => Op::Define {
+                        version: r
+                            .get::<Option<String>, _>("extra")
+                            .ok_or_else(|| bad("a version"))?,
+                        json: r
+                            .get::<Option<String>, _>("payload")
+                            .ok_or_else(|| bad("a definition"))?,
+                    },
+                    "e" => Op::Event {
+                        member: member.ok_or_else(|| bad("a member"))?,
+                        value: r
+                            .get::<Option<f64>, _>("value")
+                            .ok_or_else(|| bad("a value"))?,
+                        event_id: r.get("event_id"),
+                        at_ms: r
+                            .get::<Option<i64>, _>("at_ms")
+                            .ok_or_else(|| bad("a time"))?,
+                        scopes: r
+                            .get::<Option<String>, _>("scopes")
+                            .map(|s| {
+                                s.split(' ')
+                                    .filter(|x| !x.is_empty())
+                                    .map(str::to_owned)
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    },
+                    "r" => Op::Remove {
+                        member: member.ok_or_else(|| bad("a member"))?,
+                    },
+                    "p" => Op::Display {
+                        member: member.ok_or_else(|| bad("a member"))?,
+                        name: r.get("extra"),
+                        data: r.get("payload"),
+                    },
+                    other => {
+                        return Err(Error::Backend(format!(
+                            "unknown stored operation {other:?}"
+                        )))
+                    }
+                };
+                Ok(LoggedOp {
+                    board: board.clone(),
+                    seq: r.get::<i64, _>("seq") as u64,
+                    recv_ms: r.get("recv_ms"),
+                    op,
+                })
+            })
+            .collect()
+    }
+
+    async fn write_snapshot(&self, board: &BoardId, snap: &KeySnapshot) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO rankd_snapshots (board, window_name, period, scope, seq, members) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(board.as_str())
+        .bind(snap.window.as_str())
+        .bind(&snap.period)
+        .bind(snap.scope.as_deref().unwrap_or(""))
+        .bind(snap.seq as i64)
+        .bind(snap.entries.len() as i64)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .get(0);
+        for (rank, member, score) in &snap.entries {
+            sqlx::query("INSERT INTO rankd_snapshot_entries (snapshot_id, rank, member, score) VALUES (?, ?, ?, ?)")
+                .bind(id)
+                .bind(*rank as i64)
+                .bind(member)
+                .bind(*score)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn prune_snapshots(&self, keep_days: u32) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM rankd_snapshots WHERE taken_at < unixepoch() - ? * 86400")
+            .bind(i64::from(keep_days))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn try_lease(&self, _name: &str, _holder: &str, _ms: i64) -> Result<bool> {
+        // One process owns an SQLite store: the lease is always its own.
+        Ok(true)
+    }
+}

@@ -1,0 +1,149 @@
+//! `rankd admin` end to end: the real binary against real Redis and a database of the test's own.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use rankd::board::{BoardDef, BoardId};
+use rankd::config::Config;
+use rankd::engine::{Submit, SystemClock};
+
+use crate::helpers::{m, prefix, score, Redis};
+use crate::private::TestDb;
+
+fn admin(prefix: &str, db: &TestDb, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rankd"))
+        .arg("admin")
+        .args(args)
+        .args([
+            "--redis-url",
+            &Redis::Standalone.url(),
+            "--key-prefix",
+            prefix,
+        ])
+        .args(["--database-url", &db.url()])
+        .env_remove("RANKD_CONFIG")
+        .env("RANKD_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("rankd admin runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_migrate_verify_warm_snapshot_and_analyze_the_store() {
+    let db = TestDb::create().await;
+    let prefix = prefix();
+    let config = Config {
+        redis_url: Some(Redis::Standalone.url()),
+        database_url: Some(db.url()),
+        key_prefix: prefix.clone(),
+        ..Config::default()
+    };
+    let durable = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let b = BoardId::parse("ops").unwrap();
+    durable.put_board(&b, BoardDef::default()).await.unwrap();
+    for i in 0..30 {
+        durable
+            .submit(&Submit::new(
+                b.clone(),
+                m(&format!("u{}", i % 9)),
+                score(f64::from(i)),
+            ))
+            .await
+            .unwrap();
+    }
+
+    let (code, out) = admin(&prefix, &db, &["migrate", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("up to date"), "{out}");
+
+    let (code, out) = admin(&prefix, &db, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.trim_end().ends_with("Redis and the store agree"),
+        "{out}"
+    );
+
+    // A write that bypasses the store (an engine with no journal) makes Redis differ.
+    let mut plain = config.clone();
+    plain.database_url = None;
+    let rogue = rankd::serve::build_engine(&plain, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    rogue
+        .submit(&Submit::new(b.clone(), m("u1"), score(1000.0)))
+        .await
+        .unwrap();
+    let (code, out) = admin(&prefix, &db, &["verify", "--board", "ops"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("ops all all -") && out.contains("first difference"),
+        "{out}"
+    );
+
+    // Redis loses the board: warm says what it would do, then does it.
+    durable.discard(&b).await.unwrap();
+    let (code, out) = admin(&prefix, &db, &["warm", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ops: would rebuild"), "{out}");
+    assert!(
+        durable.redis_state(&b).await.unwrap() == rankd::engine::RedisState::Missing,
+        "dry run changed nothing"
+    );
+    let (code, out) = admin(&prefix, &db, &["warm"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ops: rebuilt"), "{out}");
+    let (code, out) = admin(&prefix, &db, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.trim_end().ends_with("Redis and the store agree"),
+        "{out}"
+    );
+
+    let (code, out) = admin(&prefix, &db, &["snapshot", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("would snapshot ops all all - (9 members)"),
+        "{out}"
+    );
+    let (code, out) = admin(&prefix, &db, &["snapshot"]);
+    assert_eq!(code, 0, "{out}");
+    let pool = db.pool().await;
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM rankd_snapshot_entries")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 9);
+    let (rank, member): (i64, String) = sqlx::query_as(
+        "SELECT e.rank, e.member FROM rankd_snapshot_entries e JOIN rankd_snapshots s ON s.id = e.snapshot_id \
+         WHERE s.board = 'ops' ORDER BY e.rank LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rank, member.as_str()), (1, "u2"));
+    pool.close().await;
+
+    let (code, out) = admin(&prefix, &db, &["analyze"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("table rankd_ops")
+            && out.contains("plan of rank history")
+            && out.contains("recommend:"),
+        "{out}"
+    );
+
+    let (code, out) = admin(&prefix, &db, &["clear-caches", "--boards"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("--yes"), "{out}");
+
+    durable.delete_board(&b).await.unwrap();
+    db.drop_now().await;
+}

@@ -1,0 +1,641 @@
+//! Durability end to end: every acknowledged operation reaches Postgres, and a board Redis lost is
+//! rebuilt from it exactly. Each test runs its own redis-server and its own database.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rankd::board::{BoardDef, BoardId, Display, EventId, Policy, RankMode, TieBreak};
+use rankd::config::Config;
+use rankd::engine::{Durability, Limit, Submit, SystemClock, View};
+use rankd::window::Window;
+use rankd::{Engine, Error};
+
+use crate::helpers::{m, prefix, scope, score};
+use crate::private::{PrivateRedis, TestDb};
+
+async fn engine(redis: &PrivateRedis, db: &TestDb, durability: Durability) -> Arc<Engine> {
+    let config = Config {
+        redis_url: Some(redis.url()),
+        database_url: Some(db.url()),
+        durability,
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    rankd::serve::build_engine(&config, Arc::new(SystemClock))
+        .await
+        .expect("engine starts")
+}
+
+/// Everything a dashboard could read from a board, to compare before and after a loss.
+async fn everything(e: &Engine, b: &BoardId, views: &[View]) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for v in views {
+        let top = e.top(b, v, Limit::new(1000).unwrap()).await?;
+        out.push(format!("{v:?} total={} {:?}", top.total, top.entries));
+    }
+    Ok(out)
+}
+
+/// Retries an engine call while the board is being rebuilt (503), up to a deadline.
+async fn until_ready<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(Error::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("not ready: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_redis_lost_is_rebuilt_exactly_from_the_store() {
+    let mut redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let e = engine(&redis, &db, Durability::Sync).await;
+    let b = BoardId::parse("season").unwrap();
+    let def = BoardDef {
+        windows: vec![Window::All, Window::Weekly],
+        tie_break: TieBreak::First,
+        rank_mode: RankMode::Dense,
+        max_members: Some(50),
+        ..BoardDef::default()
+    };
+    assert!(e.put_board(&b, def.clone()).await.unwrap());
+    for i in 0..40u32 {
+        let mut ev = Submit::new(
+            b.clone(),
+            m(&format!("u{}", i % 13)),
+            score(f64::from(i % 7)),
+        );
+        if i % 3 == 0 {
+            ev.scopes = vec![scope("class:1")];
+        }
+        ev.event_id = Some(EventId::parse(&format!("e{i}")).unwrap());
+        e.submit(&ev).await.unwrap();
+    }
+    let batch: Vec<Submit> = (0..30u32)
+        .map(|i| Submit::new(b.clone(), m(&format!("u{}", i % 17)), score(f64::from(i))))
+        .collect();
+    e.submit_batch(&batch).await.unwrap();
+    e.remove_member(&b, &m("u3")).await.unwrap();
+    e.put_display(
+        &b,
+        &m("u5"),
+        Display {
+            display_name: Some("Five".into()),
+            data: None,
+        },
+    )
+    .await
+    .unwrap();
+    // A later definition change (a new window) must replay at its place in the log.
+    let mut wider = def.clone();
+    wider.windows.push(Window::Daily);
+    e.put_board(&b, wider).await.unwrap();
+    e.submit(&Submit::new(b.clone(), m("u1"), score(2.0)))
+        .await
+        .unwrap();
+    let views = [
+        View::all_time(),
+        View::all_time().scoped(scope("class:1")),
+        View::current(Window::Weekly),
+        View::current(Window::Daily),
+    ];
+    let before = everything(&e, &b, &views).await.unwrap();
+
+    redis.kill();
+    redis.restart().await;
+
+    let after = until_ready(|| everything(&e, &b, &views)).await;
+    assert_eq!(before, after);
+    // Event ids seen before the loss are still duplicates after it.
+    let mut again = Submit::new(b.clone(), m("u0"), score(0.0));
+    again.event_id = Some(EventId::parse("e0").unwrap());
+    assert!(e.submit(&again).await.unwrap().duplicate);
+    assert_eq!(
+        e.top(&b, &View::all_time(), Limit::new(100).unwrap())
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .find(|x| x.member == "u5")
+            .unwrap()
+            .display_name
+            .as_deref(),
+        Some("Five")
+    );
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_under_sync_load_keeps_every_acknowledged_event_exactly_once() {
+    let mut redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let e = engine(&redis, &db, Durability::Sync).await;
+    let b = BoardId::parse("load").unwrap();
+    e.put_board(
+        &b,
+        BoardDef {
+            policy: Policy::Incr,
+            ..BoardDef::default()
+        },
+    )
+    .await
+    .unwrap();
+    let writers = 8;
+    let per_writer = 150u32;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let e = e.clone();
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked: Vec<(String, f64)> = Vec::new();
+            for i in 0..per_writer {
+                let member = format!("m{}", (w * 7 + i) % 23);
+                let value = f64::from(1 + (i % 5));
+                let mut ev = Submit::new(b.clone(), m(&member), score(value));
+                ev.event_id = Some(EventId::parse(&format!("w{w}-{i}")).unwrap());
+                // Retry until acknowledged: the event id makes retries safe.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    match e.submit(&ev).await {
+                        Ok(_) => break,
+                        Err(Error::Unavailable(_)) | Err(Error::Conflict(_)) => {
+                            assert!(Instant::now() < deadline, "never acknowledged");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(err) => panic!("{err}"),
+                    }
+                }
+                acked.push((member, value));
+            }
+            acked
+        }));
+    }
+    // Mid-load, Redis dies and comes back empty.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.restart().await;
+    let mut reference: HashMap<String, f64> = HashMap::new();
+    for t in tasks {
+        for (member, v) in t.await.unwrap() {
+            *reference.entry(member).or_default() += v;
+        }
+    }
+    let all = View::all_time();
+    let top = until_ready(|| e.top(&b, &all, Limit::new(1000).unwrap())).await;
+    let got: HashMap<String, f64> = top
+        .entries
+        .iter()
+        .map(|x| (x.member.clone(), x.score))
+        .collect();
+    assert_eq!(
+        got, reference,
+        "every acknowledged event counts exactly once"
+    );
+    // Ranks equal an independent reference: sort the reference the board's way.
+    let mut want: Vec<(String, f64)> = reference.into_iter().collect();
+    want.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    let order: Vec<String> = top.entries.iter().map(|x| x.member.clone()).collect();
+    assert_eq!(order, want.into_iter().map(|(m, _)| m).collect::<Vec<_>>());
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_reaches_the_store_in_order_and_deletion_is_durable() {
+    let redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let e = engine(&redis, &db, Durability::Async).await;
+    let b = BoardId::parse("logged").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    for i in 0..20 {
+        e.submit(&Submit::new(b.clone(), m("a"), score(f64::from(i))))
+            .await
+            .unwrap();
+    }
+    e.remove_member(&b, &m("a")).await.unwrap();
+    let pool = db.pool().await;
+    // Async: the store catches up within a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (n, kinds): (i64, String) = sqlx::query_as(
+            "SELECT count(*), string_agg(op, '' ORDER BY seq) FROM rankd_ops WHERE board = 'logged'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if n == 22 {
+            assert_eq!(kinds, format!("d{}r", "e".repeat(20)));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store has {n} of 22 operations"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    e.delete_board(&b).await.unwrap();
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM rankd_ops WHERE board = 'logged'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    let (boards,): (i64,) = sqlx::query_as("SELECT count(*) FROM rankd_boards")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(boards, 0);
+    pool.close().await;
+    db.drop_now().await;
+}
+
+/// The rankd binary as a child process, against the shared Redis (own prefix) and a test database.
+struct Binary {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Binary {
+    async fn start(prefix: &str, db: &TestDb, durability: &str, port: u16) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rankd"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--redis-url", &crate::helpers::Redis::Standalone.url()])
+            .args(["--key-prefix", prefix])
+            .env("RANKD_DATABASE_URL", db.url())
+            .env("RANKD_DURABILITY", durability)
+            .env_remove("RANKD_API_KEYS")
+            .env_remove("RANKD_CONFIG")
+            .current_dir(std::env::temp_dir())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the rankd binary starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "rankd did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, base }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn killed_rankd_loses_nothing_acknowledged(durability: &str) {
+    let db = TestDb::create().await;
+    let prefix = prefix();
+    let port = crate::server::free_port();
+    let mut bin = Binary::start(&prefix, &db, durability, port).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{}/v1/boards/k9", bin.base))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, u32)>::new()));
+    let stop = Instant::now() + Duration::from_secs(20);
+    let mut writers = Vec::new();
+    for w in 0..6u32 {
+        let (http, base, acked) = (http.clone(), bin.base.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..2000u32 {
+                if Instant::now() > stop {
+                    break;
+                }
+                let body = serde_json::json!({"member": format!("m{}", i % 11), "value": 1 + i % 3, "event_id": format!("w{w}-{i}")});
+                match http.post(format!("{base}/v1/boards/k9/scores")).json(&body).timeout(Duration::from_secs(2)).send().await {
+                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push((format!("m{}", i % 11), 1 + i % 3)),
+                    // The process died under us: stop this writer.
+                    _ => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    bin.kill9();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 20,
+        "the load ran before the kill ({} acknowledged)",
+        acked.len()
+    );
+    let bin = Binary::start(&prefix, &db, durability, port).await;
+    // Every acknowledged event is in Redis: each member's score is at least what was acknowledged
+    // (events applied but not acknowledged when the process died may add to it).
+    let mut want: HashMap<String, f64> = HashMap::new();
+    for (mem, v) in &acked {
+        *want.entry(mem.clone()).or_default() += f64::from(*v);
+    }
+    let top: serde_json::Value = http
+        .get(format!("{}/v1/boards/k9/top?limit=100", bin.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got: HashMap<String, f64> = top["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["member"].as_str().unwrap().to_owned(),
+                e["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    for (mem, v) in &want {
+        assert!(
+            got.get(mem).copied().unwrap_or(0.0) >= *v,
+            "{mem}: {got:?} < {want:?}"
+        );
+    }
+    // ... and the store holds exactly what Redis holds once the sweep has run: every applied event,
+    // acknowledged ones included, once.
+    let pool = db.pool().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows: Vec<(String, f64)> = sqlx::query_as(
+            "SELECT member, sum(value) FROM rankd_ops WHERE board = 'k9' AND op = 'e' GROUP BY member",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let stored: HashMap<String, f64> = rows.into_iter().collect();
+        if stored == got {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store never caught up: {stored:?} vs {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let n_acked = acked.len() as i64;
+    let (n_events,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM rankd_ops WHERE board = 'k9' AND op = 'e'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(n_events >= n_acked);
+    pool.close().await;
+    let _ = http
+        .delete(format!("{}/v1/boards/k9", bin.base))
+        .send()
+        .await;
+    drop(bin);
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rankd_killed_under_sync_load_loses_nothing_acknowledged() {
+    killed_rankd_loses_nothing_acknowledged("sync").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rankd_killed_under_async_load_loses_nothing_acknowledged() {
+    killed_rankd_loses_nothing_acknowledged("async").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_under_load_fails_sync_writes_fast_and_async_writes_catch_up() {
+    let pg = crate::private::PrivatePostgres::start().await;
+    let db_url = pg.url("postgres");
+    let config = |durability| Config {
+        redis_url: Some(crate::helpers::Redis::Standalone.url()),
+        database_url: Some(db_url.clone()),
+        durability,
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    let sync_cfg = config(Durability::Sync);
+    let sync = rankd::serve::build_engine(&sync_cfg, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let mut async_cfg = config(Durability::Async);
+    async_cfg.key_prefix = sync_cfg.key_prefix.clone();
+    let asy = rankd::serve::build_engine(&async_cfg, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let b = BoardId::parse("pgdown").unwrap();
+    sync.put_board(&b, BoardDef::default()).await.unwrap();
+    sync.submit(&Submit::new(b.clone(), m("s"), score(1.0)))
+        .await
+        .unwrap();
+
+    pg.stop();
+    // Sync writes fail fast with Unavailable (503), and do not hang.
+    let started = Instant::now();
+    let r = sync
+        .submit(&Submit::new(b.clone(), m("s"), score(1.0)))
+        .await;
+    assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "sync write took {:?}",
+        started.elapsed()
+    );
+    // Async writes keep succeeding.
+    for i in 0..50 {
+        asy.submit(&Submit::new(
+            b.clone(),
+            m(&format!("a{}", i % 5)),
+            score(1.0),
+        ))
+        .await
+        .unwrap();
+    }
+    pg.resume().await;
+    // The store catches up: every event Redis applied, the failed sync one included, is stored once.
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM rankd_ops WHERE board = 'pgdown' AND op = 'e'")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or((0,));
+        if n == 52 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store holds {n} of 52 events"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = sync.standing(&b, &View::all_time(), &m("s")).await.unwrap();
+    assert_eq!(
+        s.score, 2.0,
+        "the event that answered 503 was applied, and is stored too"
+    );
+    pool.close().await;
+    sync.delete_board(&b).await.unwrap();
+}
+
+/// The rankd binary on the embedded engine, its store an SQLite file in `dir`.
+async fn embedded_binary(dir: &std::path::Path, port: u16) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rankd"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("RANKD_DATA_DIR", dir)
+        .env_remove("RANKD_REDIS_URL")
+        .env_remove("RANKD_DATABASE_URL")
+        .env_remove("RANKD_API_KEYS")
+        .env_remove("RANKD_CONFIG")
+        .current_dir(std::env::temp_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the rankd binary starts");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "embedded rankd did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_rankd_killed_and_restarted_keeps_every_acknowledged_event() {
+    let dir = std::env::temp_dir().join(format!("rankd-data-{}", prefix().trim_end_matches(':')));
+    let port = crate::server::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = embedded_binary(&dir, port).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{base}/v1/boards/emb"))
+        .json(&serde_json::json!({"windows": ["all", "daily"], "tie_break": "first"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, u32)>::new()));
+    let stop = Instant::now() + Duration::from_secs(20);
+    let mut writers = Vec::new();
+    for w in 0..4u32 {
+        let (http, base, acked) = (http.clone(), base.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..5000u32 {
+                if Instant::now() > stop {
+                    break;
+                }
+                let body = serde_json::json!({"member": format!("m{}", i % 7), "value": 1 + i % 4, "scopes": ["c:1"], "event_id": format!("w{w}-{i}")});
+                match http.post(format!("{base}/v1/boards/emb/scores")).json(&body).timeout(Duration::from_secs(2)).send().await {
+                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push((format!("m{}", i % 7), 1 + i % 4)),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 20,
+        "the load ran before the kill ({} acknowledged)",
+        acked.len()
+    );
+    let mut child = embedded_binary(&dir, port).await;
+    let mut want: HashMap<String, f64> = HashMap::new();
+    for (mem, v) in &acked {
+        *want.entry(mem.clone()).or_default() += f64::from(*v);
+    }
+    for path in [
+        "top?limit=100",
+        "top?limit=100&scope=c:1",
+        "top?limit=100&window=daily",
+    ] {
+        let top: serde_json::Value = http
+            .get(format!("{base}/v1/boards/emb/{path}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let got: HashMap<String, f64> = top["entries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: {top}"))
+            .iter()
+            .map(|e| {
+                (
+                    e["member"].as_str().unwrap().to_owned(),
+                    e["score"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        // Sync durability: everything acknowledged was committed before its answer; anything more
+        // was applied and committed but its answer was lost with the process.
+        for (mem, v) in &want {
+            assert!(
+                got.get(mem).copied().unwrap_or(0.0) >= *v,
+                "{path} {mem}: {got:?} vs {want:?}"
+            );
+        }
+    }
+    // An acknowledged event id is still a duplicate after the restart.
+    let (mem, _) = &acked[0];
+    let body =
+        serde_json::json!({"member": mem, "value": 1, "scopes": ["c:1"], "event_id": "w0-0"});
+    let r: serde_json::Value = http
+        .post(format!("{base}/v1/boards/emb/scores"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["duplicate"], true, "{r}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

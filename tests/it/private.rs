@@ -1,0 +1,224 @@
+//! Private service instances for tests that break them: a redis-server and a Postgres database of
+//! the test's own. The shared services are never stopped or flushed.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::server::free_port;
+
+/// A redis-server of one test's own, on a free loopback port, killed when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let mut r = Self {
+            port: free_port(),
+            child: None,
+        };
+        r.restart().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again), empty, on the same port, and waits until it answers.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "ping"])
+            .output()
+            .map(|o| !String::from_utf8_lossy(&o.stdout).contains("PONG"))
+            .unwrap_or(true)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "private redis-server does not answer"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: everything it held is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A database of one test's own on the shared Postgres, dropped at the end.
+pub struct TestDb {
+    pub name: String,
+    admin: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let base = std::env::var("RANKD_TEST_DATABASE_URL").expect(
+            "RANKD_TEST_DATABASE_URL is not set: run the suite with scripts/test (it starts Postgres)",
+        );
+        // The admin connection goes to the same server's `postgres` database.
+        let admin = match base.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/postgres"),
+            None => base.clone(),
+        };
+        let name = format!("rankd_t_{}", crate::helpers::prefix().trim_end_matches(':'));
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .expect("Postgres answers");
+        let sql = format!("CREATE DATABASE \"{name}\"");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("test database created");
+        Self { name, admin }
+    }
+
+    pub fn url(&self) -> String {
+        match self.admin.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{}", self.name),
+            None => unreachable!("the admin URL names a database"),
+        }
+    }
+
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url())
+            .await
+            .expect("test database answers")
+    }
+
+    pub async fn drop_now(self) {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin)
+            .await
+            .expect("Postgres answers");
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("test database dropped");
+    }
+}
+
+/// A Postgres server of one test's own (initdb into a temporary directory, pg_ctl on a free port),
+/// stopped and removed when dropped.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    fn as_postgres(&self, program: &str) -> Command {
+        // Postgres refuses to run as root: run its tools as the postgres user when we are root.
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(self.bin.join(program));
+        c
+    }
+
+    pub async fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries are installed")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb is installed");
+        let dir = std::env::temp_dir().join(format!(
+            "rankd-pg-{}",
+            crate::helpers::prefix().trim_end_matches(':')
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown of the private data directory");
+        let pg = Self {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        let out = pg
+            .as_postgres("initdb")
+            .args(["-D"])
+            .arg(pg.dir.join("data"))
+            .args(["-U", "postgres", "--auth=trust", "--no-sync"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.resume().await;
+        pg
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Starts (or starts again) the server and waits until it accepts connections.
+    pub async fn resume(&self) {
+        let out = self
+            .as_postgres("pg_ctl")
+            .args(["-D"])
+            .arg(self.dir.join("data"))
+            .args([
+                "-o",
+                &format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    self.port,
+                    self.dir.display()
+                ),
+            ])
+            .args(["-l"])
+            .arg(self.dir.join("log"))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server at once.
+    pub fn stop(&self) {
+        let _ = self
+            .as_postgres("pg_ctl")
+            .args(["-D"])
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
