@@ -197,7 +197,8 @@ impl Score {
     /// [`Invalid`] naming `field` when the number is NaN or infinite.
     pub fn new(field: &str, v: f64) -> Result<Self, Invalid> {
         if v.is_finite() {
-            Ok(Self(v))
+            // -0 and 0 are one score: keep one of them, or dense ranks would count two values.
+            Ok(Self(v + 0.0))
         } else {
             Err(Invalid::new(
                 field,
@@ -587,6 +588,7 @@ mod tests {
         assert!(Score::new("value", f64::NAN).is_err());
         assert!(Score::new("value", f64::INFINITY).is_err());
         assert_eq!(Score::new("value", -2.5).unwrap().get(), -2.5);
+        assert!(Score::new("value", -0.0).unwrap().get().is_sign_positive());
     }
 
     #[test]

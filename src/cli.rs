@@ -1,4 +1,4 @@
-//! The command line: `rankd serve` and friends.
+//! The command line: `rankd serve` and `rankd admin …`.
 
 use std::path::PathBuf;
 
@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API.
     Serve(ServeArgs),
+    /// Operate the durable store and Redis.
+    Admin(AdminArgs),
 }
 
 /// Flags of `rankd serve`; each overrides its `RANKD_*` variable and the file.
@@ -40,6 +42,12 @@ pub struct ServeArgs {
     /// Log format, text or json (RANKD_LOG_FORMAT).
     #[arg(long)]
     pub log_format: Option<String>,
+    /// The durable store (RANKD_DATABASE_URL): postgres://user@host:port/db.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// sync or async (RANKD_DURABILITY).
+    #[arg(long)]
+    pub durability: Option<String>,
 }
 
 impl ServeArgs {
@@ -51,6 +59,8 @@ impl ServeArgs {
             ("redis_url", &self.redis_url),
             ("key_prefix", &self.key_prefix),
             ("log_format", &self.log_format),
+            ("database_url", &self.database_url),
+            ("durability", &self.durability),
         ] {
             if let Some(v) = v {
                 l.push((name, v.clone()));
@@ -58,4 +68,79 @@ impl ServeArgs {
         }
         l
     }
+}
+
+/// `rankd admin`.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Print what would be done; change nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Redis URL (RANKD_REDIS_URL).
+    #[arg(long, global = true)]
+    pub redis_url: Option<String>,
+    /// The durable store (RANKD_DATABASE_URL).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// Prefix of every Redis key (RANKD_KEY_PREFIX).
+    #[arg(long, global = true)]
+    pub key_prefix: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+impl AdminArgs {
+    /// The flags given, as a configuration layer.
+    pub fn layer(&self) -> Layer {
+        let mut l = Layer::new();
+        for (name, v) in [
+            ("redis_url", &self.redis_url),
+            ("database_url", &self.database_url),
+            ("key_prefix", &self.key_prefix),
+        ] {
+            if let Some(v) = v {
+                l.push((name, v.clone()));
+            }
+        }
+        l
+    }
+}
+
+/// Administrative commands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create or upgrade the store's tables and indexes.
+    Migrate,
+    /// Snapshot every key (of one board) into the store.
+    Snapshot {
+        /// Only this board.
+        #[arg(long)]
+        board: Option<String>,
+    },
+    /// Rebuild Redis from the store where it lost boards or acknowledged operations.
+    Warm {
+        /// Only this board.
+        #[arg(long)]
+        board: Option<String>,
+    },
+    /// Compare Redis with the store; exit status 1 on any difference.
+    Verify {
+        /// Only this board.
+        #[arg(long)]
+        board: Option<String>,
+    },
+    /// Clear derived data; with --boards --yes, board keys in Redis too (the store keeps them).
+    ClearCaches {
+        /// Also remove the boards' Redis keys.
+        #[arg(long)]
+        boards: bool,
+        /// Confirm --boards.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Report sizes, lag, query plans and recommendations.
+    Analyze,
+    /// migrate, warm, snapshot, analyze.
+    Optimize,
 }

@@ -144,6 +144,18 @@ pub struct Config {
     pub redis_pool_size: usize,
     /// How often board sizes are sampled for the metrics (`RANKD_METRICS_SAMPLE_SECS`, default 15).
     pub metrics_sample: Duration,
+    /// The durable store, `postgres://user@host:port/db` (`RANKD_DATABASE_URL`); none keeps scores
+    /// in Redis only.
+    pub database_url: Option<String>,
+    /// When writes are answered: `sync` (after the store commits) or `async` (`RANKD_DURABILITY`).
+    pub durability: crate::engine::Durability,
+    /// Where the embedded engine keeps its durable store, an SQLite file (`RANKD_DATA_DIR`, default
+    /// ./rankd-data; empty keeps the embedded engine in memory only).
+    pub data_dir: Option<PathBuf>,
+    /// How often every key is snapshotted into the store (`RANKD_SNAPSHOT_INTERVAL_SECS`, default 300).
+    pub snapshot_interval: Duration,
+    /// How long snapshots are kept (`RANKD_SNAPSHOT_RETENTION_DAYS`, default 30).
+    pub snapshot_retention_days: u32,
 }
 
 impl Default for Config {
@@ -162,6 +174,11 @@ impl Default for Config {
             dedupe_window: Duration::from_secs(24 * 3600),
             redis_pool_size: 4,
             metrics_sample: Duration::from_secs(15),
+            database_url: None,
+            durability: crate::engine::Durability::Sync,
+            data_dir: Some(PathBuf::from("rankd-data")),
+            snapshot_interval: Duration::from_secs(300),
+            snapshot_retention_days: 30,
         }
     }
 }
@@ -184,12 +201,17 @@ struct FileConfig {
     dedupe_window_secs: Option<u64>,
     redis_pool_size: Option<u64>,
     metrics_sample_secs: Option<u64>,
+    database_url: Option<String>,
+    durability: Option<String>,
+    snapshot_interval_secs: Option<u64>,
+    snapshot_retention_days: Option<u64>,
+    data_dir: Option<String>,
 }
 
 /// Raw settings from one layer, all strings, before parsing.
 pub type Layer = Vec<(&'static str, String)>;
 
-const NAMES: [&str; 13] = [
+const NAMES: [&str; 18] = [
     "listen",
     "redis_url",
     "key_prefix",
@@ -203,6 +225,11 @@ const NAMES: [&str; 13] = [
     "dedupe_window_secs",
     "redis_pool_size",
     "metrics_sample_secs",
+    "database_url",
+    "durability",
+    "snapshot_interval_secs",
+    "snapshot_retention_days",
+    "data_dir",
 ];
 
 impl Config {
@@ -279,6 +306,17 @@ impl Config {
             "metrics_sample_secs",
             f.metrics_sample_secs.map(|n| n.to_string()),
         );
+        put("database_url", f.database_url);
+        put("durability", f.durability);
+        put("data_dir", f.data_dir);
+        put(
+            "snapshot_interval_secs",
+            f.snapshot_interval_secs.map(|n| n.to_string()),
+        );
+        put(
+            "snapshot_retention_days",
+            f.snapshot_retention_days.map(|n| n.to_string()),
+        );
         Ok(l)
     }
 
@@ -313,15 +351,13 @@ impl Config {
                 let v = value.trim();
                 if v.is_empty() {
                     self.redis_url = None;
-                } else if v.starts_with("redis://")
-                    || v.starts_with("rediss://")
-                    || v.starts_with("redis-cluster://")
-                {
+                } else if v.starts_with("redis://") || v.starts_with("redis-cluster://") {
                     self.redis_url = Some(v.to_owned());
                 } else {
+                    // TLS (rediss://) is not built in: say so here rather than fail at connect time.
                     return Err(Invalid::new(
                         name,
-                        "must start with redis://, rediss:// or redis-cluster://",
+                        "must start with redis:// or redis-cluster:// (TLS is not supported)",
                     ));
                 }
             }
@@ -363,6 +399,46 @@ impl Config {
             }
             "redis_pool_size" => self.redis_pool_size = num(1, 256)? as usize,
             "metrics_sample_secs" => self.metrics_sample = Duration::from_secs(num(1, 3600)?),
+            "database_url" => {
+                let v = value.trim();
+                if v.is_empty() {
+                    self.database_url = None;
+                } else if let Some(rest) = v
+                    .strip_prefix("postgres://")
+                    .or_else(|| v.strip_prefix("postgresql://"))
+                {
+                    // Without a user, the Postgres driver logs in as "anonymous": require one.
+                    if !rest.split('/').next().unwrap_or("").contains('@') {
+                        return Err(Invalid::new(
+                            name,
+                            "must name its user, e.g. postgres://postgres@127.0.0.1:5432/rankd",
+                        ));
+                    }
+                    self.database_url = Some(v.to_owned());
+                } else {
+                    return Err(Invalid::new(name, "must start with postgres://"));
+                }
+            }
+            "snapshot_interval_secs" => {
+                self.snapshot_interval = Duration::from_secs(num(10, 7 * 24 * 3600)?)
+            }
+            "snapshot_retention_days" => self.snapshot_retention_days = num(1, 3650)? as u32,
+            "data_dir" => {
+                let v = value.trim();
+                self.data_dir = (!v.is_empty()).then(|| PathBuf::from(v));
+            }
+            "durability" => {
+                self.durability = match value.trim() {
+                    "sync" => crate::engine::Durability::Sync,
+                    "async" => crate::engine::Durability::Async,
+                    _ => {
+                        return Err(Invalid::new(
+                            name,
+                            format!("must be sync or async, got {value:?}"),
+                        ))
+                    }
+                }
+            }
             _ => return Err(Invalid::new(name, "is not a rankd setting")),
         }
         Ok(())

@@ -9,6 +9,8 @@
 //! {prefix}{<board>}:dedupe                         zset: event id -> ms when it is forgotten
 //! {prefix}{<board>}:keys                           zset: data key -> ms it expires (+inf: never)
 //! {prefix}{<board>}:dn / :dd                       hashes: member -> display name / display data
+//! {prefix}{<board>}:seq                            counter: the board's last operation sequence number
+//! {prefix}{<board>}:log                            stream: operations not yet copied to the durable store
 //! {prefix}{<board>}:z:<window>:<period>:<scope>    zset: member -> stored score
 //! {prefix}{<board>}:dv:<window>:<period>:<scope>   zset: distinct values (dense boards)
 //! {prefix}{<board>}:dc:<window>:<period>:<scope>   hash: value -> member count (dense boards)
@@ -98,6 +100,16 @@ impl Keys {
         self.board_key(board, "keys")
     }
 
+    /// A board's operation sequence counter.
+    pub fn sequence(&self, board: &BoardId) -> String {
+        self.board_key(board, "seq")
+    }
+
+    /// A board's log of operations awaiting the durable store.
+    pub fn log(&self, board: &BoardId) -> String {
+        self.board_key(board, "log")
+    }
+
     /// A board's display names.
     pub fn display_names(&self, board: &BoardId) -> String {
         self.board_key(board, "dn")
@@ -119,6 +131,24 @@ impl Keys {
             distinct_values: self.board_key(board, &format!("dv:{tail}")),
             distinct_counts: self.board_key(board, &format!("dc:{tail}")),
         }
+    }
+
+    /// The window, period id and scope of a leaderboard named by its sorted set.
+    pub fn describe(
+        &self,
+        board: &BoardId,
+        zset: &str,
+    ) -> Option<(crate::window::Window, String, Option<String>)> {
+        let head = self.board_key(board, "z:");
+        let tail = zset.strip_prefix(&head)?;
+        let mut parts = tail.splitn(3, ':');
+        let window = parts.next()?.parse().ok()?;
+        let period = parts.next()?.to_owned();
+        let scope = match parts.next()? {
+            "g" => None,
+            s => Some(s.strip_prefix("s:")?.to_owned()),
+        };
+        Some((window, period, scope))
     }
 
     /// The keys of a leaderboard named by its sorted set (as the key index lists them), with the
@@ -177,6 +207,14 @@ mod tests {
         let p = Period::parse(Window::Daily, "2026-11-26").unwrap();
         let s = Scope::parse("region:eu").unwrap();
         let l = k.leaderboard(&board(), &p, Some(&s));
+        assert_eq!(
+            k.describe(&board(), &l.zset),
+            Some((
+                Window::Daily,
+                "2026-11-26".to_owned(),
+                Some("region:eu".to_owned())
+            ))
+        );
         assert_eq!(k.from_zset(&board(), &l.zset), Some((l, Window::Daily)));
         assert_eq!(k.from_zset(&board(), "rankd:{other}:z:all:all:g"), None);
     }

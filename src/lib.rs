@@ -1,5 +1,6 @@
 //! rankd: a Redis-native leaderboard engine.
 //!
+//! - [`admin`]: the operator's commands: migrate, snapshot, warm, verify, clear-caches, analyze
 //! - [`board`]: ids, members, scopes, scores and board definitions, parsed at the edge
 //! - [`window`]: UTC periods (daily, ISO week, month) and their expiry
 //! - [`keys`]: the only place a Redis key is formatted
@@ -9,8 +10,10 @@
 //! - [`http`]: the HTTP endpoint (hyper, no framework)
 //! - [`metrics`]: every metric name, described
 //! - [`serve`]: wires configuration, backend, engine and server together
+//! - [`store`]: the durable store (Postgres): operation log, persister, rebuild
 //! - [`error`]: typed errors
 
+pub mod admin;
 pub mod backend;
 pub mod board;
 pub mod cli;
@@ -21,6 +24,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod serve;
+pub mod store;
 pub mod window;
 
 pub use engine::Engine;

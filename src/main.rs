@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use clap::Parser;
-use rankd::cli::{Cli, Command};
+use rankd::admin::Admin;
+use rankd::board::BoardId;
+use rankd::cli::{AdminArgs, AdminCommand, Cli, Command};
 use rankd::config::{Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +43,60 @@ async fn main() -> anyhow::Result<()> {
             on_signal(shutdown.clone());
             rankd::serve::serve(config, shutdown).await?;
         }
+        Command::Admin(args) => {
+            let config = Config::load(cli.config.as_deref(), std::env::vars(), args.layer())
+                .context("configuration")?;
+            init_logging(config.log_format);
+            let code = admin(&config, &args).await?;
+            std::process::exit(code);
+        }
     }
     Ok(())
+}
+
+/// Runs one admin command; returns the exit status.
+async fn admin(config: &Config, args: &AdminArgs) -> anyhow::Result<i32> {
+    let board = |b: &Option<String>| -> anyhow::Result<Option<BoardId>> {
+        Ok(b.as_deref().map(BoardId::parse).transpose()?)
+    };
+    let dry = args.dry_run;
+    if let AdminCommand::ClearCaches {
+        boards: true,
+        yes: false,
+    } = args.command
+    {
+        anyhow::bail!(
+            "clear-caches --boards removes every board's Redis keys: add --yes to confirm"
+        );
+    }
+    let a = Admin::connect(config).await?;
+    let (lines, code) = match &args.command {
+        AdminCommand::Migrate => {
+            let m = a.migrate(dry).await?;
+            let verb = if dry { "pending" } else { "applied" };
+            let mut lines: Vec<String> = m.iter().map(|m| format!("{verb}: {m}")).collect();
+            if lines.is_empty() {
+                lines.push("the store is up to date".into());
+            }
+            (lines, 0)
+        }
+        AdminCommand::Snapshot { board: b } => (a.snapshot(board(b)?.as_ref(), dry).await?, 0),
+        AdminCommand::Warm { board: b } => (a.warm(board(b)?.as_ref(), dry).await?, 0),
+        AdminCommand::Verify { board: b } => {
+            let diffs = a.verify(board(b)?.as_ref(), dry).await?;
+            let code = i32::from(!dry && !diffs.is_empty());
+            if !dry && diffs.is_empty() {
+                (vec!["Redis and the store agree".to_owned()], 0)
+            } else {
+                (diffs, code)
+            }
+        }
+        AdminCommand::ClearCaches { boards, .. } => (a.clear_caches(*boards, dry).await?, 0),
+        AdminCommand::Analyze => (a.analyze().await?, 0),
+        AdminCommand::Optimize => (a.optimize(dry).await?, 0),
+    };
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(code)
 }

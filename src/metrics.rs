@@ -9,8 +9,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const HTTP_REQUESTS: &str = "rankd_http_requests_total";
 /// HTTP request latency by route.
 pub const HTTP_DURATION: &str = "rankd_http_request_duration_seconds";
-/// Connections refused or dropped because the connection cap was reached.
-pub const HTTP_CONNECTIONS_REJECTED: &str = "rankd_http_connections_rejected_total";
 /// Script call latency by script.
 pub const SCRIPT_DURATION: &str = "rankd_script_duration_seconds";
 /// Script calls that failed, by script and kind (reply, unavailable).
@@ -27,6 +25,15 @@ pub const CACHE_HITS: &str = "rankd_cache_hits_total";
 pub const CACHE_MISSES: &str = "rankd_cache_misses_total";
 /// Members of each board's all-time global key (sampled, not computed per scrape).
 pub const BOARD_MEMBERS: &str = "rankd_board_members";
+
+/// Seconds since the oldest operation not yet in the durable store was applied (sampled by the sweep).
+pub const STORE_LAG: &str = "rankd_store_lag_seconds";
+/// Group commits to the durable store, by outcome.
+pub const STORE_COMMITS: &str = "rankd_store_commits_total";
+/// 1 when a durable store is configured, 0 when scores live in Redis only.
+pub const STORE_DURABLE: &str = "rankd_store_durable";
+/// Boards rebuilt from the durable store.
+pub const STORE_REBUILDS: &str = "rankd_store_rebuilds_total";
 
 /// Histogram buckets for latencies, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -49,12 +56,37 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe();
+            zero();
             handle
         })
         .clone()
 }
 
+/// Starts the unlabelled families and the cache counters at zero, so that alerts see a series from
+/// the first scrape rather than from the first error.
+fn zero() {
+    metrics::counter!(BACKEND_ERRORS).absolute(0);
+    for cache in ["definitions", "scripts"] {
+        metrics::counter!(CACHE_HITS, "cache" => cache).absolute(0);
+        metrics::counter!(CACHE_MISSES, "cache" => cache).absolute(0);
+    }
+}
+
 fn describe() {
+    describe_gauge!(
+        STORE_LAG,
+        Unit::Seconds,
+        "Age of the oldest operation not yet committed to the durable store."
+    );
+    describe_counter!(
+        STORE_COMMITS,
+        "Group commits to the durable store, by outcome."
+    );
+    describe_gauge!(
+        STORE_DURABLE,
+        "1 when a durable store is configured, 0 when scores live in Redis only."
+    );
+    describe_counter!(STORE_REBUILDS, "Boards rebuilt from the durable store.");
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests served, by route, method and status."
@@ -63,10 +95,6 @@ fn describe() {
         HTTP_DURATION,
         Unit::Seconds,
         "HTTP request latency, by route."
-    );
-    describe_counter!(
-        HTTP_CONNECTIONS_REJECTED,
-        "Connections closed at once because the connection cap was reached."
     );
     describe_histogram!(
         SCRIPT_DURATION,

@@ -1,9 +1,10 @@
 //! `rankd serve`: configuration → backend → engine → HTTP server, and the background work beside it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::embedded::EmbeddedExecutor;
 use crate::backend::instrumented::Instrumented;
 use crate::backend::redis::{RedisConfig, RedisExecutor};
 use crate::backend::{ExecError, Executor};
@@ -12,6 +13,7 @@ use crate::engine::{Clock, Engine, EngineConfig, SystemClock, View};
 use crate::error::Error;
 use crate::http::App;
 use crate::keys::Keys;
+use crate::store::{rebuild, Persister, PgStore, SqliteStore, Store};
 use crate::window::Window;
 
 /// Why the server could not start.
@@ -30,6 +32,16 @@ pub enum ServeError {
 /// # Errors
 /// [`Error::Unavailable`] when Redis cannot be reached, [`Error::Invalid`] for a bad key prefix.
 pub async fn build_engine(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, Error> {
+    let engine = connect(config, clock).await?;
+    attach_store(config, engine).await
+}
+
+/// Connects the backend the configuration names and starts an engine on it, with no durable store
+/// attached (the administrative commands work this way).
+///
+/// # Errors
+/// [`Error::Unavailable`] when Redis cannot be reached, [`Error::Invalid`] for a bad key prefix.
+pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
     let exec: Arc<dyn Executor> = match &config.redis_url {
         Some(url) => {
             let mut rc = RedisConfig::new(url.clone());
@@ -50,10 +62,10 @@ pub async fn build_engine(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<
             Arc::new(exec)
         }
         None => {
-            return Err(Error::Invalid(crate::error::Invalid::new(
-                "redis_url",
-                "must be set: RANKD_REDIS_URL=redis://127.0.0.1:6379",
-            )))
+            tracing::info!(
+                "no RANKD_REDIS_URL: running the embedded engine (the same Lua scripts, in-process)"
+            );
+            Arc::new(EmbeddedExecutor::new(clock.clone()))
         }
     };
     let exec: Arc<dyn Executor> = Arc::new(Instrumented::new(exec));
@@ -62,9 +74,105 @@ pub async fn build_engine(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<
         dedupe_window: config.dedupe_window,
         ..EngineConfig::default()
     };
-    Ok(Arc::new(
-        Engine::new(exec, keys, clock, engine_config).await?,
-    ))
+    Engine::new(exec, keys, clock, engine_config).await
+}
+
+/// Attaches the durable store when the configuration names one: migrations, persister, the
+/// start-up check that rebuilds what Redis lost, and the background sweep and snapshots.
+///
+/// # Errors
+/// [`Error::Unavailable`] when Postgres or Redis cannot be reached.
+pub async fn attach_store(config: &Config, engine: Engine) -> Result<Arc<Engine>, Error> {
+    let store: Arc<dyn Store> = match (&config.database_url, &config.redis_url, &config.data_dir) {
+        (Some(url), _, _) => {
+            tracing::info!("durable store: Postgres");
+            Arc::new(PgStore::connect(url).await?)
+        }
+        (None, None, Some(dir)) => {
+            tracing::info!(data_dir = %dir.display(), "durable store: SQLite");
+            Arc::new(SqliteStore::open(dir).await?)
+        }
+        (None, Some(_), _) => {
+            tracing::warn!(
+                "NOT DURABLE: no RANKD_DATABASE_URL is set, so scores live only in Redis and a Redis \
+                 restart without persistence loses them. Set RANKD_DATABASE_URL=postgres://user@host:port/db"
+            );
+            metrics::gauge!(crate::metrics::STORE_DURABLE).set(0.0);
+            return Ok(Arc::new(engine));
+        }
+        (None, None, None) => {
+            tracing::warn!(
+                "NOT DURABLE: RANKD_DATA_DIR is empty, so the embedded engine keeps scores in memory \
+                 only and a restart loses them"
+            );
+            metrics::gauge!(crate::metrics::STORE_DURABLE).set(0.0);
+            return Ok(Arc::new(engine));
+        }
+    };
+    store.migrate().await?;
+    let persister = Persister::start(store.clone(), config.durability, CancellationToken::new());
+    let engine = Arc::new(engine.with_journal(persister.journal()));
+    persister.attach(&engine);
+    metrics::gauge!(crate::metrics::STORE_DURABLE).set(1.0);
+    let report = rebuild::check(&engine, store.as_ref()).await?;
+    if !report.rebuilt.is_empty() || !report.finished_deletes.is_empty() {
+        tracing::warn!(rebuilt = ?report.rebuilt, finished_deletes = ?report.finished_deletes, "start-up check repaired Redis from the store");
+    }
+    tokio::spawn(background_store(
+        Arc::downgrade(&persister),
+        Arc::downgrade(&engine),
+        config.snapshot_interval,
+        config.snapshot_retention_days,
+    ));
+    tracing::info!(durability = ?config.durability, "durable store attached");
+    Ok(engine)
+}
+
+/// Every second: sweep the Redis logs into the store; every ten: check for boards Redis lost;
+/// every `snapshot_every`: snapshot every key (one instance at a time). Stops when the engine is
+/// dropped.
+async fn background_store(
+    persister: Weak<Persister>,
+    engine: Weak<Engine>,
+    snapshot_every: std::time::Duration,
+    keep_days: u32,
+) {
+    let mut last_snapshot = std::time::Instant::now();
+    let holder = format!(
+        "{}:{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        let (Some(p), Some(e)) = (persister.upgrade(), engine.upgrade()) else {
+            return;
+        };
+        if let Err(err) = p.sweep().await {
+            tracing::debug!(error = %err, "sweep failed; will retry");
+        }
+        n += 1;
+        if n.is_multiple_of(10) {
+            match rebuild::check(&e, p.store()).await {
+                Ok(r) if !r.rebuilt.is_empty() => {
+                    tracing::warn!(rebuilt = ?r.rebuilt, "rebuilt boards Redis lost")
+                }
+                Ok(_) => {}
+                Err(err) => tracing::debug!(error = %err, "store check failed; will retry"),
+            }
+        }
+        if last_snapshot.elapsed() >= snapshot_every {
+            last_snapshot = std::time::Instant::now();
+            if let Err(err) =
+                crate::store::snapshot::periodic(&e, p.store(), &holder, keep_days).await
+            {
+                tracing::warn!(error = %err, "periodic snapshot failed");
+            }
+        }
+    }
 }
 
 /// Runs the server until `shutdown` is cancelled.

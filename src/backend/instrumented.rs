@@ -93,6 +93,10 @@ impl Executor for Instrumented {
         r
     }
 
+    async fn slowlog(&self) -> Result<Vec<String>, ExecError> {
+        self.inner.slowlog().await
+    }
+
     async fn stats(&self) -> Result<super::BackendStats, ExecError> {
         let mut s = self.inner.stats().await?;
         s.script_calls = self.stats.calls.load(Ordering::Relaxed);

@@ -1,6 +1,7 @@
 //! Script executors: where the Lua scripts run. The engine talks only to [`Executor`], so a second,
 //! in-process executor can stand in for Redis with the same scripts, keys and replies.
 
+pub mod embedded;
 pub mod instrumented;
 pub mod redis;
 
@@ -128,5 +129,13 @@ pub trait Executor: Send + Sync + 'static {
     /// [`ExecError::Unavailable`] when the backend cannot be asked.
     async fn stats(&self) -> Result<BackendStats, ExecError> {
         Ok(BackendStats::default())
+    }
+
+    /// The backend's slowest recent commands, one line each (`SLOWLOG GET` on Redis).
+    ///
+    /// # Errors
+    /// [`ExecError::Unavailable`] when the backend cannot be asked.
+    async fn slowlog(&self) -> Result<Vec<String>, ExecError> {
+        Ok(Vec::new())
     }
 }

@@ -10,6 +10,9 @@ use fred::types::{ClusterHash, CustomCommand};
 
 use super::{BackendStats, Call, ExecError, Executor, Reply, Script};
 
+/// How long a health check waits for PONG.
+const PING_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// Connection settings for [`RedisExecutor`].
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
@@ -102,7 +105,9 @@ impl RedisExecutor {
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = timeout;
-                c.max_command_attempts = 2;
+                // One attempt: replaying an EVALSHA whose reply was lost could apply a score twice,
+                // and a retry behind a reconnect is what makes a request wait for the timeout.
+                c.max_command_attempts = 1;
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = timeout;
@@ -158,8 +163,12 @@ impl Executor for RedisExecutor {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
         match Self::evalsha(client, &call).await {
-            Ok(v) => Ok(to_reply(v)),
+            Ok(v) => {
+                metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts").increment(1);
+                Ok(to_reply(v))
+            }
             Err(e) if is_noscript(&e) => {
+                metrics::counter!(crate::metrics::CACHE_MISSES, "cache" => "scripts").increment(1);
                 // Redis restarted or failed over to a node without the script: load it and retry once.
                 self.load_one(call.script).await?;
                 Self::evalsha(client, &call)
@@ -224,6 +233,10 @@ impl Executor for RedisExecutor {
         let failed: Vec<usize> = (0..out.len())
             .filter(|&i| matches!(&out[i], Err(ExecError::Reply(m)) if m == "NOSCRIPT"))
             .collect();
+        metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts")
+            .increment((out.len() - failed.len()) as u64);
+        metrics::counter!(crate::metrics::CACHE_MISSES, "cache" => "scripts")
+            .increment(failed.len() as u64);
         if !failed.is_empty() {
             let mut loaded: Vec<&'static str> = Vec::new();
             for &i in &failed {
@@ -247,11 +260,59 @@ impl Executor for RedisExecutor {
         if !client.is_connected() {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
-        client.ping::<()>(None).await.map_err(|e| classify(&e))
+        // A health check answers quickly or not at all: a connection that died a moment ago must
+        // not hold the probe for the whole command timeout.
+        match tokio::time::timeout(PING_TIMEOUT, client.ping::<()>(None)).await {
+            Ok(r) => r.map_err(|e| classify(&e)),
+            Err(_) => Err(ExecError::Unavailable(
+                "Redis did not answer PING in time".into(),
+            )),
+        }
+    }
+
+    async fn slowlog(&self) -> Result<Vec<String>, ExecError> {
+        let client = self.pool.next();
+        if !client.is_connected() {
+            return Err(ExecError::Unavailable("not connected to Redis".into()));
+        }
+        let v: Value = client
+            .custom(cmd("SLOWLOG"), vec!["GET", "10"])
+            .await
+            .map_err(|e| classify(&e))?;
+        let Reply::Array(entries) = to_reply(v) else {
+            return Ok(Vec::new());
+        };
+        Ok(entries
+            .iter()
+            .filter_map(|e| match e {
+                Reply::Array(f) if f.len() >= 4 => {
+                    let us = match &f[2] {
+                        Reply::Int(n) => *n,
+                        _ => 0,
+                    };
+                    let args: Vec<String> = match &f[3] {
+                        Reply::Array(a) => a
+                            .iter()
+                            .take(4)
+                            .map(|x| match x {
+                                Reply::Bulk(s) => s.chars().take(48).collect(),
+                                other => format!("{other:?}"),
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    Some(format!("{us} µs: {}", args.join(" ")))
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     async fn stats(&self) -> Result<BackendStats, ExecError> {
         let client = self.pool.next();
+        if !client.is_connected() {
+            return Err(ExecError::Unavailable("not connected to Redis".into()));
+        }
         let nodes: Vec<Option<Server>> = if self.clustered {
             client
                 .cached_cluster_state()

@@ -6,7 +6,10 @@
 //! a retry but never a wrong write or a wrong read, and an update or delete made through any instance
 //! reaches every other at its next call on that board.
 
+pub mod journal;
+mod replay;
 pub mod scripts;
+mod snapshot;
 mod types;
 
 use std::collections::hash_map::RandomState;
@@ -16,6 +19,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+pub use journal::{Durability, Journal, LoggedOp, Op};
+pub use replay::{RedisState, REBUILD_LEASE_MS, REBUILD_PREFIX};
+pub use snapshot::KeySnapshot;
 pub use types::*;
 
 use crate::backend::{Call, ExecError, Executor, Reply};
@@ -116,6 +122,7 @@ pub struct Engine {
     stats: CacheStats,
     versions: AtomicU64,
     version_seed: u64,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -201,6 +208,8 @@ struct Prepared {
     member: Member,
     value: Score,
     event_id: Option<String>,
+    at: i64,
+    scopes: String,
     /// (slot, tick) per key the event touches.
     touch: Vec<(usize, u64)>,
 }
@@ -274,7 +283,26 @@ impl Engine {
             stats: CacheStats::default(),
             versions: AtomicU64::new(0),
             version_seed: RandomState::new().build_hasher().finish(),
+            journal: None,
         })
+    }
+
+    /// Hands every operation to `journal` from now on (before the engine is shared).
+    #[must_use]
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    fn log_flag(&self) -> String {
+        if self.journal.is_some() { "1" } else { "0" }.into()
+    }
+
+    async fn journal(&self, ops: Vec<LoggedOp>) -> Result<()> {
+        match &self.journal {
+            Some(j) if !ops.is_empty() => j.record(ops).await,
+            _ => Ok(()),
+        }
     }
 
     /// The key formatter.
@@ -314,6 +342,17 @@ impl Engine {
             .map_err(|e| Error::Unavailable(e.to_string()))
     }
 
+    /// The backend's slowest recent commands.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it cannot be asked.
+    pub async fn slowlog(&self) -> Result<Vec<String>> {
+        self.exec
+            .slowlog()
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
     fn new_version(&self) -> String {
         let n = self.versions.fetch_add(1, Ordering::Relaxed);
         format!("{:016x}{:x}", self.version_seed, n)
@@ -337,7 +376,12 @@ impl Engine {
             Next::Retry
         } else if m.contains("RANKD_NOBOARD") {
             self.forget(board);
-            Next::Fail(Error::BoardNotFound(board.clone()))
+            if self.journal.is_some() {
+                // Look again: the store may know the board Redis lost.
+                Next::Retry
+            } else {
+                Next::Fail(Error::BoardNotFound(board.clone()))
+            }
         } else if m.contains("RANKD_RETRY") || m.contains("RANKD_EXISTS") {
             Next::Retry
         } else if let Some(rest) = m.split("RANKD_RANGE ").nth(1) {
@@ -392,18 +436,37 @@ impl Engine {
             .get(board)
         {
             self.stats.definition_hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "definitions").increment(1);
             return Ok(d.clone());
         }
         self.stats.definition_misses.fetch_add(1, Ordering::Relaxed);
-        let d = self
-            .fetch_def(board)
-            .await?
-            .ok_or_else(|| Error::BoardNotFound(board.clone()))?;
+        metrics::counter!(crate::metrics::CACHE_MISSES, "cache" => "definitions").increment(1);
+        let Some(d) = self.fetch_def(board).await? else {
+            return Err(self.missing(board).await);
+        };
+        if d.version.starts_with(REBUILD_PREFIX) {
+            return Err(Self::rebuilding(board));
+        }
         self.defs
             .write()
             .expect("definition cache poisoned")
             .insert(board.clone(), d.clone());
         Ok(d)
+    }
+
+    fn rebuilding(board: &BoardId) -> Error {
+        Error::Unavailable(format!(
+            "board {board} is being rebuilt from the durable store"
+        ))
+    }
+
+    /// The error for a board Redis does not hold: not found, unless the durable store holds it, in
+    /// which case Redis lost it and a rebuild is under way.
+    async fn missing(&self, board: &BoardId) -> Error {
+        match &self.journal {
+            Some(j) if j.lost(board).await => Self::rebuilding(board),
+            _ => Error::BoardNotFound(board.clone()),
+        }
     }
 
     /// Runs a script planned from the board's current definition, planning again when the
@@ -441,6 +504,17 @@ impl Engine {
         let json = serde_json::to_string(&def).map_err(|e| Error::Backend(e.to_string()))?;
         for _ in 0..ATTEMPTS {
             let current = self.fetch_def(board).await?;
+            if current.is_none() && self.journal.is_some() {
+                if let err @ Error::Unavailable(_) = self.missing(board).await {
+                    return Err(err);
+                }
+            }
+            if current
+                .as_ref()
+                .is_some_and(|c| c.version.starts_with(REBUILD_PREFIX))
+            {
+                return Err(Self::rebuilding(board));
+            }
             let expected = match &current {
                 Some(cur) => {
                     cur.def.check_update(&def)?;
@@ -448,20 +522,43 @@ impl Engine {
                 }
                 None => String::new(),
             };
+            let version = self.new_version();
+            let now = self.now_ms();
             let call = Call {
                 script: &scripts::BOARD_PUT,
-                keys: vec![self.keys.definition(board)],
+                keys: vec![
+                    self.keys.definition(board),
+                    self.keys.sequence(board),
+                    self.keys.log(board),
+                ],
                 args: vec![
                     expected,
-                    self.new_version(),
+                    version.clone(),
                     json.clone(),
-                    self.now_ms().to_string(),
+                    now.to_string(),
+                    self.log_flag(),
                 ],
             };
             match self.exec.eval(call).await {
-                Ok(_) => {
+                Ok(reply) => {
                     self.forget(board);
                     self.registry("add", board).await?;
+                    let seq = as_array(&reply)
+                        .and_then(|a| a.get(1))
+                        .and_then(as_u64)
+                        .unwrap_or(0);
+                    if seq > 0 {
+                        self.journal(vec![LoggedOp {
+                            board: board.clone(),
+                            seq,
+                            recv_ms: now,
+                            op: Op::Define {
+                                version,
+                                json: json.clone(),
+                            },
+                        }])
+                        .await?;
+                    }
                     return Ok(current.is_none());
                 }
                 Err(e) => match self.on_error(board, e) {
@@ -577,10 +674,23 @@ impl Engine {
     /// [`Error::BoardNotFound`].
     pub async fn delete_board(&self, board: &BoardId) -> Result<()> {
         for _ in 0..ATTEMPTS {
-            let def = self
-                .fetch_def(board)
-                .await?
-                .ok_or_else(|| Error::BoardNotFound(board.clone()))?;
+            let Some(def) = self.fetch_def(board).await? else {
+                // Redis may have lost a board the store still holds: deleting it is still a delete.
+                if let Some(j) = &self.journal {
+                    if j.board_deleting(board).await? {
+                        j.board_deleted(board).await?;
+                        return Ok(());
+                    }
+                }
+                return Err(Error::BoardNotFound(board.clone()));
+            };
+            if def.version.starts_with(REBUILD_PREFIX) {
+                return Err(Self::rebuilding(board));
+            }
+            if let Some(j) = &self.journal {
+                // The tombstone makes the deletion durable before any key goes.
+                j.board_deleting(board).await?;
+            }
             let now = self.now_ms();
             let zsets = self.live_zsets(board, now).await?;
             let mut keys = vec![
@@ -589,6 +699,8 @@ impl Engine {
                 self.keys.index(board),
                 self.keys.display_names(board),
                 self.keys.display_data(board),
+                self.keys.sequence(board),
+                self.keys.log(board),
             ];
             for z in &zsets {
                 if let Some((k, _)) = self.keys.from_zset(board, z) {
@@ -608,6 +720,9 @@ impl Engine {
             {
                 Ok(_) => {
                     self.forget(board);
+                    if let Some(j) = &self.journal {
+                        j.board_deleted(board).await?;
+                    }
                     self.registry("remove", board).await?;
                     // Defined again meanwhile by someone else: keep it listed.
                     if self.fetch_def(board).await?.is_some() {
@@ -677,6 +792,13 @@ impl Engine {
             member: ev.member.clone(),
             value: ev.value,
             event_id: ev.event_id.as_ref().map(|e| e.to_string()),
+            at,
+            scopes: ev
+                .scopes
+                .iter()
+                .map(Scope::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
             touch,
         })
     }
@@ -696,6 +818,8 @@ impl Engine {
             self.keys.definition(board),
             self.keys.dedupe(board),
             self.keys.index(board),
+            self.keys.sequence(board),
+            self.keys.log(board),
         ];
         let mut args = vec![
             d.version.clone(),
@@ -707,6 +831,7 @@ impl Engine {
             def.score_bound().map_or_else(|| "0".into(), fmt_num),
             def.max_members.unwrap_or(0).to_string(),
             if full { "full" } else { "count" }.into(),
+            self.log_flag(),
             slots.keys.len().to_string(),
         ];
         for slot in &slots.keys {
@@ -723,6 +848,8 @@ impl Engine {
             args.push(ev.member.to_string());
             args.push(fmt_num(ev.value.get()));
             args.push(ev.event_id.clone().unwrap_or_default());
+            args.push(ev.at.to_string());
+            args.push(ev.scopes.clone());
             args.push(ev.touch.len().to_string());
             for (slot, tick) in &ev.touch {
                 args.push((slot + 1).to_string());
@@ -754,8 +881,10 @@ impl Engine {
             .await?;
         let bad = || bad_reply("submit", &reply);
         let a = as_array(&reply).ok_or_else(bad)?;
-        let (duplicate, rows) = match a {
-            [dup, Reply::Array(rows)] => (as_int(dup) == Some(1), rows),
+        let (duplicate, rows, seq) = match a {
+            [dup, Reply::Array(rows), seq] => {
+                (as_int(dup) == Some(1), rows, as_u64(seq).unwrap_or(0))
+            }
             _ => return Err(bad()),
         };
         if rows.len() != slots.keys.len() {
@@ -775,6 +904,21 @@ impl Engine {
                 rank: as_u64(rank),
                 previous_rank: as_u64(prev),
             });
+        }
+        if seq > 0 {
+            self.journal(vec![LoggedOp {
+                board: ev.board.clone(),
+                seq,
+                recv_ms: now,
+                op: Op::Event {
+                    member: ev.member.to_string(),
+                    value: ev.value.get(),
+                    event_id: ev.event_id.as_ref().map(|e| e.to_string()),
+                    at_ms: ev.at_ms.unwrap_or(now),
+                    scopes: ev.scopes.iter().map(|s| s.to_string()).collect(),
+                },
+            }])
+            .await?;
         }
         Ok(Submitted {
             member: ev.member.clone(),
@@ -856,6 +1000,7 @@ impl Engine {
             }
         }
         let mut outcome = BatchOutcome::default();
+        let mut logged: Vec<LoggedOp> = Vec::new();
         for _ in 0..ATTEMPTS {
             let mut defs: HashMap<BoardId, Arc<CachedDef>> = HashMap::new();
             let mut invalid: Vec<(usize, Invalid)> = Vec::new();
@@ -900,9 +1045,33 @@ impl Engine {
             for ((b, idx), r) in pending.into_iter().zip(results) {
                 match r {
                     Ok(reply) => match as_array(&reply) {
-                        Some([acc, dup]) => {
+                        Some([acc, dup, first, flags]) => {
                             outcome.accepted += as_u64(acc).unwrap_or(0);
                             outcome.duplicates += as_u64(dup).unwrap_or(0);
+                            let first = as_u64(first).unwrap_or(0);
+                            if first > 0 {
+                                let flags = as_str(flags).unwrap_or_default().as_bytes();
+                                let accepted = idx.iter().zip(flags).filter(|(_, f)| **f == b'1');
+                                for (n, (&i, _)) in accepted.enumerate() {
+                                    let ev = &events[i];
+                                    logged.push(LoggedOp {
+                                        board: b.clone(),
+                                        seq: first + n as u64,
+                                        recv_ms: now,
+                                        op: Op::Event {
+                                            member: ev.member.to_string(),
+                                            value: ev.value.get(),
+                                            event_id: ev.event_id.as_ref().map(|e| e.to_string()),
+                                            at_ms: ev.at_ms.unwrap_or(now),
+                                            scopes: ev
+                                                .scopes
+                                                .iter()
+                                                .map(|s| s.to_string())
+                                                .collect(),
+                                        },
+                                    });
+                                }
+                            }
                         }
                         _ => return Err(bad_reply("submit", &reply)),
                     },
@@ -927,6 +1096,7 @@ impl Engine {
                 }
             }
             if retry.is_empty() {
+                self.journal(logged).await?;
                 return Ok(outcome);
             }
             pending = retry;
@@ -950,12 +1120,15 @@ impl Engine {
                 self.keys.index(board),
                 self.keys.display_names(board),
                 self.keys.display_data(board),
+                self.keys.sequence(board),
+                self.keys.log(board),
             ];
             let mut args = vec![
                 d.version.clone(),
                 now.to_string(),
                 d.def.rank_mode.as_str().into(),
                 member.to_string(),
+                self.log_flag(),
             ];
             for z in &zsets {
                 let (k, window) = self
@@ -978,7 +1151,25 @@ impl Engine {
                 })
                 .await
             {
-                Ok(r) => return as_u64(&r).ok_or_else(|| bad_reply("remove_member", &r)),
+                Ok(r) => {
+                    let (removed, seq) = match as_array(&r) {
+                        Some([n, seq]) => (as_u64(n), as_u64(seq).unwrap_or(0)),
+                        _ => (None, 0),
+                    };
+                    let removed = removed.ok_or_else(|| bad_reply("remove_member", &r))?;
+                    if seq > 0 {
+                        self.journal(vec![LoggedOp {
+                            board: board.clone(),
+                            seq,
+                            recv_ms: now,
+                            op: Op::Remove {
+                                member: member.to_string(),
+                            },
+                        }])
+                        .await?;
+                    }
+                    return Ok(removed);
+                }
                 Err(e) => match self.on_error(board, e) {
                     Next::Retry => continue,
                     Next::Fail(e) => return Err(e),
@@ -1003,26 +1194,46 @@ impl Engine {
             Some(d) => serde_json::to_string(d).map_err(|e| Error::Backend(e.to_string()))?,
             None => String::new(),
         };
-        self.call_board(board, |d| {
-            Ok((
-                Call {
-                    script: &scripts::DISPLAY_PUT,
-                    keys: vec![
-                        self.keys.definition(board),
-                        self.keys.display_names(board),
-                        self.keys.display_data(board),
-                    ],
-                    args: vec![
-                        d.version.clone(),
-                        member.to_string(),
-                        display.display_name.clone().unwrap_or_default(),
-                        data.clone(),
-                    ],
+        let now = self.now_ms();
+        let (_, reply, ()) = self
+            .call_board(board, |d| {
+                Ok((
+                    Call {
+                        script: &scripts::DISPLAY_PUT,
+                        keys: vec![
+                            self.keys.definition(board),
+                            self.keys.display_names(board),
+                            self.keys.display_data(board),
+                            self.keys.sequence(board),
+                            self.keys.log(board),
+                        ],
+                        args: vec![
+                            d.version.clone(),
+                            member.to_string(),
+                            display.display_name.clone().unwrap_or_default(),
+                            data.clone(),
+                            self.log_flag(),
+                            now.to_string(),
+                        ],
+                    },
+                    (),
+                ))
+            })
+            .await?;
+        let seq = as_u64(&reply).unwrap_or(0);
+        if seq > 0 {
+            self.journal(vec![LoggedOp {
+                board: board.clone(),
+                seq,
+                recv_ms: now,
+                op: Op::Display {
+                    member: member.to_string(),
+                    name: display.display_name.clone(),
+                    data: (!data.is_empty()).then_some(data),
                 },
-                (),
-            ))
-        })
-        .await?;
+            }])
+            .await?;
+        }
         Ok(())
     }
 

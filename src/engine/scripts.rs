@@ -25,9 +25,14 @@ script!(KEY_INDEX, "key_index");
 script!(REMOVE_MEMBER, "remove_member");
 script!(DELETE_BOARD, "delete_board");
 script!(DISPLAY_PUT, "display_put");
+script!(LOG_READ, "log_read");
+script!(LOG_TRIM, "log_trim");
+script!(LOG_SEQ, "log_seq");
+script!(DISCARD, "discard");
+script!(SNAPSHOT_KEY, "snapshot_key");
 
 /// Every script, for loading at start-up.
-pub fn all() -> [&'static Script; 10] {
+pub fn all() -> [&'static Script; 15] {
     [
         &SUBMIT,
         &READ_PAGE,
@@ -39,5 +44,10 @@ pub fn all() -> [&'static Script; 10] {
         &REMOVE_MEMBER,
         &DELETE_BOARD,
         &DISPLAY_PUT,
+        &LOG_READ,
+        &LOG_TRIM,
+        &LOG_SEQ,
+        &DISCARD,
+        &SNAPSHOT_KEY,
     ]
 }

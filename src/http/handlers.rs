@@ -376,18 +376,20 @@ pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
     let mut errors: Vec<BatchError> = Vec::new();
     let mut events: Vec<(usize, Submit)> = Vec::with_capacity(total);
     for (i, raw) in batch.events.into_iter().enumerate() {
+        if raw.is_array() {
+            // serde would read the event from an array by position: events are objects.
+            errors.push(BatchError {
+                index: i,
+                field: "event".into(),
+                detail: "must be a JSON object, got an array".into(),
+            });
+            continue;
+        }
         let parsed = serde_path_to_error::deserialize::<_, BatchEventIn>(raw)
             .map_err(|e| {
                 let path = e.path().to_string();
                 let msg = e.into_inner().to_string();
-                Invalid::new(
-                    if path == "." {
-                        "event".to_owned()
-                    } else {
-                        path
-                    },
-                    msg,
-                )
+                Invalid::new(super::problem::serde_field(&path, &msg, "event"), msg)
             })
             .and_then(|e| {
                 let at = parse_at(e.at.as_deref())?;

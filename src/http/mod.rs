@@ -143,6 +143,21 @@ impl App {
     }
 }
 
+/// The method as a metric label: the standard ones by name, anything a client invents as `other`,
+/// so that clients cannot grow the metric families without bound.
+fn method_label(m: &hyper::Method) -> &'static str {
+    match *m {
+        hyper::Method::GET => "GET",
+        hyper::Method::POST => "POST",
+        hyper::Method::PUT => "PUT",
+        hyper::Method::DELETE => "DELETE",
+        hyper::Method::HEAD => "HEAD",
+        hyper::Method::OPTIONS => "OPTIONS",
+        hyper::Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 async fn serve(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let id = state.next_request_id();
     let started = Instant::now();
@@ -157,7 +172,14 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 tracing::Span::current().record("route", route.path);
                 let r = routes::dispatch(&state, route, params, req, &id)
                     .await
-                    .unwrap_or_else(Problem::into_response);
+                    .unwrap_or_else(|p: Problem| {
+                        // Every 5xx body carries the request id, whichever handler answered it.
+                        if p.status().is_server_error() {
+                            p.with_request_id(&id).into_response()
+                        } else {
+                            p.into_response()
+                        }
+                    });
                 (route.path, r)
             }
         }
@@ -166,7 +188,7 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     .await;
     let status = resp.status();
     let elapsed = started.elapsed();
-    metrics::counter!(m::HTTP_REQUESTS, "route" => route, "method" => method.to_string(), "status" => status.as_str().to_owned()).increment(1);
+    metrics::counter!(m::HTTP_REQUESTS, "route" => route, "method" => method_label(&method), "status" => status.as_str().to_owned()).increment(1);
     metrics::histogram!(m::HTTP_DURATION, "route" => route).record(elapsed.as_secs_f64());
     span.in_scope(|| {
         if status.is_server_error() {

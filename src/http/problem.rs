@@ -26,9 +26,27 @@ pub struct BatchError {
     pub detail: String,
 }
 
-/// An RFC 9457 problem.
+/// An RFC 9457 problem. Boxed: it travels in every handler's `Err`, which should stay small.
 #[derive(Debug, Clone, Serialize)]
-pub struct Problem {
+#[serde(transparent)]
+pub struct Problem(Box<ProblemBody>);
+
+impl std::ops::Deref for Problem {
+    type Target = ProblemBody;
+    fn deref(&self) -> &ProblemBody {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Problem {
+    fn deref_mut(&mut self) -> &mut ProblemBody {
+        &mut self.0
+    }
+}
+
+/// The fields of a [`Problem`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ProblemBody {
     #[serde(rename = "type")]
     kind: String,
     title: &'static str,
@@ -56,7 +74,7 @@ impl Problem {
         title: &'static str,
         detail: impl Into<String>,
     ) -> Self {
-        Self {
+        Self(Box::new(ProblemBody {
             kind: format!("urn:rankd:problem:{slug}"),
             title,
             status: status.as_u16(),
@@ -67,7 +85,7 @@ impl Problem {
             retry_after: None,
             challenge: false,
             allow: None,
-        }
+        }))
     }
 
     /// 400 for one bad field.
@@ -311,7 +329,8 @@ pub async fn read_body(
                 "unsupported-media-type",
                 "Unsupported media type",
                 format!("content-type: must be application/json, got {ct:?}"),
-            ));
+            )
+            .with_field("content-type"));
         }
     }
     let too_large = || {
@@ -339,7 +358,8 @@ pub async fn read_body(
             "body-timeout",
             "Request timeout",
             format!("body: must arrive within {} s", timeout.as_secs()),
-        )),
+        )
+        .with_field("body")),
         Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
@@ -351,7 +371,8 @@ pub async fn read_body(
             "bad-body",
             "Bad request body",
             format!("body: could not be read: {e}"),
-        )),
+        )
+        .with_field("body")),
         Ok(Ok(c)) => Ok(c.to_bytes()),
     }
 }
@@ -366,20 +387,37 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     } else {
         body
     };
+    // serde would also read a struct from a JSON array, by position: every body is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(Problem::invalid(&Invalid::new(
+            "body",
+            "must be a JSON object, got an array",
+        )));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let msg = e.into_inner().to_string();
-        // serde names an unknown field only in its message: put it in the field path.
-        let unknown = msg
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split('`').next());
-        let field = match (unknown, path.as_str()) {
-            (Some(u), "." | "") => u.to_owned(),
-            (Some(u), p) if !p.ends_with(u) => format!("{p}.{u}"),
-            (_, "." | "") => "body".to_owned(),
-            (_, p) => p.to_owned(),
-        };
-        Problem::invalid(&Invalid::new(field, msg))
+        Problem::invalid(&Invalid::new(serde_field(&path, &msg, "body"), msg))
     })
+}
+
+/// The field a serde error is about: the unknown or missing field its message names (serde puts
+/// those only in the message), else its path, else `whole` (the path is `.` at the top and `?` when
+/// the parser stopped before it knew where it was, as on a syntax error).
+pub fn serde_field(path: &str, msg: &str, whole: &str) -> String {
+    let named = msg
+        .strip_prefix("unknown field `")
+        .or_else(|| msg.strip_prefix("missing field `"))
+        .and_then(|r| r.split('`').next());
+    let path = match path {
+        "." | "" | "?" => None,
+        p => Some(p),
+    };
+    match (named, path) {
+        (Some(u), None) => u.to_owned(),
+        (Some(u), Some(p)) if !p.ends_with(u) => format!("{p}.{u}"),
+        (_, None) => whole.to_owned(),
+        (_, Some(p)) => p.to_owned(),
+    }
 }

@@ -2,6 +2,15 @@
 
 mod helpers;
 
+mod admin;
+mod differential;
+mod durability;
 mod engine;
+mod fuzz;
 mod http;
+mod model;
+mod private;
+mod promtool;
+mod readme;
 mod server;
+mod trouble;

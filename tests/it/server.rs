@@ -101,3 +101,118 @@ impl TestApp {
         self.task.await.unwrap();
     }
 }
+
+impl TestApp {
+    /// Defines `board` (admin key), asserting it was created or updated.
+    pub async fn put_board(&self, board: &str, def: serde_json::Value) {
+        let r = self
+            .send_json(reqwest::Method::PUT, &format!("/v1/boards/{board}"), def)
+            .await;
+        let status = r.status();
+        assert!(
+            status == 200 || status == 201,
+            "PUT board {board}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    /// Submits one score (admin key), asserting it was accepted.
+    pub async fn submit(&self, board: &str, member: &str, value: f64) -> serde_json::Value {
+        let r = self
+            .send_json(
+                reqwest::Method::POST,
+                &format!("/v1/boards/{board}/scores"),
+                serde_json::json!({"member": member, "value": value}),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "submit to {board}");
+        r.json().await.unwrap()
+    }
+
+    /// Deletes every board this server's key prefix holds, so the shared Redis does not fill up.
+    pub async fn cleanup(&self) {
+        let v: serde_json::Value = self.get("/v1/boards").await.json().await.unwrap();
+        for b in v["boards"].as_array().into_iter().flatten() {
+            let b = b["board"].as_str().unwrap();
+            let r = self
+                .req(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/boards/{b}"),
+                    Some(ADMIN),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status() == 204 || r.status() == 404, "DELETE {b}");
+        }
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes `bytes` on a fresh connection and reads what comes back until the server closes the
+/// connection, `deadline` passes, or the answer goes quiet for `idle` after a first response head.
+pub async fn raw(
+    addr: SocketAddr,
+    bytes: &[u8],
+    deadline: std::time::Duration,
+    idle: std::time::Duration,
+) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return Vec::new();
+    };
+    let _ = s.write_all(bytes).await;
+    let _ = s.flush().await;
+    let end = tokio::time::Instant::now() + deadline;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let wait = if responses(&out).is_empty() {
+            end.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            idle.min(end.saturating_duration_since(tokio::time::Instant::now()))
+        };
+        match tokio::time::timeout(wait, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => return out,
+        }
+    }
+}
+
+/// The statuses of the complete HTTP/1.x responses at the start of `bytes`, in order (bodies are
+/// skipped by their Content-Length, so a body that quotes a status line is not mistaken for one).
+pub fn responses(bytes: &[u8]) -> Vec<u16> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]);
+        let mut lines = head.split("\r\n");
+        let status = lines.next().and_then(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let version = parts.next()?;
+            version.starts_with("HTTP/1.").then_some(())?;
+            parts.next()?.parse::<u16>().ok()
+        });
+        let Some(status) = status else { break };
+        out.push(status);
+        let length = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let next = end + 4 + length;
+        if next > rest.len() {
+            break;
+        }
+        rest = &rest[next..];
+    }
+    out
+}

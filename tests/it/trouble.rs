@@ -1,0 +1,620 @@
+//! Behaviour under trouble: clients that stall or crowd in, signals, and Redis going away. Tests
+//! that stop Redis run their own redis-server; the shared one is never touched.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{prefix, Redis};
+use crate::server::{free_port, raw, responses, TestApp, ADMIN, READER};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A redis-server of this test's own, on a loopback port, stopped when dropped.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = free_port();
+        let mut r = Self { port, child: None };
+        r.restart().await;
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts redis-server (again) on the same port, empty, and waits until it answers PING.
+    async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)).await {
+                let mut buf = [0u8; 16];
+                if s.write_all(b"PING\r\n").await.is_ok() {
+                    if let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await
+                    {
+                        if buf[..n].starts_with(b"+PONG") {
+                            return;
+                        }
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} does not answer",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills it at once (SIGKILL: no goodbye to its clients) and reaps it.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Writes a GET on an open connection and reads until one whole response came back.
+async fn get_on(s: &mut TcpStream, path: &str, within: Duration) -> Vec<u16> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    read_responses(s, within).await
+}
+
+/// Reads until a whole response came back, the connection closes, or `within` passes.
+async fn read_responses(s: &mut TcpStream, within: Duration) -> Vec<u16> {
+    let end = tokio::time::Instant::now() + within;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while responses(&out).is_empty() {
+        match tokio::time::timeout_at(end, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    responses(&out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow and greedy clients
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_client_stalling_in_its_headers_is_disconnected_after_the_read_timeout() {
+    let app = TestApp::spawn_with(|c| c.read_timeout = Duration::from_secs(1)).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Half: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Whatever the server says (if anything), it must then close the connection.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("a stalled client was not disconnected within 5 s"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "disconnected after {took:?}"
+    );
+    assert!(
+        responses(&got).iter().all(|s| *s >= 400 && *s < 500),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let r = app.req(Method::GET, "/healthz", None).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_stalling_in_its_body_gets_408_after_the_read_timeout() {
+    let app = TestApp::spawn_with(|c| c.read_timeout = Duration::from_secs(1)).await;
+    app.put_board("slow", json!({})).await;
+    let head = format!(
+        "POST /v1/boards/slow/scores HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"member\": "
+    );
+    let started = Instant::now();
+    let out = raw(
+        app.addr,
+        head.as_bytes(),
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+    )
+    .await;
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(responses(&out), [408], "{text}");
+    assert!(
+        text.contains("application/problem+json") && text.contains("\"field\":\"body\""),
+        "{text}"
+    );
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+    let v: Value = app.get("/v1/boards/slow/top").await.json().await.unwrap();
+    assert_eq!(v["total"], 0);
+    app.cleanup().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_and_are_served_once_earlier_ones_close() {
+    let app = TestApp::spawn_with(|c| c.max_connections = 2).await;
+    let second = Duration::from_secs(1);
+    let mut a = TcpStream::connect(app.addr).await.unwrap();
+    assert_eq!(get_on(&mut a, "/healthz", second).await, [200]);
+    let mut b = TcpStream::connect(app.addr).await.unwrap();
+    assert_eq!(get_on(&mut b, "/healthz", second).await, [200]);
+    // The third waits in the backlog: connected, but not served.
+    let mut c = TcpStream::connect(app.addr).await.unwrap();
+    assert_eq!(
+        get_on(&mut c, "/healthz", Duration::from_millis(500)).await,
+        [] as [u16; 0],
+        "a connection past the cap was served"
+    );
+    // Those already in keep being served.
+    assert_eq!(get_on(&mut b, "/readyz", second).await, [200]);
+    // One leaves: the waiting one is served.
+    drop(a);
+    assert_eq!(read_responses(&mut c, Duration::from_secs(3)).await, [200]);
+    assert_eq!(get_on(&mut c, "/healthz", second).await, [200]);
+    drop((b, c));
+    let r = app.req(Method::GET, "/healthz", None).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals, with the real binary
+// ---------------------------------------------------------------------------------------------
+
+const BIN_ADMIN: &str = "bin-admin-9f3c1e7a2b";
+const BIN_READER: &str = "bin-reader-5d8e0c4f6a";
+const BIN_WRONG: &str = "bin-wrong-key-71b2a9d0";
+
+/// `rankd serve` as a child process on a free port, logging at debug level to a file.
+struct Binary {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    prefix: String,
+    http: reqwest::Client,
+}
+
+impl Binary {
+    async fn start() -> Self {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let prefix = prefix();
+        let log = std::env::temp_dir().join(format!(
+            "rankd-it-{}-{port}.log",
+            prefix.trim_end_matches(':')
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rankd"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(["--redis-url", &Redis::Standalone.url()])
+            .args(["--key-prefix", &prefix])
+            .env(
+                "RANKD_API_KEYS",
+                format!("{BIN_ADMIN}:admin,{BIN_READER}:read"),
+            )
+            .env("RANKD_LOG", "debug")
+            .env("RANKD_SHUTDOWN_GRACE_SECS", "5")
+            .env_remove("RANKD_CONFIG")
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("the rankd binary starts");
+        let mut bin = Self {
+            child,
+            addr,
+            log,
+            prefix,
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = bin
+                .http
+                .get(format!("http://{addr}/healthz"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            if let Some(status) = bin.child.try_wait().unwrap() {
+                panic!("rankd exited with {status}: {}", bin.logs());
+            }
+            assert!(Instant::now() < deadline, "rankd never became healthy");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bin
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit, and returns its exit code.
+    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("rankd did not exit within {within:?}: {}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Some traffic with good, wrong and underprivileged keys, so that the log has requests in it.
+    async fn traffic(&self) {
+        let put = |key: &str| {
+            self.http
+                .put(self.url("/v1/boards/sig"))
+                .bearer_auth(key)
+                .json(&json!({}))
+        };
+        assert!(put(BIN_ADMIN).send().await.unwrap().status().is_success());
+        assert_eq!(put(BIN_READER).send().await.unwrap().status(), 403);
+        assert_eq!(put(BIN_WRONG).send().await.unwrap().status(), 401);
+        let r = self
+            .http
+            .get(self.url("/v1/boards/sig/top"))
+            .bearer_auth(BIN_READER)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    /// Deletes what the binary wrote, through a test server on the same key prefix.
+    async fn cleanup(&self) {
+        let prefix = self.prefix.clone();
+        let app = TestApp::spawn_with(|c| c.key_prefix = prefix).await;
+        app.cleanup().await;
+        app.stop().await;
+    }
+
+    /// Asserts the log has lines in it and no API key anywhere.
+    fn assert_no_key_in_logs(&self) {
+        let logs = self.logs();
+        assert!(
+            logs.contains("rankd listening"),
+            "the log was captured: {logs}"
+        );
+        for key in [BIN_ADMIN, BIN_READER, BIN_WRONG] {
+            assert!(!logs.contains(key), "an API key reached the log:\n{logs}");
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
+    let mut bin = Binary::start().await;
+    bin.traffic().await;
+    // A request in flight: headers and half its body sent, the rest still to come.
+    let body = br#"{"member": "inflight", "value": 42}"#;
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut s = TcpStream::connect(bin.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/boards/sig/scores HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {BIN_ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // An idle keep-alive connection, to be closed by the shutdown.
+    let mut idle = TcpStream::connect(bin.addr).await.unwrap();
+    assert_eq!(
+        get_on(&mut idle, "/healthz", Duration::from_secs(2)).await,
+        [200]
+    );
+
+    bin.signal("-TERM");
+    // New connections are refused while the request in flight is still being served.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpStream::connect(bin.addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "still accepting connections after SIGTERM"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert!(
+        bin.child.try_wait().unwrap().is_none(),
+        "rankd exited with a request in flight"
+    );
+    // The idle connection is closed.
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf))
+        .await
+        .expect("the idle connection is closed on shutdown")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    // The request in flight completes.
+    s.write_all(rest).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert_eq!(responses(&out), [200], "{}", String::from_utf8_lossy(&out));
+    assert!(String::from_utf8_lossy(&out).contains("\"member\":\"inflight\""));
+
+    assert_eq!(bin.exit_code(Duration::from_secs(10)).await, Some(0));
+    let logs = bin.logs();
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    bin.assert_no_key_in_logs();
+    // What the request wrote is there.
+    let prefix = bin.prefix.clone();
+    let app = TestApp::spawn_with(|c| c.key_prefix = prefix).await;
+    let v: Value = app
+        .get("/v1/boards/sig/members/inflight")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["score"], 42.0, "{v}");
+    app.stop().await;
+    bin.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigint_stops_the_server_and_exits_0() {
+    let mut bin = Binary::start().await;
+    bin.traffic().await;
+    bin.signal("-INT");
+    assert_eq!(bin.exit_code(Duration::from_secs(10)).await, Some(0));
+    assert!(bin.logs().contains("SIGINT received"), "{}", bin.logs());
+    bin.assert_no_key_in_logs();
+    let r = TcpStream::connect(bin.addr).await;
+    assert!(r.is_err(), "nothing listens after exit");
+    bin.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis going away
+// ---------------------------------------------------------------------------------------------
+
+/// Asserts a fast 503 with Retry-After, the request id in the body, and nothing internal.
+async fn unavailable(
+    app: &TestApp,
+    redis: &PrivateRedis,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) {
+    let started = Instant::now();
+    let r = app.req(method.clone(), path, Some(ADMIN));
+    let r = match body {
+        Some(b) => r.json(&b),
+        None => r,
+    };
+    let r = r.send().await.unwrap();
+    let took = started.elapsed();
+    let what = format!("{method} {path}");
+    assert!(took < Duration::from_millis(500), "{what} took {took:?}");
+    assert_eq!(r.status(), 503, "{what}");
+    assert!(r.headers().contains_key("retry-after"), "{what}");
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/problem+json",
+        "{what}"
+    );
+    let text = r.text().await.unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["status"], 503, "{text}");
+    assert_eq!(v["request_id"], id.as_str(), "{what}: {text}");
+    let lower = text.to_lowercase();
+    for internal in [
+        &redis.port.to_string(),
+        "127.0.0.1",
+        "refused",
+        "io error",
+        "connect",
+        "redis://",
+    ] {
+        assert!(
+            !lower.contains(internal),
+            "{what} leaks {internal:?}: {text}"
+        );
+    }
+}
+
+/// The requests [`unavailable`] checks while Redis is down: one per kind of backend work.
+async fn every_kind_of_request_is_unavailable(app: &TestApp, redis: &PrivateRedis) {
+    unavailable(app, redis, Method::GET, "/readyz", None).await;
+    unavailable(app, redis, Method::GET, "/v1/boards/down/top", None).await;
+    unavailable(
+        app,
+        redis,
+        Method::POST,
+        "/v1/boards/down/scores",
+        Some(json!({"member": "b", "value": 2})),
+    )
+    .await;
+    unavailable(
+        app,
+        redis,
+        Method::POST,
+        "/v1/scores/batch",
+        Some(json!({"events": [{"board": "down", "member": "c", "value": 3}]})),
+    )
+    .await;
+    unavailable(app, redis, Method::GET, "/v1/boards/down/members/a", None).await;
+    unavailable(app, redis, Method::PUT, "/v1/boards/other", Some(json!({}))).await;
+    unavailable(app, redis, Method::GET, "/v1/boards", None).await;
+    unavailable(app, redis, Method::GET, "/v1/stats/cache", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_dies_requests_fail_fast_with_503_retry_after_and_the_request_id() {
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let app = TestApp::spawn_with(|c| c.redis_url = Some(url)).await;
+    app.put_board("down", json!({})).await;
+    app.submit("down", "a", 1.0).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    redis.kill();
+    // Straight away, and again while the server keeps trying to reconnect.
+    for _ in 0..3 {
+        every_kind_of_request_is_unavailable(&app, &redis).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Probes that need no backend still answer.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_returns_empty_the_server_recovers_by_itself_and_reloads_its_scripts() {
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let app = TestApp::spawn_with(|c| c.redis_url = Some(url)).await;
+    app.put_board("down", json!({})).await;
+    app.submit("down", "a", 1.0).await;
+    redis.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app.get("/readyz").await;
+        if r.status() == 503 {
+            assert!(r.headers().contains_key("retry-after"));
+            let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(
+                v["request_id"],
+                id.as_str(),
+                "5xx bodies carry the request id: {v}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never noticed Redis died"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Redis comes back empty: no data, no scripts. rankd, not restarted, reconnects and reloads
+    // its scripts on NOSCRIPT by itself.
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app
+            .send_json(Method::PUT, "/v1/boards/down", json!({}))
+            .await;
+        if r.status().is_success() {
+            break;
+        }
+        assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "rankd did not recover within 10 s of Redis coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = app.submit("down", "b", 2.0).await;
+    assert_eq!(v["results"][0]["rank"], 1);
+    let r = app
+        .send_json(
+            Method::POST,
+            "/v1/scores/batch",
+            json!({"events": [{"board": "down", "member": "c", "value": 3}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = app.get("/v1/boards/down/top").await.json().await.unwrap();
+    assert_eq!(v["total"], 2, "{v}");
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let v: Value = app
+        .req(Method::GET, "/v1/stats/cache", Some(READER))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["caches"]["scripts"]["misses"].as_u64().unwrap() >= 1,
+        "the scripts were reloaded: {v}"
+    );
+    app.cleanup().await;
+    app.stop().await;
+    redis.kill();
+}
