@@ -8,7 +8,8 @@
 --       [6] rank mode ordinal|competition|dense  [7] score bound (0: any finite score)  [8] max members
 --       (0: unbounded)  [9] reply full|count  [10] log 1|0  [11] S, then S pairs (expire-at ms or 0, tick
 --       bits), then E and E events: member, value, event id ('' for none), at ms, scopes (space-separated),
---       k, then k pairs (slot, tick).
+--       now ms (when the event was received: dedupe decisions use it, so a rebuild can replay events of
+--       different times in one call), k, then k pairs (slot, tick).
 --       With log 1, every accepted event takes the next sequence number and is appended to the log stream
 --       as entry 0-<seq>
 --       (fields o=e s=seq m v i a n=now c=scopes), for the durable store to copy.
@@ -59,10 +60,11 @@ for e = 1, count do
     id = ARGV[a + 2],
     at = ARGV[a + 3],
     scopes = ARGV[a + 4],
+    now = tonumber(ARGV[a + 5]),
     touch = {},
   }
-  local k = tonumber(ARGV[a + 5])
-  a = a + 6
+  local k = tonumber(ARGV[a + 6])
+  a = a + 7
   for j = 1, k do
     ev.touch[j] = { tonumber(ARGV[a]), tonumber(ARGV[a + 1]) }
     a = a + 2
@@ -120,7 +122,7 @@ for e, ev in ipairs(events) do
       dup[e] = true
     else
       local forget_at = redis.call('ZSCORE', KEYS[2], ev.id)
-      if forget_at and tonumber(forget_at) > now then
+      if forget_at and tonumber(forget_at) > ev.now then
         dup[e] = true
       end
       seen[ev.id] = true
@@ -195,7 +197,7 @@ for e, ev in ipairs(events) do
     accepted = accepted + 1
     flags[e] = '1'
     if ev.id ~= '' and ttl > 0 then
-      redis.call('ZADD', KEYS[2], now + ttl, ev.id)
+      redis.call('ZADD', KEYS[2], ev.now + ttl, ev.id)
     end
     if logged then
       seq = redis.call('INCR', KEYS[4])
@@ -203,7 +205,7 @@ for e, ev in ipairs(events) do
         first_seq = seq
       end
       redis.call('XADD', KEYS[5], '0-' .. seq, 'o', 'e', 's', seq, 'm', ev.member, 'v', ev.raw, 'i', ev.id,
-        'a', ev.at, 'n', ARGV[2], 'c', ev.scopes)
+        'a', ev.at, 'n', ev.now, 'c', ev.scopes)
     end
     local rows = {}
     for j, t in ipairs(ev.touch) do

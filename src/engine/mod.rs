@@ -210,6 +210,8 @@ struct Prepared {
     event_id: Option<String>,
     at: i64,
     scopes: String,
+    /// When the event was received (the call's time, or the logged time in a replay).
+    now: i64,
     /// (slot, tick) per key the event touches.
     touch: Vec<(usize, u64)>,
 }
@@ -648,6 +650,26 @@ impl Engine {
         Ok(out)
     }
 
+    /// Every key a board owns, given its live leaderboard sets: its own keys first (definition,
+    /// dedupe, key index, display data, sequence, log), then each leaderboard with its dense indexes.
+    fn every_key(&self, board: &BoardId, zsets: &[String]) -> Vec<String> {
+        let mut keys = vec![
+            self.keys.definition(board),
+            self.keys.dedupe(board),
+            self.keys.index(board),
+            self.keys.display_names(board),
+            self.keys.display_data(board),
+            self.keys.sequence(board),
+            self.keys.log(board),
+        ];
+        for z in zsets {
+            if let Some((k, _)) = self.keys.from_zset(board, z) {
+                keys.extend([k.zset, k.distinct_values, k.distinct_counts]);
+            }
+        }
+        keys
+    }
+
     async fn live_zsets(&self, board: &BoardId, now: i64) -> Result<Vec<String>> {
         let reply = self
             .exec
@@ -693,20 +715,7 @@ impl Engine {
             }
             let now = self.now_ms();
             let zsets = self.live_zsets(board, now).await?;
-            let mut keys = vec![
-                self.keys.definition(board),
-                self.keys.dedupe(board),
-                self.keys.index(board),
-                self.keys.display_names(board),
-                self.keys.display_data(board),
-                self.keys.sequence(board),
-                self.keys.log(board),
-            ];
-            for z in &zsets {
-                if let Some((k, _)) = self.keys.from_zset(board, z) {
-                    keys.extend([k.zset, k.distinct_values, k.distinct_counts]);
-                }
-            }
+            let keys = self.every_key(board, &zsets);
             let mut args = vec![def.version.clone(), now.to_string()];
             args.extend(zsets);
             match self
@@ -793,6 +802,7 @@ impl Engine {
             value: ev.value,
             event_id: ev.event_id.as_ref().map(|e| e.to_string()),
             at,
+            now,
             scopes: ev
                 .scopes
                 .iter()
@@ -850,6 +860,7 @@ impl Engine {
             args.push(ev.event_id.clone().unwrap_or_default());
             args.push(ev.at.to_string());
             args.push(ev.scopes.clone());
+            args.push(ev.now.to_string());
             args.push(ev.touch.len().to_string());
             for (slot, tick) in &ev.touch {
                 args.push((slot + 1).to_string());

@@ -171,21 +171,8 @@ impl Engine {
         self.forget(board);
         let now = self.now_ms();
         let zsets = self.live_zsets(board, now).await?;
-        let mut keys = vec![
-            self.keys.definition(board),
-            self.keys.dedupe(board),
-            self.keys.index(board),
-            self.keys.display_names(board),
-            self.keys.display_data(board),
-            self.keys.sequence(board),
-            self.keys.log(board),
-        ];
-        for z in &zsets {
-            if let Some((k, _)) = self.keys.from_zset(board, z) {
-                keys.extend([k.zset, k.distinct_values, k.distinct_counts]);
-            }
-        }
-        let calls = keys
+        let calls = self
+            .every_key(board, &zsets)
             .chunks(512)
             .map(|chunk| Call {
                 script: &scripts::DISCARD,
@@ -286,12 +273,13 @@ impl Engine {
                     i += 1;
                 }
                 Op::Event { .. } => {
-                    // Events applied in one call (a batch chunk) share their time: replay them together.
+                    // Consecutive events replay together, each with the time it was received (the
+                    // script decides duplicates by each event's own time).
                     let recv = ops[i].recv_ms;
                     let mut j = i;
                     let mut events = Vec::new();
                     let mut ids = std::collections::HashSet::new();
-                    while j < ops.len() && ops[j].recv_ms == recv && events.len() < 500 {
+                    while j < ops.len() && events.len() < 500 {
                         let Op::Event {
                             member,
                             value,
@@ -324,13 +312,13 @@ impl Engine {
                         .map_err(|e| {
                             Error::Backend(format!("stored event {} of {board}: {e}", ops[j].seq))
                         })?;
-                        events.push(parsed);
+                        events.push((parsed, ops[j].recv_ms));
                         j += 1;
                     }
                     let mut slots = Slots::default();
                     let prepared: Vec<Prepared> = events
                         .iter()
-                        .map(|ev| self.prepare(board, &current.def, ev, recv, &mut slots))
+                        .map(|(ev, at)| self.prepare(board, &current.def, ev, *at, &mut slots))
                         .collect::<std::result::Result<_, _>>()
                         .map_err(|e| {
                             Error::Backend(format!("stored events of {board} no longer apply: {e}"))

@@ -48,3 +48,95 @@ pub trait Store: Send + Sync + 'static {
     /// Claims (or renews) the lease `name` for `holder` for `ms`; false when another holds it.
     async fn try_lease(&self, name: &str, holder: &str, ms: i64) -> Result<bool>;
 }
+
+/// An operation as both stores keep it: one row of `rankd_ops`, without board and seq.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct OpRow {
+    /// d define, e event, r remove member, p display data.
+    pub kind: String,
+    pub member: Option<String>,
+    pub value: Option<f64>,
+    pub event_id: Option<String>,
+    pub at_ms: Option<i64>,
+    /// Scopes of an event (none for other operations).
+    pub scopes: Option<Vec<String>>,
+    /// Definition JSON (d), display data JSON (p).
+    pub payload: Option<String>,
+    /// Definition version (d), display name (p).
+    pub extra: Option<String>,
+}
+
+impl OpRow {
+    /// The row of an operation.
+    pub(crate) fn from_op(op: &crate::engine::Op) -> Self {
+        use crate::engine::Op;
+        match op {
+            Op::Define { version, json } => Self {
+                kind: "d".into(),
+                payload: Some(json.clone()),
+                extra: Some(version.clone()),
+                ..Self::default()
+            },
+            Op::Event {
+                member,
+                value,
+                event_id,
+                at_ms,
+                scopes,
+            } => Self {
+                kind: "e".into(),
+                member: Some(member.clone()),
+                value: Some(*value),
+                event_id: event_id.clone(),
+                at_ms: Some(*at_ms),
+                scopes: Some(scopes.clone()),
+                ..Self::default()
+            },
+            Op::Remove { member } => Self {
+                kind: "r".into(),
+                member: Some(member.clone()),
+                ..Self::default()
+            },
+            Op::Display { member, name, data } => Self {
+                kind: "p".into(),
+                member: Some(member.clone()),
+                payload: data.clone(),
+                extra: name.clone(),
+                ..Self::default()
+            },
+        }
+    }
+
+    /// The operation a stored row holds.
+    pub(crate) fn into_op(self, board: &BoardId) -> Result<crate::engine::Op> {
+        use crate::engine::Op;
+        use crate::error::Error;
+        let bad = |what: &str| Error::Backend(format!("stored operation of {board} lacks {what}"));
+        Ok(match self.kind.as_str() {
+            "d" => Op::Define {
+                version: self.extra.ok_or_else(|| bad("a version"))?,
+                json: self.payload.ok_or_else(|| bad("a definition"))?,
+            },
+            "e" => Op::Event {
+                member: self.member.ok_or_else(|| bad("a member"))?,
+                value: self.value.ok_or_else(|| bad("a value"))?,
+                event_id: self.event_id,
+                at_ms: self.at_ms.ok_or_else(|| bad("a time"))?,
+                scopes: self.scopes.unwrap_or_default(),
+            },
+            "r" => Op::Remove {
+                member: self.member.ok_or_else(|| bad("a member"))?,
+            },
+            "p" => Op::Display {
+                member: self.member.ok_or_else(|| bad("a member"))?,
+                name: self.extra,
+                data: self.payload,
+            },
+            other => {
+                return Err(Error::Backend(format!(
+                    "unknown stored operation {other:?}"
+                )))
+            }
+        })
+    }
+}

@@ -89,55 +89,18 @@ impl PgStore {
             board.push(o.board.to_string());
             seq.push(o.seq as i64);
             recv.push(o.recv_ms);
-            let (k, m, v, e, a, s, p, x) = match &o.op {
-                Op::Define { version, json } => (
-                    "d",
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    Some(json.clone()),
-                    Some(version.clone()),
-                ),
-                Op::Event {
-                    member,
-                    value,
-                    event_id,
-                    at_ms,
-                    scopes,
-                } => (
-                    "e",
-                    Some(member.clone()),
-                    Some(*value),
-                    event_id.clone(),
-                    Some(*at_ms),
-                    Some(scopes.join(" ")),
-                    None,
-                    None,
-                ),
-                Op::Remove { member } => (
-                    "r",
-                    Some(member.clone()),
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                ),
-                Op::Display { member, name, data } => (
-                    "p",
-                    Some(member.clone()),
-                    None,
-                    None,
-                    None,
-                    None,
-                    data.clone(),
-                    name.clone(),
-                ),
-            };
-            kind.push(k.to_owned());
+            let row = super::OpRow::from_op(&o.op);
+            let (k, m, v, e, a, s, p, x) = (
+                row.kind,
+                row.member,
+                row.value,
+                row.event_id,
+                row.at_ms,
+                row.scopes.map(|s| s.join(" ")),
+                row.payload,
+                row.extra,
+            );
+            kind.push(k);
             member.push(m);
             value.push(v);
             event_id.push(e);
@@ -295,50 +258,21 @@ impl PgStore {
 }
 
 fn row_to_op(board: &BoardId, r: &sqlx::postgres::PgRow) -> Result<LoggedOp> {
-    let kind: String = r.get("op");
-    let member: Option<String> = r.get("member");
-    let bad = |what: &str| Error::Backend(format!("stored operation of {board} lacks {what}"));
-    let op = match kind.as_str() {
-        "d" => Op::Define {
-            version: r
-                .get::<Option<String>, _>("extra")
-                .ok_or_else(|| bad("a version"))?,
-            json: r
-                .get::<Option<String>, _>("payload")
-                .ok_or_else(|| bad("a definition"))?,
-        },
-        "e" => Op::Event {
-            member: member.ok_or_else(|| bad("a member"))?,
-            value: r
-                .get::<Option<f64>, _>("value")
-                .ok_or_else(|| bad("a value"))?,
-            event_id: r.get("event_id"),
-            at_ms: r
-                .get::<Option<i64>, _>("at_ms")
-                .ok_or_else(|| bad("a time"))?,
-            scopes: r
-                .get::<Option<Vec<String>>, _>("scopes")
-                .unwrap_or_default(),
-        },
-        "r" => Op::Remove {
-            member: member.ok_or_else(|| bad("a member"))?,
-        },
-        "p" => Op::Display {
-            member: member.ok_or_else(|| bad("a member"))?,
-            name: r.get("extra"),
-            data: r.get("payload"),
-        },
-        other => {
-            return Err(Error::Backend(format!(
-                "unknown stored operation {other:?}"
-            )))
-        }
+    let row = super::OpRow {
+        kind: r.get::<String, _>("op").trim().to_owned(),
+        member: r.get("member"),
+        value: r.get("value"),
+        event_id: r.get("event_id"),
+        at_ms: r.get("at_ms"),
+        scopes: r.get("scopes"),
+        payload: r.get("payload"),
+        extra: r.get("extra"),
     };
     Ok(LoggedOp {
         board: board.clone(),
         seq: r.get::<i64, _>("seq") as u64,
         recv_ms: r.get("recv_ms"),
-        op,
+        op: row.into_op(board)?,
     })
 }
 

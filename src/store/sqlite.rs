@@ -72,62 +72,22 @@ impl Store for SqliteStore {
                     .await
                     .map_err(unavailable)?;
             }
-            let (k, m, v, e, a, s, p, x): (
-                &str,
-                Option<&str>,
-                Option<f64>,
-                Option<&str>,
-                Option<i64>,
-                Option<String>,
-                Option<&str>,
-                Option<&str>,
-            ) = match &o.op {
-                Op::Define { version, json } => {
-                    ("d", None, None, None, None, None, Some(json), Some(version))
-                }
-                Op::Event {
-                    member,
-                    value,
-                    event_id,
-                    at_ms,
-                    scopes,
-                } => (
-                    "e",
-                    Some(member),
-                    Some(*value),
-                    event_id.as_deref(),
-                    Some(*at_ms),
-                    Some(scopes.join(" ")),
-                    None,
-                    None,
-                ),
-                Op::Remove { member } => ("r", Some(member), None, None, None, None, None, None),
-                Op::Display { member, name, data } => (
-                    "p",
-                    Some(member),
-                    None,
-                    None,
-                    None,
-                    None,
-                    data.as_deref(),
-                    name.as_deref(),
-                ),
-            };
+            let row = super::OpRow::from_op(&o.op);
             sqlx::query(
                 "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (board, seq) DO NOTHING",
             )
             .bind(o.board.as_str())
             .bind(o.seq as i64)
-            .bind(k)
+            .bind(&row.kind)
             .bind(o.recv_ms)
-            .bind(m)
-            .bind(v)
-            .bind(e)
-            .bind(a)
-            .bind(s)
-            .bind(p)
-            .bind(x)
+            .bind(&row.member)
+            .bind(row.value)
+            .bind(&row.event_id)
+            .bind(row.at_ms)
+            .bind(row.scopes.as_ref().map(|s| s.join(" ")))
+            .bind(&row.payload)
+            .bind(&row.extra)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -224,57 +184,28 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        let bad = |what: &str| Error::Backend(format!("stored operation of {board} lacks {what}"));
         rows.iter()
             .map(|r| {
-                let member: Option<String> = r.get("member");
-                let op = match r.get::<String, _>("op").as_str() {
-                    "d" => Op::Define {
-                        version: r
-                            .get::<Option<String>, _>("extra")
-                            .ok_or_else(|| bad("a version"))?,
-                        json: r
-                            .get::<Option<String>, _>("payload")
-                            .ok_or_else(|| bad("a definition"))?,
-                    },
-                    "e" => Op::Event {
-                        member: member.ok_or_else(|| bad("a member"))?,
-                        value: r
-                            .get::<Option<f64>, _>("value")
-                            .ok_or_else(|| bad("a value"))?,
-                        event_id: r.get("event_id"),
-                        at_ms: r
-                            .get::<Option<i64>, _>("at_ms")
-                            .ok_or_else(|| bad("a time"))?,
-                        scopes: r
-                            .get::<Option<String>, _>("scopes")
-                            .map(|s| {
-                                s.split(' ')
-                                    .filter(|x| !x.is_empty())
-                                    .map(str::to_owned)
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    },
-                    "r" => Op::Remove {
-                        member: member.ok_or_else(|| bad("a member"))?,
-                    },
-                    "p" => Op::Display {
-                        member: member.ok_or_else(|| bad("a member"))?,
-                        name: r.get("extra"),
-                        data: r.get("payload"),
-                    },
-                    other => {
-                        return Err(Error::Backend(format!(
-                            "unknown stored operation {other:?}"
-                        )))
-                    }
+                let row = super::OpRow {
+                    kind: r.get("op"),
+                    member: r.get("member"),
+                    value: r.get("value"),
+                    event_id: r.get("event_id"),
+                    at_ms: r.get("at_ms"),
+                    scopes: r.get::<Option<String>, _>("scopes").map(|s| {
+                        s.split(' ')
+                            .filter(|x| !x.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    }),
+                    payload: r.get("payload"),
+                    extra: r.get("extra"),
                 };
                 Ok(LoggedOp {
                     board: board.clone(),
                     seq: r.get::<i64, _>("seq") as u64,
                     recv_ms: r.get("recv_ms"),
-                    op,
+                    op: row.into_op(board)?,
                 })
             })
             .collect()

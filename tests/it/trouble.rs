@@ -12,79 +12,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{prefix, Redis};
+use crate::private::PrivateRedis;
 use crate::server::{free_port, raw, responses, TestApp, ADMIN, READER};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A redis-server of this test's own, on a loopback port, stopped when dropped.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    async fn start() -> Self {
-        let port = free_port();
-        let mut r = Self { port, child: None };
-        r.restart().await;
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts redis-server (again) on the same port, empty, and waits until it answers PING.
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)).await {
-                let mut buf = [0u8; 16];
-                if s.write_all(b"PING\r\n").await.is_ok() {
-                    if let Ok(Ok(n)) =
-                        tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await
-                    {
-                        if buf[..n].starts_with(b"+PONG") {
-                            return;
-                        }
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} does not answer",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills it at once (SIGKILL: no goodbye to its clients) and reaps it.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Writes a GET on an open connection and reads until one whole response came back.
 async fn get_on(s: &mut TcpStream, path: &str, within: Duration) -> Vec<u16> {
