@@ -1,0 +1,311 @@
+//! Durability figures, each against its raw limit measured in the same run:
+//! - a snapshot of one big key into Postgres (read from Redis + COPY) vs a raw COPY of the same rows;
+//! - a rebuild of the same members from Postgres into Redis (read the log + replay through the
+//!   scripts) vs raw pipelined ZADD of the same data;
+//! - sync-mode write throughput at 50 concurrent clients vs async mode.
+//!
+//! `cargo bench --bench durability -- [--quick] [--out FILE]`, with RANKD_TEST_REDIS_URL and
+//! RANKD_TEST_DATABASE_URL set (scripts/services up). It uses its own key prefix and its own
+//! database, and removes both at the end. Every loop is bounded in count and time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rankd::backend::redis::{RedisConfig, RedisExecutor};
+use rankd::board::{BoardDef, BoardId, Member, Score};
+use rankd::config::Config;
+use rankd::engine::{Durability, LoggedOp, Op, Submit, SystemClock};
+use rankd::store::PgStore;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run scripts/services up and source target/services.env")
+    })
+}
+
+struct Row {
+    what: String,
+    rankd: f64,
+    raw: f64,
+    unit: &'static str,
+    floor: &'static str,
+}
+
+impl Row {
+    /// rankd's figure over the raw one: a time ratio (lower is better) or a throughput ratio.
+    fn ratio(&self) -> f64 {
+        self.rankd / self.raw
+    }
+
+    fn markdown(&self) -> String {
+        format!(
+            "| {} | {:.2} {} | {:.2} {} | {:.2}× | {} |",
+            self.what,
+            self.rankd,
+            self.unit,
+            self.raw,
+            self.unit,
+            self.ratio(),
+            self.floor
+        )
+    }
+}
+
+async fn exec(url: &str) -> RedisExecutor {
+    let mut rc = RedisConfig::new(url);
+    rc.pool_size = 2;
+    RedisExecutor::connect(&rc).await.expect("Redis answers")
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo test --benches` runs benches with --test: nothing to measure then.
+    if args.iter().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let members: usize = if quick { 10_000 } else { 1_000_000 };
+    let write_secs = if quick { 2 } else { 10 };
+    let redis_url = env("RANKD_TEST_REDIS_URL");
+    let base_db = env("RANKD_TEST_DATABASE_URL");
+    let (server, _) = base_db
+        .rsplit_once('/')
+        .expect("the database URL names a database");
+    let db_name = format!("rankd_bench_{}", std::process::id());
+    let admin_url = format!("{server}/postgres");
+    let db_url = format!("{server}/{db_name}");
+    let prefix = format!("bench{}:", std::process::id());
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("Postgres answers");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{db_name}\""
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    }
+    let mut rows = Vec::new();
+    let result = std::panic::AssertUnwindSafe(run(
+        &redis_url, &db_url, &prefix, members, write_secs, &mut rows,
+    ));
+    let outcome = futures::FutureExt::catch_unwind(result).await;
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("Postgres answers");
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+        )))
+        .execute(&mut c)
+        .await;
+    }
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+    let mut table = String::from("| durability workload | rankd | raw limit | ratio | floor |\n| --- | --- | --- | --- | --- |\n");
+    for r in &rows {
+        table.push_str(&r.markdown());
+        table.push('\n');
+    }
+    print!("{table}");
+    if let Some(path) = out {
+        std::fs::write(&path, &table).expect("results file written");
+    }
+}
+
+async fn run(
+    redis_url: &str,
+    db_url: &str,
+    prefix: &str,
+    members: usize,
+    write_secs: u64,
+    rows: &mut Vec<Row>,
+) {
+    let config = Config {
+        redis_url: Some(redis_url.to_owned()),
+        database_url: Some(db_url.to_owned()),
+        key_prefix: prefix.to_owned(),
+        ..Config::default()
+    };
+    let store = PgStore::connect(db_url).await.unwrap();
+    store.migrate().await.unwrap();
+    let plain = Arc::new(
+        rankd::serve::connect(&config, Arc::new(SystemClock))
+            .await
+            .unwrap(),
+    );
+    let raw = exec(redis_url).await;
+    let n = members;
+    let label = if n >= 1_000_000 {
+        "1,000,000".to_owned()
+    } else {
+        format!("{n}")
+    };
+
+    // ---- snapshot vs raw COPY ------------------------------------------------------------------
+    let snap = BoardId::parse("snap").unwrap();
+    plain.put_board(&snap, BoardDef::default()).await.unwrap();
+    // Fill the key fast through the engine's batch path (scripts), then read it back both ways.
+    let mut i = 0;
+    while i < n {
+        let chunk: Vec<Submit> = (i..(i + 10_000).min(n))
+            .map(|k| {
+                Submit::new(
+                    snap.clone(),
+                    Member::parse(&format!("member:{k}")).unwrap(),
+                    Score::new("value", (k % 100_003) as f64).unwrap(),
+                )
+            })
+            .collect();
+        plain.submit_batch(&chunk).await.unwrap();
+        i += 10_000;
+    }
+    let started = Instant::now();
+    let keys = plain.snapshot_board(&snap).await.unwrap();
+    for k in &keys {
+        store.write_snapshot(&snap, k).await.unwrap();
+    }
+    let rankd_snapshot = started.elapsed().as_secs_f64();
+    let entries = keys.into_iter().next().expect("one key").entries;
+    assert_eq!(entries.len(), n);
+    sqlx::query("CREATE TABLE bench_copy (rank BIGINT NOT NULL, member TEXT NOT NULL, score DOUBLE PRECISION NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    store.raw_copy("bench_copy", &entries).await.unwrap();
+    let raw_copy = started.elapsed().as_secs_f64();
+    rows.push(Row {
+        what: format!("snapshot of a {label}-member key into Postgres (Redis read + COPY) vs raw COPY of the same rows"),
+        rankd: rankd_snapshot,
+        raw: raw_copy,
+        unit: "s",
+        floor: "≤ 2×",
+    });
+
+    // ---- rebuild vs raw pipelined ZADD ---------------------------------------------------------
+    let reb = BoardId::parse("rebuild").unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut ops = vec![LoggedOp {
+        board: reb.clone(),
+        seq: 1,
+        recv_ms: now,
+        op: Op::Define {
+            version: "v1".into(),
+            json: serde_json::to_string(&BoardDef::default()).unwrap(),
+        },
+    }];
+    ops.extend(
+        entries
+            .iter()
+            .enumerate()
+            .map(|(k, (_, member, score))| LoggedOp {
+                board: reb.clone(),
+                seq: k as u64 + 2,
+                recv_ms: now,
+                op: Op::Event {
+                    member: member.clone(),
+                    value: *score,
+                    event_id: None,
+                    at_ms: now,
+                    scopes: Vec::new(),
+                },
+            }),
+    );
+    for chunk in ops.chunks(20_000) {
+        store.insert_ops(chunk).await.unwrap();
+    }
+    drop(ops);
+    let started = Instant::now();
+    let stored = store.ops(&reb).await.unwrap();
+    assert!(plain.replay(&reb, &stored).await.unwrap());
+    let rankd_rebuild = started.elapsed().as_secs_f64();
+    // The raw twin: the same members and scores, pipelined ZADD of 1,000 members per command.
+    let raw_key = format!("{prefix}rawzadd");
+    let started = Instant::now();
+    {
+        use fred::prelude::*;
+        let client = raw.pool().next();
+        for chunk in entries.chunks(100_000) {
+            let pipe = client.pipeline();
+            for part in chunk.chunks(1_000) {
+                let values: Vec<(f64, String)> =
+                    part.iter().map(|(_, m, s)| (*s, m.clone())).collect();
+                let _: () = pipe
+                    .zadd(&raw_key, None, None, false, false, values)
+                    .await
+                    .unwrap();
+            }
+            let _: Vec<Value> = pipe.all().await.unwrap();
+        }
+        let _: () = client.unlink(&raw_key).await.unwrap();
+    }
+    let raw_zadd = started.elapsed().as_secs_f64();
+    rows.push(Row {
+        what: format!("rebuild of {label} members from Postgres into Redis (log read + replay) vs raw pipelined ZADD"),
+        rankd: rankd_rebuild,
+        raw: raw_zadd,
+        unit: "s",
+        floor: "≤ 2×",
+    });
+
+    // ---- sync vs async writes at 50 clients ------------------------------------------------------
+    let mut throughput = Vec::new();
+    for mode in [Durability::Sync, Durability::Async] {
+        let mut c = config.clone();
+        c.durability = mode;
+        let engine = rankd::serve::build_engine(&c, Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let board = BoardId::parse(if mode == Durability::Sync {
+            "wsync"
+        } else {
+            "wasync"
+        })
+        .unwrap();
+        engine.put_board(&board, BoardDef::default()).await.unwrap();
+        let stop = Instant::now() + Duration::from_secs(write_secs);
+        let mut tasks = Vec::new();
+        for client in 0..50 {
+            let (engine, board) = (engine.clone(), board.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < stop && done < 1_000_000 {
+                    let ev = Submit::new(
+                        board.clone(),
+                        Member::parse(&format!("c{client}-{}", done % 1000)).unwrap(),
+                        Score::new("value", 1.0).unwrap(),
+                    );
+                    engine.submit(&ev).await.unwrap();
+                    done += 1;
+                }
+                done
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        throughput.push(total as f64 / write_secs as f64);
+        engine.delete_board(&board).await.unwrap();
+    }
+    rows.push(Row {
+        what: "sync-mode writes at 50 concurrent clients vs async mode".into(),
+        rankd: throughput[0],
+        raw: throughput[1],
+        unit: "ops/s",
+        floor: "≥ 0.5×",
+    });
+    plain.delete_board(&snap).await.unwrap();
+    plain.delete_board(&reb).await.unwrap();
+}
