@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::window::Window;
 
 /// Entries read per call while a key is dumped in chunks.
-const CHUNK: usize = 10_000;
+const CHUNK: usize = 25_000;
 /// Chunked dumps tried before one atomic dump of the key.
 const CHUNKED_TRIES: usize = 3;
 

@@ -1,5 +1,6 @@
 //! Snapshots: every key's standing, copied into Postgres for history and trends.
 
+use std::fmt::Write;
 use std::time::Instant;
 
 use sqlx::postgres::PgPoolCopyExt;
@@ -63,15 +64,12 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         let mut buf = String::with_capacity(64 * 1024);
+        let id = id.to_string();
         for (rank, member, score) in &snap.entries {
-            buf.push_str(&id.to_string());
-            buf.push('\t');
-            buf.push_str(&rank.to_string());
-            buf.push('\t');
+            // Written straight into the buffer: no allocation per row.
+            let _ = write!(buf, "{id}\t{rank}\t");
             copy_text(&mut buf, member);
-            buf.push('\t');
-            buf.push_str(&format!("{score:?}"));
-            buf.push('\n');
+            let _ = writeln!(buf, "\t{score:?}");
             if buf.len() > 60 * 1024 {
                 copy.send(buf.as_bytes()).await.map_err(unavailable)?;
                 buf.clear();
@@ -111,9 +109,9 @@ impl PgStore {
             .map_err(unavailable)?;
         let mut buf = String::new();
         for (rank, member, score) in rows {
-            buf.push_str(&format!("{rank}\t"));
+            let _ = write!(buf, "{rank}\t");
             copy_text(&mut buf, member);
-            buf.push_str(&format!("\t{score:?}\n"));
+            let _ = writeln!(buf, "\t{score:?}");
             if buf.len() > 60 * 1024 {
                 copy.send(buf.as_bytes()).await.map_err(unavailable)?;
                 buf.clear();
