@@ -131,7 +131,23 @@ async fn run_block(n: usize, block: &str, base: &str) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_readme_walkthrough_block_succeeds_against_a_real_server() {
-    let app = TestApp::spawn().await;
+    walkthrough(TestApp::spawn().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_readme_walkthrough_block_succeeds_against_the_embedded_engine_too() {
+    // The same API, answers and errors with no Redis at all (in memory: no data directory).
+    walkthrough(
+        TestApp::spawn_with(|c| {
+            c.redis_url = None;
+            c.data_dir = None;
+        })
+        .await,
+    )
+    .await;
+}
+
+async fn walkthrough(app: TestApp) {
     let base = app.url("");
     let mut failure = None;
     for (i, block) in marked_blocks(README).iter().enumerate() {
