@@ -249,14 +249,35 @@ impl Engine {
             Err(ExecError::Reply(m)) if m.contains("RANKD_EXISTS") => return Ok(false),
             Err(e) => return Err(unavailable(e)),
         }
+        // A replay that fails half-way (Redis went away again) must not leave the board held by
+        // its token until the lease runs out: drop what it wrote so the next attempt starts at once.
+        match self.replay_claimed(board, ops, &token, &first, now).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                if let Err(d) = self.discard(board).await {
+                    tracing::warn!(%board, error = %d, "could not drop a failed rebuild; its lease will expire");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn replay_claimed(
+        &self,
+        board: &BoardId,
+        ops: &[LoggedOp],
+        token: &str,
+        first: &str,
+        now: i64,
+    ) -> Result<()> {
         self.forget(board);
         let parse = |json: &str| {
             serde_json::from_str::<BoardDef>(json)
                 .map_err(|e| Error::Backend(format!("stored definition of {board}: {e}")))
         };
         let mut current = CachedDef {
-            version: token.clone(),
-            def: parse(&first)?,
+            version: token.to_owned(),
+            def: parse(first)?,
             created_ms: now,
         };
         let mut final_version = None;
@@ -266,7 +287,7 @@ impl Engine {
             match &ops[i].op {
                 Op::Define { version, json } => {
                     self.flush(board, &mut pending).await?;
-                    self.checked(self.put_def_call(board, &token, &token, json, ops[i].recv_ms))
+                    self.checked(self.put_def_call(board, token, token, json, ops[i].recv_ms))
                         .await?;
                     current.def = parse(json)?;
                     final_version = Some(version.clone());
@@ -349,7 +370,7 @@ impl Engine {
                             self.keys.log(board),
                         ],
                         args: vec![
-                            token.clone(),
+                            token.to_owned(),
                             member.clone(),
                             name.clone().unwrap_or_default(),
                             data.clone().unwrap_or_default(),
@@ -374,11 +395,11 @@ impl Engine {
         let json =
             serde_json::to_string(&current.def).map_err(|e| Error::Backend(e.to_string()))?;
         let version = final_version.unwrap_or_else(|| self.new_version());
-        self.checked(self.put_def_call(board, &token, &version, &json, now))
+        self.checked(self.put_def_call(board, token, &version, &json, now))
             .await?;
         self.forget(board);
         self.registry("add", board).await?;
-        Ok(true)
+        Ok(())
     }
 
     async fn checked(&self, call: Call) -> Result<Reply> {
