@@ -83,7 +83,7 @@ struct Opts {
     /// Seconds each side runs per round [default: 3, quick 0.25].
     #[arg(long)]
     duration: Option<f64>,
-    /// Rounds per workload, alternating the sides [default: 2, quick 1].
+    /// Rounds per workload, alternating the sides [default: 3, quick 1].
     #[arg(long)]
     rounds: Option<usize>,
     /// Seconds of warm-up per side before measuring [default: 1, quick 0.1].
@@ -171,7 +171,7 @@ impl Plan {
             quick: q,
             conns,
             duration: secs(o.duration, 3.0, 0.25),
-            rounds: o.rounds.unwrap_or(if q { 1 } else { 2 }).max(1),
+            rounds: o.rounds.unwrap_or(if q { 1 } else { 3 }).max(1),
             warmup: secs(o.warmup, 1.0, 0.1),
             max_ops: o
                 .max_ops
@@ -1726,6 +1726,10 @@ impl Bench {
         let redis = rankd::serve::build_engine(config, Arc::new(SystemClock)).await?;
         let mut emb_config = config.clone();
         emb_config.redis_url = None;
+        // No durable store on either side: the Redis backend here has none either (durability has
+        // its own benchmark, bench/durability.rs), and nothing is written to disk.
+        emb_config.data_dir = None;
+        emb_config.database_url = None;
         let embedded = match rankd::serve::build_engine(&emb_config, Arc::new(SystemClock)).await {
             Ok(e) => Some(e),
             Err(why) => {
@@ -2016,6 +2020,9 @@ async fn run(
         key_prefix: prefix.clone(),
         api_keys: ApiKey::parse_list(&format!("{ADMIN_KEY}:admin"))?,
         shutdown_grace: Duration::from_secs(2),
+        // No durable store: the figures are rankd on Redis (durability: bench/durability.rs).
+        database_url: None,
+        data_dir: None,
         ..Config::default()
     };
     let stop = CancellationToken::new();
