@@ -1115,6 +1115,51 @@ impl Engine {
         Err(Error::Conflict("boards of this batch kept changing".into()))
     }
 
+    /// The call that removes `member` from every live key of a board, as of `now`.
+    async fn remove_call(
+        &self,
+        board: &BoardId,
+        d: &CachedDef,
+        member: &Member,
+        now: i64,
+        log: &str,
+    ) -> Result<Call> {
+        let zsets = self.live_zsets(board, now).await?;
+        let dense = d.def.rank_mode == RankMode::Dense;
+        let mut keys = vec![
+            self.keys.definition(board),
+            self.keys.index(board),
+            self.keys.display_names(board),
+            self.keys.display_data(board),
+            self.keys.sequence(board),
+            self.keys.log(board),
+        ];
+        let mut args = vec![
+            d.version.clone(),
+            now.to_string(),
+            d.def.rank_mode.as_str().into(),
+            member.to_string(),
+            log.to_owned(),
+        ];
+        for z in &zsets {
+            let (k, window) = self
+                .keys
+                .from_zset(board, z)
+                .ok_or_else(|| Error::Backend(format!("key index holds a foreign key {z}")))?;
+            keys.push(k.zset);
+            if dense {
+                keys.push(k.distinct_values);
+                keys.push(k.distinct_counts);
+            }
+            args.push(d.def.tick_bits(window).to_string());
+        }
+        Ok(Call {
+            script: &scripts::REMOVE_MEMBER,
+            keys,
+            args,
+        })
+    }
+
     /// Removes a member from every key of a board, with its display data. Returns how many
     /// leaderboard keys held the member.
     ///
@@ -1124,44 +1169,10 @@ impl Engine {
         for _ in 0..ATTEMPTS {
             let d = self.definition(board).await?;
             let now = self.now_ms();
-            let zsets = self.live_zsets(board, now).await?;
-            let dense = d.def.rank_mode == RankMode::Dense;
-            let mut keys = vec![
-                self.keys.definition(board),
-                self.keys.index(board),
-                self.keys.display_names(board),
-                self.keys.display_data(board),
-                self.keys.sequence(board),
-                self.keys.log(board),
-            ];
-            let mut args = vec![
-                d.version.clone(),
-                now.to_string(),
-                d.def.rank_mode.as_str().into(),
-                member.to_string(),
-                self.log_flag(),
-            ];
-            for z in &zsets {
-                let (k, window) = self
-                    .keys
-                    .from_zset(board, z)
-                    .ok_or_else(|| Error::Backend(format!("key index holds a foreign key {z}")))?;
-                keys.push(k.zset);
-                if dense {
-                    keys.push(k.distinct_values);
-                    keys.push(k.distinct_counts);
-                }
-                args.push(d.def.tick_bits(window).to_string());
-            }
-            match self
-                .exec
-                .eval(Call {
-                    script: &scripts::REMOVE_MEMBER,
-                    keys,
-                    args,
-                })
-                .await
-            {
+            let call = self
+                .remove_call(board, &d, member, now, &self.log_flag())
+                .await?;
+            match self.exec.eval(call).await {
                 Ok(r) => {
                     let (removed, seq) = match as_array(&r) {
                         Some([n, seq]) => (as_u64(n), as_u64(seq).unwrap_or(0)),

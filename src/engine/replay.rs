@@ -427,39 +427,7 @@ impl Engine {
         member: &Member,
         now: i64,
     ) -> Result<()> {
-        let zsets = self.live_zsets(board, now).await?;
-        let dense = d.def.rank_mode == crate::board::RankMode::Dense;
-        let mut keys = vec![
-            self.keys.definition(board),
-            self.keys.index(board),
-            self.keys.display_names(board),
-            self.keys.display_data(board),
-            self.keys.sequence(board),
-            self.keys.log(board),
-        ];
-        let mut args = vec![
-            d.version.clone(),
-            now.to_string(),
-            d.def.rank_mode.as_str().into(),
-            member.to_string(),
-            "0".into(),
-        ];
-        for z in &zsets {
-            if let Some((k, window)) = self.keys.from_zset(board, z) {
-                keys.push(k.zset);
-                if dense {
-                    keys.push(k.distinct_values);
-                    keys.push(k.distinct_counts);
-                }
-                args.push(d.def.tick_bits(window).to_string());
-            }
-        }
-        self.checked(Call {
-            script: &scripts::REMOVE_MEMBER,
-            keys,
-            args,
-        })
-        .await
-        .map(|_| ())
+        let call = self.remove_call(board, d, member, now, "0").await?;
+        self.checked(call).await.map(|_| ())
     }
 }
