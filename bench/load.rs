@@ -1385,7 +1385,9 @@ fn put_in_readme(readme: &std::path::Path, body: &str) -> Result<()> {
     if b < a {
         bail!("{}: {END} comes before {BEGIN}", readme.display());
     }
-    let out = format!("{}{BEGIN}\n{}\n{}", &text[..a], body.trim(), &text[b..]);
+    // The results sit under a heading of the README: their own sections go one level down.
+    let body = body.trim().replace("\n## ", "\n### ");
+    let out = format!("{}{BEGIN}\n{}\n{}", &text[..a], body, &text[b..]);
     std::fs::write(readme, out)?;
     Ok(())
 }
@@ -2173,6 +2175,8 @@ fn main() -> ExitCode {
     let client_rt = threads("load-client");
     let started = Instant::now();
     let load_before = loadavg();
+    // The commit of the code being measured: read before the run, as others may commit meanwhile.
+    let commit = commit();
     let cancel = CancellationToken::new();
     let outcome = client_rt.block_on(async {
         let c = cancel.clone();
@@ -2217,7 +2221,7 @@ fn main() -> ExitCode {
     judge(&mut rows, &plan);
     let meta = Meta {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-        commit: commit(),
+        commit,
         machine: machine(),
         redis: format!(
             "{redis} at {} ({})",
