@@ -129,6 +129,13 @@ impl RedisExecutor {
         &self.pool
     }
 
+    /// True when any connection of the pool is down. Redis going away drops every connection, but
+    /// each notices on its own time: a request routed to one that has not noticed yet would wait out
+    /// the command timeout, so the first connection to notice speaks for all of them.
+    fn any_down(&self) -> bool {
+        self.pool.clients().iter().any(|c| !c.is_connected())
+    }
+
     async fn load_one(&self, script: &Script) -> Result<(), ExecError> {
         self.reloads.fetch_add(1, Ordering::Relaxed);
         self.pool
@@ -159,7 +166,7 @@ impl Executor for RedisExecutor {
     async fn eval(&self, call: Call) -> Result<Reply, ExecError> {
         let client = self.pool.next();
         // While Redis is out of reach, fail at once rather than queue behind the reconnect.
-        if !client.is_connected() {
+        if self.any_down() {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
         match Self::evalsha(client, &call).await {
@@ -189,7 +196,7 @@ impl Executor for RedisExecutor {
         }
         // One pipeline on one connection (per node in a cluster): calls of one slot run in order.
         let client = self.pool.next();
-        if !client.is_connected() {
+        if self.any_down() {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
         let pipeline = client.pipeline();
