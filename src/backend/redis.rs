@@ -10,6 +10,9 @@ use fred::types::{ClusterHash, CustomCommand};
 
 use super::{BackendStats, Call, ExecError, Executor, Reply, Script};
 
+/// How often, while Redis is unreachable, one call probes whether it is back.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+
 /// How long a health check waits for PONG.
 const PING_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -40,6 +43,12 @@ pub struct RedisExecutor {
     pool: Pool,
     clustered: bool,
     reloads: AtomicU64,
+    /// Set when Redis was found unreachable (a failed probe or call); while set, calls fail at
+    /// once, and at most one probe every [`PROBE_EVERY`] checks whether Redis is back.
+    down: std::sync::atomic::AtomicBool,
+    /// When the last probe ran, ms since `started`.
+    last_probe_ms: AtomicU64,
+    started: std::time::Instant,
 }
 
 impl std::fmt::Debug for RedisExecutor {
@@ -121,6 +130,9 @@ impl RedisExecutor {
             pool,
             clustered,
             reloads: AtomicU64::new(0),
+            down: std::sync::atomic::AtomicBool::new(false),
+            last_probe_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         })
     }
 
@@ -134,6 +146,49 @@ impl RedisExecutor {
     /// the command timeout, so the first connection to notice speaks for all of them.
     fn any_down(&self) -> bool {
         self.pool.clients().iter().any(|c| !c.is_connected())
+    }
+
+    /// Whether calls may go to Redis now. While Redis is known to be down, calls fail at once (a
+    /// connection that has not noticed the loss would hold a call for the whole command timeout),
+    /// and one call every [`PROBE_EVERY`] probes with a short PING to find Redis back.
+    async fn reachable(&self) -> bool {
+        if self.any_down() {
+            self.down.store(true, Ordering::Relaxed);
+            return false;
+        }
+        if !self.down.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_probe_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < PROBE_EVERY.as_millis() as u64
+            || self
+                .last_probe_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        self.probe().await.is_ok()
+    }
+
+    /// A PING bounded by [`PING_TIMEOUT`]; records whether Redis answered.
+    async fn probe(&self) -> Result<(), ExecError> {
+        let client = self.pool.next();
+        let r = match tokio::time::timeout(PING_TIMEOUT, client.ping::<()>(None)).await {
+            Ok(r) => r.map_err(|e| classify(&e)),
+            Err(_) => Err(ExecError::Unavailable(
+                "Redis did not answer PING in time".into(),
+            )),
+        };
+        self.down.store(r.is_err(), Ordering::Relaxed);
+        r
+    }
+
+    fn note(&self, r: &Result<Reply, ExecError>) {
+        if matches!(r, Err(ExecError::Unavailable(_))) {
+            self.down.store(true, Ordering::Relaxed);
+        }
     }
 
     async fn load_one(&self, script: &Script) -> Result<(), ExecError> {
@@ -166,10 +221,10 @@ impl Executor for RedisExecutor {
     async fn eval(&self, call: Call) -> Result<Reply, ExecError> {
         let client = self.pool.next();
         // While Redis is out of reach, fail at once rather than queue behind the reconnect.
-        if self.any_down() {
+        if !self.reachable().await {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
-        match Self::evalsha(client, &call).await {
+        let r = match Self::evalsha(client, &call).await {
             Ok(v) => {
                 metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts").increment(1);
                 Ok(to_reply(v))
@@ -184,7 +239,9 @@ impl Executor for RedisExecutor {
                     .map_err(|e| classify(&e))
             }
             Err(e) => Err(classify(&e)),
-        }
+        };
+        self.note(&r);
+        r
     }
 
     async fn eval_many(
@@ -196,7 +253,7 @@ impl Executor for RedisExecutor {
         }
         // One pipeline on one connection (per node in a cluster): calls of one slot run in order.
         let client = self.pool.next();
-        if self.any_down() {
+        if !self.reachable().await {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
         let pipeline = client.pipeline();
@@ -263,18 +320,11 @@ impl Executor for RedisExecutor {
     }
 
     async fn ping(&self) -> Result<(), ExecError> {
-        let client = self.pool.next();
-        if !client.is_connected() {
+        if self.any_down() {
+            self.down.store(true, Ordering::Relaxed);
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
-        // A health check answers quickly or not at all: a connection that died a moment ago must
-        // not hold the probe for the whole command timeout.
-        match tokio::time::timeout(PING_TIMEOUT, client.ping::<()>(None)).await {
-            Ok(r) => r.map_err(|e| classify(&e)),
-            Err(_) => Err(ExecError::Unavailable(
-                "Redis did not answer PING in time".into(),
-            )),
-        }
+        self.probe().await
     }
 
     async fn slowlog(&self) -> Result<Vec<String>, ExecError> {
