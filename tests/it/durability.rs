@@ -228,7 +228,7 @@ async fn every_operation_reaches_the_store_in_order_and_deletion_is_durable() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (n, kinds): (i64, String) = sqlx::query_as(
-            "SELECT count(*), string_agg(op, '' ORDER BY seq) FROM rankd_ops WHERE board = 'logged'",
+            "SELECT count(*), COALESCE(string_agg(op, '' ORDER BY seq), '') FROM rankd_ops WHERE board = 'logged'",
         )
         .fetch_one(&pool)
         .await
