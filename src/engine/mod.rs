@@ -921,13 +921,7 @@ impl Engine {
                 board: ev.board.clone(),
                 seq,
                 recv_ms: now,
-                op: Op::Event {
-                    member: ev.member.to_string(),
-                    value: ev.value.get(),
-                    event_id: ev.event_id.as_ref().map(|e| e.to_string()),
-                    at_ms: ev.at_ms.unwrap_or(now),
-                    scopes: ev.scopes.iter().map(|s| s.to_string()).collect(),
-                },
+                op: ev.logged(now),
             }])
             .await?;
         }
@@ -1069,17 +1063,7 @@ impl Engine {
                                         board: b.clone(),
                                         seq: first + n as u64,
                                         recv_ms: now,
-                                        op: Op::Event {
-                                            member: ev.member.to_string(),
-                                            value: ev.value.get(),
-                                            event_id: ev.event_id.as_ref().map(|e| e.to_string()),
-                                            at_ms: ev.at_ms.unwrap_or(now),
-                                            scopes: ev
-                                                .scopes
-                                                .iter()
-                                                .map(|s| s.to_string())
-                                                .collect(),
-                                        },
+                                        op: ev.logged(now),
                                     });
                                 }
                             }

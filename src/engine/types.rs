@@ -173,6 +173,17 @@ impl Submit {
         }
     }
 
+    /// The operation the log records for this event, received at `now`.
+    pub fn logged(&self, now: i64) -> super::Op {
+        super::Op::Event {
+            member: self.member.to_string(),
+            value: self.value.get(),
+            event_id: self.event_id.as_ref().map(|e| e.to_string()),
+            at_ms: self.at_ms.unwrap_or(now),
+            scopes: self.scopes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     /// Parses an event from raw parts.
     ///
     /// # Errors
