@@ -185,6 +185,16 @@ impl RedisExecutor {
         r
     }
 
+    /// Classifies a failed administrative command, remembering Redis as down when it is out of
+    /// reach.
+    fn noted(&self, e: &Error) -> ExecError {
+        let e = classify(e);
+        if matches!(e, ExecError::Unavailable(_)) {
+            self.down.store(true, Ordering::Relaxed);
+        }
+        e
+    }
+
     fn note(&self, r: &Result<Reply, ExecError>) {
         if matches!(r, Err(ExecError::Unavailable(_))) {
             self.down.store(true, Ordering::Relaxed);
@@ -328,14 +338,14 @@ impl Executor for RedisExecutor {
     }
 
     async fn slowlog(&self) -> Result<Vec<String>, ExecError> {
-        let client = self.pool.next();
-        if !client.is_connected() {
+        if !self.reachable().await {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
+        let client = self.pool.next();
         let v: Value = client
             .custom(cmd("SLOWLOG"), vec!["GET", "10"])
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| self.noted(&e))?;
         let Reply::Array(entries) = to_reply(v) else {
             return Ok(Vec::new());
         };
@@ -366,10 +376,12 @@ impl Executor for RedisExecutor {
     }
 
     async fn stats(&self) -> Result<BackendStats, ExecError> {
-        let client = self.pool.next();
-        if !client.is_connected() {
+        // Same gate as a script call: a connection that has not yet noticed Redis is gone would
+        // hold INFO for the whole command timeout.
+        if !self.reachable().await {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
+        let client = self.pool.next();
         let nodes: Vec<Option<Server>> = if self.clustered {
             client
                 .cached_cluster_state()
@@ -390,7 +402,7 @@ impl Executor for RedisExecutor {
                 }
                 None => client.custom(cmd("INFO"), vec!["memory"]).await,
             }
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| self.noted(&e))?;
             memory += info
                 .lines()
                 .find_map(|l| l.strip_prefix("used_memory:"))
@@ -400,7 +412,7 @@ impl Executor for RedisExecutor {
                 Some(n) => client.with_cluster_node(n.clone()).dbsize::<u64>().await,
                 None => client.dbsize::<u64>().await,
             }
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| self.noted(&e))?;
         }
         Ok(BackendStats {
             kind: if self.clustered {
