@@ -424,7 +424,7 @@ fn compare(
         match (got.get(name), want.get(name)) {
             (Some(g), Some(w)) => {
                 let sum =
-                    |k: &crate::engine::KeySnapshot| k.entries.iter().map(|e| e.2).sum::<f64>();
+                    |k: &crate::engine::KeySnapshot| k.entries.iter().map(|e| e.score).sum::<f64>();
                 if g.entries != w.entries {
                     let first = g
                         .entries

@@ -20,8 +20,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use journal::{Durability, Journal, LoggedOp, Op};
-pub use replay::{RedisState, REBUILD_LEASE_MS, REBUILD_PREFIX};
-pub use snapshot::KeySnapshot;
+pub use replay::{Base, BaseKey, EntryChunks, RedisState, REBUILD_LEASE_MS, REBUILD_PREFIX};
+pub use snapshot::{at_one_point, KeySnapshot, SnapEntry};
 pub use types::*;
 
 use crate::backend::{Call, ExecError, Executor, Reply};
@@ -315,6 +315,11 @@ impl Engine {
     /// Cache statistics.
     pub fn cache_stats(&self) -> &CacheStats {
         &self.stats
+    }
+
+    /// How long an event id stays a duplicate, in ms.
+    pub fn dedupe_window_ms(&self) -> i64 {
+        self.config.dedupe_window.as_millis() as i64
     }
 
     /// The engine's clock reading, Unix ms.

@@ -1,10 +1,68 @@
 //! Rebuilding a board from its stored operation log, through the very scripts that first applied it.
 
-use super::{as_array, as_u64, scripts, CachedDef, Engine, LoggedOp, Op, Prepared, Slots};
+use super::{as_array, as_u64, fmt_num, scripts, CachedDef, Engine, LoggedOp, Op, Prepared, Slots};
 use crate::backend::{Call, ExecError, Reply};
 use crate::board::{BoardDef, BoardId, EventId, Member, Scope, Score};
 use crate::engine::Submit;
 use crate::error::{Error, Result};
+use crate::window::{Period, Window};
+
+/// Members per restore call (one ZADD of this many pairs, as a raw bulk load would send).
+const RESTORE_PAIRS: usize = 1_000;
+/// Restore calls sent in one pipeline.
+const RESTORE_PIPELINE: usize = 16;
+
+/// A key's entries as the store reads them: chunks of (member, stored score).
+pub type EntryChunks = tokio::sync::mpsc::Receiver<Result<Vec<(String, f64)>>>;
+
+/// One key of the snapshot a rebuild starts from.
+pub struct BaseKey {
+    /// The window.
+    pub window: Window,
+    /// The period id (`all` for the all-time window).
+    pub period: String,
+    /// The scope; `None` for the global board.
+    pub scope: Option<String>,
+    /// When the key expires (Unix ms); `None` when it never does.
+    pub expire_ms: Option<i64>,
+    /// Starts reading the key's entries; they are written while the rest is still being read.
+    pub entries: Box<dyn FnOnce() -> EntryChunks + Send>,
+}
+
+/// A snapshot of a whole board taken at one point of its log, for [`Engine::restore`].
+pub struct Base {
+    /// The board's sequence number at the snapshot.
+    pub seq: u64,
+    /// The definition's version at `seq`.
+    pub version: String,
+    /// The definition (JSON) at `seq`.
+    pub definition: String,
+    /// Every live key at `seq`.
+    pub keys: Vec<BaseKey>,
+    /// The operations up to `seq` whose effect a snapshot does not hold: display data and
+    /// removals (in order), and the events whose ids are still in the dedupe window.
+    pub before: Vec<LoggedOp>,
+}
+
+impl std::fmt::Debug for Base {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Base")
+            .field("seq", &self.seq)
+            .field("version", &self.version)
+            .field("keys", &self.keys.len())
+            .field("before", &self.before.len())
+            .finish()
+    }
+}
+
+fn parse_def(board: &BoardId, json: &str) -> Result<BoardDef> {
+    serde_json::from_str::<BoardDef>(json)
+        .map_err(|e| Error::Backend(format!("stored definition of {board}: {e}")))
+}
+
+fn format_stored(x: f64) -> String {
+    fmt_num(x)
+}
 
 /// Prefix of the version a board's definition carries while it is being rebuilt. Requests that meet
 /// it answer 503 with Retry-After rather than a rank computed from half a board.
@@ -238,20 +296,82 @@ impl Engine {
             )));
         };
         let now = self.now_ms();
+        let Some(token) = self.claim(board, &first, now).await? else {
+            return Ok(false);
+        };
+        let work = async {
+            let mut current = CachedDef {
+                version: token.clone(),
+                def: parse_def(board, &first)?,
+                created_ms: now,
+            };
+            let mut final_version = None;
+            self.replay_ops(board, ops, &token, &mut current, &mut final_version)
+                .await?;
+            let last = ops.last().map_or(0, |o| o.seq);
+            self.hand_back(board, &token, &current, final_version, last, now)
+                .await
+        };
+        self.settle(board, work.await).await
+    }
+
+    /// Rebuilds a board Redis lacks from a snapshot of it and the operations after that snapshot:
+    /// the snapshot's keys are written back as they were (stored scores, with their tie-break ticks),
+    /// with the event ids still in the dedupe window and the display data up to the snapshot, then
+    /// `tail` replays through the scripts. Exactly the board a full replay would give, at the cost of
+    /// writing its members once. Returns false when the board is already present in Redis.
+    ///
+    /// # Errors
+    /// As [`Engine::replay`]; also when the store fails while the snapshot is read.
+    pub async fn restore(&self, board: &BoardId, base: Base, tail: &[LoggedOp]) -> Result<bool> {
+        let now = self.now_ms();
+        let Some(token) = self.claim(board, &base.definition, now).await? else {
+            return Ok(false);
+        };
+        let work = async {
+            let mut current = CachedDef {
+                version: token.clone(),
+                def: parse_def(board, &base.definition)?,
+                created_ms: now,
+            };
+            let mut final_version = Some(base.version.clone());
+            for key in base.keys {
+                self.restore_key(board, &token, &current.def, key, now)
+                    .await?;
+            }
+            self.restore_before(board, &token, &base.before, now)
+                .await?;
+            self.replay_ops(board, tail, &token, &mut current, &mut final_version)
+                .await?;
+            let last = tail.last().map_or(base.seq, |o| o.seq.max(base.seq));
+            self.hand_back(board, &token, &current, final_version, last, now)
+                .await
+        };
+        self.settle(board, work.await).await
+    }
+
+    /// Claims a board Redis lacks for a rebuild: creates its definition under a rebuild token, which
+    /// fails when the board is live or another rebuild holds it (`None`).
+    async fn claim(&self, board: &BoardId, json: &str, now: i64) -> Result<Option<String>> {
         let token = format!("{REBUILD_PREFIX}{now}:{}", self.new_version());
-        // Claim the board: creating the definition fails if it is live or another rebuild holds it.
         match self
             .exec
-            .eval(self.put_def_call(board, "", &token, &first, now))
+            .eval(self.put_def_call(board, "", &token, json, now))
             .await
         {
-            Ok(_) => {}
-            Err(ExecError::Reply(m)) if m.contains("RANKD_EXISTS") => return Ok(false),
-            Err(e) => return Err(unavailable(e)),
+            Ok(_) => {
+                self.forget(board);
+                Ok(Some(token))
+            }
+            Err(ExecError::Reply(m)) if m.contains("RANKD_EXISTS") => Ok(None),
+            Err(e) => Err(unavailable(e)),
         }
-        // A replay that fails half-way (Redis went away again) must not leave the board held by
-        // its token until the lease runs out: drop what it wrote so the next attempt starts at once.
-        match self.replay_claimed(board, ops, &token, &first, now).await {
+    }
+
+    /// A rebuild that fails half-way (Redis went away again) must not leave the board held by its
+    /// token until the lease runs out: drop what it wrote so the next attempt starts at once.
+    async fn settle(&self, board: &BoardId, r: Result<()>) -> Result<bool> {
+        match r {
             Ok(()) => Ok(true),
             Err(e) => {
                 if let Err(d) = self.discard(board).await {
@@ -261,26 +381,15 @@ impl Engine {
             }
         }
     }
-
-    async fn replay_claimed(
+    /// Replays stored operations, in order, into a board the rebuild holds under `token`.
+    async fn replay_ops(
         &self,
         board: &BoardId,
         ops: &[LoggedOp],
         token: &str,
-        first: &str,
-        now: i64,
+        current: &mut CachedDef,
+        final_version: &mut Option<String>,
     ) -> Result<()> {
-        self.forget(board);
-        let parse = |json: &str| {
-            serde_json::from_str::<BoardDef>(json)
-                .map_err(|e| Error::Backend(format!("stored definition of {board}: {e}")))
-        };
-        let mut current = CachedDef {
-            version: token.to_owned(),
-            def: parse(first)?,
-            created_ms: now,
-        };
-        let mut final_version = None;
         let mut pending: Vec<Call> = Vec::new();
         let mut i = 0;
         while i < ops.len() {
@@ -289,8 +398,8 @@ impl Engine {
                     self.flush(board, &mut pending).await?;
                     self.checked(self.put_def_call(board, token, token, json, ops[i].recv_ms))
                         .await?;
-                    current.def = parse(json)?;
-                    final_version = Some(version.clone());
+                    current.def = parse_def(board, json)?;
+                    *final_version = Some(version.clone());
                     i += 1;
                 }
                 Op::Event { .. } => {
@@ -344,7 +453,7 @@ impl Engine {
                         .map_err(|e| {
                             Error::Backend(format!("stored events of {board} no longer apply: {e}"))
                         })?;
-                    pending.push(self.submit_call(board, &current, &slots, &prepared, false, recv));
+                    pending.push(self.submit_call(board, current, &slots, &prepared, false, recv));
                     if pending.len() >= 256 {
                         self.flush(board, &mut pending).await?;
                     }
@@ -354,44 +463,45 @@ impl Engine {
                     self.flush(board, &mut pending).await?;
                     let member =
                         Member::parse(member).map_err(|e| Error::Backend(e.to_string()))?;
-                    self.replay_remove(board, &current, &member, ops[i].recv_ms)
+                    self.replay_remove(board, current, &member, ops[i].recv_ms)
                         .await?;
                     i += 1;
                 }
                 Op::Display { member, name, data } => {
                     self.flush(board, &mut pending).await?;
-                    self.checked(Call {
-                        script: &scripts::DISPLAY_PUT,
-                        keys: vec![
-                            self.keys.definition(board),
-                            self.keys.display_names(board),
-                            self.keys.display_data(board),
-                            self.keys.sequence(board),
-                            self.keys.log(board),
-                        ],
-                        args: vec![
-                            token.to_owned(),
-                            member.clone(),
-                            name.clone().unwrap_or_default(),
-                            data.clone().unwrap_or_default(),
-                            "0".into(),
-                            ops[i].recv_ms.to_string(),
-                        ],
-                    })
+                    self.checked(self.display_call(
+                        board,
+                        token,
+                        member,
+                        name.as_deref(),
+                        data.as_deref(),
+                        ops[i].recv_ms,
+                    ))
                     .await?;
                     i += 1;
                 }
             }
         }
-        self.flush(board, &mut pending).await?;
-        let last = ops.last().map_or(0, |o| o.seq);
+        self.flush(board, &mut pending).await
+    }
+
+    /// Ends a rebuild: sets the sequence counter to the last operation applied and hands the board
+    /// back under the version it had, so caches elsewhere stay valid.
+    async fn hand_back(
+        &self,
+        board: &BoardId,
+        token: &str,
+        current: &CachedDef,
+        final_version: Option<String>,
+        last: u64,
+        now: i64,
+    ) -> Result<()> {
         self.checked(Call {
             script: &scripts::LOG_SEQ,
             keys: vec![self.keys.sequence(board)],
             args: vec![last.to_string()],
         })
         .await?;
-        // Hand the board back under the version it had, so caches elsewhere stay valid.
         let json =
             serde_json::to_string(&current.def).map_err(|e| Error::Backend(e.to_string()))?;
         let version = final_version.unwrap_or_else(|| self.new_version());
@@ -400,6 +510,167 @@ impl Engine {
         self.forget(board);
         self.registry("add", board).await?;
         Ok(())
+    }
+
+    /// The display_put call that sets a member's display name and data, unlogged (a replay).
+    fn display_call(
+        &self,
+        board: &BoardId,
+        token: &str,
+        member: &str,
+        name: Option<&str>,
+        data: Option<&str>,
+        now: i64,
+    ) -> Call {
+        Call {
+            script: &scripts::DISPLAY_PUT,
+            keys: vec![
+                self.keys.definition(board),
+                self.keys.display_names(board),
+                self.keys.display_data(board),
+                self.keys.sequence(board),
+                self.keys.log(board),
+            ],
+            args: vec![
+                token.to_owned(),
+                member.to_owned(),
+                name.unwrap_or_default().to_owned(),
+                data.unwrap_or_default().to_owned(),
+                "0".into(),
+                now.to_string(),
+            ],
+        }
+    }
+
+    /// Writes one key of a snapshot back, chunk by chunk as the store reads it, several chunks to a
+    /// pipeline. A key whose period has expired since is skipped.
+    async fn restore_key(
+        &self,
+        board: &BoardId,
+        token: &str,
+        def: &BoardDef,
+        key: BaseKey,
+        now: i64,
+    ) -> Result<()> {
+        if key.expire_ms.is_some_and(|e| e <= now) {
+            return Ok(());
+        }
+        let bad = |e: String| Error::Backend(format!("snapshot key of {board}: {e}"));
+        let period = Period::parse(key.window, &key.period).map_err(|e| bad(e.to_string()))?;
+        let scope = key
+            .scope
+            .as_deref()
+            .map(Scope::parse)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?;
+        let k = self.keys.leaderboard(board, &period, scope.as_ref());
+        let head = vec![
+            token.to_owned(),
+            "zset".into(),
+            key.expire_ms.unwrap_or(0).to_string(),
+            def.rank_mode.as_str().into(),
+            def.tick_bits(key.window).to_string(),
+        ];
+        let call = |pairs: &[(String, f64)]| {
+            let mut args = head.clone();
+            args.reserve(pairs.len() * 2);
+            for (member, stored) in pairs {
+                args.push(format_stored(*stored));
+                args.push(member.clone());
+            }
+            Call {
+                script: &scripts::RESTORE,
+                keys: vec![
+                    self.keys.definition(board),
+                    self.keys.index(board),
+                    k.zset.clone(),
+                    k.distinct_values.clone(),
+                    k.distinct_counts.clone(),
+                ],
+                args,
+            }
+        };
+        let mut chunks = (key.entries)();
+        let mut pending = Vec::new();
+        while let Some(chunk) = chunks.recv().await {
+            for part in chunk?.chunks(RESTORE_PAIRS) {
+                pending.push(call(part));
+            }
+            // Whatever else the store has read meanwhile goes in the same pipeline.
+            if pending.len() >= RESTORE_PIPELINE || chunks.is_empty() {
+                self.flush(board, &mut pending).await?;
+            }
+        }
+        self.flush(board, &mut pending).await
+    }
+
+    /// Restores what a snapshot does not hold, as of its point: the event ids still in the dedupe
+    /// window, and each member's display data since its last removal.
+    async fn restore_before(
+        &self,
+        board: &BoardId,
+        token: &str,
+        before: &[LoggedOp],
+        now: i64,
+    ) -> Result<()> {
+        let ttl = self.config.dedupe_window.as_millis() as i64;
+        let ids: Vec<(i64, &str)> = before
+            .iter()
+            .filter_map(|o| match &o.op {
+                Op::Event {
+                    event_id: Some(id), ..
+                } if o.recv_ms + ttl > now => Some((o.recv_ms + ttl, id.as_str())),
+                _ => None,
+            })
+            .collect();
+        let mut pending = Vec::new();
+        for part in ids.chunks(RESTORE_PAIRS) {
+            let mut args = vec![
+                token.to_owned(),
+                "dedupe".into(),
+                "0".into(),
+                String::new(),
+                "0".into(),
+            ];
+            for (forget_at, id) in part {
+                args.push(forget_at.to_string());
+                args.push((*id).to_owned());
+            }
+            let dedupe = self.keys.dedupe(board);
+            pending.push(Call {
+                script: &scripts::RESTORE,
+                keys: vec![
+                    self.keys.definition(board),
+                    self.keys.index(board),
+                    dedupe.clone(),
+                    dedupe.clone(),
+                    dedupe,
+                ],
+                args,
+            });
+        }
+        // A removal drops a member's display data: only what was set after the last one counts.
+        let mut removed_at = std::collections::HashMap::new();
+        for o in before {
+            if let Op::Remove { member } = &o.op {
+                removed_at.insert(member.as_str(), o.seq);
+            }
+        }
+        for o in before {
+            if let Op::Display { member, name, data } = &o.op {
+                if removed_at.get(member.as_str()).is_none_or(|&r| r < o.seq) {
+                    pending.push(self.display_call(
+                        board,
+                        token,
+                        member,
+                        name.as_deref(),
+                        data.as_deref(),
+                        o.recv_ms,
+                    ));
+                }
+            }
+        }
+        self.flush(board, &mut pending).await
     }
 
     async fn checked(&self, call: Call) -> Result<Reply> {

@@ -30,9 +30,10 @@ script!(LOG_TRIM, "log_trim");
 script!(LOG_SEQ, "log_seq");
 script!(DISCARD, "discard");
 script!(SNAPSHOT_KEY, "snapshot_key");
+script!(RESTORE, "restore");
 
 /// Every script, for loading at start-up.
-pub fn all() -> [&'static Script; 15] {
+pub fn all() -> [&'static Script; 16] {
     [
         &SUBMIT,
         &READ_PAGE,
@@ -49,5 +50,6 @@ pub fn all() -> [&'static Script; 15] {
         &LOG_SEQ,
         &DISCARD,
         &SNAPSHOT_KEY,
+        &RESTORE,
     ]
 }

@@ -1,15 +1,30 @@
-//! Reading every key of a board consistently, for snapshots.
+//! Reading every key of a board consistently, for snapshots (and the rebuilds that start from them).
 
 use super::{as_array, as_f64, as_str, as_u64, decode_stored, scripts, Engine};
 use crate::backend::{Call, ExecError, Reply};
 use crate::board::BoardId;
 use crate::error::{Error, Result};
+use crate::keys::BoardKey;
 use crate::window::Window;
 
 /// Entries read per call while a key is dumped in chunks.
 const CHUNK: usize = 25_000;
-/// Chunked dumps tried before one atomic dump of the key.
+/// Chunked reads tried before falling back (of the whole board, then of each key on its own).
 const CHUNKED_TRIES: usize = 3;
+
+/// One member's row in a key snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapEntry {
+    /// Its rank, in the board's rank mode.
+    pub rank: u64,
+    /// The member.
+    pub member: String,
+    /// Its score (the value, without the tie-break tick).
+    pub score: f64,
+    /// The score as the sorted set holds it (the value with the tick folded in, on boards that
+    /// break ties by who came first; the value itself otherwise): what a restore writes back.
+    pub stored: f64,
+}
 
 /// One leaderboard key's standing at a point of its board's log.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,21 +37,47 @@ pub struct KeySnapshot {
     pub scope: Option<String>,
     /// The board's sequence number the snapshot is consistent at.
     pub seq: u64,
-    /// (rank, member, score), best first.
-    pub entries: Vec<(u64, String, f64)>,
+    /// The board definition's version at that point.
+    pub version: String,
+    /// When the key expires (Unix ms); `None` when it never does.
+    pub expire_ms: Option<i64>,
+    /// Best first.
+    pub entries: Vec<SnapEntry>,
+}
+
+/// Whether a board's key snapshots were all read at one point of its log: then they, plus the
+/// operations after that point, are exactly the board (what a rebuild may start from).
+pub fn at_one_point(keys: &[KeySnapshot]) -> Option<(u64, &str)> {
+    let first = keys.first()?;
+    keys.iter()
+        .all(|k| k.seq == first.seq && k.version == first.version)
+        .then_some((first.seq, first.version.as_str()))
+}
+
+/// A live key of a board, as the snapshot reads it.
+struct Target {
+    key: BoardKey,
+    window: Window,
+    period: String,
+    scope: Option<String>,
+    bits: u32,
 }
 
 impl Engine {
-    /// Reads every live key of a board with ranks. Each key is read in chunks while the board stays
-    /// quiet (the same sequence number before and after); a key that keeps changing is read in one
-    /// atomic call instead, which holds Redis for as long as the key takes to read.
+    /// Reads every live key of a board with ranks, in chunks that do not hold Redis for long.
+    ///
+    /// The whole board is read at one point of its log when it stays quiet for the read (the same
+    /// sequence number in every chunk of every key), so that the snapshot can seed a rebuild. A board
+    /// that keeps changing is read key by key instead: each key still at one point of the log (a key
+    /// that keeps changing is read in one atomic call, which holds Redis for as long as the key takes
+    /// to read), though not all keys at the same one.
     ///
     /// # Errors
     /// [`Error::BoardNotFound`], [`Error::Unavailable`].
     pub async fn snapshot_board(&self, board: &BoardId) -> Result<Vec<KeySnapshot>> {
         let d = self.definition(board).await?;
         let now = self.now_ms();
-        let mut out = Vec::new();
+        let mut targets = Vec::new();
         for z in self.live_zsets(board, now).await? {
             let (Some((key, window)), Some((_, period, scope))) = (
                 self.keys.from_zset(board, &z),
@@ -44,64 +85,132 @@ impl Engine {
             ) else {
                 continue;
             };
-            let bits = d.def.tick_bits(window);
-            let call = |first: usize, count: i64| Call {
-                script: &scripts::SNAPSHOT_KEY,
-                keys: vec![
-                    self.keys.definition(board),
-                    self.keys.sequence(board),
-                    key.zset.clone(),
-                    key.distinct_values.clone(),
-                ],
-                args: vec![
-                    d.def.order.as_str().into(),
-                    d.def.rank_mode.as_str().into(),
-                    bits.to_string(),
-                    first.to_string(),
-                    count.to_string(),
-                ],
-            };
-            let mut taken = None;
-            for _ in 0..CHUNKED_TRIES {
-                let mut entries = Vec::new();
-                let mut seqs = Vec::new();
-                let mut first = 0;
-                loop {
-                    let reply = self
-                        .exec
-                        .eval(call(first, CHUNK as i64))
-                        .await
-                        .map_err(unavailable)?;
-                    let (seq, total, chunk) = parse(&reply, bits)?;
-                    seqs.push(seq);
-                    first += chunk.len();
-                    entries.extend(chunk);
-                    if first as u64 >= total || first == 0 {
-                        break;
-                    }
-                }
-                if seqs.iter().all(|s| *s == seqs[0]) {
-                    taken = Some((seqs[0], entries));
-                    break;
-                }
-            }
-            let (seq, entries) = match taken {
-                Some(t) => t,
-                None => {
-                    let reply = self.exec.eval(call(0, -1)).await.map_err(unavailable)?;
-                    let (seq, _, entries) = parse(&reply, bits)?;
-                    (seq, entries)
-                }
-            };
-            out.push(KeySnapshot {
+            targets.push(Target {
+                key,
                 window,
                 period,
                 scope,
-                seq,
-                entries,
+                bits: d.def.tick_bits(window),
+            });
+        }
+        let (order, mode) = (d.def.order.as_str(), d.def.rank_mode.as_str());
+        for _ in 0..CHUNKED_TRIES {
+            let mut out = Vec::with_capacity(targets.len());
+            for t in &targets {
+                match self.read_chunked(board, order, mode, t).await? {
+                    Some(k) => out.push(k),
+                    None => break,
+                }
+            }
+            if out.len() == targets.len() && (out.is_empty() || at_one_point(&out).is_some()) {
+                return Ok(out);
+            }
+        }
+        let mut out = Vec::with_capacity(targets.len());
+        for t in &targets {
+            let mut taken = None;
+            for _ in 0..CHUNKED_TRIES {
+                taken = self.read_chunked(board, order, mode, t).await?;
+                if taken.is_some() {
+                    break;
+                }
+            }
+            out.push(match taken {
+                Some(k) => k,
+                None => {
+                    let reply = self
+                        .exec
+                        .eval(self.snapshot_call(board, order, mode, t, 0, -1))
+                        .await
+                        .map_err(unavailable)?;
+                    let c = parse(&reply, t.bits)?;
+                    t.snapshot(c.seq, c.version, c.expire_ms, c.entries)
+                }
             });
         }
         Ok(out)
+    }
+
+    fn snapshot_call(
+        &self,
+        board: &BoardId,
+        order: &str,
+        mode: &str,
+        t: &Target,
+        first: usize,
+        count: i64,
+    ) -> Call {
+        Call {
+            script: &scripts::SNAPSHOT_KEY,
+            keys: vec![
+                self.keys.definition(board),
+                self.keys.sequence(board),
+                t.key.zset.clone(),
+                t.key.distinct_values.clone(),
+                self.keys.index(board),
+            ],
+            args: vec![
+                order.into(),
+                mode.into(),
+                t.bits.to_string(),
+                first.to_string(),
+                count.to_string(),
+            ],
+        }
+    }
+
+    /// One key in chunks; `None` when the board changed between its chunks.
+    async fn read_chunked(
+        &self,
+        board: &BoardId,
+        order: &str,
+        mode: &str,
+        t: &Target,
+    ) -> Result<Option<KeySnapshot>> {
+        let mut entries = Vec::new();
+        let mut first = 0;
+        let mut at: Option<(u64, String, Option<i64>)> = None;
+        loop {
+            let reply = self
+                .exec
+                .eval(self.snapshot_call(board, order, mode, t, first, CHUNK as i64))
+                .await
+                .map_err(unavailable)?;
+            let c = parse(&reply, t.bits)?;
+            match &at {
+                None => at = Some((c.seq, c.version, c.expire_ms)),
+                Some((seq, version, _)) if *seq == c.seq && *version == c.version => {}
+                Some(_) => return Ok(None),
+            }
+            first += c.entries.len();
+            let done = c.entries.is_empty() || first as u64 >= c.total;
+            entries.extend(c.entries);
+            if done {
+                break;
+            }
+        }
+        let (seq, version, expire_ms) = at.unwrap_or_default();
+        Ok(Some(t.snapshot(seq, version, expire_ms, entries)))
+    }
+}
+
+impl Target {
+    fn snapshot(
+        &self,
+        seq: u64,
+        version: String,
+        expire_ms: Option<i64>,
+        entries: Vec<SnapEntry>,
+    ) -> KeySnapshot {
+        KeySnapshot {
+            window: self.window,
+            period: self.period.clone(),
+            scope: self.scope.clone(),
+            seq,
+            version,
+            expire_ms,
+            entries,
+        }
     }
 }
 
@@ -112,25 +221,48 @@ fn unavailable(e: ExecError) -> Error {
     }
 }
 
-type Chunk = (u64, u64, Vec<(u64, String, f64)>);
+/// One snapshot_key reply.
+struct Chunk {
+    seq: u64,
+    total: u64,
+    entries: Vec<SnapEntry>,
+    version: String,
+    expire_ms: Option<i64>,
+}
 
 fn parse(reply: &Reply, bits: u32) -> Result<Chunk> {
     let bad = || Error::Backend(format!("unexpected snapshot_key reply: {reply:?}"));
-    let [seq, total, Reply::Array(flat)] = as_array(reply).ok_or_else(bad)? else {
+    let items = as_array(reply).ok_or_else(bad)?;
+    let [seq, total, Reply::Array(flat), rest @ ..] = items else {
         return Err(bad());
+    };
+    let (version, expire_ms) = match rest {
+        [v, e] => {
+            let e = as_f64(e).ok_or_else(bad)?;
+            (
+                as_str(v).ok_or_else(bad)?.to_owned(),
+                e.is_finite().then_some(e as i64),
+            )
+        }
+        // The board is gone.
+        _ => (String::new(), None),
     };
     let mut entries = Vec::with_capacity(flat.len() / 3);
     for e in flat.chunks(3) {
         let [m, s, r] = e else { return Err(bad()) };
-        entries.push((
-            as_u64(r).ok_or_else(bad)?,
-            as_str(m).ok_or_else(bad)?.to_owned(),
-            decode_stored(as_f64(s).ok_or_else(bad)?, bits),
-        ));
+        let stored = as_f64(s).ok_or_else(bad)?;
+        entries.push(SnapEntry {
+            rank: as_u64(r).ok_or_else(bad)?,
+            member: as_str(m).ok_or_else(bad)?.to_owned(),
+            score: decode_stored(stored, bits),
+            stored,
+        });
     }
-    Ok((
-        as_u64(seq).ok_or_else(bad)?,
-        as_u64(total).ok_or_else(bad)?,
+    Ok(Chunk {
+        seq: as_u64(seq).ok_or_else(bad)?,
+        total: as_u64(total).ok_or_else(bad)?,
         entries,
-    ))
+        version,
+        expire_ms,
+    })
 }

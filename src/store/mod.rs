@@ -19,7 +19,7 @@ pub use sqlite::SqliteStore;
 use async_trait::async_trait;
 
 use crate::board::BoardId;
-use crate::engine::{KeySnapshot, LoggedOp};
+use crate::engine::{Base, KeySnapshot, LoggedOp};
 use crate::error::Result;
 
 /// What the persister, the rebuild and the snapshots need of a durable store.
@@ -41,8 +41,25 @@ pub trait Store: Send + Sync + 'static {
     async fn has_board(&self, board: &BoardId) -> Result<bool>;
     /// A board's operations in order.
     async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>>;
-    /// Writes one key's snapshot.
-    async fn write_snapshot(&self, board: &BoardId, snap: &KeySnapshot) -> Result<()>;
+    /// Writes a snapshot run of one board (every key), whole or not at all.
+    async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<()>;
+    /// The latest snapshot of `board` taken at one point of its log no later than `upto` (the last
+    /// stored operation), with what a rebuild needs besides its keys; `None` when there is none (a
+    /// rebuild then replays the whole log). Event ids are kept when received after `dedupe_since`.
+    async fn restore_base(
+        &self,
+        _board: &BoardId,
+        _upto: u64,
+        _dedupe_since: i64,
+    ) -> Result<Option<Base>> {
+        Ok(None)
+    }
+    /// A board's operations after `seq`, in order.
+    async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
+        let mut ops = self.ops(board).await?;
+        ops.retain(|o| o.seq > seq);
+        Ok(ops)
+    }
     /// Deletes snapshots older than `keep_days` days.
     async fn prune_snapshots(&self, keep_days: u32) -> Result<u64>;
     /// Claims (or renews) the lease `name` for `holder` for `ms`; false when another holds it.

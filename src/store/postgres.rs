@@ -180,6 +180,24 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        // Its snapshots go too: a board created again under the same name starts without history,
+        // and a rebuild can never start from the snapshot of another board.
+        sqlx::query(
+            "DELETE FROM rankd_snapshot_entries WHERE snapshot_id IN (SELECT id FROM rankd_snapshots
+               WHERE board = $1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted))",
+        )
+        .bind(board.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query(
+            "DELETE FROM rankd_snapshots WHERE board = $1
+               AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted)",
+        )
+        .bind(board.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         sqlx::query("DELETE FROM rankd_boards WHERE board = $1 AND deleted")
             .bind(board.as_str())
             .execute(&mut *tx)
@@ -245,16 +263,241 @@ impl PgStore {
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Backend`] for a row that does not parse.
     pub async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
+        self.ops_after(board, 0).await
+    }
+
+    /// A board's operations after `seq`, in order.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`]; [`Error::Backend`] for a row that does not decode.
+    pub async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
         let rows = sqlx::query(
             "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
-             FROM rankd_ops WHERE board = $1 ORDER BY seq",
+             FROM rankd_ops WHERE board = $1 AND seq > $2 ORDER BY seq",
         )
         .bind(board.as_str())
+        .bind(seq as i64)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
         rows.iter().map(|r| row_to_op(board, r)).collect()
     }
+
+    /// See [`super::Store::restore_base`].
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`]; [`Error::Backend`] for a row that does not decode.
+    pub async fn restore_base(
+        &self,
+        board: &BoardId,
+        upto: u64,
+        dedupe_since: i64,
+    ) -> Result<Option<crate::engine::Base>> {
+        // A run is usable when every key of it was read at the same point of the log.
+        let run: Option<(i64, i64, String)> = sqlx::query_as(
+            "SELECT run_id, min(seq), min(version) FROM rankd_snapshots
+             WHERE board = $1 AND run_id IS NOT NULL
+             GROUP BY run_id
+             HAVING min(seq) = max(seq) AND min(version) = max(version)
+                AND count(version) = count(*) AND max(seq) <= $2
+             ORDER BY run_id DESC LIMIT 1",
+        )
+        .bind(board.as_str())
+        .bind(upto as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let Some((run, seq, version)) = run else {
+            return Ok(None);
+        };
+        // The definition in force at seq must be the one the run recorded: snapshots of an earlier
+        // board of the same name (deleted, then created again) never qualify.
+        let def: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT payload, extra FROM rankd_ops WHERE board = $1 AND op = 'd' AND seq <= $2
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(board.as_str())
+        .bind(seq)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let Some((definition, Some(def_version))) = def else {
+            return Ok(None);
+        };
+        if def_version != version {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
+             FROM rankd_ops WHERE board = $1 AND seq <= $2
+               AND (op IN ('p', 'r') OR (op = 'e' AND event_id IS NOT NULL AND recv_ms > $3))
+             ORDER BY seq",
+        )
+        .bind(board.as_str())
+        .bind(seq)
+        .bind(dedupe_since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let before = rows
+            .iter()
+            .map(|r| row_to_op(board, r))
+            .collect::<Result<Vec<_>>>()?;
+        let keys: Vec<(i64, String, String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT id, window_name, period, scope, expire_ms FROM rankd_snapshots
+             WHERE board = $1 AND run_id = $2 ORDER BY id",
+        )
+        .bind(board.as_str())
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut base_keys = Vec::with_capacity(keys.len());
+        for (id, window, period, scope, expire_ms) in keys {
+            let window = window
+                .parse::<crate::window::Window>()
+                .map_err(|e| Error::Backend(format!("snapshot {id}: {e}")))?;
+            let pool = self.pool.clone();
+            base_keys.push(crate::engine::BaseKey {
+                window,
+                period,
+                scope: (!scope.is_empty()).then_some(scope),
+                expire_ms,
+                entries: Box::new(move || stream_entries(pool, id)),
+            });
+        }
+        Ok(Some(crate::engine::Base {
+            seq: seq as u64,
+            version,
+            definition,
+            keys: base_keys,
+            before,
+        }))
+    }
+}
+
+/// Entries read back from the store for a restore.
+const ENTRY_CHUNK: usize = 5_000;
+
+/// Reads a snapshot's entries (member, stored score) in a task of its own, so that they are written
+/// to Redis while the rest is still being read. COPY TO STDOUT streams them at the rate Postgres
+/// reads them, with none of a query's per-row decoding.
+fn stream_entries(pool: sqlx::PgPool, id: i64) -> crate::engine::EntryChunks {
+    use futures::TryStreamExt;
+    use sqlx::postgres::PgPoolCopyExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        // `id` is an integer: nothing to quote.
+        let sql = format!(
+            "COPY (SELECT member, COALESCE(stored, score) FROM rankd_snapshot_entries
+                   WHERE snapshot_id = {id}) TO STDOUT"
+        );
+        let mut data = match pool.copy_out_raw(&sql).await {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = tx.send(Err(unavailable(e))).await;
+                return;
+            }
+        };
+        let mut lines = CopyLines::default();
+        loop {
+            let bytes = match data.try_next().await {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(unavailable(e))).await;
+                    return;
+                }
+            };
+            match lines.push(&bytes) {
+                Ok(()) if lines.rows.len() >= ENTRY_CHUNK => {
+                    if tx.send(Ok(std::mem::take(&mut lines.rows))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+        if !lines.partial.is_empty() {
+            let _ = tx
+                .send(Err(Error::Backend(format!(
+                    "snapshot {id}: COPY ended inside a row"
+                ))))
+                .await;
+            return;
+        }
+        if !lines.rows.is_empty() {
+            let _ = tx.send(Ok(lines.rows)).await;
+        }
+    });
+    rx
+}
+
+/// (member, score) rows of COPY text, from data that may split a row anywhere.
+#[derive(Default)]
+struct CopyLines {
+    partial: Vec<u8>,
+    rows: Vec<(String, f64)>,
+}
+
+impl CopyLines {
+    fn push(&mut self, mut data: &[u8]) -> Result<()> {
+        while let Some(end) = data.iter().position(|&b| b == b'\n') {
+            if self.partial.is_empty() {
+                self.rows.push(copy_row(&data[..end])?);
+            } else {
+                self.partial.extend_from_slice(&data[..end]);
+                let line = std::mem::take(&mut self.partial);
+                self.rows.push(copy_row(&line)?);
+            }
+            data = &data[end + 1..];
+        }
+        self.partial.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+/// One `member<TAB>score` line of COPY text, with COPY's backslash escapes undone.
+fn copy_row(line: &[u8]) -> Result<(String, f64)> {
+    let bad = || {
+        Error::Backend(format!(
+            "unexpected snapshot row: {:?}",
+            String::from_utf8_lossy(line)
+        ))
+    };
+    let tab = line.iter().rposition(|&b| b == b'\t').ok_or_else(bad)?;
+    let (member, score) = (&line[..tab], &line[tab + 1..]);
+    let score: f64 = std::str::from_utf8(score)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let member = if member.contains(&b'\\') {
+        let mut out = Vec::with_capacity(member.len());
+        let mut it = member.iter();
+        while let Some(&b) = it.next() {
+            if b != b'\\' {
+                out.push(b);
+                continue;
+            }
+            out.push(match it.next().ok_or_else(bad)? {
+                b't' => b'\t',
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b'b' => 8,
+                b'f' => 12,
+                b'v' => 11,
+                &other => other,
+            });
+        }
+        String::from_utf8(out).map_err(|_| bad())?
+    } else {
+        std::str::from_utf8(member).map_err(|_| bad())?.to_owned()
+    };
+    Ok((member, score))
 }
 
 fn row_to_op(board: &BoardId, r: &sqlx::postgres::PgRow) -> Result<LoggedOp> {
@@ -302,12 +545,23 @@ impl super::Store for PgStore {
     async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
         PgStore::ops(self, board).await
     }
-    async fn write_snapshot(
+    async fn write_snapshots(
         &self,
         board: &BoardId,
-        snap: &crate::engine::KeySnapshot,
+        keys: &[crate::engine::KeySnapshot],
     ) -> Result<()> {
-        PgStore::write_snapshot(self, board, snap).await
+        PgStore::write_snapshots(self, board, keys).await
+    }
+    async fn restore_base(
+        &self,
+        board: &BoardId,
+        upto: u64,
+        dedupe_since: i64,
+    ) -> Result<Option<crate::engine::Base>> {
+        PgStore::restore_base(self, board, upto, dedupe_since).await
+    }
+    async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
+        PgStore::ops_after(self, board, seq).await
     }
     async fn prune_snapshots(&self, keep_days: u32) -> Result<u64> {
         PgStore::prune_snapshots(self, keep_days).await
@@ -328,5 +582,32 @@ impl super::Store for PgStore {
         .await
         .map_err(unavailable)?;
         Ok(row.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_rows_are_read_across_any_split_with_escapes_undone() {
+        let text = b"u1\t10\nback\\\\slash\\ttab\t-0\nbig\t1e+21\n".to_vec();
+        for split in 0..text.len() {
+            let mut lines = CopyLines::default();
+            lines.push(&text[..split]).unwrap();
+            lines.push(&text[split..]).unwrap();
+            assert!(lines.partial.is_empty());
+            assert_eq!(
+                lines.rows,
+                vec![
+                    ("u1".to_owned(), 10.0),
+                    ("back\\slash\ttab".to_owned(), -0.0),
+                    ("big".to_owned(), 1e21),
+                ],
+                "split at {split}"
+            );
+        }
+        assert!(copy_row(b"no tab").is_err());
+        assert!(copy_row(b"m\tnot-a-number").is_err());
     }
 }

@@ -46,8 +46,20 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
         }
         RedisState::Missing => tracing::warn!(%board, "Redis lost the board; rebuilding"),
     }
-    let ops = store.ops(board).await?;
-    let rebuilt = engine.replay(board, &ops).await?;
+    // From the latest snapshot taken at one point of the log when there is one (writing each
+    // member once), else from the first operation.
+    let dedupe_since = engine.now_ms() - engine.dedupe_window_ms();
+    let rebuilt = match store.restore_base(board, stored_seq, dedupe_since).await? {
+        Some(base) => {
+            let tail = store.ops_after(board, base.seq).await?;
+            tracing::info!(%board, snapshot_seq = base.seq, tail = tail.len(), "rebuilding from a snapshot");
+            engine.restore(board, base, &tail).await?
+        }
+        None => {
+            let ops = store.ops(board).await?;
+            engine.replay(board, &ops).await?
+        }
+    };
     if rebuilt {
         metrics::counter!(crate::metrics::STORE_REBUILDS).increment(1);
     }

@@ -8,7 +8,7 @@ use sqlx::postgres::PgPoolCopyExt;
 use super::postgres::PgStore;
 use super::Store;
 use crate::board::BoardId;
-use crate::engine::{Engine, KeySnapshot};
+use crate::engine::{Engine, KeySnapshot, SnapEntry};
 use crate::error::{Error, Result};
 
 /// What one snapshot run wrote.
@@ -24,6 +24,9 @@ fn unavailable(e: sqlx::Error) -> Error {
     Error::Unavailable(format!("store: {e}"))
 }
 
+/// Bytes of COPY data sent at a time.
+const COPY_BUFFER: usize = 256 * 1024;
+
 /// COPY text format: backslash, tab, newline and carriage return escaped.
 fn copy_text(out: &mut String, s: &str) {
     for c in s.chars() {
@@ -38,41 +41,64 @@ fn copy_text(out: &mut String, s: &str) {
 }
 
 impl PgStore {
-    /// Writes one key's snapshot: its row, then its entries through COPY, in one transaction.
+    /// Writes a snapshot run of one board: a row per key, then every key's entries through one
+    /// COPY, in one transaction (a run is whole or absent, so a rebuild can start from it).
     ///
     /// # Errors
     /// [`Error::Unavailable`].
-    pub async fn write_snapshot(&self, board: &BoardId, snap: &KeySnapshot) -> Result<()> {
+    pub async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.pool().begin().await.map_err(unavailable)?;
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO rankd_snapshots (board, window_name, period, scope, seq, members)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(board.as_str())
-        .bind(snap.window.as_str())
-        .bind(&snap.period)
-        .bind(snap.scope.as_deref().unwrap_or(""))
-        .bind(snap.seq as i64)
-        .bind(snap.entries.len() as i64)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        let (run,): (i64,) =
+            sqlx::query_as("SELECT nextval(pg_get_serial_sequence('rankd_snapshots', 'id'))")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let mut ids = Vec::with_capacity(keys.len());
+        for snap in keys {
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO rankd_snapshots
+                   (board, window_name, period, scope, seq, members, run_id, version, expire_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            )
+            .bind(board.as_str())
+            .bind(snap.window.as_str())
+            .bind(&snap.period)
+            .bind(snap.scope.as_deref().unwrap_or(""))
+            .bind(snap.seq as i64)
+            .bind(snap.entries.len() as i64)
+            .bind(run)
+            .bind(&snap.version)
+            .bind(snap.expire_ms)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            ids.push(id.to_string());
+        }
         let mut copy = tx
             .copy_in_raw(
-                "COPY rankd_snapshot_entries (snapshot_id, rank, member, score) FROM STDIN",
+                "COPY rankd_snapshot_entries (snapshot_id, rank, member, score, stored) FROM STDIN",
             )
             .await
             .map_err(unavailable)?;
-        let mut buf = String::with_capacity(64 * 1024);
-        let id = id.to_string();
-        for (rank, member, score) in &snap.entries {
-            // Written straight into the buffer: no allocation per row.
-            let _ = write!(buf, "{id}\t{rank}\t");
-            copy_text(&mut buf, member);
-            let _ = writeln!(buf, "\t{score:?}");
-            if buf.len() > 60 * 1024 {
-                copy.send(buf.as_bytes()).await.map_err(unavailable)?;
-                buf.clear();
+        let mut buf = String::with_capacity(COPY_BUFFER + 1024);
+        for (snap, id) in keys.iter().zip(&ids) {
+            for e in &snap.entries {
+                // Written straight into the buffer: no allocation per row.
+                let _ = write!(buf, "{id}\t{}\t", e.rank);
+                copy_text(&mut buf, &e.member);
+                // `stored` only where it differs from the score: boards that break ties by time.
+                if e.stored == e.score {
+                    let _ = writeln!(buf, "\t{:?}\t\\N", e.score);
+                } else {
+                    let _ = writeln!(buf, "\t{:?}\t{:?}", e.score, e.stored);
+                }
+                if buf.len() > COPY_BUFFER {
+                    copy.send(buf.as_bytes()).await.map_err(unavailable)?;
+                    buf.clear();
+                }
             }
         }
         if !buf.is_empty() {
@@ -87,13 +113,24 @@ impl PgStore {
     /// # Errors
     /// [`Error::Unavailable`].
     pub async fn prune_snapshots(&self, keep_days: u32) -> Result<u64> {
+        // Entries first, in the same transaction: they hold no foreign key (see migrations/).
+        let mut tx = self.pool().begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "DELETE FROM rankd_snapshot_entries WHERE snapshot_id IN
+               (SELECT id FROM rankd_snapshots WHERE taken_at < now() - make_interval(days => $1))",
+        )
+        .bind(keep_days as i32)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         let r = sqlx::query(
             "DELETE FROM rankd_snapshots WHERE taken_at < now() - make_interval(days => $1)",
         )
         .bind(keep_days as i32)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(r.rows_affected())
     }
 
@@ -101,18 +138,20 @@ impl PgStore {
     ///
     /// # Errors
     /// [`Error::Unavailable`].
-    pub async fn raw_copy(&self, table: &str, rows: &[(u64, String, f64)]) -> Result<u64> {
+    pub async fn raw_copy(&self, table: &str, rows: &[SnapEntry]) -> Result<u64> {
         let mut copy = self
             .pool()
-            .copy_in_raw(&format!("COPY {table} (rank, member, score) FROM STDIN"))
+            .copy_in_raw(&format!(
+                "COPY {table} (snapshot_id, rank, member, score) FROM STDIN"
+            ))
             .await
             .map_err(unavailable)?;
         let mut buf = String::new();
-        for (rank, member, score) in rows {
-            let _ = write!(buf, "{rank}\t");
-            copy_text(&mut buf, member);
-            let _ = writeln!(buf, "\t{score:?}");
-            if buf.len() > 60 * 1024 {
+        for e in rows {
+            let _ = write!(buf, "0\t{}\t", e.rank);
+            copy_text(&mut buf, &e.member);
+            let _ = writeln!(buf, "\t{:?}", e.score);
+            if buf.len() > COPY_BUFFER {
                 copy.send(buf.as_bytes()).await.map_err(unavailable)?;
                 buf.clear();
             }
@@ -144,11 +183,9 @@ pub async fn snapshot(
     for b in boards {
         let started = Instant::now();
         let keys = engine.snapshot_board(&b).await?;
-        for k in &keys {
-            store.write_snapshot(&b, k).await?;
-            report.keys += 1;
-            report.entries += k.entries.len();
-        }
+        store.write_snapshots(&b, &keys).await?;
+        report.keys += keys.len();
+        report.entries += keys.iter().map(|k| k.entries.len()).sum::<usize>();
         tracing::info!(board = %b, keys = keys.len(), ms = started.elapsed().as_millis() as u64, "snapshot taken");
     }
     Ok(report)

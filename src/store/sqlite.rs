@@ -211,30 +211,32 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn write_snapshot(&self, board: &BoardId, snap: &KeySnapshot) -> Result<()> {
+    async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let id: i64 = sqlx::query(
-            "INSERT INTO rankd_snapshots (board, window_name, period, scope, seq, members) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(board.as_str())
-        .bind(snap.window.as_str())
-        .bind(&snap.period)
-        .bind(snap.scope.as_deref().unwrap_or(""))
-        .bind(snap.seq as i64)
-        .bind(snap.entries.len() as i64)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .get(0);
-        for (rank, member, score) in &snap.entries {
-            sqlx::query("INSERT INTO rankd_snapshot_entries (snapshot_id, rank, member, score) VALUES (?, ?, ?, ?)")
-                .bind(id)
-                .bind(*rank as i64)
-                .bind(member)
-                .bind(*score)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+        for snap in keys {
+            let id: i64 = sqlx::query(
+                "INSERT INTO rankd_snapshots (board, window_name, period, scope, seq, members) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(board.as_str())
+            .bind(snap.window.as_str())
+            .bind(&snap.period)
+            .bind(snap.scope.as_deref().unwrap_or(""))
+            .bind(snap.seq as i64)
+            .bind(snap.entries.len() as i64)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .get(0);
+            for e in &snap.entries {
+                sqlx::query("INSERT INTO rankd_snapshot_entries (snapshot_id, rank, member, score) VALUES (?, ?, ?, ?)")
+                    .bind(id)
+                    .bind(e.rank as i64)
+                    .bind(&e.member)
+                    .bind(e.score)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
         }
         tx.commit().await.map_err(unavailable)
     }

@@ -135,6 +135,145 @@ async fn a_board_redis_lost_is_rebuilt_exactly_from_the_store() {
     db.drop_now().await;
 }
 
+/// Every key of a board exactly as Redis holds it: members, stored scores (ticks included), ranks.
+async fn exact(e: &Engine, b: &BoardId) -> Vec<String> {
+    let mut keys: Vec<String> = e
+        .snapshot_board(b)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| {
+            format!(
+                "{} {} {:?} expires {:?}: {:?}",
+                k.window, k.period, k.scope, k.expire_ms, k.entries
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_from_the_latest_snapshot_and_the_operations_after_it_is_exact() {
+    let mut redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let e = engine(&redis, &db, Durability::Sync).await;
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    let b = BoardId::parse("termly").unwrap();
+    let def = BoardDef {
+        windows: vec![Window::All, Window::Weekly],
+        tie_break: TieBreak::First,
+        rank_mode: RankMode::Dense,
+        policy: Policy::Best,
+        max_members: Some(40),
+        ..BoardDef::default()
+    };
+    assert!(e.put_board(&b, def.clone()).await.unwrap());
+    let event = |i: u32, id: &str| {
+        let mut ev = Submit::new(
+            b.clone(),
+            m(&format!("u{}", i % 53)),
+            score(f64::from(i % 11)),
+        );
+        if i.is_multiple_of(4) {
+            ev.scopes = vec![scope("class:1")];
+        }
+        ev.event_id = Some(EventId::parse(id).unwrap());
+        ev
+    };
+    let show = |name: &str| Display {
+        display_name: Some(name.into()),
+        data: None,
+    };
+    // Before the snapshot: events with ids, display data, a removal and the member's return.
+    for i in 0..120u32 {
+        e.submit(&event(i, &format!("a{i}"))).await.unwrap();
+    }
+    e.put_display(&b, &m("u5"), show("Five")).await.unwrap();
+    e.put_display(&b, &m("u6"), show("Six")).await.unwrap();
+    e.remove_member(&b, &m("u6")).await.unwrap();
+    e.put_display(&b, &m("u7"), show("Seven")).await.unwrap();
+    e.remove_member(&b, &m("u7")).await.unwrap();
+    let mut back = event(7, "a-back");
+    back.value = score(100.0);
+    e.submit(&back).await.unwrap();
+    e.put_display(&b, &m("u7"), show("Seven again"))
+        .await
+        .unwrap();
+
+    let report = rankd::store::snapshot::snapshot(&e, &store, Some(&b))
+        .await
+        .unwrap();
+    assert!(report.entries > 0, "{report:?}");
+
+    // After it: more events, a definition change, display data and a removal.
+    for i in 120..200u32 {
+        e.submit(&event(i, &format!("b{i}"))).await.unwrap();
+    }
+    let mut wider = def.clone();
+    wider.windows.push(Window::Daily);
+    e.put_board(&b, wider).await.unwrap();
+    e.submit(&event(1, "b-daily")).await.unwrap();
+    let mut eight = event(8, "b-eight");
+    eight.value = score(99.0);
+    e.submit(&eight).await.unwrap();
+    e.put_display(&b, &m("u8"), show("Eight")).await.unwrap();
+    e.remove_member(&b, &m("u5")).await.unwrap();
+
+    let stored_seq = store
+        .boards()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(x, _)| x == &b)
+        .unwrap()
+        .1;
+    let base = store
+        .restore_base(&b, stored_seq, 0)
+        .await
+        .unwrap()
+        .expect("the snapshot is a base for rebuilds");
+    assert!(
+        base.seq > 0 && base.seq < stored_seq,
+        "{base:?} vs {stored_seq}"
+    );
+    drop(base);
+
+    let views = [
+        View::all_time(),
+        View::all_time().scoped(scope("class:1")),
+        View::current(Window::Weekly),
+        View::current(Window::Daily),
+    ];
+    let before = everything(&e, &b, &views).await.unwrap();
+    let exact_before = exact(&e, &b).await;
+
+    redis.kill();
+    redis.restart().await;
+
+    let after = until_ready(|| everything(&e, &b, &views)).await;
+    assert_eq!(before, after);
+    assert_eq!(exact_before, exact(&e, &b).await);
+    // Event ids from before and after the snapshot are still duplicates.
+    for id in ["a0", "a119", "a-back", "b120", "b-daily"] {
+        let dup = e.submit(&event(3, id)).await.unwrap();
+        assert!(dup.duplicate, "{id} is a duplicate after the rebuild");
+    }
+    let names: HashMap<String, Option<String>> = e
+        .top(&b, &View::all_time(), Limit::new(100).unwrap())
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|x| (x.member.clone(), x.display_name.clone()))
+        .collect();
+    assert_eq!(names.get("u5"), None, "removed after the snapshot");
+    assert_eq!(names.get("u6").cloned().flatten(), None);
+    assert_eq!(names["u7"].as_deref(), Some("Seven again"));
+    assert_eq!(names["u8"].as_deref(), Some("Eight"));
+    db.drop_now().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_under_sync_load_keeps_every_acknowledged_event_exactly_once() {
     let mut redis = PrivateRedis::start().await;
