@@ -55,6 +55,147 @@ impl Progress {
     }
 }
 
+/// Calls per board and script that `analyze` times.
+pub const LATENCY_SAMPLES: usize = 20;
+/// Boards (the biggest) that `analyze` times scripts on.
+pub const LATENCY_BOARDS: usize = 5;
+
+/// One script's latency as `analyze` measured it.
+#[derive(Debug, Clone)]
+struct Latency {
+    script: &'static str,
+    calls: usize,
+    boards: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Latency {
+    fn of(script: &'static str, mut ms: Vec<f64>, boards: usize) -> Option<Self> {
+        if ms.is_empty() {
+            return None;
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        Some(Self {
+            script,
+            calls: ms.len(),
+            boards,
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: ms[ms.len() - 1],
+        })
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "script latency, {}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} calls on {} board(s), measured from here",
+            self.script, self.p50_ms, self.p99_ms, self.max_ms, self.calls, self.boards
+        )
+    }
+}
+
+/// A share in percent, or `None` with nothing counted.
+fn hit_rate(hits: u64, misses: u64) -> Option<f64> {
+    let total = hits + misses;
+    (total > 0).then(|| hits as f64 * 100.0 / total as f64)
+}
+
+/// A running server's own cache figures (`GET /v1/stats/cache`), for `analyze --server`.
+#[derive(Debug, Clone, Default)]
+pub struct ServerStats {
+    /// Where they came from.
+    pub url: String,
+    /// Definition cache hit rate, in percent.
+    pub definitions: Option<f64>,
+    /// Script cache hit rate, in percent.
+    pub scripts: Option<f64>,
+}
+
+impl ServerStats {
+    /// Asks a running server for its cache figures over HTTP/1.1.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the server does not answer 200 with the figures.
+    pub async fn fetch(base: &str, api_key: Option<&str>) -> Result<Self> {
+        use http_body_util::BodyExt;
+        let fail = |m: String| Error::Unavailable(format!("--server {base}: {m}"));
+        let uri: hyper::Uri = format!("{}/v1/stats/cache", base.trim_end_matches('/'))
+            .parse()
+            .map_err(|e| fail(format!("{e}")))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(fail("only http:// URLs are supported".into()));
+        }
+        let host = uri.host().ok_or_else(|| fail("no host".into()))?;
+        let port = uri.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::TcpStream::connect((host, port)),
+        )
+        .await
+        .map_err(|_| fail("connect timed out".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::get(uri.path()).header(hyper::header::HOST, host);
+        if let Some(k) = api_key {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let req = req
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let resp =
+            tokio::time::timeout(std::time::Duration::from_secs(5), sender.send_request(req))
+                .await
+                .map_err(|_| fail("no answer within 5 s".into()))?
+                .map_err(|e| fail(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .to_bytes();
+        if status != hyper::StatusCode::OK {
+            return Err(fail(format!(
+                "answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| fail(e.to_string()))?;
+        let rate = |name: &str| {
+            let c = &v["caches"][name];
+            hit_rate(c["hits"].as_u64()?, c["misses"].as_u64()?)
+        };
+        Ok(Self {
+            url: base.to_owned(),
+            definitions: rate("definitions"),
+            scripts: rate("scripts"),
+        })
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let show = |r: Option<f64>| r.map_or("no lookups yet".to_owned(), |r| format!("{r:.1}%"));
+        vec![
+            format!(
+                "cache hit rate, definitions (server {}): {}",
+                self.url,
+                show(self.definitions)
+            ),
+            format!(
+                "cache hit rate, scripts (server {}): {}",
+                self.url,
+                show(self.scripts)
+            ),
+        ]
+    }
+}
+
 /// The engine and store the commands work on.
 pub struct Admin {
     /// The engine, with no persister attached (the commands call the store themselves).
@@ -274,7 +415,7 @@ impl Admin {
     ///
     /// # Errors
     /// When Redis or Postgres cannot be reached.
-    pub async fn analyze(&self) -> Result<Vec<String>> {
+    pub async fn analyze(&self, server: Option<&ServerStats>) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let stats = self.engine.backend_stats().await?;
         out.push(format!(
@@ -283,6 +424,18 @@ impl Admin {
             stats.used_memory_bytes.unwrap_or(0),
             stats.keys.unwrap_or(0)
         ));
+        let keyspace = hit_rate(
+            stats.keyspace_hits.unwrap_or(0),
+            stats.keyspace_misses.unwrap_or(0),
+        );
+        if let Some(rate) = keyspace {
+            out.push(format!(
+                "cache hit rate, Redis keyspace (lookups that found their key, since Redis started): {rate:.1}%"
+            ));
+        }
+        if let Some(s) = server {
+            out.extend(s.lines());
+        }
         let slow = self.engine.slowlog().await?;
         out.push(format!("slowlog: {} recent entries", slow.len()));
         out.extend(slow.iter().map(|l| format!("  {l}")));
@@ -302,6 +455,8 @@ impl Admin {
                 biggest = (b.to_string(), members);
             }
         }
+        let latencies = self.script_latencies().await?;
+        out.extend(latencies.iter().map(Latency::line));
         for table in [
             "rankd_ops",
             "rankd_boards",
@@ -367,10 +522,63 @@ impl Admin {
         {
             out.push("recommend: snapshot queries scan sequentially; run `rankd admin migrate` to create the indexes, then ANALYZE".into());
         }
+        for l in latencies.iter().filter(|l| l.p50_ms > 2.0) {
+            out.push(format!("recommend: {} takes {:.2} ms at the median from here; check Redis CPU and the slowlog, the network between rankd and Redis, and bound big boards with max_members", l.script, l.p50_ms));
+        }
+        if keyspace.is_some_and(|r| r < 50.0) {
+            out.push("recommend: under half of Redis lookups find their key; reads of members that are not on their board dominate, or boards are being rebuilt".into());
+        }
+        if let Some(r) = server.and_then(|s| s.definitions) {
+            if r < 90.0 {
+                out.push(format!("recommend: the server's definition cache hits {r:.1}%; boards are redefined often, or instances restart often"));
+            }
+        }
         if !out.iter().any(|l| l.starts_with("recommend:")) {
             out.push("recommend: nothing; sizes, lag and plans look healthy".into());
         }
         Ok(out)
+    }
+
+    /// Times the read scripts on the biggest boards from this process (round trip included): a
+    /// member's standing (read_members) and the top 20 (read_page), [`LATENCY_SAMPLES`] calls each
+    /// per board, on at most [`LATENCY_BOARDS`] boards.
+    async fn script_latencies(&self) -> Result<Vec<Latency>> {
+        let mut boards = Vec::new();
+        for (b, _) in self.store.boards().await? {
+            if let Ok(p) = self
+                .engine
+                .page(&b, &View::all_time(), Offset::new(0)?, Limit::new(1)?)
+                .await
+            {
+                if let Some(first) = p.entries.first() {
+                    boards.push((p.total, b, first.member.clone()));
+                }
+            }
+        }
+        boards.sort_by(|a, b| b.0.cmp(&a.0));
+        boards.truncate(LATENCY_BOARDS);
+        let mut standing = Vec::new();
+        let mut top = Vec::new();
+        for (_, b, member) in &boards {
+            let member = crate::board::Member::parse(member)?;
+            for _ in 0..LATENCY_SAMPLES {
+                let t = std::time::Instant::now();
+                self.engine.standing(b, &View::all_time(), &member).await?;
+                standing.push(t.elapsed().as_secs_f64() * 1e3);
+                let t = std::time::Instant::now();
+                self.engine
+                    .top(b, &View::all_time(), Limit::new(20)?)
+                    .await?;
+                top.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok([
+            ("read_members (a member's standing)", standing),
+            ("read_page (top 20)", top),
+        ]
+        .into_iter()
+        .filter_map(|(script, ms)| Latency::of(script, ms, boards.len()))
+        .collect())
     }
 
     /// migrate, snapshot, warm, analyze.
@@ -387,7 +595,7 @@ impl Admin {
         );
         out.extend(self.warm(None, dry_run).await?);
         out.extend(self.snapshot(None, dry_run).await?);
-        out.extend(self.analyze().await?);
+        out.extend(self.analyze(None).await?);
         Ok(out)
     }
 

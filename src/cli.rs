@@ -139,8 +139,15 @@ pub enum AdminCommand {
         #[arg(long)]
         yes: bool,
     },
-    /// Report sizes, lag, query plans and recommendations.
-    Analyze,
+    /// Report sizes, lag, script latencies, cache hit rates, query plans and recommendations.
+    Analyze {
+        /// A running rankd server (http://host:port) whose own cache hit rates to include.
+        #[arg(long)]
+        server: Option<String>,
+        /// The API key to send to --server (read role), if it requires one.
+        #[arg(long, env = "RANKD_ANALYZE_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
     /// migrate, warm, snapshot, analyze.
     Optimize,
 }

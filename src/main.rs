@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use rankd::admin::Admin;
+use rankd::admin::{Admin, ServerStats};
 use rankd::board::BoardId;
 use rankd::cli::{AdminArgs, AdminCommand, Cli, Command};
 use rankd::config::{Config, LogFormat};
@@ -92,7 +92,13 @@ async fn admin(config: &Config, args: &AdminArgs) -> anyhow::Result<i32> {
             }
         }
         AdminCommand::ClearCaches { boards, .. } => (a.clear_caches(*boards, dry).await?, 0),
-        AdminCommand::Analyze => (a.analyze().await?, 0),
+        AdminCommand::Analyze { server, api_key } => {
+            let server = match server {
+                Some(url) => Some(ServerStats::fetch(url, api_key.as_deref()).await?),
+                None => None,
+            };
+            (a.analyze(server.as_ref()).await?, 0)
+        }
         AdminCommand::Optimize => (a.optimize(dry).await?, 0),
     };
     for l in lines {

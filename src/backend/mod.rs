@@ -91,6 +91,10 @@ pub struct BackendStats {
     pub script_calls: u64,
     /// Scripts loaded again after the backend answered NOSCRIPT (restart, failover, SCRIPT FLUSH).
     pub script_reloads: u64,
+    /// Key lookups that found their key since the backend started (Redis: `keyspace_hits`).
+    pub keyspace_hits: Option<u64>,
+    /// Key lookups that did not (Redis: `keyspace_misses`).
+    pub keyspace_misses: Option<u64>,
 }
 
 /// Runs rankd's scripts.

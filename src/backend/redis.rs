@@ -392,22 +392,27 @@ impl Executor for RedisExecutor {
         };
         let mut memory = 0u64;
         let mut keys = 0u64;
+        let (mut hits, mut misses) = (0u64, 0u64);
         for node in nodes {
             let info: String = match &node {
                 Some(n) => {
                     client
                         .with_cluster_node(n.clone())
-                        .custom(cmd("INFO"), vec!["memory"])
+                        .custom(cmd("INFO"), vec!["memory", "stats"])
                         .await
                 }
-                None => client.custom(cmd("INFO"), vec!["memory"]).await,
+                None => client.custom(cmd("INFO"), vec!["memory", "stats"]).await,
             }
             .map_err(|e| self.noted(&e))?;
-            memory += info
-                .lines()
-                .find_map(|l| l.strip_prefix("used_memory:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            memory += field("used_memory");
+            hits += field("keyspace_hits");
+            misses += field("keyspace_misses");
             keys += match &node {
                 Some(n) => client.with_cluster_node(n.clone()).dbsize::<u64>().await,
                 None => client.dbsize::<u64>().await,
@@ -424,6 +429,8 @@ impl Executor for RedisExecutor {
             keys: Some(keys),
             script_calls: 0,
             script_reloads: self.reloads.load(Ordering::Relaxed),
+            keyspace_hits: Some(hits),
+            keyspace_misses: Some(misses),
         })
     }
 }

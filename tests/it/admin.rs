@@ -131,6 +131,46 @@ async fn admin_commands_migrate_verify_warm_snapshot_and_analyze_the_store() {
     assert_eq!((rank, member.as_str()), (1, "u2"));
     pool.close().await;
 
+    // analyze also times the read scripts, and reads a running server's own cache figures.
+    let server = crate::server::TestApp::spawn_with(|c| {
+        c.key_prefix = prefix.clone();
+        c.database_url = None;
+    })
+    .await;
+    assert_eq!(server.get("/v1/boards/ops/members/u2").await.status(), 200);
+    let url = format!("http://{}", server.addr);
+    let (code, out) = admin(
+        &prefix,
+        &db,
+        &[
+            "analyze",
+            "--server",
+            &url,
+            "--api-key",
+            crate::server::READER,
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "script latency, read_members (a member's standing): p50 ",
+        "script latency, read_page (top 20): p50 ",
+        "over 20 calls on 1 board(s)",
+        "cache hit rate, Redis keyspace",
+        &format!("cache hit rate, definitions (server {url}): "),
+        &format!("cache hit rate, scripts (server {url}): "),
+    ] {
+        assert!(out.contains(line), "{line:?} missing from:\n{out}");
+    }
+    // A server that refuses the key is an error that says so.
+    let (code, out) = admin(
+        &prefix,
+        &db,
+        &["analyze", "--server", &url, "--api-key", "not-a-key"],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("401"), "{out}");
+    server.stop().await;
+
     let (code, out) = admin(&prefix, &db, &["analyze"]);
     assert_eq!(code, 0, "{out}");
     assert!(
