@@ -12,6 +12,11 @@ const RESTORE_PAIRS: usize = 1_000;
 /// Restore calls sent in one pipeline.
 const RESTORE_PIPELINE: usize = 16;
 
+/// A pipeline of restore calls on its way.
+type RestoreTask = tokio::task::JoinHandle<
+    std::result::Result<Vec<std::result::Result<Reply, ExecError>>, ExecError>,
+>;
+
 /// A key's entries as the store reads them: chunks of (member, stored score).
 pub type EntryChunks = tokio::sync::mpsc::Receiver<Result<Vec<(String, f64)>>>;
 
@@ -590,18 +595,47 @@ impl Engine {
                 args,
             }
         };
+        // Pipelines go out from tasks of their own, two at a time, so that Redis works through one
+        // while the next is read from the store and encoded.
         let mut chunks = (key.entries)();
         let mut pending = Vec::new();
-        while let Some(chunk) = chunks.recv().await {
-            for part in chunk?.chunks(RESTORE_PAIRS) {
-                pending.push(call(part));
+        let mut inflight = std::collections::VecDeque::new();
+        loop {
+            let chunk = chunks.recv().await;
+            let done = chunk.is_none();
+            if let Some(chunk) = chunk {
+                for part in chunk?.chunks(RESTORE_PAIRS) {
+                    pending.push(call(part));
+                }
             }
-            // Whatever else the store has read meanwhile goes in the same pipeline.
-            if pending.len() >= RESTORE_PIPELINE || chunks.is_empty() {
-                self.flush(board, &mut pending).await?;
+            if pending.len() >= RESTORE_PIPELINE || (done && !pending.is_empty()) {
+                if inflight.len() >= 2 {
+                    self.restored(board, inflight.pop_front()).await?;
+                }
+                let (exec, calls) = (self.exec.clone(), std::mem::take(&mut pending));
+                inflight.push_back(tokio::spawn(async move { exec.eval_many(calls).await }));
+            }
+            if done {
+                break;
             }
         }
-        self.flush(board, &mut pending).await
+        while let Some(h) = inflight.pop_front() {
+            self.restored(board, Some(h)).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one pipeline of restore calls and checks every reply.
+    async fn restored(&self, board: &BoardId, h: Option<RestoreTask>) -> Result<()> {
+        let Some(h) = h else { return Ok(()) };
+        let replies = h
+            .await
+            .map_err(|e| Error::Backend(format!("restore of {board}: {e}")))?
+            .map_err(unavailable)?;
+        for r in replies {
+            r.map_err(|e| Error::Backend(format!("restore of {board}: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Restores what a snapshot does not hold, as of its point: the event ids still in the dedupe
