@@ -555,7 +555,7 @@ impl Admin {
                 }
             }
         }
-        boards.sort_by(|a, b| b.0.cmp(&a.0));
+        boards.sort_by_key(|b| std::cmp::Reverse(b.0));
         boards.truncate(LATENCY_BOARDS);
         let mut standing = Vec::new();
         let mut top = Vec::new();
