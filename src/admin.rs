@@ -450,7 +450,11 @@ impl Admin {
                 .unwrap_or(0);
             let pending = self.engine.log_pending(&b, 10_000).await?.len();
             lag_total += pending;
-            out.push(format!("board {b}: {members} members (all-time, global), store seq {seq}, {pending} operations awaiting the store"));
+            let memory = match self.engine.board_memory(&b).await? {
+                Some(bytes) => format!("{bytes} bytes in Redis (MEMORY USAGE, sampled)"),
+                None => "memory unknown".to_owned(),
+            };
+            out.push(format!("board {b}: {members} members (all-time, global), {memory}, store seq {seq}, {pending} operations awaiting the store"));
             if members > biggest.1 {
                 biggest = (b.to_string(), members);
             }

@@ -97,6 +97,10 @@ impl Executor for Instrumented {
         self.inner.slowlog().await
     }
 
+    async fn memory_usage(&self, keys: &[String]) -> Result<Option<u64>, ExecError> {
+        self.inner.memory_usage(keys).await
+    }
+
     async fn stats(&self) -> Result<super::BackendStats, ExecError> {
         let mut s = self.inner.stats().await?;
         s.script_calls = self.stats.calls.load(Ordering::Relaxed);

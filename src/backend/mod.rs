@@ -142,4 +142,13 @@ pub trait Executor: Send + Sync + 'static {
     async fn slowlog(&self) -> Result<Vec<String>, ExecError> {
         Ok(Vec::new())
     }
+
+    /// Bytes the given keys take (Redis: `MEMORY USAGE`, which samples big collections), or
+    /// `None` where the backend cannot say.
+    ///
+    /// # Errors
+    /// [`ExecError::Unavailable`] when the backend cannot be asked.
+    async fn memory_usage(&self, _keys: &[String]) -> Result<Option<u64>, ExecError> {
+        Ok(None)
+    }
 }

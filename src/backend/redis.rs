@@ -375,6 +375,27 @@ impl Executor for RedisExecutor {
             .collect())
     }
 
+    async fn memory_usage(&self, keys: &[String]) -> Result<Option<u64>, ExecError> {
+        if !self.reachable().await {
+            return Err(ExecError::Unavailable("not connected to Redis".into()));
+        }
+        if keys.is_empty() {
+            return Ok(Some(0));
+        }
+        // One pipeline; in a cluster each command goes to its key's node.
+        let pipe = self.pool.next().pipeline();
+        for k in keys {
+            let slot = fred::util::redis_keyslot(k.as_bytes());
+            let cmd = CustomCommand::new_static("MEMORY", ClusterHash::Custom(slot), false);
+            let _: () = pipe
+                .custom(cmd, vec!["USAGE", k.as_str()])
+                .await
+                .map_err(|e| self.noted(&e))?;
+        }
+        let sizes: Vec<Option<u64>> = pipe.all().await.map_err(|e| self.noted(&e))?;
+        Ok(Some(sizes.into_iter().flatten().sum()))
+    }
+
     async fn stats(&self) -> Result<BackendStats, ExecError> {
         // Same gate as a script call: a connection that has not yet noticed Redis is gone would
         // hold INFO for the whole command timeout.

@@ -655,6 +655,19 @@ impl Engine {
         Ok(out)
     }
 
+    /// Bytes a board's keys take in the backend (Redis samples big sorted sets), or `None` where the
+    /// backend cannot say.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn board_memory(&self, board: &BoardId) -> Result<Option<u64>> {
+        let zsets = self.live_zsets(board, self.now_ms()).await?;
+        self.exec
+            .memory_usage(&self.every_key(board, &zsets))
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
     /// Every key a board owns, given its live leaderboard sets: its own keys first (definition,
     /// dedupe, key index, display data, sequence, log), then each leaderboard with its dense indexes.
     fn every_key(&self, board: &BoardId, zsets: &[String]) -> Vec<String> {

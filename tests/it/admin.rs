@@ -156,11 +156,20 @@ async fn admin_commands_migrate_verify_warm_snapshot_and_analyze_the_store() {
         "script latency, read_page (top 20): p50 ",
         "over 20 calls on 1 board(s)",
         "cache hit rate, Redis keyspace",
+        "board ops: 9 members (all-time, global), ",
+        " bytes in Redis (MEMORY USAGE, sampled), store seq ",
         &format!("cache hit rate, definitions (server {url}): "),
         &format!("cache hit rate, scripts (server {url}): "),
     ] {
         assert!(out.contains(line), "{line:?} missing from:\n{out}");
     }
+    let bytes: u64 = out
+        .split("members (all-time, global), ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(bytes > 100, "board memory is measured: {out}");
     // A server that refuses the key is an error that says so.
     let (code, out) = admin(
         &prefix,
