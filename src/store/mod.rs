@@ -157,3 +157,39 @@ impl OpRow {
         })
     }
 }
+
+/// One key of a snapshot run as both stores list it: (snapshot id, window, period, scope, expiry).
+pub(crate) type RunKey = (i64, String, String, String, Option<i64>);
+
+/// Assembles a rebuild's base from what a store read of its latest usable run; `open` starts
+/// reading one snapshot's entries.
+pub(crate) fn base(
+    seq: i64,
+    version: String,
+    definition: String,
+    before: Vec<LoggedOp>,
+    keys: Vec<RunKey>,
+    open: impl Fn(i64) -> crate::engine::EntryChunks + Send + Sync + Clone + 'static,
+) -> Result<Base> {
+    let mut base_keys = Vec::with_capacity(keys.len());
+    for (id, window, period, scope, expire_ms) in keys {
+        let window = window
+            .parse::<crate::window::Window>()
+            .map_err(|e| crate::error::Error::Backend(format!("snapshot {id}: {e}")))?;
+        let open = open.clone();
+        base_keys.push(crate::engine::BaseKey {
+            window,
+            period,
+            scope: (!scope.is_empty()).then_some(scope),
+            expire_ms,
+            entries: Box::new(move || open(id)),
+        });
+    }
+    Ok(Base {
+        seq: seq as u64,
+        version,
+        definition,
+        keys: base_keys,
+        before,
+    })
+}

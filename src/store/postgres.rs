@@ -343,7 +343,7 @@ impl PgStore {
             .iter()
             .map(|r| row_to_op(board, r))
             .collect::<Result<Vec<_>>>()?;
-        let keys: Vec<(i64, String, String, String, Option<i64>)> = sqlx::query_as(
+        let keys: Vec<super::RunKey> = sqlx::query_as(
             "SELECT id, window_name, period, scope, expire_ms FROM rankd_snapshots
              WHERE board = $1 AND run_id = $2 ORDER BY id",
         )
@@ -352,27 +352,11 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        let mut base_keys = Vec::with_capacity(keys.len());
-        for (id, window, period, scope, expire_ms) in keys {
-            let window = window
-                .parse::<crate::window::Window>()
-                .map_err(|e| Error::Backend(format!("snapshot {id}: {e}")))?;
-            let pool = self.pool.clone();
-            base_keys.push(crate::engine::BaseKey {
-                window,
-                period,
-                scope: (!scope.is_empty()).then_some(scope),
-                expire_ms,
-                entries: Box::new(move || stream_entries(pool, id)),
-            });
-        }
-        Ok(Some(crate::engine::Base {
-            seq: seq as u64,
-            version,
-            definition,
-            keys: base_keys,
-            before,
-        }))
+        let pool = self.pool.clone();
+        super::base(seq, version, definition, before, keys, move |id| {
+            stream_entries(pool.clone(), id)
+        })
+        .map(Some)
     }
 }
 

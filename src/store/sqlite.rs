@@ -11,7 +11,7 @@ use sqlx::Row;
 
 use super::Store;
 use crate::board::BoardId;
-use crate::engine::{KeySnapshot, LoggedOp, Op};
+use crate::engine::{Base, KeySnapshot, LoggedOp, Op};
 use crate::error::{Error, Result};
 
 /// The SQLite store.
@@ -22,6 +22,72 @@ pub struct SqliteStore {
 
 fn unavailable(e: sqlx::Error) -> Error {
     Error::Unavailable(format!("store: {e}"))
+}
+
+/// Snapshot entries per INSERT (five parameters each, well under SQLite's limit).
+const ENTRY_ROWS: usize = 1_000;
+
+/// Entries sent at a time while a restore reads them.
+const ENTRY_CHUNK: usize = 5_000;
+
+fn row_to_op(board: &BoardId, r: &sqlx::sqlite::SqliteRow) -> Result<LoggedOp> {
+    let row = super::OpRow {
+        kind: r.get("op"),
+        member: r.get("member"),
+        value: r.get("value"),
+        event_id: r.get("event_id"),
+        at_ms: r.get("at_ms"),
+        scopes: r.get::<Option<String>, _>("scopes").map(|s| {
+            s.split(' ')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }),
+        payload: r.get("payload"),
+        extra: r.get("extra"),
+    };
+    Ok(LoggedOp {
+        board: board.clone(),
+        seq: r.get::<i64, _>("seq") as u64,
+        recv_ms: r.get("recv_ms"),
+        op: row.into_op(board)?,
+    })
+}
+
+/// Reads a snapshot's entries (member, stored score) in a task of its own, so that they are written
+/// back while the rest is still being read.
+fn stream_entries(pool: SqlitePool, id: i64) -> crate::engine::EntryChunks {
+    use futures::TryStreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut rows = sqlx::query_as::<_, (String, f64)>(
+            "SELECT member, COALESCE(stored, score) FROM rankd_snapshot_entries WHERE snapshot_id = ?",
+        )
+        .bind(id)
+        .fetch(&pool);
+        let mut chunk = Vec::with_capacity(ENTRY_CHUNK);
+        loop {
+            match rows.try_next().await {
+                Ok(Some(row)) => {
+                    chunk.push(row);
+                    if chunk.len() == ENTRY_CHUNK
+                        && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(unavailable(e))).await;
+                    return;
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.send(Ok(chunk)).await;
+        }
+    });
+    rx
 }
 
 impl SqliteStore {
@@ -128,6 +194,13 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        // Its snapshots go too (their entries by cascade): a board created again under the same
+        // name starts without history, and never restores another board's snapshot.
+        sqlx::query("DELETE FROM rankd_snapshots WHERE board = ?1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = ?1 AND deleted = 0)")
+            .bind(board.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         sqlx::query("DELETE FROM rankd_boards WHERE board = ? AND deleted = 1")
             .bind(board.as_str())
             .execute(&mut *tx)
@@ -176,46 +249,101 @@ impl Store for SqliteStore {
     }
 
     async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
+        self.ops_after(board, 0).await
+    }
+
+    async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
         let rows = sqlx::query(
             "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
-             FROM rankd_ops WHERE board = ? ORDER BY seq",
+             FROM rankd_ops WHERE board = ?1 AND seq > ?2 ORDER BY seq",
         )
         .bind(board.as_str())
+        .bind(seq as i64)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                let row = super::OpRow {
-                    kind: r.get("op"),
-                    member: r.get("member"),
-                    value: r.get("value"),
-                    event_id: r.get("event_id"),
-                    at_ms: r.get("at_ms"),
-                    scopes: r.get::<Option<String>, _>("scopes").map(|s| {
-                        s.split(' ')
-                            .filter(|x| !x.is_empty())
-                            .map(str::to_owned)
-                            .collect()
-                    }),
-                    payload: r.get("payload"),
-                    extra: r.get("extra"),
-                };
-                Ok(LoggedOp {
-                    board: board.clone(),
-                    seq: r.get::<i64, _>("seq") as u64,
-                    recv_ms: r.get("recv_ms"),
-                    op: row.into_op(board)?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| row_to_op(board, r)).collect()
+    }
+
+    async fn restore_base(
+        &self,
+        board: &BoardId,
+        upto: u64,
+        dedupe_since: i64,
+    ) -> Result<Option<Base>> {
+        // As in Postgres: the latest run read at one point of the log, under the definition the
+        // log had there.
+        let run: Option<(i64, i64, String)> = sqlx::query_as(
+            "SELECT run_id, min(seq), min(version) FROM rankd_snapshots
+             WHERE board = ?1 AND run_id IS NOT NULL
+             GROUP BY run_id
+             HAVING min(seq) = max(seq) AND min(version) = max(version)
+                AND count(version) = count(*) AND max(seq) <= ?2
+             ORDER BY run_id DESC LIMIT 1",
+        )
+        .bind(board.as_str())
+        .bind(upto as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let Some((run, seq, version)) = run else {
+            return Ok(None);
+        };
+        let def: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT payload, extra FROM rankd_ops WHERE board = ?1 AND op = 'd' AND seq <= ?2
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(board.as_str())
+        .bind(seq)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let Some((definition, Some(def_version))) = def else {
+            return Ok(None);
+        };
+        if def_version != version {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
+             FROM rankd_ops WHERE board = ?1 AND seq <= ?2
+               AND (op IN ('p', 'r') OR (op = 'e' AND event_id IS NOT NULL AND recv_ms > ?3))
+             ORDER BY seq",
+        )
+        .bind(board.as_str())
+        .bind(seq)
+        .bind(dedupe_since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let before = rows
+            .iter()
+            .map(|r| row_to_op(board, r))
+            .collect::<Result<Vec<_>>>()?;
+        let keys: Vec<super::RunKey> = sqlx::query_as(
+            "SELECT id, window_name, period, scope, expire_ms FROM rankd_snapshots
+             WHERE board = ?1 AND run_id = ?2 ORDER BY id",
+        )
+        .bind(board.as_str())
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let pool = self.pool.clone();
+        super::base(seq, version, definition, before, keys, move |id| {
+            stream_entries(pool.clone(), id)
+        })
+        .map(Some)
     }
 
     async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // The run is named after its first snapshot row.
+        let mut run: Option<i64> = None;
         for snap in keys {
             let id: i64 = sqlx::query(
-                "INSERT INTO rankd_snapshots (board, window_name, period, scope, seq, members) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                "INSERT INTO rankd_snapshots (board, window_name, period, scope, seq, members, run_id, version, expire_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             )
             .bind(board.as_str())
             .bind(snap.window.as_str())
@@ -223,19 +351,34 @@ impl Store for SqliteStore {
             .bind(snap.scope.as_deref().unwrap_or(""))
             .bind(snap.seq as i64)
             .bind(snap.entries.len() as i64)
+            .bind(run)
+            .bind(&snap.version)
+            .bind(snap.expire_ms)
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?
             .get(0);
-            for e in &snap.entries {
-                sqlx::query("INSERT INTO rankd_snapshot_entries (snapshot_id, rank, member, score) VALUES (?, ?, ?, ?)")
+            if run.is_none() {
+                run = Some(id);
+                sqlx::query("UPDATE rankd_snapshots SET run_id = ?1 WHERE id = ?1")
                     .bind(id)
-                    .bind(e.rank as i64)
-                    .bind(&e.member)
-                    .bind(e.score)
                     .execute(&mut *tx)
                     .await
                     .map_err(unavailable)?;
+            }
+            // Many rows per statement: a statement per row is most of the cost otherwise.
+            for part in snap.entries.chunks(ENTRY_ROWS) {
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT INTO rankd_snapshot_entries (snapshot_id, rank, member, score, stored) ",
+                );
+                q.push_values(part, |mut row, e| {
+                    row.push_bind(id)
+                        .push_bind(e.rank as i64)
+                        .push_bind(&e.member)
+                        .push_bind(e.score)
+                        .push_bind((e.stored != e.score).then_some(e.stored));
+                });
+                q.build().execute(&mut *tx).await.map_err(unavailable)?;
             }
         }
         tx.commit().await.map_err(unavailable)

@@ -153,83 +153,89 @@ async fn exact(e: &Engine, b: &BoardId) -> Vec<String> {
     keys
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_from_the_latest_snapshot_and_the_operations_after_it_is_exact() {
-    let mut redis = PrivateRedis::start().await;
-    let db = TestDb::create().await;
-    let e = engine(&redis, &db, Durability::Sync).await;
-    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
-    let b = BoardId::parse("termly").unwrap();
-    let def = BoardDef {
+fn termly_def() -> BoardDef {
+    BoardDef {
         windows: vec![Window::All, Window::Weekly],
         tie_break: TieBreak::First,
         rank_mode: RankMode::Dense,
         policy: Policy::Best,
         max_members: Some(40),
         ..BoardDef::default()
-    };
-    assert!(e.put_board(&b, def.clone()).await.unwrap());
-    let event = |i: u32, id: &str| {
-        let mut ev = Submit::new(
-            b.clone(),
-            m(&format!("u{}", i % 53)),
-            score(f64::from(i % 11)),
-        );
-        if i.is_multiple_of(4) {
-            ev.scopes = vec![scope("class:1")];
-        }
-        ev.event_id = Some(EventId::parse(id).unwrap());
-        ev
-    };
-    let show = |name: &str| Display {
+    }
+}
+
+fn termly_event(b: &BoardId, i: u32, id: &str) -> Submit {
+    let mut ev = Submit::new(
+        b.clone(),
+        m(&format!("u{}", i % 53)),
+        score(f64::from(i % 11)),
+    );
+    if i.is_multiple_of(4) {
+        ev.scopes = vec![scope("class:1")];
+    }
+    ev.event_id = Some(EventId::parse(id).unwrap());
+    ev
+}
+
+fn shown(name: &str) -> Display {
+    Display {
         display_name: Some(name.into()),
         data: None,
-    };
-    // Before the snapshot: events with ids, display data, a removal and the member's return.
-    for i in 0..120u32 {
-        e.submit(&event(i, &format!("a{i}"))).await.unwrap();
     }
-    e.put_display(&b, &m("u5"), show("Five")).await.unwrap();
-    e.put_display(&b, &m("u6"), show("Six")).await.unwrap();
-    e.remove_member(&b, &m("u6")).await.unwrap();
-    e.put_display(&b, &m("u7"), show("Seven")).await.unwrap();
-    e.remove_member(&b, &m("u7")).await.unwrap();
-    let mut back = event(7, "a-back");
+}
+
+/// Writes a board around a snapshot: before it, events with ids, display data, removals and a
+/// removed member's return; the snapshot; after it, more of each and a definition change. Returns
+/// the snapshot's sequence number, checked to be a base a rebuild can start from.
+async fn around_a_snapshot(e: &Engine, store: &dyn rankd::store::Store, b: &BoardId) -> u64 {
+    assert!(e.put_board(b, termly_def()).await.unwrap());
+    for i in 0..120u32 {
+        e.submit(&termly_event(b, i, &format!("a{i}")))
+            .await
+            .unwrap();
+    }
+    e.put_display(b, &m("u5"), shown("Five")).await.unwrap();
+    e.put_display(b, &m("u6"), shown("Six")).await.unwrap();
+    e.remove_member(b, &m("u6")).await.unwrap();
+    e.put_display(b, &m("u7"), shown("Seven")).await.unwrap();
+    e.remove_member(b, &m("u7")).await.unwrap();
+    let mut back = termly_event(b, 7, "a-back");
     back.value = score(100.0);
     e.submit(&back).await.unwrap();
-    e.put_display(&b, &m("u7"), show("Seven again"))
+    e.put_display(b, &m("u7"), shown("Seven again"))
         .await
         .unwrap();
 
-    let report = rankd::store::snapshot::snapshot(&e, &store, Some(&b))
+    let report = rankd::store::snapshot::snapshot(e, store, Some(b))
         .await
         .unwrap();
     assert!(report.entries > 0, "{report:?}");
 
-    // After it: more events, a definition change, display data and a removal.
     for i in 120..200u32 {
-        e.submit(&event(i, &format!("b{i}"))).await.unwrap();
+        e.submit(&termly_event(b, i, &format!("b{i}")))
+            .await
+            .unwrap();
     }
-    let mut wider = def.clone();
+    let mut wider = termly_def();
     wider.windows.push(Window::Daily);
-    e.put_board(&b, wider).await.unwrap();
-    e.submit(&event(1, "b-daily")).await.unwrap();
-    let mut eight = event(8, "b-eight");
+    e.put_board(b, wider).await.unwrap();
+    e.submit(&termly_event(b, 1, "b-daily")).await.unwrap();
+    let mut eight = termly_event(b, 8, "b-eight");
     eight.value = score(99.0);
     e.submit(&eight).await.unwrap();
-    e.put_display(&b, &m("u8"), show("Eight")).await.unwrap();
-    e.remove_member(&b, &m("u5")).await.unwrap();
+    e.put_display(b, &m("u8"), shown("Eight")).await.unwrap();
+    e.remove_member(b, &m("u5")).await.unwrap();
 
     let stored_seq = store
         .boards()
         .await
         .unwrap()
         .into_iter()
-        .find(|(x, _)| x == &b)
+        .find(|(x, _)| x == b)
         .unwrap()
         .1;
     let base = store
-        .restore_base(&b, stored_seq, 0)
+        .restore_base(b, stored_seq, 0)
         .await
         .unwrap()
         .expect("the snapshot is a base for rebuilds");
@@ -237,30 +243,18 @@ async fn a_rebuild_from_the_latest_snapshot_and_the_operations_after_it_is_exact
         base.seq > 0 && base.seq < stored_seq,
         "{base:?} vs {stored_seq}"
     );
-    drop(base);
+    base.seq
+}
 
-    let views = [
-        View::all_time(),
-        View::all_time().scoped(scope("class:1")),
-        View::current(Window::Weekly),
-        View::current(Window::Daily),
-    ];
-    let before = everything(&e, &b, &views).await.unwrap();
-    let exact_before = exact(&e, &b).await;
-
-    redis.kill();
-    redis.restart().await;
-
-    let after = until_ready(|| everything(&e, &b, &views)).await;
-    assert_eq!(before, after);
-    assert_eq!(exact_before, exact(&e, &b).await);
-    // Event ids from before and after the snapshot are still duplicates.
+/// After a rebuild of [`around_a_snapshot`]'s board: ids from both sides of the snapshot are still
+/// duplicates, and display data is as the log left it.
+async fn check_ids_and_names(e: &Engine, b: &BoardId) {
     for id in ["a0", "a119", "a-back", "b120", "b-daily"] {
-        let dup = e.submit(&event(3, id)).await.unwrap();
+        let dup = e.submit(&termly_event(b, 3, id)).await.unwrap();
         assert!(dup.duplicate, "{id} is a duplicate after the rebuild");
     }
     let names: HashMap<String, Option<String>> = e
-        .top(&b, &View::all_time(), Limit::new(100).unwrap())
+        .top(b, &View::all_time(), Limit::new(100).unwrap())
         .await
         .unwrap()
         .entries
@@ -271,7 +265,71 @@ async fn a_rebuild_from_the_latest_snapshot_and_the_operations_after_it_is_exact
     assert_eq!(names.get("u6").cloned().flatten(), None);
     assert_eq!(names["u7"].as_deref(), Some("Seven again"));
     assert_eq!(names["u8"].as_deref(), Some("Eight"));
+}
+
+const TERMLY_VIEWS: [fn() -> View; 4] = [
+    View::all_time,
+    || View::all_time().scoped(scope("class:1")),
+    || View::current(Window::Weekly),
+    || View::current(Window::Daily),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_from_the_latest_snapshot_and_the_operations_after_it_is_exact() {
+    let mut redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let e = engine(&redis, &db, Durability::Sync).await;
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    let b = BoardId::parse("termly").unwrap();
+    around_a_snapshot(&e, &store, &b).await;
+    let views: Vec<View> = TERMLY_VIEWS.iter().map(|v| v()).collect();
+    let before = everything(&e, &b, &views).await.unwrap();
+    let exact_before = exact(&e, &b).await;
+
+    redis.kill();
+    redis.restart().await;
+
+    let after = until_ready(|| everything(&e, &b, &views)).await;
+    assert_eq!(before, after);
+    assert_eq!(exact_before, exact(&e, &b).await);
+    check_ids_and_names(&e, &b).await;
     db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_restart_starts_from_the_latest_sqlite_snapshot_exactly() {
+    let dir = std::env::temp_dir().join(format!(
+        "rankd-sqlite-restore-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let config = Config {
+        data_dir: Some(dir.clone()),
+        ..Config::default()
+    };
+    let first = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+        .await
+        .expect("embedded engine starts");
+    let store = rankd::store::SqliteStore::open(&dir).await.unwrap();
+    let b = BoardId::parse("termly").unwrap();
+    around_a_snapshot(&first, &store, &b).await;
+    let views: Vec<View> = TERMLY_VIEWS.iter().map(|v| v()).collect();
+    let before = everything(&first, &b, &views).await.unwrap();
+    let exact_before = exact(&first, &b).await;
+
+    // A second process on the same data directory starts with empty memory and rebuilds from it.
+    let second = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+        .await
+        .expect("embedded engine starts again");
+    let after = until_ready(|| everything(&second, &b, &views)).await;
+    assert_eq!(before, after);
+    assert_eq!(exact_before, exact(&second, &b).await);
+    check_ids_and_names(&second, &b).await;
+    drop((first, second, store));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
