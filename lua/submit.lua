@@ -62,6 +62,7 @@ for e = 1, count do
     scopes = ARGV[a + 4],
     now = tonumber(ARGV[a + 5]),
     touch = {},
+    calc = {},
   }
   local k = tonumber(ARGV[a + 6])
   a = a + 7
@@ -139,11 +140,13 @@ for e, ev in ipairs(events) do
         return fail('RANGE', (e - 1) .. ' value: ' .. why)
       end
       pending[t[1]][ev.member] = nxt
+      ev.calc[#ev.calc + 1] = { cur or nil, nxt }
     end
   end
 end
 
--- Pass 2: write. Scores are read again because trimming to max members may have removed a member.
+-- Pass 2: write. With trimming (or ranks to report), scores are read again: trimming to max members may
+-- have removed a member.
 local function trim(ctx)
   local n = redis.call('ZCARD', ctx.key) - max_members
   if n <= 0 then
@@ -181,6 +184,10 @@ if ttl > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 end
 
+-- Without trimming, every member's score before and after each event is exactly what pass 1 worked
+-- out (nothing else writes in between): count-mode batches reuse it instead of reading it again.
+local reuse = not full and max_members == 0
+
 local accepted, duplicates = 0, 0
 local first_seq, seq = 0, 0
 local flags = {}
@@ -210,12 +217,19 @@ for e, ev in ipairs(events) do
     local rows = {}
     for j, t in ipairs(ev.touch) do
       local ctx = slots[t[1]]
-      local old = tonumber(redis.call('ZSCORE', ctx.key, ev.member))
+      local old, new
+      if reuse then
+        old, new = ev.calc[j][1], ev.calc[j][2]
+      else
+        old = tonumber(redis.call('ZSCORE', ctx.key, ev.member))
+      end
       local prev = false
       if full and old then
         prev = rank_of(ctx, ev.member, old)
       end
-      local new = next_score(ctx, old, ev.value, t[2])
+      if not reuse then
+        new = next_score(ctx, old, ev.value, t[2])
+      end
       if new ~= old then
         redis.call('ZADD', ctx.key, fmt(new), ev.member)
         if dense then
