@@ -57,6 +57,16 @@ impl std::fmt::Debug for RedisExecutor {
     }
 }
 
+/// Error replies by which Redis says it cannot serve for now.
+const TRANSIENT: [&str; 6] = [
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "READONLY",
+];
+
 fn classify(e: &Error) -> ExecError {
     match e.kind() {
         ErrorKind::IO
@@ -65,7 +75,43 @@ fn classify(e: &Error) -> ExecError {
         | ErrorKind::Cluster
         | ErrorKind::Routing
         | ErrorKind::Backpressure => ExecError::Unavailable(e.to_string()),
+        // Redis answering that it cannot serve right now (still loading its data, busy with a
+        // script, a cluster without a quorum): the request may be retried, it is not wrong.
+        _ if TRANSIENT
+            .iter()
+            .any(|p| e.details().starts_with(p)) =>
+        {
+            ExecError::Unavailable(e.details().to_string())
+        }
         _ => ExecError::Reply(e.details().to_string()),
+    }
+}
+
+/// A call ready for a pipeline: its EVALSHA arguments (sha, key count, keys, args) and the hash slot
+/// it goes to. Values share their bytes, so sending one again copies nothing.
+#[derive(Clone)]
+struct PipelinedCall {
+    script: &'static super::Script,
+    slot: u16,
+    args: Vec<Value>,
+}
+
+impl PipelinedCall {
+    fn new(call: Call) -> Self {
+        let slot = call
+            .keys
+            .first()
+            .map_or(0, |k| fred::util::redis_keyslot(k.as_bytes()));
+        let mut args: Vec<Value> = Vec::with_capacity(2 + call.keys.len() + call.args.len());
+        args.push(call.script.sha1().into());
+        args.push(Value::Integer(call.keys.len() as i64));
+        args.extend(call.keys.into_iter().map(Value::from));
+        args.extend(call.args.into_iter().map(Value::from));
+        Self {
+            script: call.script,
+            slot,
+            args,
+        }
     }
 }
 
@@ -210,6 +256,69 @@ impl RedisExecutor {
             .map_err(|e| classify(&e))
     }
 
+    /// Sends calls as one pipeline on one connection (per node in a cluster), so that calls of one
+    /// slot run in order; calls whose node had lost the script are loaded and sent again, in order.
+    async fn pipeline(
+        &self,
+        calls: &[PipelinedCall],
+    ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
+        let client = self.pool.next();
+        let pipeline = client.pipeline();
+        for call in calls {
+            // fred pipelines have no EVALSHA of their own: send it as a custom command routed by the
+            // hash slot of its first key (every key of a call shares that slot).
+            let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(call.slot), false);
+            let _: () = pipeline
+                .custom(cmd, call.args.clone())
+                .await
+                .map_err(|e| classify(&e))?;
+        }
+        let results = pipeline.try_all::<Value>().await;
+        let mut out: Vec<Result<Reply, ExecError>> = results
+            .into_iter()
+            .map(|r| {
+                r.map(to_reply).map_err(|e| {
+                    if is_noscript(&e) {
+                        ExecError::Reply("NOSCRIPT".into())
+                    } else {
+                        classify(&e)
+                    }
+                })
+            })
+            .collect();
+        if out.len() != calls.len() {
+            return Err(ExecError::Unavailable(format!(
+                "pipeline answered {} of {} calls",
+                out.len(),
+                calls.len()
+            )));
+        }
+        // A call that met NOSCRIPT did not run (its node lost the script: a restart or a failover).
+        // Load the scripts and run exactly those calls again, in their order.
+        let failed: Vec<usize> = (0..out.len())
+            .filter(|&i| matches!(&out[i], Err(ExecError::Reply(m)) if m == "NOSCRIPT"))
+            .collect();
+        metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts")
+            .increment((out.len() - failed.len()) as u64);
+        metrics::counter!(crate::metrics::CACHE_MISSES, "cache" => "scripts")
+            .increment(failed.len() as u64);
+        if !failed.is_empty() {
+            let mut loaded: Vec<&'static str> = Vec::new();
+            for &i in &failed {
+                if !loaded.contains(&calls[i].script.name()) {
+                    loaded.push(calls[i].script.name());
+                    self.load_one(calls[i].script).await?;
+                }
+            }
+            let again: Vec<PipelinedCall> = failed.iter().map(|&i| calls[i].clone()).collect();
+            let again = Box::pin(self.pipeline(&again)).await?;
+            for (i, r) in failed.into_iter().zip(again) {
+                out[i] = r;
+            }
+        }
+        Ok(out)
+    }
+
     async fn evalsha(client: &Client, call: &Call) -> Result<Value, Error> {
         client
             .evalsha::<Value, _, _, _>(call.script.sha1(), call.keys.clone(), call.args.clone())
@@ -261,72 +370,13 @@ impl Executor for RedisExecutor {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
-        // One pipeline on one connection (per node in a cluster): calls of one slot run in order.
-        let client = self.pool.next();
         if !self.reachable().await {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
-        let pipeline = client.pipeline();
-        for call in &calls {
-            // fred pipelines have no EVALSHA of their own: send it as a custom command routed by the
-            // hash slot of its first key (every key of a call shares that slot).
-            let slot = call
-                .keys
-                .first()
-                .map_or(0, |k| fred::util::redis_keyslot(k.as_bytes()));
-            let mut args: Vec<Value> = Vec::with_capacity(2 + call.keys.len() + call.args.len());
-            args.push(call.script.sha1().into());
-            args.push(Value::Integer(call.keys.len() as i64));
-            args.extend(call.keys.iter().map(|k| Value::from(k.as_str())));
-            args.extend(call.args.iter().map(|a| Value::from(a.as_str())));
-            let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
-            let _: () = pipeline.custom(cmd, args).await.map_err(|e| classify(&e))?;
-        }
-        let results = pipeline.try_all::<Value>().await;
-        let mut out: Vec<Result<Reply, ExecError>> = results
-            .into_iter()
-            .map(|r| {
-                r.map(to_reply).map_err(|e| {
-                    if is_noscript(&e) {
-                        ExecError::Reply("NOSCRIPT".into())
-                    } else {
-                        classify(&e)
-                    }
-                })
-            })
-            .collect();
-        if out.len() != calls.len() {
-            return Err(ExecError::Unavailable(format!(
-                "pipeline answered {} of {} calls",
-                out.len(),
-                calls.len()
-            )));
-        }
-        // A call that met NOSCRIPT did not run (its node lost the script: a restart or a failover).
-        // Load the scripts and run exactly those calls again, in their order.
-        let failed: Vec<usize> = (0..out.len())
-            .filter(|&i| matches!(&out[i], Err(ExecError::Reply(m)) if m == "NOSCRIPT"))
-            .collect();
-        metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts")
-            .increment((out.len() - failed.len()) as u64);
-        metrics::counter!(crate::metrics::CACHE_MISSES, "cache" => "scripts")
-            .increment(failed.len() as u64);
-        if !failed.is_empty() {
-            let mut loaded: Vec<&'static str> = Vec::new();
-            for &i in &failed {
-                if !loaded.contains(&calls[i].script.name()) {
-                    loaded.push(calls[i].script.name());
-                    self.load_one(calls[i].script).await?;
-                }
-            }
-            let again =
-                Box::pin(self.eval_many(failed.iter().map(|&i| calls[i].clone()).collect()))
-                    .await?;
-            for (i, r) in failed.into_iter().zip(again) {
-                out[i] = r;
-            }
-        }
-        Ok(out)
+        // Each call's EVALSHA arguments, built once: the strings move into the values (no copy of
+        // what can be megabytes of arguments), and a call that meets NOSCRIPT is sent again from them.
+        let encoded: Vec<PipelinedCall> = calls.into_iter().map(PipelinedCall::new).collect();
+        self.pipeline(&encoded).await
     }
 
     async fn ping(&self) -> Result<(), ExecError> {
@@ -453,5 +503,30 @@ impl Executor for RedisExecutor {
             keyspace_hits: Some(hits),
             keyspace_misses: Some(misses),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_saying_it_cannot_serve_for_now_is_unavailable_not_a_wrong_request() {
+        for details in [
+            "LOADING Redis is loading the dataset in memory",
+            "BUSY Redis is busy running a script",
+            "CLUSTERDOWN The cluster is down",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "MASTERDOWN Link with MASTER is down",
+            "READONLY You can't write against a read only replica.",
+        ] {
+            let e = Error::new(ErrorKind::Unknown, details);
+            assert!(
+                matches!(classify(&e), ExecError::Unavailable(_)),
+                "{details}"
+            );
+        }
+        let e = Error::new(ErrorKind::Unknown, "ERR RANKD_RANGE 0 value: must be finite");
+        assert!(matches!(classify(&e), ExecError::Reply(_)));
     }
 }
