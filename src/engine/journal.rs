@@ -99,5 +99,9 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Called when Redis does not hold a board. Returns true when the store holds it: Redis lost it,
     /// and a rebuild has been started.
-    async fn lost(&self, board: &BoardId) -> bool;
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`] when the store cannot say (then neither can the caller: the
+    /// board may well exist).
+    async fn lost(&self, board: &BoardId) -> Result<bool>;
 }

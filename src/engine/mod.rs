@@ -471,8 +471,13 @@ impl Engine {
     /// which case Redis lost it and a rebuild is under way.
     async fn missing(&self, board: &BoardId) -> Error {
         match &self.journal {
-            Some(j) if j.lost(board).await => Self::rebuilding(board),
-            _ => Error::BoardNotFound(board.clone()),
+            Some(j) => match j.lost(board).await {
+                Ok(true) => Self::rebuilding(board),
+                Ok(false) => Error::BoardNotFound(board.clone()),
+                // Not "not found" while the store cannot say: the board may well exist.
+                Err(e) => e,
+            },
+            None => Error::BoardNotFound(board.clone()),
         }
     }
 

@@ -183,14 +183,12 @@ impl Journal for Handle {
         self.0.store.purge(board).await
     }
 
-    async fn lost(&self, board: &BoardId) -> bool {
-        match self.0.store.has_board(board).await {
-            Ok(true) => {
-                self.0.rebuild_in_background(board.clone());
-                true
-            }
-            _ => false,
+    async fn lost(&self, board: &BoardId) -> Result<bool> {
+        let stored = self.0.store.has_board(board).await?;
+        if stored {
+            self.0.rebuild_in_background(board.clone());
         }
+        Ok(stored)
     }
 }
 
