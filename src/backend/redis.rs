@@ -77,10 +77,7 @@ fn classify(e: &Error) -> ExecError {
         | ErrorKind::Backpressure => ExecError::Unavailable(e.to_string()),
         // Redis answering that it cannot serve right now (still loading its data, busy with a
         // script, a cluster without a quorum): the request may be retried, it is not wrong.
-        _ if TRANSIENT
-            .iter()
-            .any(|p| e.details().starts_with(p)) =>
-        {
+        _ if TRANSIENT.iter().any(|p| e.details().starts_with(p)) => {
             ExecError::Unavailable(e.details().to_string())
         }
         _ => ExecError::Reply(e.details().to_string()),
@@ -526,7 +523,10 @@ mod tests {
                 "{details}"
             );
         }
-        let e = Error::new(ErrorKind::Unknown, "ERR RANKD_RANGE 0 value: must be finite");
+        let e = Error::new(
+            ErrorKind::Unknown,
+            "ERR RANKD_RANGE 0 value: must be finite",
+        );
         assert!(matches!(classify(&e), ExecError::Reply(_)));
     }
 }

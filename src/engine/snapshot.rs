@@ -46,12 +46,43 @@ pub struct KeySnapshot {
 }
 
 /// Whether a board's key snapshots were all read at one point of its log: then they, plus the
-/// operations after that point, are exactly the board (what a rebuild may start from).
+/// operations after that point, are exactly the board (what a rebuild may start from). The sequence
+/// number moves with every logged write, and only engines with a durable store take snapshots: all
+/// their writes are logged.
 pub fn at_one_point(keys: &[KeySnapshot]) -> Option<(u64, &str)> {
     let first = keys.first()?;
     keys.iter()
         .all(|k| k.seq == first.seq && k.version == first.version)
         .then_some((first.seq, first.version.as_str()))
+}
+
+/// Entries of one key of a streamed snapshot, in rank order: `key` indexes the run's keys, in the
+/// order they are first sent.
+#[derive(Debug)]
+pub struct SnapChunk {
+    /// Which key of the run.
+    pub key: usize,
+    /// The next entries of that key.
+    pub entries: Vec<SnapEntry>,
+}
+
+/// A streamed snapshot's account of one key, once all its entries are sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamedKey {
+    /// The window.
+    pub window: Window,
+    /// The period id (`all` for the all-time window).
+    pub period: String,
+    /// The scope; `None` for the global board.
+    pub scope: Option<String>,
+    /// The board's sequence number the whole run is consistent at.
+    pub seq: u64,
+    /// The board definition's version at that point.
+    pub version: String,
+    /// When the key expires (Unix ms); `None` when it never does.
+    pub expire_ms: Option<i64>,
+    /// Entries sent.
+    pub members: u64,
 }
 
 /// A live key of a board, as the snapshot reads it.
@@ -75,24 +106,8 @@ impl Engine {
     /// # Errors
     /// [`Error::BoardNotFound`], [`Error::Unavailable`].
     pub async fn snapshot_board(&self, board: &BoardId) -> Result<Vec<KeySnapshot>> {
+        let targets = self.snapshot_targets(board).await?;
         let d = self.definition(board).await?;
-        let now = self.now_ms();
-        let mut targets = Vec::new();
-        for z in self.live_zsets(board, now).await? {
-            let (Some((key, window)), Some((_, period, scope))) = (
-                self.keys.from_zset(board, &z),
-                self.keys.describe(board, &z),
-            ) else {
-                continue;
-            };
-            targets.push(Target {
-                key,
-                window,
-                period,
-                scope,
-                bits: d.def.tick_bits(window),
-            });
-        }
         let (order, mode) = (d.def.order.as_str(), d.def.rank_mode.as_str());
         for _ in 0..CHUNKED_TRIES {
             let mut out = Vec::with_capacity(targets.len());
@@ -129,6 +144,95 @@ impl Engine {
             });
         }
         Ok(out)
+    }
+
+    /// Reads every live key of a board in chunks and sends them as they come, for a store to write
+    /// while the rest is read. Returns each key's account when every chunk of every key was read at
+    /// one point of the board's log; `None` when the board changed during the read (or the receiver
+    /// went away), and then what was sent must be thrown away.
+    ///
+    /// # Errors
+    /// [`Error::BoardNotFound`], [`Error::Unavailable`].
+    pub async fn stream_snapshot(
+        &self,
+        board: &BoardId,
+        tx: tokio::sync::mpsc::Sender<SnapChunk>,
+    ) -> Result<Option<Vec<StreamedKey>>> {
+        let targets = self.snapshot_targets(board).await?;
+        let d = self.definition(board).await?;
+        let (order, mode) = (d.def.order.as_str(), d.def.rank_mode.as_str());
+        let mut point: Option<(u64, String)> = None;
+        let mut out = Vec::with_capacity(targets.len());
+        for (key, t) in targets.iter().enumerate() {
+            let mut first = 0;
+            let mut expire_ms = None;
+            loop {
+                let reply = self
+                    .exec
+                    .eval(self.snapshot_call(board, order, mode, t, first, CHUNK as i64))
+                    .await
+                    .map_err(unavailable)?;
+                let c = parse(&reply, t.bits)?;
+                match &point {
+                    None => point = Some((c.seq, c.version.clone())),
+                    Some((seq, version)) if *seq == c.seq && *version == c.version => {}
+                    Some(_) => return Ok(None),
+                }
+                if first == 0 {
+                    expire_ms = c.expire_ms;
+                }
+                first += c.entries.len();
+                let done = c.entries.is_empty() || first as u64 >= c.total;
+                if !c.entries.is_empty()
+                    && tx
+                        .send(SnapChunk {
+                            key,
+                            entries: c.entries,
+                        })
+                        .await
+                        .is_err()
+                {
+                    return Ok(None);
+                }
+                if done {
+                    break;
+                }
+            }
+            let (seq, version) = point.clone().unwrap_or_default();
+            out.push(StreamedKey {
+                window: t.window,
+                period: t.period.clone(),
+                scope: t.scope.clone(),
+                seq,
+                version,
+                expire_ms,
+                members: first as u64,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// The live keys of a board, as a snapshot reads them.
+    async fn snapshot_targets(&self, board: &BoardId) -> Result<Vec<Target>> {
+        let d = self.definition(board).await?;
+        let now = self.now_ms();
+        let mut targets = Vec::new();
+        for z in self.live_zsets(board, now).await? {
+            let (Some((key, window)), Some((_, period, scope))) = (
+                self.keys.from_zset(board, &z),
+                self.keys.describe(board, &z),
+            ) else {
+                continue;
+            };
+            targets.push(Target {
+                key,
+                window,
+                period,
+                scope,
+                bits: d.def.tick_bits(window),
+            });
+        }
+        Ok(targets)
     }
 
     fn snapshot_call(

@@ -41,6 +41,16 @@ pub trait Store: Send + Sync + 'static {
     async fn has_board(&self, board: &BoardId) -> Result<bool>;
     /// A board's operations in order.
     async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>>;
+    /// Snapshots a board while reading it, where the store can write as it reads (see
+    /// [`PgStore::snapshot_streamed`]); `None` when it cannot, or when the board changed during the
+    /// read: the caller then reads the board whole and calls [`Store::write_snapshots`].
+    async fn snapshot_streamed(
+        &self,
+        _engine: &crate::engine::Engine,
+        _board: &BoardId,
+    ) -> Result<Option<snapshot::SnapshotReport>> {
+        Ok(None)
+    }
     /// Writes a snapshot run of one board (every key), whole or not at all.
     async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<()>;
     /// The latest snapshot of `board` taken at one point of its log no later than `upto` (the last

@@ -544,6 +544,13 @@ impl super::Store for PgStore {
     ) -> Result<Option<crate::engine::Base>> {
         PgStore::restore_base(self, board, upto, dedupe_since).await
     }
+    async fn snapshot_streamed(
+        &self,
+        engine: &crate::engine::Engine,
+        board: &BoardId,
+    ) -> Result<Option<super::snapshot::SnapshotReport>> {
+        PgStore::snapshot_streamed(self, engine, board).await
+    }
     async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
         PgStore::ops_after(self, board, seq).await
     }

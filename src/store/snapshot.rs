@@ -8,7 +8,7 @@ use sqlx::postgres::PgPoolCopyExt;
 use super::postgres::PgStore;
 use super::Store;
 use crate::board::BoardId;
-use crate::engine::{Engine, KeySnapshot, SnapEntry};
+use crate::engine::{Engine, KeySnapshot, SnapChunk, SnapEntry};
 use crate::error::{Error, Result};
 
 /// What one snapshot run wrote.
@@ -37,6 +37,18 @@ fn copy_text(out: &mut String, s: &str) {
             '\r' => out.push_str("\\r"),
             c => out.push(c),
         }
+    }
+}
+
+/// One entry as a row of COPY text, written straight into the buffer (no allocation per row);
+/// `stored` only where it differs from the score (boards that break ties by time).
+fn copy_row(buf: &mut String, id: &str, e: &SnapEntry) {
+    let _ = write!(buf, "{id}\t{}\t", e.rank);
+    copy_text(buf, &e.member);
+    if e.stored == e.score {
+        let _ = writeln!(buf, "\t{:?}\t\\N", e.score);
+    } else {
+        let _ = writeln!(buf, "\t{:?}\t{:?}", e.score, e.stored);
     }
 }
 
@@ -86,15 +98,7 @@ impl PgStore {
         let mut buf = String::with_capacity(COPY_BUFFER + 1024);
         for (snap, id) in keys.iter().zip(&ids) {
             for e in &snap.entries {
-                // Written straight into the buffer: no allocation per row.
-                let _ = write!(buf, "{id}\t{}\t", e.rank);
-                copy_text(&mut buf, &e.member);
-                // `stored` only where it differs from the score: boards that break ties by time.
-                if e.stored == e.score {
-                    let _ = writeln!(buf, "\t{:?}\t\\N", e.score);
-                } else {
-                    let _ = writeln!(buf, "\t{:?}\t{:?}", e.score, e.stored);
-                }
+                copy_row(&mut buf, id, e);
                 if buf.len() > COPY_BUFFER {
                     copy.send(buf.as_bytes()).await.map_err(unavailable)?;
                     buf.clear();
@@ -106,6 +110,97 @@ impl PgStore {
         }
         copy.finish().await.map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
+    }
+
+    /// Snapshots a board while it is read: entries go into one COPY as the engine reads them from
+    /// Redis, and the keys' rows follow once the read proved to be at one point of the board's log.
+    /// `None` (and nothing written) when the board changed during the read.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`]; what [`Engine::stream_snapshot`] returns.
+    pub async fn snapshot_streamed(
+        &self,
+        engine: &Engine,
+        board: &BoardId,
+    ) -> Result<Option<SnapshotReport>> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<SnapChunk>(4);
+        let read = engine.stream_snapshot(board, tx);
+        let write = async {
+            let mut txn = self.pool().begin().await.map_err(unavailable)?;
+            let mut copy = txn
+                .copy_in_raw(
+                    "COPY rankd_snapshot_entries (snapshot_id, rank, member, score, stored) FROM STDIN",
+                )
+                .await
+                .map_err(unavailable)?;
+            let mut ids: Vec<String> = Vec::new();
+            let mut buf = String::with_capacity(COPY_BUFFER + 1024);
+            while let Some(chunk) = rx.recv().await {
+                // Ids come from the sequence over another connection: this one is busy copying.
+                while ids.len() <= chunk.key {
+                    ids.push(self.next_snapshot_id().await?.to_string());
+                }
+                let id = &ids[chunk.key];
+                for e in &chunk.entries {
+                    copy_row(&mut buf, id, e);
+                }
+                if buf.len() > COPY_BUFFER {
+                    copy.send(buf.as_bytes()).await.map_err(unavailable)?;
+                    buf.clear();
+                }
+            }
+            if !buf.is_empty() {
+                copy.send(buf.as_bytes()).await.map_err(unavailable)?;
+            }
+            copy.finish().await.map_err(unavailable)?;
+            Ok::<_, Error>((txn, ids))
+        };
+        let (read, write) = tokio::join!(read, write);
+        let (Some(keys), (mut txn, ids)) = (read?, write?) else {
+            // Dropping the transaction rolls the copied rows back.
+            return Ok(None);
+        };
+        let mut ids: Vec<i64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+        while ids.len() < keys.len() {
+            ids.push(self.next_snapshot_id().await?);
+        }
+        let Some(&run) = ids.first() else {
+            return Ok(Some(SnapshotReport::default()));
+        };
+        for (k, id) in keys.iter().zip(&ids) {
+            sqlx::query(
+                "INSERT INTO rankd_snapshots
+                   (id, board, window_name, period, scope, seq, members, run_id, version, expire_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(id)
+            .bind(board.as_str())
+            .bind(k.window.as_str())
+            .bind(&k.period)
+            .bind(k.scope.as_deref().unwrap_or(""))
+            .bind(k.seq as i64)
+            .bind(k.members as i64)
+            .bind(run)
+            .bind(&k.version)
+            .bind(k.expire_ms)
+            .execute(&mut *txn)
+            .await
+            .map_err(unavailable)?;
+        }
+        txn.commit().await.map_err(unavailable)?;
+        Ok(Some(SnapshotReport {
+            keys: keys.len(),
+            entries: keys.iter().map(|k| k.members as usize).sum(),
+        }))
+    }
+
+    async fn next_snapshot_id(&self) -> Result<i64> {
+        let (id,): (i64,) =
+            sqlx::query_as("SELECT nextval(pg_get_serial_sequence('rankd_snapshots', 'id'))")
+                .fetch_one(self.pool())
+                .await
+                .map_err(unavailable)?;
+        Ok(id)
     }
 
     /// Deletes snapshots taken more than `keep_days` days ago.
@@ -182,11 +277,22 @@ pub async fn snapshot(
     let mut report = SnapshotReport::default();
     for b in boards {
         let started = Instant::now();
-        let keys = engine.snapshot_board(&b).await?;
-        store.write_snapshots(&b, &keys).await?;
-        report.keys += keys.len();
-        report.entries += keys.iter().map(|k| k.entries.len()).sum::<usize>();
-        tracing::info!(board = %b, keys = keys.len(), ms = started.elapsed().as_millis() as u64, "snapshot taken");
+        // Written while read where the store can; else (or when the board changed during that
+        // read) read whole, then written.
+        let (keys, entries) = match store.snapshot_streamed(engine, &b).await? {
+            Some(r) => (r.keys, r.entries),
+            None => {
+                let keys = engine.snapshot_board(&b).await?;
+                store.write_snapshots(&b, &keys).await?;
+                (
+                    keys.len(),
+                    keys.iter().map(|k| k.entries.len()).sum::<usize>(),
+                )
+            }
+        };
+        report.keys += keys;
+        report.entries += entries;
+        tracing::info!(board = %b, keys, entries, ms = started.elapsed().as_millis() as u64, "snapshot taken");
     }
     Ok(report)
 }

@@ -333,6 +333,66 @@ async fn an_embedded_restart_starts_from_the_latest_sqlite_snapshot_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_read_while_the_board_changes_is_not_offered_as_one_point() {
+    // Durable, as every engine that takes snapshots is: its writes move the board's sequence number.
+    let db = TestDb::create().await;
+    let config = Config {
+        redis_url: Some(crate::helpers::Redis::Standalone.url()),
+        database_url: Some(db.url()),
+        durability: Durability::Async,
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    let e = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+        .await
+        .expect("engine starts");
+    let b = BoardId::parse("moving").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    // More members than one chunk of the read holds, so that it takes several calls.
+    for start in (0..30_000u32).step_by(10_000) {
+        let batch: Vec<Submit> = (start..start + 10_000)
+            .map(|i| Submit::new(b.clone(), m(&format!("m{i}")), score(f64::from(i))))
+            .collect();
+        e.submit_batch(&batch).await.unwrap();
+    }
+    // Quiet: the read is at one point, and every entry arrives once.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<rankd::engine::SnapChunk>(4);
+    let drain = tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(c) = rx.recv().await {
+            n += c.entries.len();
+        }
+        n
+    });
+    let keys = e
+        .stream_snapshot(&b, tx)
+        .await
+        .unwrap()
+        .expect("a quiet board reads at one point");
+    assert_eq!(drain.await.unwrap(), 30_000);
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].members, 30_000);
+
+    // A write between two chunks: the read says so rather than offer a mixed snapshot.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<rankd::engine::SnapChunk>(1);
+    let writer = {
+        let (e, b) = (e.clone(), b.clone());
+        tokio::spawn(async move {
+            let first = rx.recv().await.expect("a first chunk");
+            e.submit(&Submit::new(b.clone(), m("late"), score(1.0)))
+                .await
+                .unwrap();
+            while rx.recv().await.is_some() {}
+            first.entries.len()
+        })
+    };
+    assert_eq!(e.stream_snapshot(&b, tx).await.unwrap(), None);
+    assert!(writer.await.unwrap() > 0);
+    e.delete_board(&b).await.unwrap();
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_under_sync_load_keeps_every_acknowledged_event_exactly_once() {
     let mut redis = PrivateRedis::start().await;
     let db = TestDb::create().await;
