@@ -1227,24 +1227,15 @@ impl Engine {
         let (_, reply, ()) = self
             .call_board(board, |d| {
                 Ok((
-                    Call {
-                        script: &scripts::DISPLAY_PUT,
-                        keys: vec![
-                            self.keys.definition(board),
-                            self.keys.display_names(board),
-                            self.keys.display_data(board),
-                            self.keys.sequence(board),
-                            self.keys.log(board),
-                        ],
-                        args: vec![
-                            d.version.clone(),
-                            member.to_string(),
-                            display.display_name.clone().unwrap_or_default(),
-                            data.clone(),
-                            self.log_flag(),
-                            now.to_string(),
-                        ],
-                    },
+                    self.display_call(
+                        board,
+                        &d.version,
+                        member.as_str(),
+                        display.display_name.as_deref(),
+                        Some(data.as_str()),
+                        &self.log_flag(),
+                        now,
+                    ),
                     (),
                 ))
             })

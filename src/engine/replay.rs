@@ -480,6 +480,7 @@ impl Engine {
                         member,
                         name.as_deref(),
                         data.as_deref(),
+                        "0",
                         ops[i].recv_ms,
                     ))
                     .await?;
@@ -517,14 +518,17 @@ impl Engine {
         Ok(())
     }
 
-    /// The display_put call that sets a member's display name and data, unlogged (a replay).
-    fn display_call(
+    /// The display_put call that sets a member's display name and data, under definition version
+    /// `version`; `log` is "1" to append it to the board's log, "0" for a replay.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn display_call(
         &self,
         board: &BoardId,
-        token: &str,
+        version: &str,
         member: &str,
         name: Option<&str>,
         data: Option<&str>,
+        log: &str,
         now: i64,
     ) -> Call {
         Call {
@@ -537,11 +541,11 @@ impl Engine {
                 self.keys.log(board),
             ],
             args: vec![
-                token.to_owned(),
+                version.to_owned(),
                 member.to_owned(),
                 name.unwrap_or_default().to_owned(),
                 data.unwrap_or_default().to_owned(),
-                "0".into(),
+                log.to_owned(),
                 now.to_string(),
             ],
         }
@@ -699,6 +703,7 @@ impl Engine {
                         member,
                         name.as_deref(),
                         data.as_deref(),
+                        "0",
                         o.recv_ms,
                     ));
                 }
