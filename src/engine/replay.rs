@@ -65,10 +65,6 @@ fn parse_def(board: &BoardId, json: &str) -> Result<BoardDef> {
         .map_err(|e| Error::Backend(format!("stored definition of {board}: {e}")))
 }
 
-fn format_stored(x: f64) -> String {
-    fmt_num(x)
-}
-
 /// Prefix of the version a board's definition carries while it is being rebuilt. Requests that meet
 /// it answer 503 with Retry-After rather than a rank computed from half a board.
 pub const REBUILD_PREFIX: &str = "rebuild:";
@@ -584,7 +580,7 @@ impl Engine {
             let mut args = head.clone();
             args.reserve(pairs.len() * 2);
             for (member, stored) in pairs {
-                args.push(format_stored(*stored));
+                args.push(fmt_num(*stored));
                 args.push(member.clone());
             }
             Call {
