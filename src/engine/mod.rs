@@ -536,21 +536,7 @@ impl Engine {
             };
             let version = self.new_version();
             let now = self.now_ms();
-            let call = Call {
-                script: &scripts::BOARD_PUT,
-                keys: vec![
-                    self.keys.definition(board),
-                    self.keys.sequence(board),
-                    self.keys.log(board),
-                ],
-                args: vec![
-                    expected,
-                    version.clone(),
-                    json.clone(),
-                    now.to_string(),
-                    self.log_flag(),
-                ],
-            };
+            let call = self.put_def_call(board, &expected, &version, &json, &self.log_flag(), now);
             match self.exec.eval(call).await {
                 Ok(reply) => {
                     self.forget(board);

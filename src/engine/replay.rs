@@ -256,12 +256,15 @@ impl Engine {
         Self::parse_def(&reply)
     }
 
-    fn put_def_call(
+    /// The board_put call that sets a board's definition when its current version is `expected`
+    /// ("" to create it); `log` is "1" to append it to the board's log, "0" for a replay.
+    pub(super) fn put_def_call(
         &self,
         board: &BoardId,
         expected: &str,
         version: &str,
         json: &str,
+        log: &str,
         now: i64,
     ) -> Call {
         Call {
@@ -276,7 +279,7 @@ impl Engine {
                 version.into(),
                 json.into(),
                 now.to_string(),
-                "0".into(),
+                log.into(),
             ],
         }
     }
@@ -357,7 +360,7 @@ impl Engine {
         let token = format!("{REBUILD_PREFIX}{now}:{}", self.new_version());
         match self
             .exec
-            .eval(self.put_def_call(board, "", &token, json, now))
+            .eval(self.put_def_call(board, "", &token, json, "0", now))
             .await
         {
             Ok(_) => {
@@ -397,7 +400,7 @@ impl Engine {
             match &ops[i].op {
                 Op::Define { version, json } => {
                     self.flush(board, &mut pending).await?;
-                    self.checked(self.put_def_call(board, token, token, json, ops[i].recv_ms))
+                    self.checked(self.put_def_call(board, token, token, json, "0", ops[i].recv_ms))
                         .await?;
                     current.def = parse_def(board, json)?;
                     *final_version = Some(version.clone());
@@ -507,7 +510,7 @@ impl Engine {
         let json =
             serde_json::to_string(&current.def).map_err(|e| Error::Backend(e.to_string()))?;
         let version = final_version.unwrap_or_else(|| self.new_version());
-        self.checked(self.put_def_call(board, token, &version, &json, now))
+        self.checked(self.put_def_call(board, token, &version, &json, "0", now))
             .await?;
         self.forget(board);
         self.registry("add", board).await?;
