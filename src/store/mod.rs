@@ -168,6 +168,80 @@ impl OpRow {
     }
 }
 
+/// The body of `restore_base`, the same in both stores: their SQL shares `$N` parameters, and each
+/// names its own `row_to_op`, `stream_entries` and `unavailable`.
+macro_rules! restore_base {
+    ($pool:expr, $board:expr, $upto:expr, $dedupe_since:expr) => {{
+        let (pool, board) = ($pool, $board);
+        // The latest run read at one point of the log (every key at the same seq and version) that
+        // the stored log covers.
+        let run: Option<(i64, i64, String)> = sqlx::query_as(
+            "SELECT run_id, min(seq), min(version) FROM rankd_snapshots
+             WHERE board = $1 AND run_id IS NOT NULL
+             GROUP BY run_id
+             HAVING min(seq) = max(seq) AND min(version) = max(version)
+                AND count(version) = count(*) AND max(seq) <= $2
+             ORDER BY run_id DESC LIMIT 1",
+        )
+        .bind(board.as_str())
+        .bind($upto as i64)
+        .fetch_optional(pool)
+        .await
+        .map_err(unavailable)?;
+        let Some((run, seq, version)) = run else {
+            return Ok(None);
+        };
+        // The definition in force at seq must be the one the run recorded: snapshots of an earlier
+        // board of the same name (deleted, then created again) never qualify.
+        let def: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT payload, extra FROM rankd_ops WHERE board = $1 AND op = 'd' AND seq <= $2
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(board.as_str())
+        .bind(seq)
+        .fetch_optional(pool)
+        .await
+        .map_err(unavailable)?;
+        let Some((definition, Some(def_version))) = def else {
+            return Ok(None);
+        };
+        if def_version != version {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
+             FROM rankd_ops WHERE board = $1 AND seq <= $2
+               AND (op IN ('p', 'r') OR (op = 'e' AND event_id IS NOT NULL AND recv_ms > $3))
+             ORDER BY seq",
+        )
+        .bind(board.as_str())
+        .bind(seq)
+        .bind($dedupe_since)
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+        let before = rows
+            .iter()
+            .map(|r| row_to_op(board, r))
+            .collect::<Result<Vec<_>>>()?;
+        let keys: Vec<$crate::store::RunKey> = sqlx::query_as(
+            "SELECT id, window_name, period, scope, expire_ms FROM rankd_snapshots
+             WHERE board = $1 AND run_id = $2 ORDER BY id",
+        )
+        .bind(board.as_str())
+        .bind(run)
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+        let pool = pool.clone();
+        $crate::store::base(seq, version, definition, before, keys, move |id| {
+            stream_entries(pool.clone(), id)
+        })
+        .map(Some)
+    }};
+}
+pub(crate) use restore_base;
+
 /// One key of a snapshot run as both stores list it: (snapshot id, window, period, scope, expiry).
 pub(crate) type RunKey = (i64, String, String, String, Option<i64>);
 

@@ -271,69 +271,7 @@ impl Store for SqliteStore {
         upto: u64,
         dedupe_since: i64,
     ) -> Result<Option<Base>> {
-        // As in Postgres: the latest run read at one point of the log, under the definition the
-        // log had there.
-        let run: Option<(i64, i64, String)> = sqlx::query_as(
-            "SELECT run_id, min(seq), min(version) FROM rankd_snapshots
-             WHERE board = ?1 AND run_id IS NOT NULL
-             GROUP BY run_id
-             HAVING min(seq) = max(seq) AND min(version) = max(version)
-                AND count(version) = count(*) AND max(seq) <= ?2
-             ORDER BY run_id DESC LIMIT 1",
-        )
-        .bind(board.as_str())
-        .bind(upto as i64)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let Some((run, seq, version)) = run else {
-            return Ok(None);
-        };
-        let def: Option<(String, Option<String>)> = sqlx::query_as(
-            "SELECT payload, extra FROM rankd_ops WHERE board = ?1 AND op = 'd' AND seq <= ?2
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(board.as_str())
-        .bind(seq)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let Some((definition, Some(def_version))) = def else {
-            return Ok(None);
-        };
-        if def_version != version {
-            return Ok(None);
-        }
-        let rows = sqlx::query(
-            "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
-             FROM rankd_ops WHERE board = ?1 AND seq <= ?2
-               AND (op IN ('p', 'r') OR (op = 'e' AND event_id IS NOT NULL AND recv_ms > ?3))
-             ORDER BY seq",
-        )
-        .bind(board.as_str())
-        .bind(seq)
-        .bind(dedupe_since)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let before = rows
-            .iter()
-            .map(|r| row_to_op(board, r))
-            .collect::<Result<Vec<_>>>()?;
-        let keys: Vec<super::RunKey> = sqlx::query_as(
-            "SELECT id, window_name, period, scope, expire_ms FROM rankd_snapshots
-             WHERE board = ?1 AND run_id = ?2 ORDER BY id",
-        )
-        .bind(board.as_str())
-        .bind(run)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let pool = self.pool.clone();
-        super::base(seq, version, definition, before, keys, move |id| {
-            stream_entries(pool.clone(), id)
-        })
-        .map(Some)
+        super::restore_base!(&self.pool, board, upto, dedupe_since)
     }
 
     async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<()> {
