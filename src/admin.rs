@@ -441,6 +441,7 @@ impl Admin {
         out.extend(slow.iter().map(|l| format!("  {l}")));
         let mut biggest = (String::new(), 0u64);
         let mut lag_total = 0usize;
+        let mut lag_ms = 0i64;
         for (b, seq) in self.store.boards().await? {
             let members = self
                 .engine
@@ -448,8 +449,12 @@ impl Admin {
                 .await
                 .map(|p| p.total)
                 .unwrap_or(0);
-            let pending = self.engine.log_pending(&b, 10_000).await?.len();
+            let waiting = self.engine.log_pending(&b, 10_000).await?;
+            let pending = waiting.len();
             lag_total += pending;
+            if let Some(oldest) = waiting.iter().map(|o| o.recv_ms).min() {
+                lag_ms = lag_ms.max(self.engine.now_ms() - oldest);
+            }
             let memory = match self.engine.board_memory(&b).await? {
                 Some(bytes) => format!("{bytes} bytes in Redis (MEMORY USAGE, sampled)"),
                 None => "memory unknown".to_owned(),
@@ -459,6 +464,10 @@ impl Admin {
                 biggest = (b.to_string(), members);
             }
         }
+        out.push(format!(
+            "persister lag: {lag_total} operations await the store, the oldest for {:.1} s (the rankd_store_lag_seconds of this moment)",
+            lag_ms as f64 / 1000.0
+        ));
         let latencies = self.script_latencies().await?;
         out.extend(latencies.iter().map(Latency::line));
         for table in [
@@ -503,8 +512,8 @@ impl Admin {
             out.extend(plan.iter().map(|r| format!("  {}", r.get::<String, _>(0))));
         }
         // Recommendations drawn from the figures above.
-        if lag_total > 1000 {
-            out.push(format!("recommend: {lag_total} operations await the store; check Postgres health and the persister's commits (rankd_store_commits_total)"));
+        if lag_total > 1000 || lag_ms > 10_000 {
+            out.push(format!("recommend: {lag_total} operations await the store, the oldest for {:.1} s; check Postgres health and the persister's commits (rankd_store_commits_total)", lag_ms as f64 / 1000.0));
         }
         if slow.iter().any(|l| {
             l.split(' ')

@@ -156,6 +156,7 @@ async fn admin_commands_migrate_verify_warm_snapshot_and_analyze_the_store() {
         "script latency, read_page (top 20): p50 ",
         "over 20 calls on 1 board(s)",
         "cache hit rate, Redis keyspace",
+        "persister lag: 0 operations await the store, the oldest for 0.0 s",
         "board ops: 9 members (all-time, global), ",
         " bytes in Redis (MEMORY USAGE, sampled), store seq ",
         &format!("cache hit rate, definitions (server {url}): "),
