@@ -57,7 +57,7 @@ impl From<WindowError> for Invalid {
 }
 
 /// Everything the engine can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// One input was invalid; nothing was written.
     #[error("{0}")]

@@ -6,6 +6,7 @@
 //! a retry but never a wrong write or a wrong read, and an update or delete made through any instance
 //! reaches every other at its next call on that board.
 
+mod coalesce;
 pub mod journal;
 mod replay;
 pub mod scripts;
@@ -123,6 +124,8 @@ pub struct Engine {
     versions: AtomicU64,
     version_seed: u64,
     journal: Option<Arc<dyn Journal>>,
+    /// Concurrent single-member reads of one leaderboard key, made as one script call.
+    standings: Standings,
 }
 
 impl std::fmt::Debug for Engine {
@@ -141,6 +144,9 @@ enum Next {
 }
 
 const ATTEMPTS: usize = 5;
+
+/// Members per coalesced standing read, at most: bounds how long one call holds Redis (~2 µs each).
+const STANDINGS_PER_CALL: usize = 128;
 
 fn fmt_num(x: f64) -> String {
     // Debug keeps exponents short ("1e300") and round-trips exactly through Lua's tonumber.
@@ -192,6 +198,9 @@ fn as_array(r: &Reply) -> Option<&[Reply]> {
         _ => None,
     }
 }
+
+/// Single-member reads per (board, view), coalesced; each answers the key's total and its row.
+type Standings = coalesce::Coalescer<(BoardId, View), Member, Result<(u64, Option<MemberRow>)>>;
 
 /// One member's row of a `read_members` reply.
 struct MemberRow {
@@ -286,6 +295,7 @@ impl Engine {
             versions: AtomicU64::new(0),
             version_seed: RandomState::new().build_hasher().finish(),
             journal: None,
+            standings: coalesce::Coalescer::new(STANDINGS_PER_CALL),
         })
     }
 
@@ -1615,10 +1625,29 @@ impl Engine {
         view: &View,
         member: &Member,
     ) -> Result<Standing> {
-        let (_, total, mut rows) = self
-            .members_read(board, view, std::slice::from_ref(member), true)
+        // Concurrent reads of the same key share one call (see coalesce.rs): under load that is
+        // one script call per round trip rather than one per request.
+        let key = (board.clone(), view.clone());
+        let (total, row) = self
+            .standings
+            .run(&key, member.clone(), |members| async move {
+                let n = members.len();
+                match self.members_read(board, view, &members, true).await {
+                    Ok((_, total, rows)) if rows.len() == n => {
+                        rows.into_iter().map(|r| Ok((total, r))).collect()
+                    }
+                    Ok((_, _, rows)) => {
+                        let e = Error::Backend(format!(
+                            "read_members answered {} rows for {n} members",
+                            rows.len()
+                        ));
+                        (0..n).map(|_| Err(e.clone())).collect()
+                    }
+                    Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+                }
+            })
             .await?;
-        let Some(row) = rows.pop().flatten() else {
+        let Some(row) = row else {
             return Err(Error::MemberNotFound {
                 board: board.clone(),
                 member: member.clone(),

@@ -89,7 +89,7 @@ impl Offset {
 }
 
 /// Which leaderboard of a board a read looks at.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct View {
     /// The window (default all-time).
     pub window: Window,

@@ -34,6 +34,7 @@ on_both!(
     periods_expire_and_old_events_are_rejected,
     bad_input_names_the_field_and_the_limit,
     standing_reports_percentile_and_display_data,
+    concurrent_standings_share_script_calls_and_each_gets_its_own,
 );
 
 async fn incr_updates_global_and_scoped_keys_of_every_window_in_one_call(t: &Ctx) {
@@ -970,4 +971,61 @@ async fn standing_reports_percentile_and_display_data(t: &Ctx) {
         .await
         .unwrap();
     assert_eq!(lowest.percentile, 0.0);
+}
+
+async fn concurrent_standings_share_script_calls_and_each_gets_its_own(t: &Ctx) {
+    let b = t.board("crowd", BoardDef::default()).await;
+    let n: u32 = 300;
+    // Ties on purpose: ranks among equal scores follow the member order, percentiles count only
+    // the strictly worse.
+    let events: Vec<Submit> = (0..n)
+        .map(|i| Submit::new(b.clone(), m(&format!("u{i}")), score(f64::from(i % 40))))
+        .collect();
+    t.engine.submit_batch(&events).await.unwrap();
+    let members: Vec<_> = (0..n).map(|i| m(&format!("u{i}"))).collect();
+    // The same ranks, read as one lookup (one call, no coalescing involved).
+    let all = t
+        .engine
+        .lookup(&b, &View::all_time(), &members)
+        .await
+        .unwrap();
+    let calls = || async { t.engine.backend_stats().await.unwrap().script_calls };
+    let before = calls().await;
+    let view = View::all_time();
+    let reads =
+        futures::future::join_all(members.iter().map(|mem| t.engine.standing(&b, &view, mem)))
+            .await;
+    let made = calls().await - before;
+    for (i, (mem, got)) in members.iter().zip(reads).enumerate() {
+        let got = got.unwrap();
+        let want = all
+            .entries
+            .iter()
+            .find(|e| e.member == mem.as_str())
+            .unwrap();
+        assert_eq!(got.member, *mem);
+        assert_eq!((got.rank, got.score), (want.rank, want.score), "{mem}");
+        let value = f64::from(i as u32 % 40);
+        let worse = (0..n).filter(|j| f64::from(j % 40) < value).count();
+        assert_eq!(got.percentile, worse as f64 * 100.0 / f64::from(n), "{mem}");
+        assert_eq!(got.total, u64::from(n));
+    }
+    // One call went out alone; the reads that arrived meanwhile went out together. join_all polls
+    // its futures 32 at a time, so at least that many queue behind each call: about n / 32 calls,
+    // where one call per read would be n.
+    assert!(
+        made <= u64::from(n / 16),
+        "{made} script calls for {n} concurrent reads"
+    );
+    // A member that is not there still gets its own answer inside a shared call.
+    let (a, missing) = futures::future::join(
+        t.engine.standing(&b, &View::all_time(), &m("u1")),
+        t.engine.standing(&b, &View::all_time(), &m("nobody")),
+    )
+    .await;
+    assert_eq!(a.unwrap().member, m("u1"));
+    assert!(
+        matches!(missing, Err(Error::MemberNotFound { .. })),
+        "{missing:?}"
+    );
 }

@@ -61,6 +61,8 @@ impl Ctx {
         let mut rc = RedisConfig::new(redis.url());
         rc.pool_size = 2;
         let exec = RedisExecutor::connect(&rc).await.expect("connect to Redis");
+        // Instrumented, as `rankd serve` runs it: it counts the script calls the engine makes.
+        let exec = rankd::backend::instrumented::Instrumented::new(Arc::new(exec));
         let engine = Engine::new(
             Arc::new(exec),
             Keys::new(prefix).unwrap(),
