@@ -86,32 +86,44 @@ routes! {
 /// Segments captured by a pattern, percent-decoded, in order.
 pub type Params = Vec<String>;
 
-fn capture(pattern: &str, path: &str) -> Option<Result<Params, Problem>> {
+/// Whether `path` has the shape of `pattern`: the same literal segments, a non-empty segment for
+/// each capture. Allocates nothing, so trying every route costs little.
+fn matches(pattern: &str, path: &str) -> bool {
     let mut pat = pattern.split('/');
     let mut seg = path.split('/');
-    let mut params = Vec::new();
     loop {
         match (pat.next(), seg.next()) {
-            (None, None) => return Some(Ok(params)),
+            (None, None) => return true,
             (Some(p), Some(s)) if p.starts_with('{') => {
                 if s.is_empty() {
-                    return None;
-                }
-                match percent_encoding::percent_decode_str(s).decode_utf8() {
-                    Ok(v) => params.push(v.into_owned()),
-                    Err(_) => {
-                        let name = p.trim_matches(|c| c == '{' || c == '}');
-                        return Some(Err(Problem::invalid(&crate::Invalid::new(
-                            name,
-                            "must be valid UTF-8 once percent-decoded",
-                        ))));
-                    }
+                    return false;
                 }
             }
             (Some(p), Some(s)) if p == s => {}
-            _ => return None,
+            _ => return false,
         }
     }
+}
+
+/// The captures of a path that [`matches`] `pattern`, percent-decoded.
+fn capture(pattern: &str, path: &str) -> Result<Params, Problem> {
+    let mut params = Vec::new();
+    for (p, s) in pattern.split('/').zip(path.split('/')) {
+        if !p.starts_with('{') {
+            continue;
+        }
+        match percent_encoding::percent_decode_str(s).decode_utf8() {
+            Ok(v) => params.push(v.into_owned()),
+            Err(_) => {
+                let name = p.trim_matches(|c| c == '{' || c == '}');
+                return Err(Problem::invalid(&crate::Invalid::new(
+                    name,
+                    "must be valid UTF-8 once percent-decoded",
+                )));
+            }
+        }
+    }
+    Ok(params)
 }
 
 /// Finds the route for a request: the route and its parameters, or the problem to answer.
@@ -119,9 +131,9 @@ pub fn find(method: &Method, path: &str) -> Result<(&'static Route, Params), Pro
     let mut allowed = Vec::new();
     // Literal segments win over captures: /members/lookup is not a member called "lookup" for POST.
     for route in ROUTES {
-        if let Some(params) = capture(route.path, path) {
+        if matches(route.path, path) {
             if route.method == *method {
-                return params.map(|p| (route, p));
+                return capture(route.path, path).map(|p| (route, p));
             }
             allowed.push(route.method.as_str());
         }
