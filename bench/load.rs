@@ -571,10 +571,12 @@ enum Kind {
     Around,
     Page,
     Lookup,
+    /// The HTTP stack alone: what any route costs before it does anything.
+    Health,
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 8] = [
         Kind::Submit,
         Kind::Batch,
         Kind::Rank,
@@ -582,6 +584,7 @@ impl Kind {
         Kind::Around,
         Kind::Page,
         Kind::Lookup,
+        Kind::Health,
     ];
 
     fn id(self) -> &'static str {
@@ -593,6 +596,7 @@ impl Kind {
             Kind::Around => "around",
             Kind::Page => "page",
             Kind::Lookup => "lookup",
+            Kind::Health => "healthz",
         }
     }
 
@@ -605,6 +609,7 @@ impl Kind {
             Kind::Around => "around, radius 5",
             Kind::Page => "page at offset 10,000 (50 entries)",
             Kind::Lookup => "lookup of 100 members",
+            Kind::Health => "HTTP alone: GET /healthz (no Redis)",
         }
     }
 
@@ -617,6 +622,7 @@ impl Kind {
             Kind::Around => "ZREVRANK, then ZREVRANGE r-5 r+5 WITHSCORES",
             Kind::Page => "ZREVRANGE 10000 10049 WITHSCORES",
             Kind::Lookup => "100 × (ZSCORE + ZREVRANK), pipelined",
+            Kind::Health => "ZREVRANK",
         }
     }
 
@@ -677,6 +683,7 @@ impl Work {
                 let body = serde_json::json!({ "members": self.lookup_members(rng) }).to_string();
                 post_req(&format!("/v1/boards/{b}/members/lookup"), body.as_bytes())
             }
+            Kind::Health => get_req("/healthz"),
         })
     }
 }
@@ -761,7 +768,7 @@ impl Side for RawSide {
                 let b = &fx.batches[(seq % fx.batches.len() as u64) as usize];
                 evalsha_pipeline(&self.c, &b.calls).await?;
             }
-            Kind::Rank => {
+            Kind::Rank | Kind::Health => {
                 let m = member(self.rng.below(fx.n));
                 let _: Value = self.c.zrevrank(key, m.as_str(), false).await.map_err(e2s)?;
             }
