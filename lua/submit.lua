@@ -49,28 +49,17 @@ for s = 1, tonumber(ARGV[11]) do
   a = a + 2
 end
 
-local events = {}
+-- Events stay in ARGV: pos[e] is the index of event e's member there, its other fields follow it (see
+-- the layout above), and its (slot, tick) pairs run from pos[e] + 7 to last[e]. No table per event: a
+-- chunk holds hundreds of events, and each table costs more than the fields it would save reading.
+local pos, last, values = {}, {}, {}
 local count = tonumber(ARGV[a])
 a = a + 1
 for e = 1, count do
-  local ev = {
-    member = ARGV[a],
-    raw = ARGV[a + 1],
-    value = tonumber(ARGV[a + 1]),
-    id = ARGV[a + 2],
-    at = ARGV[a + 3],
-    scopes = ARGV[a + 4],
-    now = tonumber(ARGV[a + 5]),
-    touch = {},
-    calc = {},
-  }
-  local k = tonumber(ARGV[a + 6])
-  a = a + 7
-  for j = 1, k do
-    ev.touch[j] = { tonumber(ARGV[a]), tonumber(ARGV[a + 1]) }
-    a = a + 2
-  end
-  events[e] = ev
+  pos[e] = a
+  values[e] = tonumber(ARGV[a + 1])
+  a = a + 7 + 2 * tonumber(ARGV[a + 6])
+  last[e] = a - 2
 end
 
 local function out_of_bound(v)
@@ -108,39 +97,47 @@ local function next_score(ctx, old, value, tick)
 end
 
 -- Pass 1: decide duplicates and check every event against the scores it would produce, writing nothing.
+-- olds[c] and news[c] hold the stored score before and after the c-th write of an accepted event.
 local dup = {}
 local seen = {}
 local pending = {}
+local olds, news = {}, {}
 for s = 1, #slots do
   pending[s] = {}
 end
-for e, ev in ipairs(events) do
-  if ev.value == nil or out_of_bound(ev.value) or (bound > 0 and ev.value ~= math.floor(ev.value)) then
+local c = 0
+for e = 1, count do
+  local p, value = pos[e], values[e]
+  if value == nil or out_of_bound(value) or (bound > 0 and value ~= math.floor(value)) then
     return fail('RANGE', (e - 1) .. ' value: must be ' .. bound_text())
   end
-  if ev.id ~= '' then
-    if seen[ev.id] then
+  local id = ARGV[p + 2]
+  if id ~= '' then
+    if seen[id] then
       dup[e] = true
     else
-      local forget_at = redis.call('ZSCORE', KEYS[2], ev.id)
-      if forget_at and tonumber(forget_at) > ev.now then
+      local forget_at = redis.call('ZSCORE', KEYS[2], id)
+      if forget_at and tonumber(forget_at) > tonumber(ARGV[p + 5]) then
         dup[e] = true
       end
-      seen[ev.id] = true
+      seen[id] = true
     end
   end
   if not dup[e] then
-    for _, t in ipairs(ev.touch) do
-      local cur = pending[t[1]][ev.member]
+    local member = ARGV[p]
+    for q = p + 7, last[e], 2 do
+      local slot = tonumber(ARGV[q])
+      local cur = pending[slot][member]
       if cur == nil then
-        cur = tonumber(redis.call('ZSCORE', slots[t[1]].key, ev.member)) or false
+        cur = tonumber(redis.call('ZSCORE', slots[slot].key, member)) or false
       end
-      local nxt, why = next_score(slots[t[1]], cur or nil, ev.value, t[2])
+      local nxt, why = next_score(slots[slot], cur or nil, value, tonumber(ARGV[q + 1]))
       if not nxt then
         return fail('RANGE', (e - 1) .. ' value: ' .. why)
       end
-      pending[t[1]][ev.member] = nxt
-      ev.calc[#ev.calc + 1] = { cur or nil, nxt }
+      pending[slot][member] = nxt
+      c = c + 1
+      olds[c], news[c] = cur or nil, nxt
     end
   end
 end
@@ -165,16 +162,17 @@ local function trim(ctx)
   redis.call('ZREMRANGEBYRANK', ctx.key, first, last)
 end
 
-local function standing(ev)
+local function standing(e)
   local rows = {}
-  for j, t in ipairs(ev.touch) do
-    local ctx = slots[t[1]]
-    local sc = tonumber(redis.call('ZSCORE', ctx.key, ev.member))
+  local member = ARGV[pos[e]]
+  for q = pos[e] + 7, last[e], 2 do
+    local ctx = slots[tonumber(ARGV[q])]
+    local sc = tonumber(redis.call('ZSCORE', ctx.key, member))
     if sc then
-      local r = rank_of(ctx, ev.member, sc)
-      rows[j] = { fmt(sc), r, r }
+      local r = rank_of(ctx, member, sc)
+      rows[#rows + 1] = { fmt(sc), r, r }
     else
-      rows[j] = { false, false, false }
+      rows[#rows + 1] = { false, false, false }
     end
   end
   return rows
@@ -193,45 +191,50 @@ local first_seq, seq = 0, 0
 local flags = {}
 local reply
 local touched = {}
-for e, ev in ipairs(events) do
+c = 0
+for e = 1, count do
+  local p = pos[e]
   if dup[e] then
     duplicates = duplicates + 1
     flags[e] = '0'
     if full then
-      reply = { 1, standing(ev), 0 }
+      reply = { 1, standing(e), 0 }
     end
   else
     accepted = accepted + 1
     flags[e] = '1'
-    if ev.id ~= '' and ttl > 0 then
-      redis.call('ZADD', KEYS[2], ev.now + ttl, ev.id)
+    local member, id = ARGV[p], ARGV[p + 2]
+    if id ~= '' and ttl > 0 then
+      redis.call('ZADD', KEYS[2], tonumber(ARGV[p + 5]) + ttl, id)
     end
     if logged then
       seq = redis.call('INCR', KEYS[4])
       if first_seq == 0 then
         first_seq = seq
       end
-      redis.call('XADD', KEYS[5], '0-' .. seq, 'o', 'e', 's', seq, 'm', ev.member, 'v', ev.raw, 'i', ev.id,
-        'a', ev.at, 'n', ev.now, 'c', ev.scopes)
+      redis.call('XADD', KEYS[5], '0-' .. seq, 'o', 'e', 's', seq, 'm', member, 'v', ARGV[p + 1], 'i', id,
+        'a', ARGV[p + 3], 'n', tonumber(ARGV[p + 5]), 'c', ARGV[p + 4])
     end
-    local rows = {}
-    for j, t in ipairs(ev.touch) do
-      local ctx = slots[t[1]]
+    local rows = full and {}
+    for q = p + 7, last[e], 2 do
+      local slot = tonumber(ARGV[q])
+      local ctx = slots[slot]
       local old, new
+      c = c + 1
       if reuse then
-        old, new = ev.calc[j][1], ev.calc[j][2]
+        old, new = olds[c], news[c]
       else
-        old = tonumber(redis.call('ZSCORE', ctx.key, ev.member))
+        old = tonumber(redis.call('ZSCORE', ctx.key, member))
       end
       local prev = false
       if full and old then
-        prev = rank_of(ctx, ev.member, old)
+        prev = rank_of(ctx, member, old)
       end
       if not reuse then
-        new = next_score(ctx, old, ev.value, t[2])
+        new = next_score(ctx, old, values[e], tonumber(ARGV[q + 1]))
       end
       if new ~= old then
-        redis.call('ZADD', ctx.key, fmt(new), ev.member)
+        redis.call('ZADD', ctx.key, fmt(new), member)
         if dense then
           if old then
             dense_count(ctx, ctx.dc, old, -1)
@@ -242,13 +245,13 @@ for e, ev in ipairs(events) do
           trim(ctx)
         end
       end
-      touched[t[1]] = true
+      touched[slot] = true
       if full then
-        local sc = tonumber(redis.call('ZSCORE', ctx.key, ev.member))
+        local sc = tonumber(redis.call('ZSCORE', ctx.key, member))
         if sc then
-          rows[j] = { fmt(sc), rank_of(ctx, ev.member, sc), prev }
+          rows[#rows + 1] = { fmt(sc), rank_of(ctx, member, sc), prev }
         else
-          rows[j] = { false, false, prev }
+          rows[#rows + 1] = { false, false, prev }
         end
       end
     end
