@@ -316,10 +316,9 @@ impl RedisExecutor {
         Ok(out)
     }
 
-    async fn evalsha(client: &Client, call: &Call) -> Result<Value, Error> {
-        client
-            .evalsha::<Value, _, _, _>(call.script.sha1(), call.keys.clone(), call.args.clone())
-            .await
+    async fn evalsha(client: &Client, call: &PipelinedCall) -> Result<Value, Error> {
+        let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(call.slot), false);
+        client.custom(cmd, call.args.clone()).await
     }
 }
 
@@ -340,6 +339,8 @@ impl Executor for RedisExecutor {
         if !self.reachable().await {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
+        // The arguments move into values once; a retry after NOSCRIPT shares their bytes.
+        let call = PipelinedCall::new(call);
         let r = match Self::evalsha(client, &call).await {
             Ok(v) => {
                 metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts").increment(1);
