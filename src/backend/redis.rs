@@ -32,7 +32,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            pool_size: 4,
+            pool_size: 2,
             command_timeout: Duration::from_secs(5),
         }
     }
@@ -67,6 +67,9 @@ const TRANSIENT: [&str; 6] = [
     "READONLY",
 ];
 
+/// What fred 10 answers, as an `Unknown` error, for a command it had no connection for.
+const UNROUTED: &str = "Failed to route command";
+
 fn classify(e: &Error) -> ExecError {
     match e.kind() {
         ErrorKind::IO
@@ -78,6 +81,11 @@ fn classify(e: &Error) -> ExecError {
         // Redis answering that it cannot serve right now (still loading its data, busy with a
         // script, a cluster without a quorum): the request may be retried, it is not wrong.
         _ if TRANSIENT.iter().any(|p| e.details().starts_with(p)) => {
+            ExecError::Unavailable(e.details().to_string())
+        }
+        // fred found no connection to send the command on (one was dropped and is reconnecting):
+        // the command was never written, so it may be retried like any other unavailability.
+        ErrorKind::Unknown if e.details().starts_with(UNROUTED) => {
             ExecError::Unavailable(e.details().to_string())
         }
         _ => ExecError::Reply(e.details().to_string()),
@@ -524,6 +532,9 @@ mod tests {
                 "{details}"
             );
         }
+        // No connection to send it on (between a drop and the reconnect): it was never sent.
+        let e = Error::new(ErrorKind::Unknown, "Failed to route command.");
+        assert!(matches!(classify(&e), ExecError::Unavailable(_)));
         let e = Error::new(
             ErrorKind::Unknown,
             "ERR RANKD_RANGE 0 value: must be finite",
