@@ -140,7 +140,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long event ids are remembered (`RANKD_DEDUPE_WINDOW_SECS`, default 86400).
     pub dedupe_window: Duration,
-    /// Redis connections (`RANKD_REDIS_POOL_SIZE`, default 4).
+    /// Redis connections (`RANKD_REDIS_POOL_SIZE`, default 2). Each pipelines the commands in flight
+    /// on it, so a few connections carry any load; more cost Redis and rankd a syscall per command.
     pub redis_pool_size: usize,
     /// How often board sizes are sampled for the metrics (`RANKD_METRICS_SAMPLE_SECS`, default 15).
     pub metrics_sample: Duration,
@@ -172,7 +173,7 @@ impl Default for Config {
             read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             dedupe_window: Duration::from_secs(24 * 3600),
-            redis_pool_size: 4,
+            redis_pool_size: 2,
             metrics_sample: Duration::from_secs(15),
             database_url: None,
             durability: crate::engine::Durability::Sync,
