@@ -348,8 +348,9 @@ async fn a_snapshot_read_while_the_board_changes_is_not_offered_as_one_point() {
         .expect("engine starts");
     let b = BoardId::parse("moving").unwrap();
     e.put_board(&b, BoardDef::default()).await.unwrap();
-    // More members than one chunk of the read holds, so that it takes several calls.
-    for start in (0..30_000u32).step_by(10_000) {
+    // Four chunks of the read (25,000 members each), so that the write below lands between two of
+    // them whatever the timing: see there.
+    for start in (0..100_000u32).step_by(10_000) {
         let batch: Vec<Submit> = (start..start + 10_000)
             .map(|i| Submit::new(b.clone(), m(&format!("m{i}")), score(f64::from(i))))
             .collect();
@@ -369,11 +370,13 @@ async fn a_snapshot_read_while_the_board_changes_is_not_offered_as_one_point() {
         .await
         .unwrap()
         .expect("a quiet board reads at one point");
-    assert_eq!(drain.await.unwrap(), 30_000);
+    assert_eq!(drain.await.unwrap(), 100_000);
     assert_eq!(keys.len(), 1);
-    assert_eq!(keys[0].members, 30_000);
+    assert_eq!(keys[0].members, 100_000);
 
-    // A write between two chunks: the read says so rather than offer a mixed snapshot.
+    // A write between two chunks: the read says so rather than offer a mixed snapshot. The channel
+    // holds one chunk and the writer takes the second only after its write is done, so the read
+    // cannot send the third, nor read the fourth, before the write: the fourth sees it.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<rankd::engine::SnapChunk>(1);
     let writer = {
         let (e, b) = (e.clone(), b.clone());
