@@ -1433,9 +1433,14 @@ impl Bench {
         Ok(())
     }
 
-    async fn http_sides(&self, work: &Arc<Work>, round: u64) -> Result<Vec<Box<dyn Side>>> {
+    async fn http_sides(
+        &self,
+        work: &Arc<Work>,
+        round: u64,
+        conns: usize,
+    ) -> Result<Vec<Box<dyn Side>>> {
         let mut v: Vec<Box<dyn Side>> = Vec::new();
-        for i in 0..self.plan.conns as u64 {
+        for i in 0..conns as u64 {
             v.push(Box::new(HttpSide {
                 conn: HttpConn::connect(self.server).await?,
                 work: work.clone(),
@@ -1446,11 +1451,13 @@ impl Bench {
         Ok(v)
     }
 
-    fn raw_sides(&self, work: &Arc<Work>, round: u64) -> Vec<Box<dyn Side>> {
-        (0..self.plan.conns as u64)
+    /// The raw twin's workers: past one client per worker, workers share the clients (fred
+    /// pipelines what they send on one connection).
+    fn raw_sides(&self, work: &Arc<Work>, round: u64, conns: usize) -> Vec<Box<dyn Side>> {
+        (0..conns as u64)
             .map(|i| {
                 Box::new(RawSide {
-                    c: self.clients[i as usize].clone(),
+                    c: self.clients[i as usize % self.clients.len()].clone(),
                     work: work.clone(),
                     rng: Rng::new(round * 10_000 + i),
                     seq: i,
@@ -1661,11 +1668,15 @@ impl Bench {
                     kind,
                     fx: fx.clone(),
                 });
-                let mut h = self.http_sides(&work, 999).await?.pop().expect("one side");
+                let mut h = self
+                    .http_sides(&work, 999, 1)
+                    .await?
+                    .pop()
+                    .expect("one side");
                 h.op()
                     .await
                     .map_err(|e| anyhow!("{}: rankd: {e}", kind.id()))?;
-                let mut r = self.raw_sides(&work, 999).pop().expect("one side");
+                let mut r = self.raw_sides(&work, 999, 1).pop().expect("one side");
                 r.op()
                     .await
                     .map_err(|e| anyhow!("{}: raw twin: {e}", kind.id()))?;
@@ -1674,8 +1685,8 @@ impl Bench {
         Ok(())
     }
 
-    /// Both sides of one workload, alternating, after a warm-up of each.
-    async fn compare(&self, kind: Kind, fx: &Arc<Fixture>) -> Result<Row> {
+    /// Both sides of one workload at `conns` connections each, alternating, after a warm-up of each.
+    async fn compare(&self, kind: Kind, fx: &Arc<Fixture>, conns: usize) -> Result<Row> {
         self.check_cancel()?;
         self.check(kind, fx).await?;
         let work = Arc::new(Work {
@@ -1686,31 +1697,38 @@ impl Bench {
         let mut http = Sample::new();
         let mut raw = Sample::new();
         if !p.warmup.is_zero() {
-            self.measure(self.raw_sides(&work, 7), p.warmup).await;
-            self.measure(self.http_sides(&work, 7).await?, p.warmup)
+            self.measure(self.raw_sides(&work, 7, conns), p.warmup)
+                .await;
+            self.measure(self.http_sides(&work, 7, conns).await?, p.warmup)
                 .await;
         }
         for round in 0..p.rounds as u64 {
             self.check_cancel()?;
             if round % 2 == 0 {
-                raw.merge(self.measure(self.raw_sides(&work, round), p.duration).await);
+                raw.merge(
+                    self.measure(self.raw_sides(&work, round, conns), p.duration)
+                        .await,
+                );
                 http.merge(
-                    self.measure(self.http_sides(&work, round).await?, p.duration)
+                    self.measure(self.http_sides(&work, round, conns).await?, p.duration)
                         .await,
                 );
             } else {
                 http.merge(
-                    self.measure(self.http_sides(&work, round).await?, p.duration)
+                    self.measure(self.http_sides(&work, round, conns).await?, p.duration)
                         .await,
                 );
-                raw.merge(self.measure(self.raw_sides(&work, round), p.duration).await);
+                raw.merge(
+                    self.measure(self.raw_sides(&work, round, conns), p.duration)
+                        .await,
+                );
             }
         }
         let row = Row::new(
             kind.id(),
             kind.label(),
             fx.n,
-            Some(p.conns),
+            Some(conns),
             Cell::Load(http.figure(kind.units(), kind.unit())),
             kind.twin(),
             Cell::Load(raw.figure(kind.units(), kind.unit())),
@@ -2090,8 +2108,21 @@ async fn bench_all(b: &Bench, config: &Config) -> Result<Vec<Row>> {
         let fx = Arc::new(b.load(n, true).await?);
         for kind in Kind::ALL {
             if plan.wants(kind.id()) {
-                rows.push(b.compare(kind, &fx).await?);
+                rows.push(b.compare(kind, &fx, plan.conns).await?);
             }
+        }
+        if n == plan.headline() && plan.wants("rank") {
+            // Coalescing pays more the more reads arrive together: member rank again at four
+            // times the connections, beside the floor's figure (which stays at --conns).
+            let mut row = b.compare(Kind::Rank, &fx, plan.conns * 4).await?;
+            row.id = "rank-wide".into();
+            row.workload = format!("member rank, {} connections", plan.conns * 4);
+            row.twin_is = format!(
+                "ZREVRANK, {} workers pipelined over {} connections",
+                plan.conns * 4,
+                b.clients.len()
+            );
+            rows.push(row);
         }
         if n == plan.headline() {
             if plan.wants("inproc") {
@@ -2107,7 +2138,7 @@ async fn bench_all(b: &Bench, config: &Config) -> Result<Vec<Row>> {
     if plan.big > 0 && plan.wants("rank") {
         b.check_cancel()?;
         let fx = Arc::new(b.load(plan.big, false).await?);
-        rows.push(b.compare(Kind::Rank, &fx).await?);
+        rows.push(b.compare(Kind::Rank, &fx, plan.conns).await?);
         drop(fx);
         unlink_prefix(b.admin(), &b.prefix).await?;
     }
