@@ -126,6 +126,8 @@ pub struct Engine {
     journal: Option<Arc<dyn Journal>>,
     /// Concurrent single-member reads of one leaderboard key, made as one script call.
     standings: Standings,
+    /// Concurrent identical page reads (top, range, cursor, around, scores), made as one call.
+    pages: Pages,
 }
 
 impl std::fmt::Debug for Engine {
@@ -202,6 +204,23 @@ fn as_array(r: &Reply) -> Option<&[Reply]> {
 
 /// Single-member reads per (board, view), coalesced; each answers the key's total and its row.
 type Standings = coalesce::Coalescer<(BoardId, View), Member, Result<(u64, Option<MemberRow>)>>;
+
+/// Identical page reads, coalesced: every reader of one call gets a copy of its one answer.
+type Pages = coalesce::Coalescer<PageKey, (), Result<Option<Page>>>;
+
+/// What makes two page reads identical.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PageKey {
+    board: BoardId,
+    view: View,
+    kind: &'static str,
+    extra: Vec<String>,
+    limit: Option<u32>,
+}
+
+/// Readers handed one page read's answer, at most: each gets a copy of the page, so this bounds the
+/// copying one call's return does, not Redis' work.
+const PAGE_READERS_PER_CALL: usize = 1024;
 
 /// One member's row of a `read_members` reply.
 struct MemberRow {
@@ -297,6 +316,7 @@ impl Engine {
             version_seed: RandomState::new().build_hasher().finish(),
             journal: None,
             standings: coalesce::Coalescer::new(STANDINGS_PER_CALL),
+            pages: coalesce::Coalescer::new(PAGE_READERS_PER_CALL),
         })
     }
 
@@ -1365,18 +1385,50 @@ impl Engine {
         }
     }
 
+    /// A page read, shared by the identical reads in flight with it. As for member reads (see
+    /// coalesce.rs), a read never shares a call sent before it arrived, so it sees every write that
+    /// completed before it began; a top 20 polled by many dashboards at once costs Redis one call
+    /// per round trip instead of one per dashboard.
     async fn page_read(
         &self,
         board: &BoardId,
         view: &View,
-        kind: &str,
+        kind: &'static str,
         extra: Vec<String>,
+        limit: Option<u32>,
+    ) -> Result<Option<Page>> {
+        let key = PageKey {
+            board: board.clone(),
+            view: view.clone(),
+            kind,
+            extra,
+            limit,
+        };
+        self.pages
+            .run(&key, (), |readers| {
+                let key = &key;
+                async move {
+                    let out = self
+                        .page_read_once(board, view, kind, &key.extra, limit)
+                        .await;
+                    vec![out; readers.len()]
+                }
+            })
+            .await
+    }
+
+    async fn page_read_once(
+        &self,
+        board: &BoardId,
+        view: &View,
+        kind: &str,
+        extra: &[String],
         limit: Option<u32>,
     ) -> Result<Option<Page>> {
         let (d, period, reply, ()) = self
             .read(board, view, |d, key| {
                 (
-                    self.page_call(board, d, key, view.window, kind, extra.clone()),
+                    self.page_call(board, d, key, view.window, kind, extra.to_vec()),
                     (),
                 )
             })

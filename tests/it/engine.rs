@@ -35,6 +35,7 @@ on_both!(
     bad_input_names_the_field_and_the_limit,
     standing_reports_percentile_and_display_data,
     concurrent_standings_share_script_calls_and_each_gets_its_own,
+    concurrent_identical_page_reads_share_script_calls,
 );
 
 async fn incr_updates_global_and_scoped_keys_of_every_window_in_one_call(t: &Ctx) {
@@ -1028,4 +1029,51 @@ async fn concurrent_standings_share_script_calls_and_each_gets_its_own(t: &Ctx) 
         matches!(missing, Err(Error::MemberNotFound { .. })),
         "{missing:?}"
     );
+}
+
+async fn concurrent_identical_page_reads_share_script_calls(t: &Ctx) {
+    let b = t.board("dashboard", BoardDef::default()).await;
+    let events: Vec<Submit> = (0..60u32)
+        .map(|i| Submit::new(b.clone(), m(&format!("u{i}")), score(f64::from(i % 25))))
+        .collect();
+    t.engine.submit_batch(&events).await.unwrap();
+    let view = View::all_time();
+    let top = || t.engine.top(&b, &view, Limit::new(20).unwrap());
+    let alone = top().await.unwrap();
+    let calls = || async { t.engine.backend_stats().await.unwrap().script_calls };
+    let before = calls().await;
+    let n = 320u64;
+    let reads = futures::future::join_all((0..n).map(|_| top())).await;
+    let made = calls().await - before;
+    for got in reads {
+        assert_eq!(got.unwrap(), alone);
+    }
+    // One call went out alone; the reads that arrived meanwhile shared the next: about n / 32 calls
+    // (join_all polls 32 at a time), where one call per read would be n.
+    assert!(
+        made <= n / 16,
+        "{made} script calls for {n} identical reads"
+    );
+
+    // Reads that differ in anything are not merged: each gets its own page.
+    let (five, next_five, around) = futures::future::join3(
+        t.engine.top(&b, &view, Limit::new(5).unwrap()),
+        t.engine
+            .page(&b, &view, Offset::new(5).unwrap(), Limit::new(5).unwrap()),
+        t.engine
+            .around(&b, &view, &m("u0"), Radius::new(1).unwrap()),
+    )
+    .await;
+    assert_eq!(ranks(&five.unwrap()), ranks(&alone)[..5]);
+    assert_eq!(ranks(&next_five.unwrap()), ranks(&alone)[5..10]);
+    assert!(around.unwrap().entries.iter().any(|e| e.member == "u0"));
+
+    // A write that completed before a read began is in its answer.
+    t.submit(&b, "late", 1000.0).await;
+    let after = futures::future::join_all((0..8).map(|_| top())).await;
+    for got in after {
+        let got = got.unwrap();
+        assert_eq!(got.entries[0].member, "late");
+        assert_eq!(got.total, 61);
+    }
 }
