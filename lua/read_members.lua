@@ -15,7 +15,9 @@ if err then
 end
 
 local ctx = board_ctx(KEYS[2], KEYS[3], ARGV[2] == 'desc', ARGV[3], tonumber(ARGV[4]))
-local with_data = ARGV[5] == '1'
+-- Most boards carry no display data: then one EXISTS each spares every member its HGETs.
+local names = redis.call('EXISTS', KEYS[4]) == 1
+local datas = ARGV[5] == '1' and redis.call('EXISTS', KEYS[5]) == 1
 local total = redis.call('ZCARD', ctx.key)
 local rows = {}
 for i = 6, #ARGV do
@@ -23,15 +25,18 @@ for i = 6, #ARGV do
   local stored = tonumber(redis.call('ZSCORE', ctx.key, member))
   if stored then
     local lo, hi = worse_bounds(decode(stored, ctx.pow), ctx.pow, ctx.desc)
-    local data = false
-    if with_data then
+    local name, data = false, false
+    if names then
+      name = redis.call('HGET', KEYS[4], member)
+    end
+    if datas then
       data = redis.call('HGET', KEYS[5], member)
     end
     rows[#rows + 1] = {
       fmt(stored),
       rank_of(ctx, member, stored),
       redis.call('ZCOUNT', ctx.key, lo, hi),
-      redis.call('HGET', KEYS[4], member),
+      name,
       data,
     }
   else
