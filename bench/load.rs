@@ -1218,10 +1218,23 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// HEAD, marked when the tree differs from it. The files a run writes (the results, the README's
+/// results) do not count: they change nothing that is measured.
 fn commit() -> String {
     let head = sh("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = sh("git", &["status", "--porcelain", "--untracked-files=no"])
-        .is_some_and(|s| !s.is_empty());
+    let dirty = sh(
+        "git",
+        &[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)bench/RESULTS*.md",
+            ":(exclude)bench/README.md",
+        ],
+    )
+    .is_some_and(|s| !s.is_empty());
     if dirty {
         format!("{head} (+ uncommitted changes)")
     } else {
