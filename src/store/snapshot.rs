@@ -52,6 +52,50 @@ fn copy_row(buf: &mut String, id: &str, e: &SnapEntry) {
     }
 }
 
+/// Snapshot entry rows on their way into one COPY, sent in buffers of about [`COPY_BUFFER`] bytes.
+struct EntryCopy<'c> {
+    copy: sqlx::postgres::PgCopyIn<&'c mut sqlx::PgConnection>,
+    buf: String,
+}
+
+impl<'c> EntryCopy<'c> {
+    async fn start(conn: &'c mut sqlx::PgConnection) -> Result<Self> {
+        let copy = conn
+            .copy_in_raw(
+                "COPY rankd_snapshot_entries (snapshot_id, rank, member, score, stored) FROM STDIN",
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            copy,
+            buf: String::with_capacity(COPY_BUFFER + 1024),
+        })
+    }
+
+    async fn push(&mut self, id: &str, e: &SnapEntry) -> Result<()> {
+        copy_row(&mut self.buf, id, e);
+        if self.buf.len() > COPY_BUFFER {
+            self.copy
+                .send(self.buf.as_bytes())
+                .await
+                .map_err(unavailable)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.copy
+                .send(self.buf.as_bytes())
+                .await
+                .map_err(unavailable)?;
+        }
+        self.copy.finish().await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
 impl PgStore {
     /// Writes a snapshot run of one board: a row per key, then every key's entries through one
     /// COPY, in one transaction (a run is whole or absent, so a rebuild can start from it).
@@ -89,26 +133,13 @@ impl PgStore {
             .map_err(unavailable)?;
             ids.push(id.to_string());
         }
-        let mut copy = tx
-            .copy_in_raw(
-                "COPY rankd_snapshot_entries (snapshot_id, rank, member, score, stored) FROM STDIN",
-            )
-            .await
-            .map_err(unavailable)?;
-        let mut buf = String::with_capacity(COPY_BUFFER + 1024);
+        let mut copy = EntryCopy::start(&mut tx).await?;
         for (snap, id) in keys.iter().zip(&ids) {
             for e in &snap.entries {
-                copy_row(&mut buf, id, e);
-                if buf.len() > COPY_BUFFER {
-                    copy.send(buf.as_bytes()).await.map_err(unavailable)?;
-                    buf.clear();
-                }
+                copy.push(id, e).await?;
             }
         }
-        if !buf.is_empty() {
-            copy.send(buf.as_bytes()).await.map_err(unavailable)?;
-        }
-        copy.finish().await.map_err(unavailable)?;
+        copy.finish().await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -127,14 +158,8 @@ impl PgStore {
         let read = engine.stream_snapshot(board, tx);
         let write = async {
             let mut txn = self.pool().begin().await.map_err(unavailable)?;
-            let mut copy = txn
-                .copy_in_raw(
-                    "COPY rankd_snapshot_entries (snapshot_id, rank, member, score, stored) FROM STDIN",
-                )
-                .await
-                .map_err(unavailable)?;
+            let mut copy = EntryCopy::start(&mut txn).await?;
             let mut ids: Vec<String> = Vec::new();
-            let mut buf = String::with_capacity(COPY_BUFFER + 1024);
             while let Some(chunk) = rx.recv().await {
                 // Ids come from the sequence over another connection: this one is busy copying.
                 while ids.len() <= chunk.key {
@@ -142,17 +167,10 @@ impl PgStore {
                 }
                 let id = &ids[chunk.key];
                 for e in &chunk.entries {
-                    copy_row(&mut buf, id, e);
-                }
-                if buf.len() > COPY_BUFFER {
-                    copy.send(buf.as_bytes()).await.map_err(unavailable)?;
-                    buf.clear();
+                    copy.push(id, e).await?;
                 }
             }
-            if !buf.is_empty() {
-                copy.send(buf.as_bytes()).await.map_err(unavailable)?;
-            }
-            copy.finish().await.map_err(unavailable)?;
+            copy.finish().await?;
             Ok::<_, Error>((txn, ids))
         };
         let (read, write) = tokio::join!(read, write);

@@ -297,6 +297,56 @@ async fn a_rebuild_from_the_latest_snapshot_and_the_operations_after_it_is_exact
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_read_whole_then_written_is_a_base_for_exact_rebuilds() {
+    // The path a snapshot takes when the board changed while it was streamed: the board read whole,
+    // then written in one COPY, here several of its buffers long.
+    let mut redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let e = engine(&redis, &db, Durability::Sync).await;
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    let b = BoardId::parse("whole").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    let events: Vec<Submit> = (0..20_000u32)
+        .map(|i| {
+            Submit::new(
+                b.clone(),
+                m(&format!("member\\ with a backslash {i:06}")),
+                score(f64::from(i % 997) + 0.25),
+            )
+        })
+        .collect();
+    for chunk in events.chunks(rankd::engine::MAX_BATCH) {
+        e.submit_batch(chunk).await.unwrap();
+    }
+    let keys = e.snapshot_board(&b).await.unwrap();
+    assert_eq!(keys.iter().map(|k| k.entries.len()).sum::<usize>(), 20_000);
+    store.write_snapshots(&b, &keys).await.unwrap();
+    let seq = store
+        .boards()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(x, _)| *x == b)
+        .unwrap()
+        .1;
+    let base = store
+        .restore_base(&b, seq, 0)
+        .await
+        .unwrap()
+        .expect("the written snapshot is a base for rebuilds");
+    assert_eq!(base.seq, seq, "taken after the last operation");
+    let exact_before = exact(&e, &b).await;
+
+    // Nothing follows the snapshot in the log: the rebuild is the snapshot's rows alone.
+    redis.kill();
+    redis.restart().await;
+    let views = [View::all_time()];
+    until_ready(|| everything(&e, &b, &views)).await;
+    assert_eq!(exact_before, exact(&e, &b).await);
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_restart_starts_from_the_latest_sqlite_snapshot_exactly() {
     let dir = std::env::temp_dir().join(format!(
         "rankd-sqlite-restore-{}-{}",
