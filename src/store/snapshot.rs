@@ -75,6 +75,13 @@ impl<'c> EntryCopy<'c> {
     async fn push(&mut self, id: &str, e: &SnapEntry) -> Result<()> {
         copy_row(&mut self.buf, id, e);
         if self.buf.len() > COPY_BUFFER {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
             self.copy
                 .send(self.buf.as_bytes())
                 .await
@@ -85,12 +92,7 @@ impl<'c> EntryCopy<'c> {
     }
 
     async fn finish(mut self) -> Result<()> {
-        if !self.buf.is_empty() {
-            self.copy
-                .send(self.buf.as_bytes())
-                .await
-                .map_err(unavailable)?;
-        }
+        self.flush().await?;
         self.copy.finish().await.map_err(unavailable)?;
         Ok(())
     }

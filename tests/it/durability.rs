@@ -184,6 +184,18 @@ fn shown(name: &str) -> Display {
     }
 }
 
+/// The sequence number of `b`'s last stored operation.
+async fn stored_seq(store: &dyn rankd::store::Store, b: &BoardId) -> u64 {
+    store
+        .boards()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(x, _)| x == b)
+        .unwrap()
+        .1
+}
+
 /// Writes a board around a snapshot: before it, events with ids, display data, removals and a
 /// removed member's return; the snapshot; after it, more of each and a definition change. Returns
 /// the snapshot's sequence number, checked to be a base a rebuild can start from.
@@ -226,14 +238,7 @@ async fn around_a_snapshot(e: &Engine, store: &dyn rankd::store::Store, b: &Boar
     e.put_display(b, &m("u8"), shown("Eight")).await.unwrap();
     e.remove_member(b, &m("u5")).await.unwrap();
 
-    let stored_seq = store
-        .boards()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|(x, _)| x == b)
-        .unwrap()
-        .1;
+    let stored_seq = stored_seq(store, b).await;
     let base = store
         .restore_base(b, stored_seq, 0)
         .await
@@ -321,14 +326,7 @@ async fn a_snapshot_read_whole_then_written_is_a_base_for_exact_rebuilds() {
     let keys = e.snapshot_board(&b).await.unwrap();
     assert_eq!(keys.iter().map(|k| k.entries.len()).sum::<usize>(), 20_000);
     store.write_snapshots(&b, &keys).await.unwrap();
-    let seq = store
-        .boards()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|(x, _)| *x == b)
-        .unwrap()
-        .1;
+    let seq = stored_seq(&store, &b).await;
     let base = store
         .restore_base(&b, seq, 0)
         .await
