@@ -1,5 +1,7 @@
 //! The route table and the one match that dispatches it.
 
+use std::sync::LazyLock;
+
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
@@ -86,29 +88,31 @@ routes! {
 /// Segments captured by a pattern, percent-decoded, in order.
 pub type Params = Vec<String>;
 
-/// Whether `path` has the shape of `pattern`: the same literal segments, a non-empty segment for
-/// each capture. Allocates nothing, so trying every route costs little.
-fn matches(pattern: &str, path: &str) -> bool {
-    let mut pat = pattern.split('/');
-    let mut seg = path.split('/');
-    loop {
-        match (pat.next(), seg.next()) {
-            (None, None) => return true,
-            (Some(p), Some(s)) if p.starts_with('{') => {
-                if s.is_empty() {
-                    return false;
-                }
+/// A bound on the `/`-separated segments of any route's pattern (the longest has 7, counting the
+/// empty one before the leading `/`); a longer path matches no route.
+const MAX_SEGMENTS: usize = 8;
+
+/// Each route's pattern split at `/`, once, in the order of [`ROUTES`].
+static PATTERNS: LazyLock<Vec<Vec<&'static str>>> =
+    LazyLock::new(|| ROUTES.iter().map(|r| r.path.split('/').collect()).collect());
+
+/// Whether a path, split into `segs`, has the shape of `pattern`: the same literal segments, a
+/// non-empty segment for each capture.
+fn matches(pattern: &[&str], segs: &[&str]) -> bool {
+    pattern.len() == segs.len()
+        && pattern.iter().zip(segs).all(|(p, s)| {
+            if p.starts_with('{') {
+                !s.is_empty()
+            } else {
+                p == s
             }
-            (Some(p), Some(s)) if p == s => {}
-            _ => return false,
-        }
-    }
+        })
 }
 
-/// The captures of a path that [`matches`] `pattern`, percent-decoded.
-fn capture(pattern: &str, path: &str) -> Result<Params, Problem> {
+/// The captures of a path (split into `segs`) that [`matches`] `pattern`, percent-decoded.
+fn capture(pattern: &[&str], segs: &[&str]) -> Result<Params, Problem> {
     let mut params = Vec::new();
-    for (p, s) in pattern.split('/').zip(path.split('/')) {
+    for (p, s) in pattern.iter().zip(segs) {
         if !p.starts_with('{') {
             continue;
         }
@@ -126,14 +130,25 @@ fn capture(pattern: &str, path: &str) -> Result<Params, Problem> {
     Ok(params)
 }
 
-/// Finds the route for a request: the route and its parameters, or the problem to answer.
+/// Finds the route for a request: the route and its parameters, or the problem to answer. The
+/// path is split once, on the stack; trying every route then compares slices.
 pub fn find(method: &Method, path: &str) -> Result<(&'static Route, Params), Problem> {
+    let mut buf = [""; MAX_SEGMENTS];
+    let mut n = 0;
+    for s in path.split('/') {
+        if n == MAX_SEGMENTS {
+            return Err(Problem::no_route(path));
+        }
+        buf[n] = s;
+        n += 1;
+    }
+    let segs = &buf[..n];
     let mut allowed = Vec::new();
     // Literal segments win over captures: /members/lookup is not a member called "lookup" for POST.
-    for route in ROUTES {
-        if matches(route.path, path) {
+    for (route, pattern) in ROUTES.iter().zip(PATTERNS.iter()) {
+        if matches(pattern, segs) {
             if route.method == *method {
-                return capture(route.path, path).map(|p| (route, p));
+                return capture(pattern, segs).map(|p| (route, p));
             }
             allowed.push(route.method.as_str());
         }
@@ -185,6 +200,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_route_fits_the_segment_bound() {
+        for r in ROUTES {
+            assert!(r.path.split('/').count() <= MAX_SEGMENTS, "{}", r.path);
+            let path = r.path.replace('{', "x").replace('}', "");
+            let (found, _) = find(&r.method, &path).unwrap();
+            assert_eq!(found.endpoint, r.endpoint, "{path}");
+        }
+    }
+
+    #[test]
     fn literal_segments_and_captures_route_as_documented() {
         let (r, p) = find(&Method::POST, "/v1/boards/xp/members/lookup").unwrap();
         assert_eq!((r.endpoint, p), (Endpoint::Lookup, vec!["xp".to_owned()]));
@@ -198,6 +223,12 @@ mod tests {
             405
         );
         assert_eq!(find(&Method::GET, "/v2/nothing").unwrap_err().status(), 404);
+        assert_eq!(
+            find(&Method::GET, "/v1/boards/xp/members/u1/around/a/b/c")
+                .unwrap_err()
+                .status(),
+            404
+        );
         assert_eq!(
             find(&Method::GET, "/v1/boards//top").unwrap_err().status(),
             404
