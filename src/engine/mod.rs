@@ -261,30 +261,59 @@ struct Slot {
 struct Slots {
     keys: Vec<Slot>,
     by_zset: HashMap<String, usize>,
+    /// Slots already found, by period and scope: most events of a chunk share their keys, and
+    /// naming a key (several strings) costs more than finding it here.
+    by_period: HashMap<Period, PeriodSlots>,
+}
+
+/// The slots of one period: the global board's and each scope's.
+#[derive(Default)]
+struct PeriodSlots {
+    global: Option<usize>,
+    scoped: HashMap<Scope, usize>,
 }
 
 impl Slots {
+    /// The slot of the leaderboard of `board` for `period` and `scope`, added when new.
     fn slot(
         &mut self,
-        key: BoardKey,
-        window: Window,
+        keys: &Keys,
+        board: &BoardId,
         period: Period,
         scope: Option<&Scope>,
         expire: i64,
     ) -> usize {
-        if let Some(&i) = self.by_zset.get(&key.zset) {
+        let known = self.by_period.get(&period).and_then(|p| match scope {
+            None => p.global,
+            Some(s) => p.scoped.get(s).copied(),
+        });
+        if let Some(i) = known {
             return i;
         }
-        let i = self.keys.len();
-        self.by_zset.insert(key.zset.clone(), i);
-        let period = (window != Window::All).then_some(period);
-        self.keys.push(Slot {
-            key,
-            window,
-            period,
-            scope: scope.cloned(),
-            expire,
-        });
+        let key = keys.leaderboard(board, &period, scope);
+        let i = match self.by_zset.get(&key.zset) {
+            Some(&i) => i,
+            None => {
+                let i = self.keys.len();
+                self.by_zset.insert(key.zset.clone(), i);
+                let window = period.window();
+                self.keys.push(Slot {
+                    key,
+                    window,
+                    period: (window != Window::All).then_some(period),
+                    scope: scope.cloned(),
+                    expire,
+                });
+                i
+            }
+        };
+        let p = self.by_period.entry(period).or_default();
+        match scope {
+            None => p.global = Some(i),
+            Some(s) => {
+                p.scoped.insert(s.clone(), i);
+            }
+        }
         i
     }
 }
@@ -833,8 +862,7 @@ impl Engine {
                 0
             };
             for scope in std::iter::once(None).chain(ev.scopes.iter().map(Some)) {
-                let key = self.keys.leaderboard(board, &period, scope);
-                touch.push((slots.slot(key, window, period, scope, expire), tick));
+                touch.push((slots.slot(&self.keys, board, period, scope, expire), tick));
             }
         }
         Ok(Prepared {
