@@ -296,6 +296,17 @@ struct BatchEventIn {
     at: Option<String>,
 }
 
+/// A serde error's message without the " at line L column C" it ends with: positions inside one
+/// event's text would mislead, as the event is not the whole body.
+fn without_position(e: serde_json::Error) -> String {
+    let msg = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match msg.strip_suffix(&suffix) {
+        Some(m) => m.to_owned(),
+        None => msg,
+    }
+}
+
 fn parse_at(at: Option<&str>) -> Result<Option<i64>, Invalid> {
     at.map(|s| {
         chrono::DateTime::parse_from_rfc3339(s)
@@ -352,7 +363,9 @@ pub async fn submit(state: &State, b: &str, req: Request<Incoming>, id: &str) ->
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchIn {
-    events: Vec<serde_json::Value>,
+    /// Each event's JSON text, parsed on its own so that every invalid event can be reported (one
+    /// bad event does not stop the others being read), without building a JSON tree first.
+    events: Vec<Box<serde_json::value::RawValue>>,
 }
 
 pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
@@ -375,8 +388,8 @@ pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
     // Validate the whole batch first and report every invalid event, not just the first.
     let mut errors: Vec<BatchError> = Vec::new();
     let mut events: Vec<(usize, Submit)> = Vec::with_capacity(total);
-    for (i, raw) in batch.events.into_iter().enumerate() {
-        if raw.is_array() {
+    for (i, raw) in batch.events.iter().enumerate() {
+        if raw.get().starts_with('[') {
             // serde would read the event from an array by position: events are objects.
             errors.push(BatchError {
                 index: i,
@@ -385,10 +398,11 @@ pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
             });
             continue;
         }
-        let parsed = serde_path_to_error::deserialize::<_, BatchEventIn>(raw)
+        let de = &mut serde_json::Deserializer::from_str(raw.get());
+        let parsed = serde_path_to_error::deserialize::<_, BatchEventIn>(de)
             .map_err(|e| {
                 let path = e.path().to_string();
-                let msg = e.into_inner().to_string();
+                let msg = without_position(e.into_inner());
                 Invalid::new(super::problem::serde_field(&path, &msg, "event"), msg)
             })
             .and_then(|e| {
