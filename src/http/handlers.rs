@@ -368,9 +368,17 @@ struct BatchIn {
     events: Vec<Box<serde_json::value::RawValue>>,
 }
 
-pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
-    let body = read_body(req, state.config.max_body_bytes, state.config.read_timeout).await?;
-    let batch: BatchIn = parse_json(&body)?;
+/// A batch body read and each of its events checked on its own (before the engine checks them
+/// against their boards): the valid events with their indexes, and every invalid one's reason.
+pub type ParsedBatch = (Vec<(usize, Submit)>, Vec<BatchError>);
+
+/// Parses a `/v1/scores/batch` body: the whole-body problems (not JSON, no events, too many)
+/// are errors; each event's own problems are listed, so that all of them can be answered at once.
+///
+/// # Errors
+/// A 400 [`Problem`] naming the body's field and the limit.
+pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, Problem> {
+    let batch: BatchIn = parse_json(body)?;
     let total = batch.events.len();
     if total > crate::engine::MAX_BATCH {
         return Err(Invalid::new(
@@ -385,7 +393,6 @@ pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
     if total == 0 {
         return Err(Invalid::new("events", "must hold at least one event").into());
     }
-    // Validate the whole batch first and report every invalid event, not just the first.
     let mut errors: Vec<BatchError> = Vec::new();
     let mut events: Vec<(usize, Submit)> = Vec::with_capacity(total);
     for (i, raw) in batch.events.iter().enumerate() {
@@ -425,6 +432,14 @@ pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
             }),
         }
     }
+    Ok((events, errors))
+}
+
+pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
+    let body = read_body(req, state.config.max_body_bytes, state.config.read_timeout).await?;
+    // Validate the whole batch first and report every invalid event, not just the first.
+    let (events, mut errors) = parse_batch(&body)?;
+    let total = events.len() + errors.len();
     let checked = state
         .engine
         .check_batch(&events)
