@@ -260,9 +260,9 @@ struct Slot {
 #[derive(Default)]
 struct Slots {
     keys: Vec<Slot>,
-    by_zset: HashMap<String, usize>,
-    /// Slots already found, by period and scope: most events of a chunk share their keys, and
-    /// naming a key (several strings) costs more than finding it here.
+    /// Slots by period and scope, which name exactly one key (a period's id is unique within its
+    /// window, and the all-time window has one period): most events of a chunk share their keys,
+    /// and naming a key (several strings) costs more than finding it here.
     by_period: HashMap<Period, PeriodSlots>,
 }
 
@@ -290,23 +290,15 @@ impl Slots {
         if let Some(i) = known {
             return i;
         }
-        let key = keys.leaderboard(board, &period, scope);
-        let i = match self.by_zset.get(&key.zset) {
-            Some(&i) => i,
-            None => {
-                let i = self.keys.len();
-                self.by_zset.insert(key.zset.clone(), i);
-                let window = period.window();
-                self.keys.push(Slot {
-                    key,
-                    window,
-                    period: (window != Window::All).then_some(period),
-                    scope: scope.cloned(),
-                    expire,
-                });
-                i
-            }
-        };
+        let i = self.keys.len();
+        let window = period.window();
+        self.keys.push(Slot {
+            key: keys.leaderboard(board, &period, scope),
+            window,
+            period: (window != Window::All).then_some(period),
+            scope: scope.cloned(),
+            expire,
+        });
         let p = self.by_period.entry(period).or_default();
         match scope {
             None => p.global = Some(i),
