@@ -294,9 +294,9 @@ impl Admin {
                 for k in keys {
                     lines.push(format!(
                         "would snapshot {b} {} {} {} ({} members)",
-                        k.window,
-                        k.period,
-                        k.scope.as_deref().unwrap_or("-"),
+                        k.key.window,
+                        k.key.period,
+                        k.key.scope.as_deref().unwrap_or("-"),
                         k.entries.len()
                     ));
                 }
@@ -627,9 +627,9 @@ fn compare(
     let key = |k: &crate::engine::KeySnapshot| {
         format!(
             "{} {} {}",
-            k.window,
-            k.period,
-            k.scope.as_deref().unwrap_or("-")
+            k.key.window,
+            k.key.period,
+            k.key.scope.as_deref().unwrap_or("-")
         )
     };
     let got: BTreeMap<String, &crate::engine::KeySnapshot> =

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub use journal::{Durability, Journal, LoggedOp, Op};
 pub use replay::{Base, BaseKey, EntryChunks, RedisState, REBUILD_LEASE_MS, REBUILD_PREFIX};
-pub use snapshot::{at_one_point, KeySnapshot, SnapChunk, SnapEntry, StreamedKey};
+pub use snapshot::{at_one_point, KeySnapshot, SnapChunk, SnapEntry, SnapshotKey};
 pub use types::*;
 
 use crate::backend::{Call, ExecError, Executor, Reply};

@@ -26,9 +26,9 @@ pub struct SnapEntry {
     pub stored: f64,
 }
 
-/// One leaderboard key's standing at a point of its board's log.
+/// Which key a snapshot holds, and the point of its board's log it was read at.
 #[derive(Debug, Clone, PartialEq)]
-pub struct KeySnapshot {
+pub struct SnapshotKey {
     /// The window.
     pub window: Window,
     /// The period id (`all` for the all-time window).
@@ -41,6 +41,15 @@ pub struct KeySnapshot {
     pub version: String,
     /// When the key expires (Unix ms); `None` when it never does.
     pub expire_ms: Option<i64>,
+    /// Its members when read.
+    pub members: u64,
+}
+
+/// One leaderboard key's standing at a point of its board's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySnapshot {
+    /// The key, and when it was read.
+    pub key: SnapshotKey,
     /// Best first.
     pub entries: Vec<SnapEntry>,
 }
@@ -52,8 +61,8 @@ pub struct KeySnapshot {
 pub fn at_one_point(keys: &[KeySnapshot]) -> Option<(u64, &str)> {
     let first = keys.first()?;
     keys.iter()
-        .all(|k| k.seq == first.seq && k.version == first.version)
-        .then_some((first.seq, first.version.as_str()))
+        .all(|k| k.key.seq == first.key.seq && k.key.version == first.key.version)
+        .then_some((first.key.seq, first.key.version.as_str()))
 }
 
 /// Entries of one key of a streamed snapshot, in rank order: `key` indexes the run's keys, in the
@@ -64,25 +73,6 @@ pub struct SnapChunk {
     pub key: usize,
     /// The next entries of that key.
     pub entries: Vec<SnapEntry>,
-}
-
-/// A streamed snapshot's account of one key, once all its entries are sent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamedKey {
-    /// The window.
-    pub window: Window,
-    /// The period id (`all` for the all-time window).
-    pub period: String,
-    /// The scope; `None` for the global board.
-    pub scope: Option<String>,
-    /// The board's sequence number the whole run is consistent at.
-    pub seq: u64,
-    /// The board definition's version at that point.
-    pub version: String,
-    /// When the key expires (Unix ms); `None` when it never does.
-    pub expire_ms: Option<i64>,
-    /// Entries sent.
-    pub members: u64,
 }
 
 /// A live key of a board, as the snapshot reads it.
@@ -139,7 +129,10 @@ impl Engine {
                         .await
                         .map_err(unavailable)?;
                     let c = parse(&reply, t.bits)?;
-                    t.snapshot(c.seq, c.version, c.expire_ms, c.entries)
+                    KeySnapshot {
+                        key: t.key(c.seq, c.version, c.expire_ms, c.entries.len() as u64),
+                        entries: c.entries,
+                    }
                 }
             });
         }
@@ -157,57 +150,23 @@ impl Engine {
         &self,
         board: &BoardId,
         tx: tokio::sync::mpsc::Sender<SnapChunk>,
-    ) -> Result<Option<Vec<StreamedKey>>> {
+    ) -> Result<Option<Vec<SnapshotKey>>> {
         let targets = self.snapshot_targets(board).await?;
         let d = self.definition(board).await?;
         let (order, mode) = (d.def.order.as_str(), d.def.rank_mode.as_str());
-        let mut point: Option<(u64, String)> = None;
+        let mut point = None;
         let mut out = Vec::with_capacity(targets.len());
+        let tx = &tx;
         for (key, t) in targets.iter().enumerate() {
-            let mut first = 0;
-            let mut expire_ms = None;
-            loop {
-                let reply = self
-                    .exec
-                    .eval(self.snapshot_call(board, order, mode, t, first, CHUNK as i64))
-                    .await
-                    .map_err(unavailable)?;
-                let c = parse(&reply, t.bits)?;
-                match &point {
-                    None => point = Some((c.seq, c.version.clone())),
-                    Some((seq, version)) if *seq == c.seq && *version == c.version => {}
-                    Some(_) => return Ok(None),
-                }
-                if first == 0 {
-                    expire_ms = c.expire_ms;
-                }
-                first += c.entries.len();
-                let done = c.entries.is_empty() || first as u64 >= c.total;
-                if !c.entries.is_empty()
-                    && tx
-                        .send(SnapChunk {
-                            key,
-                            entries: c.entries,
-                        })
-                        .await
-                        .is_err()
-                {
-                    return Ok(None);
-                }
-                if done {
-                    break;
-                }
+            let sent = self
+                .read_key(board, order, mode, t, &mut point, |entries| async move {
+                    tx.send(SnapChunk { key, entries }).await.is_ok()
+                })
+                .await?;
+            match sent {
+                Some(k) => out.push(k),
+                None => return Ok(None),
             }
-            let (seq, version) = point.clone().unwrap_or_default();
-            out.push(StreamedKey {
-                window: t.window,
-                period: t.period.clone(),
-                scope: t.scope.clone(),
-                seq,
-                version,
-                expire_ms,
-                members: first as u64,
-            });
         }
         Ok(Some(out))
     }
@@ -272,8 +231,34 @@ impl Engine {
         t: &Target,
     ) -> Result<Option<KeySnapshot>> {
         let mut entries = Vec::new();
+        let key = self
+            .read_key(board, order, mode, t, &mut None, |chunk| {
+                entries.extend(chunk);
+                std::future::ready(true)
+            })
+            .await?;
+        Ok(key.map(|key| KeySnapshot { key, entries }))
+    }
+
+    /// Reads one key in chunks that do not hold Redis for long, handing each chunk's entries to
+    /// `sink` as it comes. Every chunk must be read at `point` (the board's sequence number and
+    /// definition version; the first chunk read sets it when `None`). Returns the key's account;
+    /// `None` when a chunk was read at another point (the board changed) or `sink` refused one.
+    async fn read_key<F, Fut>(
+        &self,
+        board: &BoardId,
+        order: &str,
+        mode: &str,
+        t: &Target,
+        point: &mut Option<(u64, String)>,
+        mut sink: F,
+    ) -> Result<Option<SnapshotKey>>
+    where
+        F: FnMut(Vec<SnapEntry>) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let mut first = 0;
-        let mut at: Option<(u64, String, Option<i64>)> = None;
+        let mut expire_ms = None;
         loop {
             let reply = self
                 .exec
@@ -281,43 +266,41 @@ impl Engine {
                 .await
                 .map_err(unavailable)?;
             let c = parse(&reply, t.bits)?;
-            match &at {
-                None => at = Some((c.seq, c.version, c.expire_ms)),
-                Some((seq, version, _)) if *seq == c.seq && *version == c.version => {}
+            match point {
+                None => *point = Some((c.seq, c.version.clone())),
+                Some((seq, version)) if *seq == c.seq && *version == c.version => {}
                 Some(_) => return Ok(None),
+            }
+            if first == 0 {
+                expire_ms = c.expire_ms;
             }
             first += c.entries.len();
             let done = c.entries.is_empty() || first as u64 >= c.total;
-            entries.extend(c.entries);
+            if !c.entries.is_empty() && !sink(c.entries).await {
+                return Ok(None);
+            }
             if done {
                 break;
             }
         }
-        let (seq, version, expire_ms) = at.unwrap_or_default();
-        Ok(Some(t.snapshot(seq, version, expire_ms, entries)))
+        let (seq, version) = point.clone().unwrap_or_default();
+        Ok(Some(t.key(seq, version, expire_ms, first as u64)))
     }
 }
 
 impl Target {
-    fn snapshot(
-        &self,
-        seq: u64,
-        version: String,
-        expire_ms: Option<i64>,
-        entries: Vec<SnapEntry>,
-    ) -> KeySnapshot {
-        KeySnapshot {
+    fn key(&self, seq: u64, version: String, expire_ms: Option<i64>, members: u64) -> SnapshotKey {
+        SnapshotKey {
             window: self.window,
             period: self.period.clone(),
             scope: self.scope.clone(),
             seq,
             version,
             expire_ms,
-            entries,
+            members,
         }
     }
 }
-
 fn unavailable(e: ExecError) -> Error {
     match e {
         ExecError::Unavailable(m) => Error::Unavailable(m),

@@ -168,6 +168,67 @@ impl OpRow {
     }
 }
 
+/// Queries both stores run as they are: `$N` parameters, and `deleted` compared with FALSE (a
+/// boolean in Postgres, 0 or 1 in SQLite, where FALSE is 0).
+pub(crate) mod sql {
+    /// Live boards with their highest stored sequence number: rows of (board, seq).
+    pub const LIVE_BOARDS: &str = "SELECT b.board, COALESCE(MAX(o.seq), 0) FROM rankd_boards b
+         LEFT JOIN rankd_ops o ON o.board = b.board
+         WHERE b.deleted = FALSE GROUP BY b.board ORDER BY b.board";
+    /// Deleted boards: rows of (board).
+    pub const TOMBSTONES: &str =
+        "SELECT board FROM rankd_boards WHERE deleted = TRUE ORDER BY board";
+    /// A row when board `$1` is stored and live.
+    pub const HAS_BOARD: &str = "SELECT 1 FROM rankd_boards WHERE board = $1 AND deleted = FALSE";
+    /// Board `$1`'s operations after sequence number `$2`, in order, for each store's `row_to_op`.
+    pub const OPS_AFTER: &str =
+        "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
+         FROM rankd_ops WHERE board = $1 AND seq > $2 ORDER BY seq";
+}
+
+/// The live boards of [`sql::LIVE_BOARDS`] rows.
+pub(crate) fn live_boards(rows: Vec<(String, i64)>) -> Result<Vec<(BoardId, u64)>> {
+    rows.into_iter()
+        .map(|(b, seq)| {
+            BoardId::parse(&b)
+                .map(|b| (b, seq as u64))
+                .map_err(|e| crate::error::Error::Backend(format!("stored board id: {e}")))
+        })
+        .collect()
+}
+
+/// The boards of [`sql::TOMBSTONES`] rows (an id that no longer parses names no board to remove).
+pub(crate) fn tombstones(rows: Vec<(String,)>) -> Vec<BoardId> {
+    rows.into_iter()
+        .filter_map(|(b,)| BoardId::parse(&b).ok())
+        .collect()
+}
+
+/// Inserts one key's row of a snapshot run and evaluates to its id. `$sql` is the store's INSERT:
+/// `$1` the id (NULL: the next one), then board, window_name, period, scope, seq, members, run_id,
+/// version and expire_ms, RETURNING id. `$key` is a [`crate::engine::SnapshotKey`].
+macro_rules! insert_key_row {
+    ($sql:expr, $conn:expr, $id:expr, $board:expr, $key:expr, $run:expr) => {{
+        let key: &$crate::engine::SnapshotKey = $key;
+        sqlx::query_as::<_, (i64,)>($sql)
+            .bind($id)
+            .bind($board.as_str())
+            .bind(key.window.as_str())
+            .bind(&key.period)
+            .bind(key.scope.as_deref().unwrap_or(""))
+            .bind(key.seq as i64)
+            .bind(key.members as i64)
+            .bind($run)
+            .bind(&key.version)
+            .bind(key.expire_ms)
+            .fetch_one($conn)
+            .await
+            .map(|(id,)| id)
+            .map_err(unavailable)
+    }};
+}
+pub(crate) use insert_key_row;
+
 /// The body of `restore_base`, the same in both stores: their SQL shares `$N` parameters, and each
 /// names its own `row_to_op`, `stream_entries` and `unavailable`.
 macro_rules! restore_base {

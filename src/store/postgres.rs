@@ -211,23 +211,11 @@ impl PgStore {
     /// # Errors
     /// [`Error::Unavailable`].
     pub async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
-        let rows = sqlx::query(
-            "SELECT b.board, COALESCE(MAX(o.seq), 0) AS seq FROM rankd_boards b
-             LEFT JOIN rankd_ops o ON o.board = b.board
-             WHERE NOT b.deleted GROUP BY b.board ORDER BY b.board",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                let b: String = r.get("board");
-                let s: i64 = r.get("seq");
-                BoardId::parse(&b)
-                    .map(|b| (b, s as u64))
-                    .map_err(|e| Error::Backend(format!("stored board id: {e}")))
-            })
-            .collect()
+        let rows = sqlx::query_as(super::sql::LIVE_BOARDS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        super::live_boards(rows)
     }
 
     /// Deleted boards whose deletion may not have reached Redis yet.
@@ -235,14 +223,11 @@ impl PgStore {
     /// # Errors
     /// [`Error::Unavailable`].
     pub async fn tombstones(&self) -> Result<Vec<BoardId>> {
-        let rows = sqlx::query("SELECT board FROM rankd_boards WHERE deleted ORDER BY board")
+        let rows = sqlx::query_as(super::sql::TOMBSTONES)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| BoardId::parse(r.get::<String, _>("board").as_str()).ok())
-            .collect())
+        Ok(super::tombstones(rows))
     }
 
     /// Whether the store holds a live board of this id.
@@ -250,7 +235,7 @@ impl PgStore {
     /// # Errors
     /// [`Error::Unavailable`].
     pub async fn has_board(&self, board: &BoardId) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted")
+        let row = sqlx::query(super::sql::HAS_BOARD)
             .bind(board.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -271,15 +256,12 @@ impl PgStore {
     /// # Errors
     /// [`Error::Unavailable`]; [`Error::Backend`] for a row that does not decode.
     pub async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
-        let rows = sqlx::query(
-            "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
-             FROM rankd_ops WHERE board = $1 AND seq > $2 ORDER BY seq",
-        )
-        .bind(board.as_str())
-        .bind(seq as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(super::sql::OPS_AFTER)
+            .bind(board.as_str())
+            .bind(seq as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter().map(|r| row_to_op(board, r)).collect()
     }
 

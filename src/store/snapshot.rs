@@ -8,7 +8,7 @@ use sqlx::postgres::PgPoolCopyExt;
 use super::postgres::PgStore;
 use super::Store;
 use crate::board::BoardId;
-use crate::engine::{Engine, KeySnapshot, SnapChunk, SnapEntry};
+use crate::engine::{Engine, KeySnapshot, SnapChunk, SnapEntry, SnapshotKey};
 use crate::error::{Error, Result};
 
 /// What one snapshot run wrote.
@@ -98,6 +98,28 @@ impl<'c> EntryCopy<'c> {
     }
 }
 
+/// Inserts one key's row of a snapshot run, under `id` or the next one, and returns its id.
+async fn insert_key_row(
+    conn: &mut sqlx::PgConnection,
+    id: Option<i64>,
+    board: &BoardId,
+    key: &SnapshotKey,
+    run: i64,
+) -> Result<i64> {
+    super::insert_key_row!(
+        "INSERT INTO rankd_snapshots
+           (id, board, window_name, period, scope, seq, members, run_id, version, expire_ms)
+         VALUES (COALESCE($1, nextval(pg_get_serial_sequence('rankd_snapshots', 'id'))),
+                 $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         RETURNING id",
+        conn,
+        id,
+        board,
+        key,
+        run
+    )
+}
+
 impl PgStore {
     /// Writes a snapshot run of one board: a row per key, then every key's entries through one
     /// COPY, in one transaction (a run is whole or absent, so a rebuild can start from it).
@@ -116,23 +138,7 @@ impl PgStore {
                 .map_err(unavailable)?;
         let mut ids = Vec::with_capacity(keys.len());
         for snap in keys {
-            let (id,): (i64,) = sqlx::query_as(
-                "INSERT INTO rankd_snapshots
-                   (board, window_name, period, scope, seq, members, run_id, version, expire_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-            )
-            .bind(board.as_str())
-            .bind(snap.window.as_str())
-            .bind(&snap.period)
-            .bind(snap.scope.as_deref().unwrap_or(""))
-            .bind(snap.seq as i64)
-            .bind(snap.entries.len() as i64)
-            .bind(run)
-            .bind(&snap.version)
-            .bind(snap.expire_ms)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+            let id = insert_key_row(&mut tx, None, board, &snap.key, run).await?;
             ids.push(id.to_string());
         }
         let mut copy = EntryCopy::start(&mut tx).await?;
@@ -187,25 +193,8 @@ impl PgStore {
         let Some(&run) = ids.first() else {
             return Ok(Some(SnapshotReport::default()));
         };
-        for (k, id) in keys.iter().zip(&ids) {
-            sqlx::query(
-                "INSERT INTO rankd_snapshots
-                   (id, board, window_name, period, scope, seq, members, run_id, version, expire_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(id)
-            .bind(board.as_str())
-            .bind(k.window.as_str())
-            .bind(&k.period)
-            .bind(k.scope.as_deref().unwrap_or(""))
-            .bind(k.seq as i64)
-            .bind(k.members as i64)
-            .bind(run)
-            .bind(&k.version)
-            .bind(k.expire_ms)
-            .execute(&mut *txn)
-            .await
-            .map_err(unavailable)?;
+        for (k, &id) in keys.iter().zip(&ids) {
+            insert_key_row(&mut txn, Some(id), board, k, run).await?;
         }
         txn.commit().await.map_err(unavailable)?;
         Ok(Some(SnapshotReport {

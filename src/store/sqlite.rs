@@ -210,37 +210,23 @@ impl Store for SqliteStore {
     }
 
     async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
-        let rows = sqlx::query(
-            "SELECT b.board AS board, COALESCE(MAX(o.seq), 0) AS seq FROM rankd_boards b
-             LEFT JOIN rankd_ops o ON o.board = b.board WHERE b.deleted = 0 GROUP BY b.board ORDER BY b.board",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                let b: String = r.get("board");
-                let s: i64 = r.get("seq");
-                BoardId::parse(&b)
-                    .map(|b| (b, s as u64))
-                    .map_err(|e| Error::Backend(format!("stored board id: {e}")))
-            })
-            .collect()
-    }
-
-    async fn tombstones(&self) -> Result<Vec<BoardId>> {
-        let rows = sqlx::query("SELECT board FROM rankd_boards WHERE deleted = 1 ORDER BY board")
+        let rows = sqlx::query_as(super::sql::LIVE_BOARDS)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| BoardId::parse(r.get::<String, _>("board").as_str()).ok())
-            .collect())
+        super::live_boards(rows)
+    }
+
+    async fn tombstones(&self) -> Result<Vec<BoardId>> {
+        let rows = sqlx::query_as(super::sql::TOMBSTONES)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(super::tombstones(rows))
     }
 
     async fn has_board(&self, board: &BoardId) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM rankd_boards WHERE board = ? AND deleted = 0")
+        let row = sqlx::query(super::sql::HAS_BOARD)
             .bind(board.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -253,15 +239,12 @@ impl Store for SqliteStore {
     }
 
     async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
-        let rows = sqlx::query(
-            "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
-             FROM rankd_ops WHERE board = ?1 AND seq > ?2 ORDER BY seq",
-        )
-        .bind(board.as_str())
-        .bind(seq as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(super::sql::OPS_AFTER)
+            .bind(board.as_str())
+            .bind(seq as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.iter().map(|r| row_to_op(board, r)).collect()
     }
 
@@ -279,23 +262,16 @@ impl Store for SqliteStore {
         // The run is named after its first snapshot row.
         let mut run: Option<i64> = None;
         for snap in keys {
-            let id: i64 = sqlx::query(
-                "INSERT INTO rankd_snapshots (board, window_name, period, scope, seq, members, run_id, version, expire_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(board.as_str())
-            .bind(snap.window.as_str())
-            .bind(&snap.period)
-            .bind(snap.scope.as_deref().unwrap_or(""))
-            .bind(snap.seq as i64)
-            .bind(snap.entries.len() as i64)
-            .bind(run)
-            .bind(&snap.version)
-            .bind(snap.expire_ms)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .get(0);
+            let id = super::insert_key_row!(
+                "INSERT INTO rankd_snapshots
+                   (id, board, window_name, period, scope, seq, members, run_id, version, expire_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                &mut *tx,
+                None::<i64>,
+                board,
+                &snap.key,
+                run
+            )?;
             if run.is_none() {
                 run = Some(id);
                 sqlx::query("UPDATE rankd_snapshots SET run_id = ?1 WHERE id = ?1")

@@ -145,7 +145,7 @@ async fn exact(e: &Engine, b: &BoardId) -> Vec<String> {
         .map(|k| {
             format!(
                 "{} {} {:?} expires {:?}: {:?}",
-                k.window, k.period, k.scope, k.expire_ms, k.entries
+                k.key.window, k.key.period, k.key.scope, k.key.expire_ms, k.entries
             )
         })
         .collect();
