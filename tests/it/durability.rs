@@ -11,7 +11,7 @@ use rankd::engine::{Durability, Limit, Submit, SystemClock, View};
 use rankd::window::Window;
 use rankd::{Engine, Error};
 
-use crate::helpers::{m, prefix, scope, score};
+use crate::helpers::{m, prefix, scope, score, spawn_rankd};
 use crate::private::{PrivateRedis, TestDb};
 
 async fn engine(redis: &PrivateRedis, db: &TestDb, durability: Durability) -> Arc<Engine> {
@@ -574,33 +574,14 @@ struct Binary {
 
 impl Binary {
     async fn start(prefix: &str, db: &TestDb, durability: &str, port: u16) -> Self {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rankd"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--redis-url", &crate::helpers::Redis::Standalone.url()])
-            .args(["--key-prefix", prefix])
-            .env("RANKD_DATABASE_URL", db.url())
-            .env("RANKD_DURABILITY", durability)
-            .env_remove("RANKD_API_KEYS")
-            .env_remove("RANKD_CONFIG")
-            .current_dir(std::env::temp_dir())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the rankd binary starts");
+        let child = spawn_rankd(port, "/readyz", Duration::from_secs(20), |c| {
+            c.args(["--redis-url", &crate::helpers::Redis::Standalone.url()])
+                .args(["--key-prefix", prefix])
+                .env("RANKD_DATABASE_URL", db.url())
+                .env("RANKD_DURABILITY", durability);
+        })
+        .await;
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(Instant::now() < deadline, "rankd did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         Self { child, base }
     }
 
@@ -816,35 +797,12 @@ async fn postgres_stopped_under_load_fails_sync_writes_fast_and_async_writes_cat
 
 /// The rankd binary on the embedded engine, its store an SQLite file in `dir`.
 async fn embedded_binary(dir: &std::path::Path, port: u16) -> std::process::Child {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rankd"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("RANKD_DATA_DIR", dir)
-        .env_remove("RANKD_REDIS_URL")
-        .env_remove("RANKD_DATABASE_URL")
-        .env_remove("RANKD_API_KEYS")
-        .env_remove("RANKD_CONFIG")
-        .current_dir(std::env::temp_dir())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the rankd binary starts");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "embedded rankd did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child
+    spawn_rankd(port, "/readyz", Duration::from_secs(20), |c| {
+        c.env("RANKD_DATA_DIR", dir)
+            .env_remove("RANKD_REDIS_URL")
+            .env_remove("RANKD_DATABASE_URL");
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,3 +152,47 @@ macro_rules! on_both {
         }
     )*};
 }
+
+/// `rankd serve` on 127.0.0.1:`port` as a child process, with no config file, no API keys and no
+/// output unless `configure` adds them (it runs last, so what it sets wins). Returns once
+/// `GET ready_path` answers 200; panics when `within` passes first or the process exits.
+pub async fn spawn_rankd(
+    port: u16,
+    ready_path: &str,
+    within: std::time::Duration,
+    configure: impl FnOnce(&mut std::process::Command),
+) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rankd"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("RANKD_CONFIG")
+        .env_remove("RANKD_API_KEYS")
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    configure(&mut cmd);
+    let mut child = cmd.spawn().expect("the rankd binary starts");
+    let url = format!("http://127.0.0.1:{port}{ready_path}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let r = http
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(1))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            return child;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("rankd exited with {status} before {ready_path} answered 200");
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rankd's {ready_path} did not answer 200 within {within:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{prefix, Redis};
+use crate::helpers::{prefix, spawn_rankd, Redis};
 use crate::private::PrivateRedis;
 use crate::server::{free_port, raw, responses, TestApp, ADMIN, READER};
 
@@ -164,48 +164,26 @@ impl Binary {
             prefix.trim_end_matches(':')
         ));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rankd"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--redis-url", &Redis::Standalone.url()])
-            .args(["--key-prefix", &prefix])
-            .env(
-                "RANKD_API_KEYS",
-                format!("{BIN_ADMIN}:admin,{BIN_READER}:read"),
-            )
-            .env("RANKD_LOG", "debug")
-            .env("RANKD_SHUTDOWN_GRACE_SECS", "5")
-            .env_remove("RANKD_CONFIG")
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("the rankd binary starts");
-        let mut bin = Self {
+        let child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
+            c.args(["--redis-url", &Redis::Standalone.url()])
+                .args(["--key-prefix", &prefix])
+                .env(
+                    "RANKD_API_KEYS",
+                    format!("{BIN_ADMIN}:admin,{BIN_READER}:read"),
+                )
+                .env("RANKD_LOG", "debug")
+                .env("RANKD_SHUTDOWN_GRACE_SECS", "5")
+                .stdout(file.try_clone().unwrap())
+                .stderr(file);
+        })
+        .await;
+        Self {
             child,
             addr,
             log,
             prefix,
             http: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let r = bin
-                .http
-                .get(format!("http://{addr}/healthz"))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await;
-            if r.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            if let Some(status) = bin.child.try_wait().unwrap() {
-                panic!("rankd exited with {status}: {}", bin.logs());
-            }
-            assert!(Instant::now() < deadline, "rankd never became healthy");
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        bin
     }
 
     fn url(&self, path: &str) -> String {
