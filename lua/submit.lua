@@ -96,16 +96,57 @@ local function next_score(ctx, old, value, tick)
   return encode(newv, ctx.pow, tick, desc)
 end
 
+-- Names per ZMSCORE or pairs per ZADD: far below the Lua stack's limit on unpacked arguments.
+local MULTI = 1000
+
+-- Reads `names` from zset `key` in as few calls as the argument limit allows: one ZMSCORE answers a list
+-- for much less than a ZSCORE call per name. Returns name -> score, false where absent.
+local function scores_of(key, names)
+  local out = {}
+  for i = 1, #names, MULTI do
+    local got = redis.call('ZMSCORE', key, unpack(names, i, math.min(i + MULTI - 1, #names)))
+    for j = 1, #got do
+      out[names[i + j - 1]] = tonumber(got[j]) or false
+    end
+  end
+  return out
+end
+
+-- Every score pass 1 may need, read up front: each slot's members (first-seen order) and the event ids.
+local initial, order = {}, {}
+local ids, forget = {}, {}
+for s = 1, #slots do
+  order[s] = {}
+  initial[s] = {}
+end
+for e = 1, count do
+  local p = pos[e]
+  local member, id = ARGV[p], ARGV[p + 2]
+  if id ~= '' and forget[id] == nil then
+    forget[id] = false
+    ids[#ids + 1] = id
+  end
+  for q = p + 7, last[e], 2 do
+    local slot = tonumber(ARGV[q])
+    if initial[slot][member] == nil then
+      initial[slot][member] = false
+      order[slot][#order[slot] + 1] = member
+    end
+  end
+end
+for s = 1, #slots do
+  initial[s] = scores_of(slots[s].key, order[s])
+end
+forget = scores_of(KEYS[2], ids)
+
 -- Pass 1: decide duplicates and check every event against the scores it would produce, writing nothing.
--- olds[c] and news[c] hold the stored score before and after the c-th write of an accepted event.
+-- pending[s][member] holds the member's stored score in slot s after the accepted events so far.
 local dup = {}
 local seen = {}
 local pending = {}
-local olds, news = {}, {}
 for s = 1, #slots do
   pending[s] = {}
 end
-local c = 0
 for e = 1, count do
   local p, value = pos[e], values[e]
   if value == nil or out_of_bound(value) or (bound > 0 and value ~= math.floor(value)) then
@@ -116,8 +157,8 @@ for e = 1, count do
     if seen[id] then
       dup[e] = true
     else
-      local forget_at = redis.call('ZSCORE', KEYS[2], id)
-      if forget_at and tonumber(forget_at) > tonumber(ARGV[p + 5]) then
+      local forget_at = forget[id]
+      if forget_at and forget_at > tonumber(ARGV[p + 5]) then
         dup[e] = true
       end
       seen[id] = true
@@ -129,15 +170,13 @@ for e = 1, count do
       local slot = tonumber(ARGV[q])
       local cur = pending[slot][member]
       if cur == nil then
-        cur = tonumber(redis.call('ZSCORE', slots[slot].key, member)) or false
+        cur = initial[slot][member]
       end
       local nxt, why = next_score(slots[slot], cur or nil, value, tonumber(ARGV[q + 1]))
       if not nxt then
         return fail('RANGE', (e - 1) .. ' value: ' .. why)
       end
       pending[slot][member] = nxt
-      c = c + 1
-      olds[c], news[c] = cur or nil, nxt
     end
   end
 end
@@ -182,16 +221,37 @@ if ttl > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 end
 
--- Without trimming, every member's score before and after each event is exactly what pass 1 worked
--- out (nothing else writes in between): count-mode batches reuse it instead of reading it again.
+-- Without trimming, every member's score after each event is exactly what pass 1 worked out (nothing
+-- else writes in between): count-mode batches reuse it instead of reading it again.
 local reuse = not full and max_members == 0
 
+-- (score, member) pairs for one variadic ZADD per call of at most MULTI pairs.
+local function zadd_pairs(key, args)
+  for i = 1, #args, 2 * MULTI do
+    redis.call('ZADD', key, unpack(args, i, math.min(i + 2 * MULTI - 1, #args)))
+  end
+end
+
+-- Event ids to remember, as (forget-at, id) pairs.
+local remember = {}
 local accepted, duplicates = 0, 0
+-- The accepted events take the next sequence numbers in order: reserved in one INCRBY.
 local first_seq, seq = 0, 0
+if logged then
+  local n = 0
+  for e = 1, count do
+    if not dup[e] then
+      n = n + 1
+    end
+  end
+  if n > 0 then
+    seq = redis.call('INCRBY', KEYS[4], n) - n
+    first_seq = seq + 1
+  end
+end
 local flags = {}
 local reply
 local touched = {}
-c = 0
 for e = 1, count do
   local p = pos[e]
   if dup[e] then
@@ -205,59 +265,77 @@ for e = 1, count do
     flags[e] = '1'
     local member, id = ARGV[p], ARGV[p + 2]
     if id ~= '' and ttl > 0 then
-      redis.call('ZADD', KEYS[2], tonumber(ARGV[p + 5]) + ttl, id)
+      remember[#remember + 1] = tonumber(ARGV[p + 5]) + ttl
+      remember[#remember + 1] = id
     end
     if logged then
-      seq = redis.call('INCR', KEYS[4])
-      if first_seq == 0 then
-        first_seq = seq
-      end
+      seq = seq + 1
       redis.call('XADD', KEYS[5], '0-' .. seq, 'o', 'e', 's', seq, 'm', member, 'v', ARGV[p + 1], 'i', id,
         'a', ARGV[p + 3], 'n', tonumber(ARGV[p + 5]), 'c', ARGV[p + 4])
     end
     local rows = full and {}
     for q = p + 7, last[e], 2 do
       local slot = tonumber(ARGV[q])
-      local ctx = slots[slot]
-      local old, new
-      c = c + 1
-      if reuse then
-        old, new = olds[c], news[c]
-      else
-        old = tonumber(redis.call('ZSCORE', ctx.key, member))
-      end
-      local prev = false
-      if full and old then
-        prev = rank_of(ctx, member, old)
-      end
-      if not reuse then
-        new = next_score(ctx, old, values[e], tonumber(ARGV[q + 1]))
-      end
-      if new ~= old then
-        redis.call('ZADD', ctx.key, fmt(new), member)
-        if dense then
-          if old then
-            dense_count(ctx, ctx.dc, old, -1)
-          end
-          dense_count(ctx, ctx.dc, new, 1)
-        end
-        if max_members > 0 then
-          trim(ctx)
-        end
-      end
       touched[slot] = true
-      if full then
-        local sc = tonumber(redis.call('ZSCORE', ctx.key, member))
-        if sc then
-          rows[#rows + 1] = { fmt(sc), rank_of(ctx, member, sc), prev }
-        else
-          rows[#rows + 1] = { false, false, prev }
+      -- Reused scores are written after this loop, once per member.
+      if not reuse then
+        local ctx = slots[slot]
+        local old = tonumber(redis.call('ZSCORE', ctx.key, member))
+        local prev = false
+        if full and old then
+          prev = rank_of(ctx, member, old)
+        end
+        local new = next_score(ctx, old, values[e], tonumber(ARGV[q + 1]))
+        if new ~= old then
+          redis.call('ZADD', ctx.key, fmt(new), member)
+          if dense then
+            if old then
+              dense_count(ctx, ctx.dc, old, -1)
+            end
+            dense_count(ctx, ctx.dc, new, 1)
+          end
+          if max_members > 0 then
+            trim(ctx)
+          end
+        end
+        if full then
+          local sc = tonumber(redis.call('ZSCORE', ctx.key, member))
+          if sc then
+            rows[#rows + 1] = { fmt(sc), rank_of(ctx, member, sc), prev }
+          else
+            rows[#rows + 1] = { false, false, prev }
+          end
         end
       end
     end
     if full then
       reply = { 0, rows, seq }
     end
+  end
+end
+
+zadd_pairs(KEYS[2], remember)
+
+-- Reused scores: each member's final score in one write, in first-seen order. A member's
+-- intermediate scores within the chunk were never read by anything, so only its first and last
+-- matter, to the sorted set and to the distinct-value counts alike.
+if reuse then
+  for s, ctx in ipairs(slots) do
+    local args = {}
+    for _, member in ipairs(order[s]) do
+      local old, new = initial[s][member] or nil, pending[s][member]
+      if new ~= nil and new ~= old then
+        args[#args + 1] = fmt(new)
+        args[#args + 1] = member
+        if dense then
+          if old then
+            dense_count(ctx, ctx.dc, old, -1)
+          end
+          dense_count(ctx, ctx.dc, new, 1)
+        end
+      end
+    end
+    zadd_pairs(ctx.key, args)
   end
 end
 

@@ -26,6 +26,7 @@ on_both!(
     score_ranges_are_ranked_consistently_with_pages,
     event_ids_make_submits_idempotent,
     batches_apply_in_order_across_boards_and_count_duplicates,
+    a_chunk_wider_than_one_multi_member_call_applies_every_event,
     invalid_batches_write_nothing_and_name_every_bad_event,
     max_members_trims_the_worst_inside_the_script,
     remove_member_clears_every_key_and_display_data,
@@ -571,6 +572,83 @@ async fn batches_apply_in_order_across_boards_and_count_duplicates(t: &Ctx) {
             assert_eq!(s.score, *v, "{board} {member}");
         }
     }
+}
+
+async fn a_chunk_wider_than_one_multi_member_call_applies_every_event(t: &Ctx) {
+    // One script call of 2,500 events, with more distinct members and event ids than one ZMSCORE or
+    // variadic ZADD of submit.lua takes (1,000), on a dense board: its distinct-value counts must
+    // follow each member from its first score to its last, whichever call of many writes it.
+    let wide = Ctx::with_prefix(
+        t.redis,
+        &t.prefix,
+        rankd::engine::EngineConfig {
+            batch_chunk: 2_500,
+            ..rankd::engine::EngineConfig::default()
+        },
+    )
+    .await;
+    wide.clock.set(t.clock.now_ms());
+    let b = wide
+        .board(
+            "wide",
+            BoardDef {
+                rank_mode: RankMode::Dense,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    // Members u0..u1499 start with a score each, so the batch moves some off their first value.
+    let seed: Vec<Submit> = (0..1500u32)
+        .map(|i| Submit::new(b.clone(), m(&format!("u{i}")), score(f64::from(i % 5))))
+        .collect();
+    wide.engine.submit_batch(&seed).await.unwrap();
+    let mut events = Vec::new();
+    for i in 0..2500u32 {
+        let mut ev = Submit::new(
+            b.clone(),
+            m(&format!("u{}", i % 1800)),
+            score(f64::from(i % 7)),
+        );
+        if i % 2 == 0 {
+            ev.event_id = Some(EventId::parse(&format!("w{}", i % 2200)).unwrap());
+        }
+        events.push(ev);
+    }
+    let out = wide.engine.submit_batch(&events).await.unwrap();
+    let mut sum: std::collections::HashMap<String, f64> = (0..1500u32)
+        .map(|i| (format!("u{i}"), f64::from(i % 5)))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut dups = 0;
+    for ev in &events {
+        if let Some(id) = &ev.event_id {
+            if !seen.insert(id.clone()) {
+                dups += 1;
+                continue;
+            }
+        }
+        *sum.entry(ev.member.to_string()).or_insert(0.0) += ev.value.get();
+    }
+    assert_eq!((out.accepted, out.duplicates), (2500 - dups, dups));
+    // Dense ranks: 1 + the distinct values above a member's.
+    let mut values: Vec<f64> = sum.values().copied().collect();
+    values.sort_by(|a, b| b.total_cmp(a));
+    values.dedup();
+    let view = View::all_time();
+    let members: Vec<_> = sum.keys().map(|k| m(k)).collect();
+    let standings =
+        futures::future::join_all(members.iter().map(|k| wide.engine.standing(&b, &view, k))).await;
+    for (s, member) in standings.into_iter().zip(&members) {
+        let v = &sum[member.as_str()];
+        let s = s.unwrap();
+        assert_eq!(s.score, *v, "{member}");
+        let dense = values.iter().position(|x| x == v).unwrap() as u64 + 1;
+        assert_eq!(s.rank, dense, "{member} at {v}");
+    }
+    // Sent again: every event with an id is a duplicate now, the others count again.
+    let again = wide.engine.submit_batch(&events).await.unwrap();
+    assert_eq!(again.duplicates, 1250);
+    assert_eq!(again.accepted, 1250);
 }
 
 async fn invalid_batches_write_nothing_and_name_every_bad_event(t: &Ctx) {

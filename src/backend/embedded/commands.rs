@@ -72,6 +72,7 @@ commands! {
     "smembers" 2 smembers,
     "zadd" -4 zadd,
     "zscore" 3 zscore,
+    "zmscore" -3 zmscore,
     "zrank" 3 zrank,
     "zrevrank" 3 zrevrank,
     "zcard" 2 zcard,
@@ -86,6 +87,7 @@ commands! {
     "get" 2 get,
     "set" -3 set_cmd,
     "incr" 2 incr,
+    "incrby" 3 incrby,
     "xadd" -5 xadd,
     "xrange" -4 xrange,
     "xdel" -3 xdel,
@@ -212,18 +214,26 @@ fn set_cmd(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
 }
 
 fn incr(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
-    let cur = match string(ctx, a[1])? {
+    incr_by(ctx, a[1], 1)
+}
+
+fn incrby(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
+    incr_by(ctx, a[1], int_arg(a[2])?)
+}
+
+fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], by: i64) -> CmdResult {
+    let cur = match string(ctx, key)? {
         None => 0,
         Some(v) => parse_i64(v).ok_or_else(|| NOT_INT.to_owned())?,
     };
     let next = cur
-        .checked_add(1)
+        .checked_add(by)
         .ok_or_else(|| "ERR increment or decrement would overflow".to_owned())?;
     // INCR keeps a key's expiry, as Redis does.
-    let expire = ctx.ks.expire_at(a[1]);
+    let expire = ctx.ks.expire_at(key);
     ctx.ks
-        .insert(a[1], Value::Str(next.to_string().into_bytes().into()));
-    ctx.ks.set_expire(a[1], expire);
+        .insert(key, Value::Str(next.to_string().into_bytes().into()));
+    ctx.ks.set_expire(key, expire);
     Ok(RValue::Int(next))
 }
 
@@ -641,6 +651,16 @@ fn zscore(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
         .map_or(RValue::Nil, score_reply))
 }
 
+fn zmscore(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
+    let z = zset(ctx, a[1])?;
+    Ok(RValue::Array(
+        a[2..]
+            .iter()
+            .map(|m| z.and_then(|z| z.score(m)).map_or(RValue::Nil, score_reply))
+            .collect(),
+    ))
+}
+
 fn zrank_generic(ctx: &mut Ctx<'_>, a: &[&[u8]], reverse: bool) -> CmdResult {
     let Some(z) = zset(ctx, a[1])? else {
         return Ok(RValue::Nil);
@@ -954,8 +974,12 @@ mod tests {
         assert_eq!(db.run("get c"), b("2"));
         assert_eq!(db.run("set c 41"), RValue::Status("OK".into()));
         assert_eq!(db.run("incr c"), RValue::Int(42));
+        assert_eq!(db.run("incrby c 8"), RValue::Int(50));
+        assert_eq!(db.run("incrby c x"), err(NOT_INT));
+        assert_eq!(db.run("incrby n 3"), RValue::Int(3));
         db.run("set t x");
         assert_eq!(db.run("incr t"), err(NOT_INT));
+        assert_eq!(db.run("incrby t 1"), err(NOT_INT));
         assert_eq!(db.run("xadd s 0-1 a b"), b("0-1"));
         assert_eq!(db.run("xadd s 0-2 c d"), b("0-2"));
         assert_eq!(
@@ -998,6 +1022,15 @@ mod tests {
         assert_eq!(db.run("zadd k xx incr 1 zz"), RValue::Nil);
         assert_eq!(db.run("zadd k 0.1 q"), RValue::Int(1));
         assert_eq!(db.run("zscore k q"), b("0.10000000000000001"));
+        assert_eq!(
+            db.run("zmscore k q nope q"),
+            RValue::Array(vec![
+                b("0.10000000000000001"),
+                RValue::Nil,
+                b("0.10000000000000001")
+            ])
+        );
+        assert_eq!(db.run("zmscore none q"), RValue::Array(vec![RValue::Nil]));
         assert_eq!(db.run("zadd k 1 a 2"), err(SYNTAX));
         assert_eq!(
             db.run("zadd k nx xx 1 a"),
