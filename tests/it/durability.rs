@@ -597,6 +597,98 @@ impl Drop for Binary {
     }
 }
 
+/// Writers posting score events to one URL, each until an answer fails (the process died), 20 s
+/// pass, or it has sent its 5,000 events.
+struct Writers {
+    acked: Arc<std::sync::Mutex<Vec<(String, u32)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// `n` writers; `event(w, i)` is writer w's i-th event: its member, value and JSON body.
+    fn start(
+        http: &reqwest::Client,
+        url: String,
+        n: u32,
+        event: fn(u32, u32) -> (String, u32, serde_json::Value),
+    ) -> Self {
+        let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Instant::now() + Duration::from_secs(20);
+        let tasks = (0..n)
+            .map(|w| {
+                let (http, url, acked) = (http.clone(), url.clone(), acked.clone());
+                tokio::spawn(async move {
+                    for i in 0..5000u32 {
+                        if Instant::now() > stop {
+                            break;
+                        }
+                        let (member, value, body) = event(w, i);
+                        let sent = http
+                            .post(&url)
+                            .json(&body)
+                            .timeout(Duration::from_secs(2))
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(r) if r.status() == 200 => {
+                                acked.lock().unwrap().push((member, value))
+                            }
+                            _ => break,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { acked, tasks }
+    }
+
+    /// Waits for every writer to stop; the (member, value) of each acknowledged event. Fails unless
+    /// the load ran: more than 20 acknowledged.
+    async fn acknowledged(self) -> Vec<(String, u32)> {
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        assert!(
+            acked.len() > 20,
+            "the load ran before the kill ({} acknowledged)",
+            acked.len()
+        );
+        acked
+    }
+}
+
+/// Member -> score of a top page.
+async fn top_scores(http: &reqwest::Client, url: &str) -> HashMap<String, f64> {
+    let top: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+    top["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{url}: {top}"))
+        .iter()
+        .map(|e| {
+            (
+                e["member"].as_str().unwrap().to_owned(),
+                e["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every member's score is at least the sum of its acknowledged values (events applied but not
+/// acknowledged when the process died may add to it).
+fn assert_holds(got: &HashMap<String, f64>, acked: &[(String, u32)], what: &str) {
+    let mut want: HashMap<String, f64> = HashMap::new();
+    for (mem, v) in acked {
+        *want.entry(mem.clone()).or_default() += f64::from(*v);
+    }
+    for (mem, v) in &want {
+        assert!(
+            got.get(mem).copied().unwrap_or(0.0) >= *v,
+            "{what} {mem}: {got:?} < {want:?}"
+        );
+    }
+}
+
 async fn killed_rankd_loses_nothing_acknowledged(durability: &str) {
     let db = TestDb::create().await;
     let prefix = prefix();
@@ -610,68 +702,25 @@ async fn killed_rankd_loses_nothing_acknowledged(durability: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, u32)>::new()));
-    let stop = Instant::now() + Duration::from_secs(20);
-    let mut writers = Vec::new();
-    for w in 0..6u32 {
-        let (http, base, acked) = (http.clone(), bin.base.clone(), acked.clone());
-        writers.push(tokio::spawn(async move {
-            for i in 0..2000u32 {
-                if Instant::now() > stop {
-                    break;
-                }
-                let body = serde_json::json!({"member": format!("m{}", i % 11), "value": 1 + i % 3, "event_id": format!("w{w}-{i}")});
-                match http.post(format!("{base}/v1/boards/k9/scores")).json(&body).timeout(Duration::from_secs(2)).send().await {
-                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push((format!("m{}", i % 11), 1 + i % 3)),
-                    // The process died under us: stop this writer.
-                    _ => break,
-                }
-            }
-        }));
-    }
+    let writers = Writers::start(
+        &http,
+        format!("{}/v1/boards/k9/scores", bin.base),
+        6,
+        |w, i| {
+            let member = format!("m{}", i % 11);
+            let value = 1 + i % 3;
+            let body = serde_json::json!({"member": member, "value": value, "event_id": format!("w{w}-{i}")});
+            (member, value, body)
+        },
+    );
     tokio::time::sleep(Duration::from_millis(700)).await;
     bin.kill9();
-    for w in writers {
-        w.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() > 20,
-        "the load ran before the kill ({} acknowledged)",
-        acked.len()
-    );
+    let acked = writers.acknowledged().await;
     let bin = Binary::start(&prefix, &db, durability, port).await;
     // Every acknowledged event is in Redis: each member's score is at least what was acknowledged
     // (events applied but not acknowledged when the process died may add to it).
-    let mut want: HashMap<String, f64> = HashMap::new();
-    for (mem, v) in &acked {
-        *want.entry(mem.clone()).or_default() += f64::from(*v);
-    }
-    let top: serde_json::Value = http
-        .get(format!("{}/v1/boards/k9/top?limit=100", bin.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let got: HashMap<String, f64> = top["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["member"].as_str().unwrap().to_owned(),
-                e["score"].as_f64().unwrap(),
-            )
-        })
-        .collect();
-    for (mem, v) in &want {
-        assert!(
-            got.get(mem).copied().unwrap_or(0.0) >= *v,
-            "{mem}: {got:?} < {want:?}"
-        );
-    }
+    let got = top_scores(&http, &format!("{}/v1/boards/k9/top?limit=100", bin.base)).await;
+    assert_holds(&got, &acked, "top");
     // ... and the store holds exactly what Redis holds once the sweep has run: every applied event,
     // acknowledged ones included, once.
     let pool = db.pool().await;
@@ -819,73 +868,26 @@ async fn embedded_rankd_killed_and_restarted_keeps_every_acknowledged_event() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, u32)>::new()));
-    let stop = Instant::now() + Duration::from_secs(20);
-    let mut writers = Vec::new();
-    for w in 0..4u32 {
-        let (http, base, acked) = (http.clone(), base.clone(), acked.clone());
-        writers.push(tokio::spawn(async move {
-            for i in 0..5000u32 {
-                if Instant::now() > stop {
-                    break;
-                }
-                let body = serde_json::json!({"member": format!("m{}", i % 7), "value": 1 + i % 4, "scopes": ["c:1"], "event_id": format!("w{w}-{i}")});
-                match http.post(format!("{base}/v1/boards/emb/scores")).json(&body).timeout(Duration::from_secs(2)).send().await {
-                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push((format!("m{}", i % 7), 1 + i % 4)),
-                    _ => break,
-                }
-            }
-        }));
-    }
+    let writers = Writers::start(&http, format!("{base}/v1/boards/emb/scores"), 4, |w, i| {
+        let member = format!("m{}", i % 7);
+        let value = 1 + i % 4;
+        let body = serde_json::json!({"member": member, "value": value, "scopes": ["c:1"], "event_id": format!("w{w}-{i}")});
+        (member, value, body)
+    });
     tokio::time::sleep(Duration::from_millis(700)).await;
     let _ = child.kill();
     let _ = child.wait();
-    for w in writers {
-        w.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() > 20,
-        "the load ran before the kill ({} acknowledged)",
-        acked.len()
-    );
+    let acked = writers.acknowledged().await;
     let mut child = embedded_binary(&dir, port).await;
-    let mut want: HashMap<String, f64> = HashMap::new();
-    for (mem, v) in &acked {
-        *want.entry(mem.clone()).or_default() += f64::from(*v);
-    }
+    // Sync durability: everything acknowledged was committed before its answer; anything more was
+    // applied and committed but its answer was lost with the process.
     for path in [
         "top?limit=100",
         "top?limit=100&scope=c:1",
         "top?limit=100&window=daily",
     ] {
-        let top: serde_json::Value = http
-            .get(format!("{base}/v1/boards/emb/{path}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let got: HashMap<String, f64> = top["entries"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{path}: {top}"))
-            .iter()
-            .map(|e| {
-                (
-                    e["member"].as_str().unwrap().to_owned(),
-                    e["score"].as_f64().unwrap(),
-                )
-            })
-            .collect();
-        // Sync durability: everything acknowledged was committed before its answer; anything more
-        // was applied and committed but its answer was lost with the process.
-        for (mem, v) in &want {
-            assert!(
-                got.get(mem).copied().unwrap_or(0.0) >= *v,
-                "{path} {mem}: {got:?} vs {want:?}"
-            );
-        }
+        let got = top_scores(&http, &format!("{base}/v1/boards/emb/{path}")).await;
+        assert_holds(&got, &acked, path);
     }
     // An acknowledged event id is still a duplicate after the restart.
     let (mem, _) = &acked[0];
