@@ -225,6 +225,16 @@ end
 -- else writes in between): count-mode batches reuse it instead of reading it again.
 local reuse = not full and max_members == 0
 
+-- On dense boards, moves one member's count in the distinct-value index from `old` (nil: none) to `new`.
+local function dense_move(ctx, old, new)
+  if dense then
+    if old then
+      dense_count(ctx, ctx.dc, old, -1)
+    end
+    dense_count(ctx, ctx.dc, new, 1)
+  end
+end
+
 -- (score, member) pairs for one variadic ZADD per call of at most MULTI pairs.
 local function zadd_pairs(key, args)
   for i = 1, #args, 2 * MULTI do
@@ -288,12 +298,7 @@ for e = 1, count do
         local new = next_score(ctx, old, values[e], tonumber(ARGV[q + 1]))
         if new ~= old then
           redis.call('ZADD', ctx.key, fmt(new), member)
-          if dense then
-            if old then
-              dense_count(ctx, ctx.dc, old, -1)
-            end
-            dense_count(ctx, ctx.dc, new, 1)
-          end
+          dense_move(ctx, old, new)
           if max_members > 0 then
             trim(ctx)
           end
@@ -327,12 +332,7 @@ if reuse then
       if new ~= nil and new ~= old then
         args[#args + 1] = fmt(new)
         args[#args + 1] = member
-        if dense then
-          if old then
-            dense_count(ctx, ctx.dc, old, -1)
-          end
-          dense_count(ctx, ctx.dc, new, 1)
-        end
+        dense_move(ctx, old, new)
       end
     end
     zadd_pairs(ctx.key, args)
