@@ -144,6 +144,8 @@ forget = scores_of(KEYS[2], ids)
 local dup = {}
 local seen = {}
 local pending = {}
+-- Events pass 1 accepts.
+local taking = 0
 for s = 1, #slots do
   pending[s] = {}
 end
@@ -165,6 +167,7 @@ for e = 1, count do
     end
   end
   if not dup[e] then
+    taking = taking + 1
     local member = ARGV[p]
     for q = p + 7, last[e], 2 do
       local slot = tonumber(ARGV[q])
@@ -247,17 +250,9 @@ local remember = {}
 local accepted, duplicates = 0, 0
 -- The accepted events take the next sequence numbers in order: reserved in one INCRBY.
 local first_seq, seq = 0, 0
-if logged then
-  local n = 0
-  for e = 1, count do
-    if not dup[e] then
-      n = n + 1
-    end
-  end
-  if n > 0 then
-    seq = redis.call('INCRBY', KEYS[4], n) - n
-    first_seq = seq + 1
-  end
+if logged and taking > 0 then
+  seq = redis.call('INCRBY', KEYS[4], taking) - taking
+  first_seq = seq + 1
 end
 local flags = {}
 local reply
