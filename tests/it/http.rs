@@ -1433,6 +1433,36 @@ async fn metrics_expose_http_script_and_score_event_series() {
 }
 
 #[tokio::test]
+async fn cache_stats_name_the_embedded_backend_and_count_its_keys() {
+    let app = TestApp::spawn_with(|c| {
+        c.redis_url = None;
+        c.data_dir = None;
+    })
+    .await;
+    let stats = || async {
+        ok(
+            call(&app, Method::GET, "/v1/stats/cache", Some(READER), None).await,
+            200,
+        )
+        .await
+    };
+    let before = stats().await;
+    assert_eq!(before["backend"]["kind"], "embedded", "{before}");
+    let keys = |v: &Value| {
+        v["backend"]["keys"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("backend.keys: {v}"))
+    };
+    app.put_board("stats", json!({})).await;
+    app.submit("stats", "a", 1.0).await;
+    let after = stats().await;
+    // The board's definition and its all-time key, at least.
+    assert!(keys(&after) >= keys(&before) + 2, "{before} then {after}");
+    assert!(after["backend"]["used_memory_bytes"].is_null(), "{after}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn cache_stats_report_definitions_scripts_and_the_backend() {
     let app = TestApp::spawn().await;
     app.put_board("stats", json!({})).await;

@@ -239,6 +239,17 @@ impl Executor for EmbeddedExecutor {
     async fn ping(&self) -> Result<(), ExecError> {
         self.ask(Msg::Ping).await
     }
+
+    /// The key count, read on the owner thread. Memory stays unknown: the store does not account
+    /// for its allocations (bench/embedded_memory.rs measures them from outside).
+    async fn stats(&self) -> Result<super::BackendStats, ExecError> {
+        let keys = self.with_keyspace(|ks, _| ks.len()).await?;
+        Ok(super::BackendStats {
+            kind: "embedded",
+            keys: Some(keys as u64),
+            ..super::BackendStats::default()
+        })
+    }
 }
 
 #[cfg(test)]
