@@ -360,11 +360,12 @@ fn post_req(path: &str, body: &[u8]) -> Vec<u8> {
 
 // ---- capturing the engine's script calls -------------------------------------------------------------
 
-/// Wraps the Redis executor and keeps the last `submit` calls the engine made, so that the raw twin
-/// sends exactly the KEYS and ARGV rankd sends.
+/// Wraps the Redis executor and keeps the script calls the engine made, so that the raw twin sends
+/// exactly the KEYS and ARGV rankd sends.
 struct Recorder {
     inner: Arc<dyn Executor>,
-    eval: Mutex<Option<Call>>,
+    /// Every single call since the last `take_eval`.
+    eval: Mutex<Vec<Call>>,
     many: Mutex<Option<Vec<Call>>>,
 }
 
@@ -372,13 +373,15 @@ impl Recorder {
     fn new(inner: Arc<dyn Executor>) -> Self {
         Self {
             inner,
-            eval: Mutex::new(None),
+            eval: Mutex::new(Vec::new()),
             many: Mutex::new(None),
         }
     }
 
-    fn take_eval(&self) -> Option<Call> {
-        self.eval.lock().expect("recorder").take()
+    /// The last single call of `script` since the last take (forgetting every other).
+    fn take_eval(&self, script: &str) -> Option<Call> {
+        let calls = std::mem::take(&mut *self.eval.lock().expect("recorder"));
+        calls.into_iter().rev().find(|c| c.script.name() == script)
     }
 
     fn take_many(&self) -> Option<Vec<Call>> {
@@ -393,9 +396,7 @@ impl Executor for Recorder {
     }
 
     async fn eval(&self, call: Call) -> Result<Reply, ExecError> {
-        if call.script.name() == "submit" {
-            *self.eval.lock().expect("recorder") = Some(call.clone());
-        }
+        self.eval.lock().expect("recorder").push(call.clone());
         self.inner.eval(call).await
     }
 
@@ -429,6 +430,8 @@ struct Fixture {
     main_keys: Vec<String>,
     /// The submit rankd sends for member `u0`, and where the member sits in its ARGV.
     submit: Option<(Call, usize)>,
+    /// The `read_members` call rankd sends to read member `u0` alone, and where the member sits.
+    standing: Option<(Call, usize)>,
     /// One window, no scope (issue 3's batch figure).
     batch: Option<BoardId>,
     batches: Vec<BatchReq>,
@@ -567,6 +570,9 @@ enum Kind {
     Submit,
     Batch,
     Rank,
+    /// Member rank again, its twin the engine's own script for one member (not in ALL: it runs
+    /// once, at the headline size).
+    RankScript,
     Top,
     Around,
     Page,
@@ -592,6 +598,7 @@ impl Kind {
             Kind::Submit => "submit",
             Kind::Batch => "batch",
             Kind::Rank => "rank",
+            Kind::RankScript => "rank-script",
             Kind::Top => "top",
             Kind::Around => "around",
             Kind::Page => "page",
@@ -605,6 +612,7 @@ impl Kind {
             Kind::Submit => "single submit (1 scope × 2 windows: 4 keys)",
             Kind::Batch => "batch submit (1,000 events; 1 window, no scope)",
             Kind::Rank => "member rank",
+            Kind::RankScript => "member rank, against its script",
             Kind::Top => "top 20",
             Kind::Around => "around, radius 5",
             Kind::Page => "page at offset 10,000 (50 entries)",
@@ -618,6 +626,7 @@ impl Kind {
             Kind::Submit => "EVALSHA submit.lua, same KEYS/ARGV",
             Kind::Batch => "the same 2 chunks as pipelined EVALSHA",
             Kind::Rank => "ZREVRANK",
+            Kind::RankScript => "EVALSHA read_members.lua for the member, same KEYS/ARGV",
             Kind::Top => "ZREVRANGE 0 19 WITHSCORES",
             Kind::Around => "ZREVRANK, then ZREVRANGE r-5 r+5 WITHSCORES",
             Kind::Page => "ZREVRANGE 10000 10049 WITHSCORES",
@@ -667,7 +676,7 @@ impl Work {
             Kind::Batch => {
                 return Cow::Borrowed(&fx.batches[(seq % fx.batches.len() as u64) as usize].http)
             }
-            Kind::Rank => get_req(&format!(
+            Kind::Rank | Kind::RankScript => get_req(&format!(
                 "/v1/boards/{b}/members/{}",
                 member(rng.below(fx.n))
             )),
@@ -754,8 +763,12 @@ impl Side for RawSide {
         let seq = self.seq;
         self.seq += 1;
         match self.work.kind {
-            Kind::Submit => {
-                let (call, at) = fx.submit.as_ref().ok_or("no captured submit")?;
+            Kind::Submit | Kind::RankScript => {
+                let (call, at) = if self.work.kind == Kind::Submit {
+                    fx.submit.as_ref().ok_or("no captured submit")?
+                } else {
+                    fx.standing.as_ref().ok_or("no captured read_members")?
+                };
                 let mut args = call.args.clone();
                 args[*at] = member(self.rng.below(fx.n));
                 let _: Value = self
@@ -1538,32 +1551,24 @@ impl Bench {
             zset,
             main_keys: keys.iter().map(|(k, _)| k.clone()).collect(),
             submit: None,
+            standing: None,
             batch: None,
             batches: Vec::new(),
         };
         if with_writes {
             // The submit rankd sends, captured on its way to Redis.
             let ev = Submit::parse(main.as_str(), "u0", 1.0, &[SCOPE.to_owned()], None, None)?;
-            self.recorder.take_eval();
+            self.recorder.take_eval("");
             let done = self.setup.submit(&ev).await?;
             if done.results.len() != 4 {
                 bail!("the submit touched {} keys, not 4", done.results.len());
             }
-            let call = self
-                .recorder
-                .take_eval()
-                .context("no submit call was captured")?;
-            // Where the member sits in ARGV, found rather than assumed from the layout.
-            let at: Vec<usize> = (0..call.args.len())
-                .filter(|&i| call.args[i] == "u0")
-                .collect();
-            let [at] = at[..] else {
-                bail!(
-                    "the member u0 appears {} times in the submit's ARGV",
-                    at.len()
-                );
-            };
-            fx.submit = Some((call, at));
+            fx.submit = Some(self.captured("submit")?);
+            // And the read of u0 alone (as one GET of a member, when no other read shares its call).
+            self.setup
+                .standing(&main, &View::all_time(), &Member::parse("u0")?)
+                .await?;
+            fx.standing = Some(self.captured("read_members")?);
 
             let batch = BoardId::parse(&format!("batch-{tag}"))?;
             self.setup.put_board(&batch, BoardDef::default()).await?;
@@ -1610,6 +1615,25 @@ impl Bench {
         Ok(fx)
     }
 
+    /// The last call of `script` the setup engine sent, and where member `u0` sits in its ARGV
+    /// (found rather than assumed from the layout).
+    fn captured(&self, script: &str) -> Result<(Call, usize)> {
+        let call = self
+            .recorder
+            .take_eval(script)
+            .with_context(|| format!("no {script} call was captured"))?;
+        let at: Vec<usize> = (0..call.args.len())
+            .filter(|&i| call.args[i] == "u0")
+            .collect();
+        let [at] = at[..] else {
+            bail!(
+                "the member u0 appears {} times in the ARGV of {script}",
+                at.len()
+            );
+        };
+        Ok((call, at))
+    }
+
     /// Checks once that both sides answer and agree, before measuring.
     async fn check(&self, kind: Kind, fx: &Arc<Fixture>) -> Result<()> {
         let mut conn = HttpConn::connect(self.server).await?;
@@ -1618,7 +1642,7 @@ impl Bench {
         let c = self.admin();
         let body = |r: &[u8]| serde_json::from_slice::<serde_json::Value>(r).unwrap_or_default();
         match kind {
-            Kind::Rank => {
+            Kind::Rank | Kind::RankScript => {
                 let (st, r) = conn
                     .send(&get_req(&format!("/v1/boards/{b}/members/{probe}")))
                     .await
@@ -2136,6 +2160,10 @@ async fn bench_all(b: &Bench, config: &Config) -> Result<Vec<Row>> {
                 b.clients.len()
             );
             rows.push(row);
+            // The same read against the engine's own script for one member, called directly: what
+            // rankd's HTTP layer and engine cost beside the script they run (issue 3 compares the
+            // single submit that way).
+            rows.push(b.compare(Kind::RankScript, &fx, plan.conns).await?);
         }
         if n == plan.headline() {
             if plan.wants("inproc") {
