@@ -282,7 +282,12 @@ impl Period {
         let start = self.start_date();
         match self.window {
             Window::All => ALL_ID.to_owned(),
-            Window::Daily => start.format("%Y-%m-%d").to_string(),
+            Window::Daily => format!(
+                "{:04}-{:02}-{:02}",
+                start.year(),
+                start.month(),
+                start.day()
+            ),
             Window::Weekly => {
                 let week = start.iso_week();
                 format!("{:04}-W{:02}", week.year(), week.week())
