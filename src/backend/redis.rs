@@ -92,13 +92,18 @@ fn classify(e: &Error) -> ExecError {
     }
 }
 
-/// A call ready for a pipeline: its EVALSHA arguments (sha, key count, keys, args) and the hash slot
-/// it goes to. Values share their bytes, so sending one again copies nothing.
+/// A call ready for a pipeline: its keys and arguments, and the hash slot it goes to. They are
+/// copied back to back into one buffer, and each send hands fred slices of it: sending a call (or
+/// sending it again after NOSCRIPT) costs a reference count per argument, not an allocation.
 #[derive(Clone)]
 struct PipelinedCall {
     script: &'static super::Script,
     slot: u16,
-    args: Vec<Value>,
+    keys: usize,
+    /// Every key, then every argument.
+    buf: bytes::Bytes,
+    /// Where each of them ends in `buf`.
+    ends: Vec<usize>,
 }
 
 impl PipelinedCall {
@@ -107,16 +112,33 @@ impl PipelinedCall {
             .keys
             .first()
             .map_or(0, |k| fred::util::redis_keyslot(k.as_bytes()));
-        let mut args: Vec<Value> = Vec::with_capacity(2 + call.keys.len() + call.args.len());
-        args.push(call.script.sha1().into());
-        args.push(Value::Integer(call.keys.len() as i64));
-        args.extend(call.keys.into_iter().map(Value::from));
-        args.extend(call.args.into_iter().map(Value::from));
+        let all = || call.keys.iter().chain(&call.args);
+        let mut buf = bytes::BytesMut::with_capacity(all().map(String::len).sum());
+        let mut ends = Vec::with_capacity(call.keys.len() + call.args.len());
+        for a in all() {
+            buf.extend_from_slice(a.as_bytes());
+            ends.push(buf.len());
+        }
         Self {
             script: call.script,
             slot,
-            args,
+            keys: call.keys.len(),
+            buf: buf.freeze(),
+            ends,
         }
+    }
+
+    /// EVALSHA's arguments: sha, key count, keys, args.
+    fn args(&self) -> Vec<Value> {
+        let mut out = Vec::with_capacity(2 + self.ends.len());
+        out.push(Value::from_static_str(self.script.sha1()));
+        out.push(Value::Integer(self.keys as i64));
+        let mut start = 0;
+        for &end in &self.ends {
+            out.push(Value::Bytes(self.buf.slice(start..end)));
+            start = end;
+        }
+        out
     }
 }
 
@@ -274,7 +296,7 @@ impl RedisExecutor {
             // hash slot of its first key (every key of a call shares that slot).
             let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(call.slot), false);
             let _: () = pipeline
-                .custom(cmd, call.args.clone())
+                .custom(cmd, call.args())
                 .await
                 .map_err(|e| classify(&e))?;
         }
@@ -326,7 +348,7 @@ impl RedisExecutor {
 
     async fn evalsha(client: &Client, call: &PipelinedCall) -> Result<Value, Error> {
         let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(call.slot), false);
-        client.custom(cmd, call.args.clone()).await
+        client.custom(cmd, call.args()).await
     }
 }
 
