@@ -1,6 +1,7 @@
 //! Every metric name in one place, each described, and the Prometheus recorder.
 
-use std::sync::OnceLock;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -23,8 +24,11 @@ pub const SCORE_EVENTS: &str = "rankd_score_events_total";
 pub const CACHE_HITS: &str = "rankd_cache_hits_total";
 /// Cache misses by cache.
 pub const CACHE_MISSES: &str = "rankd_cache_misses_total";
-/// Members of each board's all-time global key (sampled, not computed per scrape).
+/// Members of each board's all-time global key (sampled, not computed per scrape; see
+/// [`BoardSizes`]).
 pub const BOARD_MEMBERS: &str = "rankd_board_members";
+const BOARD_MEMBERS_HELP: &str =
+    "Members of each board's all-time (or first window's current) global key, sampled.";
 
 /// Seconds since the oldest operation not yet in the durable store was applied (sampled by the sweep).
 pub const STORE_LAG: &str = "rankd_store_lag_seconds";
@@ -119,8 +123,37 @@ fn describe() {
     );
     describe_counter!(CACHE_HITS, "Cache hits, by cache.");
     describe_counter!(CACHE_MISSES, "Cache misses, by cache.");
-    describe_gauge!(
-        BOARD_MEMBERS,
-        "Members of each board's all-time (or first window's current) global key, sampled."
-    );
+}
+
+/// The latest sample of every board's size, rendered after the recorder's families on /metrics.
+///
+/// Not a gauge of the recorder: the recorder keeps every series it has seen until the process
+/// exits, so a deleted board would be reported at its last size forever, and boards created and
+/// deleted over time would grow /metrics without bound. A sample names only the boards that
+/// existed when it was taken.
+#[derive(Debug, Default)]
+pub struct BoardSizes(Mutex<Vec<(String, u64)>>);
+
+impl BoardSizes {
+    /// Replaces the sample.
+    pub fn set(&self, sizes: Vec<(String, u64)>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = sizes;
+    }
+
+    /// Appends the family, in the Prometheus text format, when the sample holds a board.
+    pub fn render(&self, out: &mut String) {
+        let sizes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if sizes.is_empty() {
+            return;
+        }
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "# HELP {BOARD_MEMBERS} {BOARD_MEMBERS_HELP}");
+        let _ = writeln!(out, "# TYPE {BOARD_MEMBERS} gauge");
+        // Board ids are [A-Za-z0-9_.-]: nothing in them needs escaping in a label value.
+        for (board, n) in sizes.iter() {
+            let _ = writeln!(out, "{BOARD_MEMBERS}{{board=\"{board}\"}} {n}");
+        }
+    }
 }

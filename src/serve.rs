@@ -9,12 +9,11 @@ use crate::backend::instrumented::Instrumented;
 use crate::backend::redis::{RedisConfig, RedisExecutor};
 use crate::backend::{ExecError, Executor};
 use crate::config::Config;
-use crate::engine::{Clock, Engine, EngineConfig, SystemClock, View};
+use crate::engine::{Clock, Engine, EngineConfig, SystemClock};
 use crate::error::Error;
 use crate::http::App;
 use crate::keys::Keys;
 use crate::store::{rebuild, Persister, PgStore, SqliteStore, Store};
-use crate::window::Window;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -181,45 +180,8 @@ async fn background_store(
 /// [`ServeError`] when the engine cannot start or the address cannot be bound.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     let engine = build_engine(&config, Arc::new(SystemClock)).await?;
-    let app = App::build(config.clone(), engine.clone()).await?;
+    let app = App::build(config.clone(), engine).await?;
     tracing::info!(addr = %app.local_addr()?, "rankd listening");
-    let sampler = tokio::spawn(sample_metrics(
-        engine,
-        config.metrics_sample,
-        shutdown.clone(),
-    ));
     app.run(shutdown).await;
-    sampler.abort();
     Ok(())
-}
-
-/// Samples board sizes and backend health into gauges, so a scrape costs no Redis work.
-pub async fn sample_metrics(
-    engine: Arc<Engine>,
-    every: std::time::Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let _ = engine.ready().await;
-        let Ok(boards) = engine.boards().await else {
-            continue;
-        };
-        for b in boards {
-            let window = if b.definition.windows.contains(&Window::All) {
-                Window::All
-            } else {
-                b.definition.windows[0]
-            };
-            if let Ok(n) = engine.count(&b.board, &View::current(window)).await {
-                metrics::gauge!(crate::metrics::BOARD_MEMBERS, "board" => b.board.to_string())
-                    .set(n as f64);
-            }
-        }
-    }
 }

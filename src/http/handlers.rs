@@ -115,11 +115,9 @@ pub async fn readyz(state: &State) -> Answer {
 }
 
 pub fn metrics(state: &State) -> Response<Body> {
-    super::problem::bytes_response(
-        StatusCode::OK,
-        "text/plain; version=0.0.4",
-        state.metrics.render(),
-    )
+    let mut text = state.metrics.render();
+    state.board_sizes.render(&mut text);
+    super::problem::bytes_response(StatusCode::OK, "text/plain; version=0.0.4", text)
 }
 
 pub fn openapi() -> Response<Body> {

@@ -29,11 +29,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, View};
 use crate::metrics as m;
+use crate::window::Window;
 use problem::{Body, Problem};
 
 /// What every request handler shares.
@@ -44,6 +46,8 @@ pub struct State {
     pub config: Config,
     /// Renders /metrics.
     pub metrics: PrometheusHandle,
+    /// Board sizes, sampled for /metrics.
+    pub board_sizes: m::BoardSizes,
     /// API keys.
     pub auth: auth::Auth,
     request_ids: AtomicU64,
@@ -74,6 +78,7 @@ impl App {
             engine,
             auth: auth::Auth::new(&config.api_keys, config.public_reads),
             metrics: m::install(),
+            board_sizes: m::BoardSizes::default(),
             config,
             request_ids: AtomicU64::new(0),
             request_seed: RandomState::new().build_hasher().finish() as u32,
@@ -93,6 +98,9 @@ impl App {
     /// configured grace period to finish.
     pub async fn run(self, shutdown: CancellationToken) {
         let Self { listener, state } = self;
+        // Stops with this future, even when it is dropped rather than run to its end.
+        let _sampler =
+            AbortOnDropHandle::new(tokio::spawn(sample(state.clone(), shutdown.clone())));
         let limit = Arc::new(Semaphore::new(state.config.max_connections));
         let graceful = GracefulShutdown::new();
         loop {
@@ -140,6 +148,45 @@ impl App {
                 tracing::warn!(grace_secs = state.config.shutdown_grace.as_secs(), "grace period over; closing the remaining connections");
             }
         }
+    }
+}
+
+/// Every `metrics_sample`: backend health (through the readiness check, which sets its gauge) and
+/// the size of every board, so that a scrape costs the backend nothing. A board whose count fails
+/// keeps its last size; a board that no longer exists leaves the sample.
+async fn sample(state: Arc<State>, shutdown: CancellationToken) {
+    let engine = &state.engine;
+    let mut tick = tokio::time::interval(state.config.metrics_sample);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let _ = engine.ready().await;
+        let Ok(boards) = engine.boards().await else {
+            continue;
+        };
+        let mut sizes = Vec::with_capacity(boards.len());
+        for b in boards {
+            let window = if b.definition.windows.contains(&Window::All) {
+                Window::All
+            } else {
+                b.definition.windows[0]
+            };
+            let id = b.board.to_string();
+            match engine.count(&b.board, &View::current(window)).await {
+                Ok(n) => sizes.push((id, n)),
+                Err(_) => {
+                    if let Some(&n) = last.get(&id) {
+                        sizes.push((id, n));
+                    }
+                }
+            }
+        }
+        last = sizes.iter().cloned().collect();
+        state.board_sizes.set(sizes);
     }
 }
 

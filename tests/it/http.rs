@@ -1432,6 +1432,38 @@ async fn metrics_expose_http_script_and_score_event_series() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn board_sizes_on_metrics_follow_the_boards_and_forget_deleted_ones() {
+    let app = TestApp::spawn_with(|c| c.metrics_sample = Duration::from_millis(100)).await;
+    // Other tests' apps share the process-wide recorder; board sizes are each app's own.
+    let line = |board: &str, n: u64| format!("rankd_board_members{{board=\"{board}\"}} {n}\n");
+    app.put_board("sized", json!({})).await;
+    app.put_board("gone", json!({"windows": ["daily"]})).await;
+    for m in ["a", "b", "c"] {
+        app.submit("sized", m, 1.0).await;
+    }
+    app.submit("gone", "a", 1.0).await;
+    let text = app
+        .metrics_until("both boards' sizes", |t| {
+            t.contains(&line("sized", 3)) && t.contains(&line("gone", 1))
+        })
+        .await;
+    assert!(
+        text.contains("# TYPE rankd_board_members gauge\n"),
+        "{text}"
+    );
+    let r = call(&app, Method::DELETE, "/v1/boards/gone", Some(ADMIN), None).await;
+    assert_eq!(r.status(), 204);
+    let text = app
+        .metrics_until("the deleted board gone", |t| {
+            !t.contains("rankd_board_members{board=\"gone\"}")
+        })
+        .await;
+    assert!(text.contains(&line("sized", 3)), "{text}");
+    app.cleanup().await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn cache_stats_name_the_embedded_backend_and_count_its_keys() {
     let app = TestApp::spawn_with(|c| {

@@ -59,7 +59,9 @@ async fn the_alert_rules_pass_their_promtool_unit_tests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_of_a_server_that_served_traffic_pass_promtool_check_metrics() {
-    let app = TestApp::spawn().await;
+    // Board sizes are sampled: often here, so that the scrape below has them.
+    let app =
+        TestApp::spawn_with(|c| c.metrics_sample = std::time::Duration::from_millis(100)).await;
     let r = app
         .send_json(
             Method::PUT,
@@ -84,7 +86,11 @@ async fn the_metrics_of_a_server_that_served_traffic_pass_promtool_check_metrics
 
     let r = app.get("/metrics").await;
     assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
+    let text = app
+        .metrics_until("the board's size", |t| {
+            t.contains("rankd_board_members{board=\"prom\"} 3\n")
+        })
+        .await;
     for family in [
         "rankd_http_requests_total",
         "rankd_http_request_duration_seconds_bucket",

@@ -96,6 +96,22 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Scrapes /metrics until `ok` holds of it (at most 10 s), and returns that scrape.
+    pub async fn metrics_until(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let text = self.get("/metrics").await.text().await.unwrap();
+            if ok(&text) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} within 10 s:\n{text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap();
