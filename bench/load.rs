@@ -1558,7 +1558,6 @@ impl Bench {
         if with_writes {
             // The submit rankd sends, captured on its way to Redis.
             let ev = Submit::parse(main.as_str(), "u0", 1.0, &[SCOPE.to_owned()], None, None)?;
-            self.recorder.take_eval("");
             let done = self.setup.submit(&ev).await?;
             if done.results.len() != 4 {
                 bail!("the submit touched {} keys, not 4", done.results.len());
