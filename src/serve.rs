@@ -31,6 +31,9 @@ pub enum ServeError {
 /// # Errors
 /// [`Error::Unavailable`] when Redis cannot be reached, [`Error::Invalid`] for a bad key prefix.
 pub async fn build_engine(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, Error> {
+    // Before anything is recorded: what is set before the recorder exists is lost (the store's
+    // durability gauge, the start-up rebuilds).
+    crate::metrics::install();
     let engine = connect(config, clock).await?;
     attach_store(config, engine).await
 }

@@ -717,6 +717,16 @@ async fn killed_rankd_loses_nothing_acknowledged(durability: &str) {
     bin.kill9();
     let acked = writers.acknowledged().await;
     let bin = Binary::start(&prefix, &db, durability, port).await;
+    let metrics = http
+        .get(format!("{}/metrics", bin.base))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "rankd_store_durable 1"),
+        "a store, yet /metrics lacks rankd_store_durable 1:\n{metrics}"
+    );
     // Every acknowledged event is in Redis: each member's score is at least what was acknowledged
     // (events applied but not acknowledged when the process died may add to it).
     let got = top_scores(&http, &format!("{}/v1/boards/k9/top?limit=100", bin.base)).await;

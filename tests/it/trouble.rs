@@ -349,6 +349,13 @@ async fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
 async fn sigint_stops_the_server_and_exits_0() {
     let mut bin = Binary::start().await;
     bin.traffic().await;
+    // The binary's own recorder holds what was set while the engine was built, before the app.
+    let metrics = bin.http.get(bin.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "rankd_store_durable 0"),
+        "no store, yet /metrics lacks rankd_store_durable 0:\n{metrics}"
+    );
     bin.signal("-INT");
     assert_eq!(bin.exit_code(Duration::from_secs(10)).await, Some(0));
     assert!(bin.logs().contains("SIGINT received"), "{}", bin.logs());
