@@ -6,7 +6,7 @@
 --       dense boards (W = 3), its distinct-value zset and distinct-value count hash.
 -- ARGV  [1] definition version  [2] now ms  [3] dedupe ttl ms  [4] policy incr|best|set  [5] order desc|asc
 --       [6] rank mode ordinal|competition|dense  [7] score bound (0: any finite score)  [8] max members
---       (0: unbounded)  [9] reply full|count  [10] log 1|0  [11] S, then S pairs (expire-at ms or 0, tick
+--       (0: unbounded)  [9] reply full|count|check  [10] log 1|0  [11] S, then S pairs (expire-at ms or 0, tick
 --       bits), then E and E events: member, value, event id ('' for none), at ms, scopes (space-separated),
 --       now ms (when the event was received: dedupe decisions use it, so a rebuild can replay events of
 --       different times in one call), k, then k pairs (slot, tick).
@@ -17,6 +17,10 @@
 --       '0' duplicate}.
 --       full (one event): {duplicate 0|1, {{score|nil, rank|nil, previous rank|nil} per slot of the event},
 --       sequence number (0 without log or when duplicate)}.
+--       check: writes nothing and answers {event index, '<field>: <detail>', ...} for every event the
+--       chunk would refuse, each judged as if the events before it were applied and the refused ones
+--       were not; {} when it would take them all. It lets a caller about to make several calls find
+--       every refusal before the first call writes.
 -- Errors RANKD_NOBOARD, RANKD_STALE <version>, RANKD_RANGE <event index> <field>: <detail>.
 --       Every event is checked before the first write, so an error means nothing was written.
 -- Cost  O(E * k * log N), plus O(log N + M) per key when max members trims M members.
@@ -34,6 +38,7 @@ local mode = ARGV[6]
 local bound = tonumber(ARGV[7])
 local max_members = tonumber(ARGV[8])
 local full = ARGV[9] == 'full'
+local check = ARGV[9] == 'check'
 local logged = ARGV[10] == '1'
 local dense = mode == 'dense'
 local width = dense and 3 or 1
@@ -146,42 +151,78 @@ local seen = {}
 local pending = {}
 -- Events pass 1 accepts.
 local taking = 0
+-- Check mode: the refused events, {index, reason, ...}.
+local refused = {}
 for s = 1, #slots do
   pending[s] = {}
 end
+-- Check mode: why adding event e to the pending scores would leave the board's range, or nil.
+local function sum_refusal(e)
+  local p = pos[e]
+  local member = ARGV[p]
+  for q = p + 7, last[e], 2 do
+    local slot = tonumber(ARGV[q])
+    local cur = pending[slot][member]
+    if cur == nil then
+      cur = initial[slot][member]
+    end
+    local nxt, why = next_score(slots[slot], cur or nil, values[e], tonumber(ARGV[q + 1]))
+    if not nxt then
+      return 'value: ' .. why
+    end
+  end
+  return nil
+end
 for e = 1, count do
   local p, value = pos[e], values[e]
+  local why = nil
   if value == nil or out_of_bound(value) or (bound > 0 and value ~= math.floor(value)) then
-    return fail('RANGE', (e - 1) .. ' value: must be ' .. bound_text())
+    if not check then
+      return fail('RANGE', (e - 1) .. ' value: must be ' .. bound_text())
+    end
+    why = 'value: must be ' .. bound_text()
   end
-  local id = ARGV[p + 2]
-  if id ~= '' then
-    if seen[id] then
-      dup[e] = true
-    else
-      local forget_at = forget[id]
-      if forget_at and forget_at > tonumber(ARGV[p + 5]) then
+  if not why then
+    local id = ARGV[p + 2]
+    local is_dup = false
+    if id ~= '' then
+      is_dup = seen[id] or (forget[id] and forget[id] > tonumber(ARGV[p + 5])) or false
+    end
+    if check and not is_dup then
+      -- A refused event leaves no trace: neither its id nor its scores.
+      why = sum_refusal(e)
+    end
+    if not why then
+      if id ~= '' then
+        seen[id] = true
+      end
+      if is_dup then
         dup[e] = true
+      else
+        taking = taking + 1
+        local member = ARGV[p]
+        for q = p + 7, last[e], 2 do
+          local slot = tonumber(ARGV[q])
+          local cur = pending[slot][member]
+          if cur == nil then
+            cur = initial[slot][member]
+          end
+          local nxt, bad = next_score(slots[slot], cur or nil, value, tonumber(ARGV[q + 1]))
+          if not nxt then
+            return fail('RANGE', (e - 1) .. ' value: ' .. bad)
+          end
+          pending[slot][member] = nxt
+        end
       end
-      seen[id] = true
     end
   end
-  if not dup[e] then
-    taking = taking + 1
-    local member = ARGV[p]
-    for q = p + 7, last[e], 2 do
-      local slot = tonumber(ARGV[q])
-      local cur = pending[slot][member]
-      if cur == nil then
-        cur = initial[slot][member]
-      end
-      local nxt, why = next_score(slots[slot], cur or nil, value, tonumber(ARGV[q + 1]))
-      if not nxt then
-        return fail('RANGE', (e - 1) .. ' value: ' .. why)
-      end
-      pending[slot][member] = nxt
-    end
+  if why then
+    refused[#refused + 1] = e - 1
+    refused[#refused + 1] = why
   end
+end
+if check then
+  return refused
 end
 
 -- Pass 2: write. With trimming (or ranks to report), scores are read again: trimming to max members may

@@ -26,7 +26,7 @@ pub use snapshot::{at_one_point, KeySnapshot, SnapChunk, SnapEntry, SnapshotKey}
 pub use types::*;
 
 use crate::backend::{Call, ExecError, Executor, Reply};
-use crate::board::{BoardDef, BoardId, Display, Member, RankMode, Scope, Score, TieBreak};
+use crate::board::{BoardDef, BoardId, Display, Member, Policy, RankMode, Scope, Score, TieBreak};
 use crate::error::{Error, Invalid, Result};
 use crate::keys::{BoardKey, Keys};
 use crate::window::{Period, Window};
@@ -136,6 +136,122 @@ impl std::fmt::Debug for Engine {
             .field("keys", &self.keys)
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// One board of a batch of several calls whose events add up (policy `incr`): what
+/// [`Engine::refused_sums`] checks before the batch writes.
+struct SumSpan {
+    board: BoardId,
+    def: Arc<CachedDef>,
+    /// The board's leaderboard keys the batch touches, with their tick bits.
+    keys: Vec<String>,
+    bits: Vec<String>,
+    seen: std::collections::HashSet<String>,
+    /// Every |value| the batch adds to the board, summed.
+    added: f64,
+    /// The board's events, in batch order.
+    events: Vec<usize>,
+}
+
+impl SumSpan {
+    fn new(board: BoardId, def: Arc<CachedDef>) -> Self {
+        Self {
+            board,
+            def,
+            keys: Vec::new(),
+            bits: Vec::new(),
+            seen: std::collections::HashSet::new(),
+            added: 0.0,
+            events: Vec::new(),
+        }
+    }
+
+    /// Adds one call's keys and events.
+    fn add(&mut self, def: &BoardDef, slots: &Slots, prepared: &[Prepared], idx: &[usize]) {
+        for slot in &slots.keys {
+            if self.seen.insert(slot.key.zset.clone()) {
+                self.keys.push(slot.key.zset.clone());
+                self.bits.push(def.tick_bits(slot.window).to_string());
+            }
+        }
+        self.added += prepared.iter().map(|p| p.value.get().abs()).sum::<f64>();
+        self.events.extend_from_slice(idx);
+    }
+}
+
+/// The error of a batch some of whose calls failed for good. When none wrote, it is the failure
+/// itself (every refused event listed when those are the reason); otherwise a conflict naming the
+/// events that were not applied, so that the client can resend exactly those.
+fn partly_applied(
+    wrote: usize,
+    total: usize,
+    mut unapplied: Vec<usize>,
+    mut refused: Vec<(usize, Invalid)>,
+    failure: Option<Error>,
+) -> Error {
+    refused.sort_by_key(|(i, _)| *i);
+    if wrote == 0 {
+        return match failure {
+            Some(e) if refused.is_empty() => e,
+            _ if !refused.is_empty() => Error::InvalidBatch(refused),
+            _ => Error::Backend("a batch failed without a reason".into()),
+        };
+    }
+    unapplied.sort_unstable();
+    let why = match (refused.first(), &failure) {
+        (Some((i, inv)), _) => format!("events[{i}].{}: {}", inv.field, inv.message),
+        (None, Some(e)) => e.to_string(),
+        (None, None) => "no reason given".into(),
+    };
+    Error::Conflict(format!(
+        "{} of {total} events were not applied and the others were: a concurrent change to their \
+         boards came between this batch's check and its write ({why}); resend events {}",
+        unapplied.len(),
+        index_ranges(&unapplied)
+    ))
+}
+
+/// Sorted indexes as ranges: "0-4, 7, 9-10".
+fn index_ranges(ix: &[usize]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < ix.len() {
+        let mut j = i;
+        while j + 1 < ix.len() && ix[j + 1] == ix[j] + 1 {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        if j == i {
+            out.push_str(&ix[i].to_string());
+        } else {
+            out.push_str(&format!("{}-{}", ix[i], ix[j]));
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// What a submit call answers (`ARGV[9]` of lua/submit.lua).
+#[derive(Clone, Copy)]
+enum SubmitReply {
+    /// One event's scores and ranks in every key it touched.
+    Full,
+    /// Counts and per-event flags.
+    Count,
+    /// Every event the call would refuse, writing nothing.
+    Check,
+}
+
+impl SubmitReply {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Count => "count",
+            Self::Check => "check",
+        }
     }
 }
 
@@ -879,7 +995,7 @@ impl Engine {
         d: &CachedDef,
         slots: &Slots,
         events: &[Prepared],
-        full: bool,
+        reply: SubmitReply,
         now: i64,
     ) -> Call {
         let def = &d.def;
@@ -900,7 +1016,7 @@ impl Engine {
             def.rank_mode.as_str().into(),
             def.score_bound().map_or_else(|| "0".into(), fmt_num),
             def.max_members.unwrap_or(0).to_string(),
-            if full { "full" } else { "count" }.into(),
+            reply.as_str().into(),
             self.log_flag(),
             slots.keys.len().to_string(),
         ];
@@ -945,8 +1061,14 @@ impl Engine {
             .call_board(&ev.board, |d| {
                 let mut slots = Slots::default();
                 let p = self.prepare(&ev.board, &d.def, ev, now, &mut slots)?;
-                let call =
-                    self.submit_call(&ev.board, d, &slots, std::slice::from_ref(&p), true, now);
+                let call = self.submit_call(
+                    &ev.board,
+                    d,
+                    &slots,
+                    std::slice::from_ref(&p),
+                    SubmitReply::Full,
+                    now,
+                );
                 Ok((call, slots))
             })
             .await?;
@@ -1031,11 +1153,15 @@ impl Engine {
     /// in one pipeline of script calls (each a chunk of one board's events).
     ///
     /// The whole batch is checked before anything is written: any invalid event fails it with
-    /// [`Error::InvalidBatch`]. What can only be known while writing (a sum leaving a board's exact
-    /// range, a definition changed meanwhile) fails the chunks it concerns, each chunk atomically.
+    /// [`Error::InvalidBatch`], listing every one. That includes sums that would leave a board's
+    /// exact range, which only the current scores tell: a batch of several calls has them checked
+    /// first (see [`Engine::refused_sums`]), since each call is atomic but the pipeline is not.
+    /// Should a concurrent write still make a call fail after others were written, what was
+    /// written is journaled and the answer is a [`Error::Conflict`] naming the events not applied.
     ///
     /// # Errors
-    /// [`Error::InvalidBatch`], [`Error::Invalid`] naming `events` when there are too many.
+    /// [`Error::InvalidBatch`], [`Error::Invalid`] naming `events` when there are too many,
+    /// [`Error::Conflict`] for a batch only partly applied.
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     pub async fn submit_batch(&self, events: &[Submit]) -> Result<BatchOutcome> {
         if events.len() > MAX_BATCH {
@@ -1066,7 +1192,9 @@ impl Engine {
         }
         let mut outcome = BatchOutcome::default();
         let mut logged: Vec<LoggedOp> = Vec::new();
-        for _ in 0..ATTEMPTS {
+        // Calls that wrote, over every attempt.
+        let mut wrote = 0usize;
+        for attempt in 0..ATTEMPTS {
             let mut defs: HashMap<BoardId, Arc<CachedDef>> = HashMap::new();
             let mut invalid: Vec<(usize, Invalid)> = Vec::new();
             for (b, idx) in &pending {
@@ -1085,6 +1213,9 @@ impl Engine {
                 }
             }
             let mut calls = Vec::with_capacity(pending.len());
+            // Per board whose events add up: the keys its calls touch, and what its events add.
+            let mut sums: Vec<SumSpan> = Vec::new();
+            let several = attempt == 0 && pending.len() > 1;
             for (b, idx) in &pending {
                 let Some(d) = defs.get(b) else { continue };
                 let mut slots = Slots::default();
@@ -1095,11 +1226,27 @@ impl Engine {
                         Err(e) => invalid.push((i, e)),
                     }
                 }
-                calls.push(self.submit_call(b, d, &slots, &prepared, false, now));
+                if several && d.def.policy == Policy::Incr {
+                    let span = match sums.iter_mut().position(|s| &s.board == b) {
+                        Some(at) => &mut sums[at],
+                        None => {
+                            sums.push(SumSpan::new(b.clone(), d.clone()));
+                            sums.last_mut().expect("just pushed")
+                        }
+                    };
+                    span.add(&d.def, &slots, &prepared, idx);
+                }
+                calls.push(self.submit_call(b, d, &slots, &prepared, SubmitReply::Count, now));
             }
             if !invalid.is_empty() {
                 invalid.sort_by_key(|(i, _)| *i);
                 return Err(Error::InvalidBatch(invalid));
+            }
+            if several {
+                let refused = self.refused_sums(sums, events, now).await?;
+                if !refused.is_empty() {
+                    return Err(Error::InvalidBatch(refused));
+                }
             }
             let results = self
                 .exec
@@ -1107,10 +1254,15 @@ impl Engine {
                 .await
                 .map_err(|e| Error::Unavailable(e.to_string()))?;
             let mut retry = Vec::new();
+            // Calls that failed for good: the events they held, and the first reason.
+            let mut unapplied: Vec<usize> = Vec::new();
+            let mut refused: Vec<(usize, Invalid)> = Vec::new();
+            let mut failure: Option<Error> = None;
             for ((b, idx), r) in pending.into_iter().zip(results) {
                 match r {
                     Ok(reply) => match as_array(&reply) {
                         Some([acc, dup, first, flags]) => {
+                            wrote += 1;
                             outcome.accepted += as_u64(acc).unwrap_or(0);
                             outcome.duplicates += as_u64(dup).unwrap_or(0);
                             let first = as_u64(first).unwrap_or(0);
@@ -1128,7 +1280,10 @@ impl Engine {
                                 }
                             }
                         }
-                        _ => return Err(bad_reply("submit", &reply)),
+                        _ => {
+                            failure.get_or_insert_with(|| bad_reply("submit", &reply));
+                            unapplied.extend(&idx);
+                        }
                     },
                     Err(e) => match self.on_error(&b, e.clone()) {
                         Next::Retry => retry.push((b, idx)),
@@ -1143,20 +1298,138 @@ impl Engine {
                                     .unwrap_or(0),
                                 ExecError::Unavailable(_) => 0,
                             };
-                            let i = idx.get(local).copied().unwrap_or(idx[0]);
-                            return Err(Error::InvalidBatch(vec![(i, inv)]));
+                            refused.push((idx.get(local).copied().unwrap_or(idx[0]), inv));
+                            unapplied.extend(&idx);
                         }
-                        Next::Fail(e) => return Err(e),
+                        Next::Fail(e) => {
+                            failure.get_or_insert(e);
+                            unapplied.extend(&idx);
+                        }
                     },
                 }
             }
-            if retry.is_empty() {
+            if failure.is_none() && refused.is_empty() && retry.is_empty() {
                 self.journal(logged).await?;
                 return Ok(outcome);
             }
+            if failure.is_some() || !refused.is_empty() {
+                // Whatever was written stays written, and the durable log must hold it too.
+                self.journal(logged).await?;
+                unapplied.extend(retry.into_iter().flat_map(|(_, idx)| idx));
+                return Err(partly_applied(
+                    wrote,
+                    events.len(),
+                    unapplied,
+                    refused,
+                    failure,
+                ));
+            }
             pending = retry;
         }
-        Err(Error::Conflict("boards of this batch kept changing".into()))
+        self.journal(logged).await?;
+        Err(Error::Conflict(format!(
+            "boards of this batch kept changing; {}",
+            if wrote == 0 {
+                "nothing was written".to_owned()
+            } else {
+                format!(
+                    "{} of {} events were applied",
+                    outcome.accepted + outcome.duplicates,
+                    events.len()
+                )
+            }
+        )))
+    }
+
+    /// Finds, before anything is written, the events of a batch of several calls whose sums would
+    /// leave their board's exact range: [`Engine::submit_batch`] must not write some calls and
+    /// then have another refused. A board's events are cleared at once when the largest |value|
+    /// its keys hold plus every |value| the batch adds stays in range (one cheap read per board,
+    /// lua/score_span.lua); otherwise all of its events are checked in one call that writes
+    /// nothing (lua/submit.lua in check mode), each as if the ones before it were applied.
+    async fn refused_sums(
+        &self,
+        sums: Vec<SumSpan>,
+        events: &[Submit],
+        now: i64,
+    ) -> Result<Vec<(usize, Invalid)>> {
+        if sums.is_empty() {
+            return Ok(Vec::new());
+        }
+        let spans = sums
+            .iter()
+            .map(|s| Call {
+                script: &scripts::SCORE_SPAN,
+                keys: s.keys.clone(),
+                args: s.bits.clone(),
+            })
+            .collect();
+        let held = self
+            .exec
+            .eval_many(spans)
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let mut checks = Vec::new();
+        let mut checked = Vec::new();
+        for (s, r) in sums.into_iter().zip(held) {
+            let most = match r {
+                Ok(reply) => as_f64(&reply).ok_or_else(|| bad_reply("score_span", &reply))?,
+                Err(ExecError::Unavailable(m)) => return Err(Error::Unavailable(m)),
+                Err(ExecError::Reply(m)) => return Err(Error::Backend(m)),
+            };
+            let bound = s.def.def.score_bound().unwrap_or(f64::MAX);
+            let reach = most + s.added;
+            if reach.is_finite() && reach <= bound {
+                continue;
+            }
+            let mut slots = Slots::default();
+            let mut prepared = Vec::with_capacity(s.events.len());
+            for &i in &s.events {
+                prepared.push(self.prepare(&s.board, &s.def.def, &events[i], now, &mut slots)?);
+            }
+            checks.push(self.submit_call(
+                &s.board,
+                &s.def,
+                &slots,
+                &prepared,
+                SubmitReply::Check,
+                now,
+            ));
+            checked.push(s.events);
+        }
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let replies = self
+            .exec
+            .eval_many(checks)
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let mut refused = Vec::new();
+        for (idx, r) in checked.into_iter().zip(replies) {
+            let reply = match r {
+                Ok(reply) => reply,
+                Err(ExecError::Unavailable(m)) => return Err(Error::Unavailable(m)),
+                // A definition changed meanwhile: the writes will find out and retry.
+                Err(ExecError::Reply(_)) => continue,
+            };
+            let list = as_array(&reply).ok_or_else(|| bad_reply("submit check", &reply))?;
+            for pair in list.chunks(2) {
+                let [at, why] = pair else {
+                    return Err(bad_reply("submit check", &reply));
+                };
+                let local = as_u64(at).ok_or_else(|| bad_reply("submit check", &reply))?;
+                let why = as_str(why).unwrap_or_default();
+                let (field, message) = why.split_once(": ").unwrap_or(("value", why));
+                let i = idx
+                    .get(local as usize)
+                    .copied()
+                    .ok_or_else(|| bad_reply("submit check", &reply))?;
+                refused.push((i, Invalid::new(field, message)));
+            }
+        }
+        refused.sort_by_key(|(i, _)| *i);
+        Ok(refused)
     }
 
     /// The call that removes `member` from every live key of a board, as of `now`.
@@ -1797,5 +2070,45 @@ impl Engine {
             entries,
             missing,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_ranges_join_runs() {
+        assert_eq!(index_ranges(&[]), "");
+        assert_eq!(index_ranges(&[4]), "4");
+        assert_eq!(index_ranges(&[0, 1, 2, 3, 4, 7, 9, 10]), "0-4, 7, 9-10");
+    }
+
+    #[test]
+    fn a_batch_partly_applied_names_what_to_resend() {
+        let refused = || vec![(7, Invalid::new("value", "too big"))];
+        // Nothing written: the refusals themselves, as an invalid batch.
+        let e = partly_applied(0, 10, vec![5, 6, 7], refused(), None);
+        assert!(
+            matches!(&e, Error::InvalidBatch(l) if l.len() == 1 && l[0].0 == 7),
+            "{e}"
+        );
+        // Nothing written and no refusal: the failure as it is.
+        let e = partly_applied(
+            0,
+            10,
+            vec![0],
+            vec![],
+            Some(Error::Unavailable("gone".into())),
+        );
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        // Some calls wrote: a conflict naming the events not applied and why.
+        let e = partly_applied(2, 10, vec![7, 5, 6, 9], refused(), None);
+        let Error::Conflict(m) = &e else {
+            panic!("{e}")
+        };
+        assert!(m.starts_with("4 of 10 events were not applied"), "{m}");
+        assert!(m.contains("events[7].value: too big"), "{m}");
+        assert!(m.ends_with("resend events 5-7, 9"), "{m}");
     }
 }

@@ -457,7 +457,14 @@ impl Engine {
                         .map_err(|e| {
                             Error::Backend(format!("stored events of {board} no longer apply: {e}"))
                         })?;
-                    pending.push(self.submit_call(board, current, &slots, &prepared, false, recv));
+                    pending.push(self.submit_call(
+                        board,
+                        current,
+                        &slots,
+                        &prepared,
+                        super::SubmitReply::Count,
+                        recv,
+                    ));
                     if pending.len() >= 256 {
                         self.flush(board, &mut pending).await?;
                     }

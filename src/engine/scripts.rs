@@ -31,9 +31,10 @@ script!(LOG_SEQ, "log_seq");
 script!(DISCARD, "discard");
 script!(SNAPSHOT_KEY, "snapshot_key");
 script!(RESTORE, "restore");
+script!(SCORE_SPAN, "score_span");
 
 /// Every script, for loading at start-up.
-pub fn all() -> [&'static Script; 16] {
+pub fn all() -> [&'static Script; 17] {
     [
         &SUBMIT,
         &READ_PAGE,
@@ -51,5 +52,6 @@ pub fn all() -> [&'static Script; 16] {
         &DISCARD,
         &SNAPSHOT_KEY,
         &RESTORE,
+        &SCORE_SPAN,
     ]
 }

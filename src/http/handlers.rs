@@ -454,11 +454,23 @@ pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
         return Err(Problem::invalid_batch(errors, total));
     }
     let events: Vec<Submit> = events.into_iter().map(|(_, s)| s).collect();
-    let out = state
-        .engine
-        .submit_batch(&events)
-        .await
-        .map_err(|e| engine_err(e, id))?;
+    let out = match state.engine.submit_batch(&events).await {
+        Ok(out) => out,
+        // Refusals only the current scores could tell (a sum leaving a board's range).
+        Err(Error::InvalidBatch(list)) => {
+            metrics::counter!(m::SCORE_EVENTS, "outcome" => "rejected").increment(total as u64);
+            let errors = list
+                .into_iter()
+                .map(|(i, inv)| BatchError {
+                    index: i,
+                    field: inv.field,
+                    detail: inv.message,
+                })
+                .collect();
+            return Err(Problem::invalid_batch(errors, total));
+        }
+        Err(e) => return Err(engine_err(e, id)),
+    };
     metrics::counter!(m::SCORE_EVENTS, "outcome" => "accepted").increment(out.accepted);
     metrics::counter!(m::SCORE_EVENTS, "outcome" => "duplicate").increment(out.duplicates);
     Ok(json(StatusCode::OK, &out))

@@ -1142,6 +1142,113 @@ async fn bodies_over_a_configured_limit_answer_413_declared_or_chunked() {
     app.stop().await;
 }
 
+/// Sums that would leave a `tie_break: first` board's range are refused only by the current
+/// scores. A batch of several calls (boards, or chunks of one board) is still all or nothing: every
+/// such event is listed, each judged as if the events before it were applied, and nothing is written.
+#[tokio::test]
+async fn a_batch_whose_sums_leave_a_range_writes_nothing_and_lists_every_such_event() {
+    let app = TestApp::spawn().await;
+    app.put_board("plain", json!({})).await;
+    for b in ["firstc", "firstd"] {
+        app.put_board(b, json!({"tie_break": "first"})).await;
+        let r = app
+            .send_json(
+                Method::POST,
+                &format!("/v1/boards/{b}/scores"),
+                json!({"member": "x", "value": 2_097_151}),
+            )
+            .await;
+        ok(r, 200).await;
+    }
+    // Two boards, one call each: the second call's refusal must not leave the first call written.
+    let events = json!([
+        {"board": "plain", "member": "u1", "value": 5},
+        {"board": "firstc", "member": "y", "value": 3},
+        {"board": "firstc", "member": "x", "value": 1}
+    ]);
+    let v = send_problem(
+        &app,
+        Method::POST,
+        "/v1/scores/batch",
+        json!({ "events": events }),
+        400,
+        Some("events"),
+    )
+    .await;
+    let got: Vec<u64> = v["errors"]
+        .as_array()
+        .expect("an errors array")
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [2], "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("1 of 3"), "{v}");
+    assert!(
+        v["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2097152"),
+        "{v}"
+    );
+    // 700 events over two chunks of one board and one more board: a refusal in each chunk, one
+    // that only the first chunk's sum causes, and one on the other board.
+    let mut events: Vec<Value> = (0..700)
+        .map(|i| json!({"board": "firstc", "member": format!("n{i}"), "value": 1}))
+        .collect();
+    events[10] = json!({"board": "firstc", "member": "z", "value": 1_000_000});
+    events[20] = json!({"board": "firstc", "member": "x", "value": 1});
+    events[550] = json!({"board": "firstc", "member": "z", "value": 1_200_000});
+    events[560] = json!({"board": "firstc", "member": "z", "value": 1_000_000});
+    events[600] = json!({"board": "firstc", "member": "x", "value": -1});
+    events.push(json!({"board": "firstd", "member": "x", "value": 5}));
+    let v = send_problem(
+        &app,
+        Method::POST,
+        "/v1/scores/batch",
+        json!({ "events": events }),
+        400,
+        Some("events"),
+    )
+    .await;
+    let got: Vec<(u64, &str)> = v["errors"]
+        .as_array()
+        .expect("an errors array")
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str().unwrap()))
+        .collect();
+    // 550 takes z to 2,200,000; 560 is fine once 550 is not applied (2,000,000); 600 lowers x.
+    assert_eq!(got, [(20, "value"), (550, "value"), (700, "value")], "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("3 of 701"), "{v}");
+    for (b, members) in [("plain", 0), ("firstc", 1), ("firstd", 1)] {
+        let v = ok(app.get(&format!("/v1/boards/{b}")).await, 200).await;
+        assert_eq!(v["members"], members, "nothing was written to {b}: {v}");
+    }
+    let v = ok(app.get("/v1/boards/firstc/members/x").await, 200).await;
+    assert_eq!(v["score"], 2_097_151.0, "{v}");
+    // Without the refused events the same batch is taken whole, with the sums it checked.
+    let events: Vec<Value> = events
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| ![20, 550, 700].contains(i))
+        .map(|(_, e)| e)
+        .collect();
+    let r = app
+        .send_json(
+            Method::POST,
+            "/v1/scores/batch",
+            json!({ "events": events }),
+        )
+        .await;
+    let v = ok(r, 200).await;
+    assert_eq!(v["accepted"], 698, "{v}");
+    let v = ok(app.get("/v1/boards/firstc/members/z").await, 200).await;
+    assert_eq!(v["score"], 2_000_000.0, "{v}");
+    let v = ok(app.get("/v1/boards/firstc/members/x").await, 200).await;
+    assert_eq!(v["score"], 2_097_150.0, "{v}");
+    app.cleanup().await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_batch_is_validated_whole_and_lists_every_invalid_event() {
     let app = TestApp::spawn().await;
