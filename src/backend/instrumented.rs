@@ -12,7 +12,8 @@ use crate::metrics as m;
 /// Script-cache statistics: calls that found their script loaded, and reloads.
 #[derive(Debug, Default)]
 pub struct ScriptStats {
-    /// Script calls made.
+    /// Script calls the backend answered (a call refused because the backend is unreachable never
+    /// looked for its script, so it is neither a hit nor a miss).
     pub calls: AtomicU64,
 }
 
@@ -31,9 +32,12 @@ impl Instrumented {
         }
     }
 
-    fn record(script: &'static str, started: Instant, r: Result<(), &ExecError>) {
+    fn record(&self, script: &'static str, started: Instant, r: Result<(), &ExecError>) {
         metrics::histogram!(m::SCRIPT_DURATION, "script" => script)
             .record(started.elapsed().as_secs_f64());
+        if !matches!(r, Err(ExecError::Unavailable(_))) {
+            self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(e) = r {
             let kind = match e {
                 ExecError::Reply(_) => "reply",
@@ -56,9 +60,8 @@ impl Executor for Instrumented {
     async fn eval(&self, call: Call) -> Result<Reply, ExecError> {
         let name = call.script.name();
         let started = Instant::now();
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let r = self.inner.eval(call).await;
-        Self::record(name, started, r.as_ref().map(|_| ()));
+        self.record(name, started, r.as_ref().map(|_| ()));
         r
     }
 
@@ -68,19 +71,16 @@ impl Executor for Instrumented {
     ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
         let names: Vec<&'static str> = calls.iter().map(|c| c.script.name()).collect();
         let started = Instant::now();
-        self.stats
-            .calls
-            .fetch_add(calls.len() as u64, Ordering::Relaxed);
         let r = self.inner.eval_many(calls).await;
         match &r {
             Ok(results) => {
                 for (name, res) in names.into_iter().zip(results) {
-                    Self::record(name, started, res.as_ref().map(|_| ()));
+                    self.record(name, started, res.as_ref().map(|_| ()));
                 }
             }
             Err(e) => {
                 for name in names {
-                    Self::record(name, started, Err(e));
+                    self.record(name, started, Err(e));
                 }
             }
         }

@@ -325,8 +325,14 @@ impl RedisExecutor {
         let failed: Vec<usize> = (0..out.len())
             .filter(|&i| matches!(&out[i], Err(ExecError::Reply(m)) if m == "NOSCRIPT"))
             .collect();
+        // A script that ran is a hit, whether it answered or refused; a call that never reached
+        // Redis is neither.
+        let ran = out
+            .iter()
+            .filter(|r| !matches!(r, Err(ExecError::Unavailable(_))))
+            .count();
         metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts")
-            .increment((out.len() - failed.len()) as u64);
+            .increment((ran - failed.len()) as u64);
         metrics::counter!(crate::metrics::CACHE_MISSES, "cache" => "scripts")
             .increment(failed.len() as u64);
         if !failed.is_empty() {
@@ -385,7 +391,15 @@ impl Executor for RedisExecutor {
                     .map(to_reply)
                     .map_err(|e| classify(&e))
             }
-            Err(e) => Err(classify(&e)),
+            Err(e) => {
+                let e = classify(&e);
+                if matches!(e, ExecError::Reply(_)) {
+                    // The script ran and refused: its cache served it.
+                    metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts")
+                        .increment(1);
+                }
+                Err(e)
+            }
         };
         self.note(&r);
         r

@@ -467,7 +467,13 @@ async fn when_redis_returns_empty_the_server_recovers_by_itself_and_reloads_its_
     let app = TestApp::spawn_with(|c| c.redis_url = Some(url)).await;
     app.put_board("down", json!({})).await;
     app.submit("down", "a", 1.0).await;
+    let script_hits = |v: Value| v["caches"]["scripts"]["hits"].as_u64().unwrap();
+    let before = script_hits(app.get("/v1/stats/cache").await.json().await.unwrap());
     redis.kill();
+    // Calls refused while Redis is away never looked for their script: no hit, no miss.
+    for _ in 0..30 {
+        assert_eq!(app.get("/v1/boards/down/top").await.status(), 503);
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = app.get("/readyz").await;
@@ -531,6 +537,12 @@ async fn when_redis_returns_empty_the_server_recovers_by_itself_and_reloads_its_
     assert!(
         v["caches"]["scripts"]["misses"].as_u64().unwrap() >= 1,
         "the scripts were reloaded: {v}"
+    );
+    // The few calls since Redis came back, not the 30 refused during the outage.
+    let hits = script_hits(v.clone()) - before;
+    assert!(
+        hits < 30,
+        "{hits} script hits counted, outage included: {v}"
     );
     app.cleanup().await;
     app.stop().await;
