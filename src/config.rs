@@ -134,7 +134,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Most connections served at once (`RANKD_MAX_CONNECTIONS`, default 1024).
     pub max_connections: usize,
-    /// How long a client may take to send its headers, and separately its body (`RANKD_READ_TIMEOUT_SECS`, default 10).
+    /// How long a client may take to send its headers, and separately its body, and how long an
+    /// answer's write may wait for the client to read (`RANKD_READ_TIMEOUT_SECS`, default 10).
     pub read_timeout: Duration,
     /// How long in-flight requests get to finish on shutdown (`RANKD_SHUTDOWN_GRACE_SECS`, default 10).
     pub shutdown_grace: Duration,

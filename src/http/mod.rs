@@ -4,11 +4,13 @@
 //! - [`handlers`]: one async fn per endpoint
 //! - [`auth`]: Bearer keys
 //! - [`problem`]: problem+json answers and body helpers
+//! - [`stall`]: the bound on answers a client leaves unread
 
 pub mod auth;
 pub mod handlers;
 pub mod problem;
 pub mod routes;
+pub mod stall;
 
 use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
@@ -131,7 +133,10 @@ impl App {
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(state.config.read_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(
+                    TokioIo::new(stall::WriteDeadline::new(stream, state.config.read_timeout)),
+                    svc,
+                );
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 let _permit = permit;

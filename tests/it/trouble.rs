@@ -111,6 +111,48 @@ async fn a_client_stalling_in_its_body_gets_408_after_the_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_disconnected_and_frees_its_slot() {
+    let app = TestApp::spawn_with(|c| {
+        c.read_timeout = Duration::from_secs(1);
+        c.max_connections = 1;
+    })
+    .await;
+    // A small receive buffer, and requests for a large document, which it never reads: the
+    // server's writes fill both buffers and then wait.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut greedy = sock.connect(app.addr).await.unwrap();
+    let requests = "GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(400);
+    greedy.write_all(requests.as_bytes()).await.unwrap();
+    // The only slot is taken until the server gives up on it; then the next client is served.
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.req(Method::GET, "/healthz", None).send(),
+    )
+    .await
+    .expect("a client that reads nothing held the only connection slot for 10 s")
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "served after {:?}: was the slot ever taken?",
+        started.elapsed()
+    );
+    // The greedy connection is closed: reading what it was sent ends.
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), greedy.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => assert!(Instant::now() < deadline, "the connection stayed open"),
+            Err(_) => panic!("the connection stayed open, silent"),
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn connections_past_the_cap_wait_and_are_served_once_earlier_ones_close() {
     let app = TestApp::spawn_with(|c| c.max_connections = 2).await;
     let second = Duration::from_secs(1);
