@@ -71,7 +71,9 @@ impl Auth {
                 "authorization: the API key is not known",
             ));
         };
-        if key.grants(role) {
+        // Public reads are open to anyone, a known key without the read role included; an unknown
+        // key is still refused above, as it says something is misconfigured.
+        if key.grants(role) || (role == Role::Read && self.public_reads) {
             Ok(())
         } else {
             let mut p = Problem::new(
@@ -151,6 +153,16 @@ mod tests {
                 .unwrap_err()
                 .status(),
             401
+        );
+        // A write-only key may read what anyone may.
+        assert!(auth.check(&headers(Some("Bearer w")), Role::Read).is_ok());
+        let private = Auth::new(&ApiKey::parse_list("w:write").unwrap(), false);
+        assert_eq!(
+            private
+                .check(&headers(Some("Bearer w")), Role::Read)
+                .unwrap_err()
+                .status(),
+            403
         );
     }
 }

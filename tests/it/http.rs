@@ -376,7 +376,12 @@ async fn every_route_answers_each_role_as_its_table_says() {
 
 #[tokio::test]
 async fn public_reads_need_no_key_but_writes_and_admin_routes_still_do() {
-    let app = TestApp::spawn_with(|c| c.public_reads = true).await;
+    let app = TestApp::spawn_with(|c| {
+        c.public_reads = true;
+        c.api_keys
+            .extend(rankd::config::ApiKey::parse_list("test-write-only-key:write").unwrap());
+    })
+    .await;
     app.put_board("pub", json!({})).await;
     app.submit("pub", "a", 3.0).await;
     let v = ok(
@@ -395,9 +400,21 @@ async fn public_reads_need_no_key_but_writes_and_admin_routes_still_do() {
         200,
     )
     .await;
-    // A key that is sent must still be a known one.
+    // A key that is sent must still be a known one, and any known one may read.
     let r = call(&app, Method::GET, "/v1/boards/pub/top", Some("nope"), None).await;
     problem(r, 401, Some("authorization")).await;
+    ok(
+        call(
+            &app,
+            Method::GET,
+            "/v1/boards/pub/top",
+            Some("test-write-only-key"),
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
     let ev = json!({"member": "a", "value": 1});
     let r = call(&app, Method::POST, "/v1/boards/pub/scores", None, Some(&ev)).await;
     problem(r, 401, Some("authorization")).await;
