@@ -156,17 +156,20 @@ local refused = {}
 for s = 1, #slots do
   pending[s] = {}
 end
+-- The stored score `member` would hold in `slot` after `value`, given the pending scores, or nil and
+-- the reason it is refused.
+local function next_in(slot, member, value, tick)
+  local cur = pending[slot][member]
+  if cur == nil then
+    cur = initial[slot][member]
+  end
+  return next_score(slots[slot], cur or nil, value, tick)
+end
 -- Check mode: why adding event e to the pending scores would leave the board's range, or nil.
 local function sum_refusal(e)
   local p = pos[e]
-  local member = ARGV[p]
   for q = p + 7, last[e], 2 do
-    local slot = tonumber(ARGV[q])
-    local cur = pending[slot][member]
-    if cur == nil then
-      cur = initial[slot][member]
-    end
-    local nxt, why = next_score(slots[slot], cur or nil, values[e], tonumber(ARGV[q + 1]))
+    local nxt, why = next_in(tonumber(ARGV[q]), ARGV[p], values[e], tonumber(ARGV[q + 1]))
     if not nxt then
       return 'value: ' .. why
     end
@@ -203,11 +206,7 @@ for e = 1, count do
         local member = ARGV[p]
         for q = p + 7, last[e], 2 do
           local slot = tonumber(ARGV[q])
-          local cur = pending[slot][member]
-          if cur == nil then
-            cur = initial[slot][member]
-          end
-          local nxt, bad = next_score(slots[slot], cur or nil, value, tonumber(ARGV[q + 1]))
+          local nxt, bad = next_in(slot, member, value, tonumber(ARGV[q + 1]))
           if not nxt then
             return fail('RANGE', (e - 1) .. ' value: ' .. bad)
           end

@@ -239,6 +239,16 @@ async fn get_problem(app: &TestApp, path: &str, status: u16, field: Option<&str>
 }
 
 /// `method path` with the admin key and a JSON body, expecting a problem.
+/// The (index, field) of each event a batch problem lists.
+fn batch_errors(v: &Value) -> Vec<(u64, &str)> {
+    v["errors"]
+        .as_array()
+        .expect("an errors array")
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str().unwrap()))
+        .collect()
+}
+
 async fn send_problem(
     app: &TestApp,
     method: Method,
@@ -1192,13 +1202,7 @@ async fn a_batch_whose_sums_leave_a_range_writes_nothing_and_lists_every_such_ev
         Some("events"),
     )
     .await;
-    let got: Vec<u64> = v["errors"]
-        .as_array()
-        .expect("an errors array")
-        .iter()
-        .map(|e| e["index"].as_u64().unwrap())
-        .collect();
-    assert_eq!(got, [2], "{v}");
+    assert_eq!(batch_errors(&v), [(2, "value")], "{v}");
     assert!(v["detail"].as_str().unwrap().contains("1 of 3"), "{v}");
     assert!(
         v["errors"][0]["detail"]
@@ -1227,12 +1231,7 @@ async fn a_batch_whose_sums_leave_a_range_writes_nothing_and_lists_every_such_ev
         Some("events"),
     )
     .await;
-    let got: Vec<(u64, &str)> = v["errors"]
-        .as_array()
-        .expect("an errors array")
-        .iter()
-        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str().unwrap()))
-        .collect();
+    let got = batch_errors(&v);
     // 550 takes z to 2,200,000; 560 is fine once 550 is not applied (2,000,000); 600 lowers x.
     assert_eq!(got, [(20, "value"), (550, "value"), (700, "value")], "{v}");
     assert!(v["detail"].as_str().unwrap().contains("3 of 701"), "{v}");
@@ -1295,10 +1294,7 @@ async fn a_batch_is_validated_whole_and_lists_every_invalid_event() {
     )
     .await;
     let errors = v["errors"].as_array().expect("an errors array");
-    let got: Vec<(u64, &str)> = errors
-        .iter()
-        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str().unwrap()))
-        .collect();
+    let got = batch_errors(&v);
     assert_eq!(
         got,
         [
@@ -1338,12 +1334,7 @@ async fn a_batch_is_validated_whole_and_lists_every_invalid_event() {
         Some("events"),
     )
     .await;
-    let got: Vec<(u64, &str)> = v["errors"]
-        .as_array()
-        .expect("an errors array")
-        .iter()
-        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str().unwrap()))
-        .collect();
+    let got = batch_errors(&v);
     assert_eq!(got, [(1, "value"), (2, "event")], "{v}");
     // Size bounds.
     send_problem(
