@@ -40,6 +40,9 @@ impl Instrumented {
         }
         if let Err(e) = r {
             let kind = match e {
+                // The script's own refusal (a stale definition, a value out of range, ...): part of
+                // normal traffic, kept apart from errors Redis itself answered.
+                ExecError::Reply(msg) if msg.contains("RANKD_") => "refused",
                 ExecError::Reply(_) => "reply",
                 ExecError::Unavailable(_) => {
                     metrics::counter!(m::BACKEND_ERRORS).increment(1);

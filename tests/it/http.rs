@@ -1261,6 +1261,23 @@ async fn a_batch_whose_sums_leave_a_range_writes_nothing_and_lists_every_such_ev
     assert_eq!(v["score"], 2_000_000.0, "{v}");
     let v = ok(app.get("/v1/boards/firstc/members/x").await, 200).await;
     assert_eq!(v["score"], 2_097_150.0, "{v}");
+    // A single event's sum is refused by its script; /metrics tells that from a Redis error.
+    let r = app
+        .send_json(
+            Method::POST,
+            "/v1/boards/firstc/scores",
+            json!({"member": "x", "value": 2}),
+        )
+        .await;
+    problem(r, 400, Some("value")).await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rankd_script_errors_total{")
+                && l.contains("script=\"submit\"")
+                && l.contains("kind=\"refused\"")),
+        "{text}"
+    );
     app.cleanup().await;
     app.stop().await;
 }
