@@ -184,6 +184,13 @@ async fn background_store(
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     let engine = build_engine(&config, Arc::new(SystemClock)).await?;
     let app = App::build(config.clone(), engine).await?;
+    if config.api_keys.is_empty() {
+        // Allowed on loopback only (the configuration refuses anything else), yet worth saying.
+        tracing::warn!(
+            "NO AUTHENTICATION: no API key is configured, so every route is open to anyone who \
+             can reach this address. Set RANKD_API_KEYS (e.g. RANKD_API_KEYS=\"$(openssl rand -hex 16):admin\")"
+        );
+    }
     tracing::info!(addr = %app.local_addr()?, "rankd listening");
     app.run(shutdown).await;
     Ok(())

@@ -388,6 +388,31 @@ async fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
 }
 
 #[tokio::test]
+async fn without_api_keys_the_server_warns_that_every_route_is_open() {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("rankd-it-nokeys-{port}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
+        c.args(["--redis-url", &Redis::Standalone.url()])
+            .args(["--key-prefix", &prefix()])
+            .env("RANKD_API_KEYS", "")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        logs.lines().any(|l| l.contains("WARN")
+            && l.contains("NO AUTHENTICATION")
+            && l.contains("RANKD_API_KEYS")),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
 async fn sigint_stops_the_server_and_exits_0() {
     let mut bin = Binary::start().await;
     bin.traffic().await;
