@@ -96,6 +96,10 @@ impl Executor for Instrumented {
         r
     }
 
+    async fn reload_missing(&self, scripts: &[&'static Script]) -> Result<(), ExecError> {
+        self.inner.reload_missing(scripts).await
+    }
+
     async fn slowlog(&self) -> Result<Vec<String>, ExecError> {
         self.inner.slowlog().await
     }

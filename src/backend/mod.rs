@@ -87,9 +87,13 @@ pub struct BackendStats {
     pub used_memory_bytes: Option<u64>,
     /// Keys held (Redis: `DBSIZE`, summed over primaries).
     pub keys: Option<u64>,
-    /// Script calls made through this process.
+    /// Script calls the backend answered through this process.
     pub script_calls: u64,
-    /// Scripts loaded again after the backend answered NOSCRIPT (restart, failover, SCRIPT FLUSH).
+    /// Script-cache hits: calls whose script was loaded (None where scripts cannot be lost: then
+    /// every call is one).
+    pub script_hits: Option<u64>,
+    /// Script-cache misses: calls that met NOSCRIPT (restart, failover, SCRIPT FLUSH), and scripts
+    /// the readiness check found missing and loaded.
     pub script_reloads: u64,
     /// Key lookups that found their key since the backend started (Redis: `keyspace_hits`).
     pub keyspace_hits: Option<u64>,
@@ -126,6 +130,16 @@ pub trait Executor: Send + Sync + 'static {
     /// # Errors
     /// [`ExecError::Unavailable`] when it does not.
     async fn ping(&self) -> Result<(), ExecError>;
+
+    /// Loads whichever of `scripts` the backend has lost (a Redis restarted empty, or flushed), so
+    /// that being ready means the next call finds its script. A backend that cannot lose them has
+    /// nothing to do.
+    ///
+    /// # Errors
+    /// [`ExecError::Unavailable`] when the backend cannot be asked or cannot load them.
+    async fn reload_missing(&self, _scripts: &[&'static Script]) -> Result<(), ExecError> {
+        Ok(())
+    }
 
     /// Memory, key counts and script-cache figures, as far as the backend knows them.
     ///

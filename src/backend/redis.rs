@@ -42,6 +42,8 @@ impl RedisConfig {
 pub struct RedisExecutor {
     pool: Pool,
     clustered: bool,
+    /// Script-cache hits and misses, as counted on /metrics.
+    hits: AtomicU64,
     reloads: AtomicU64,
     /// Set when Redis was found unreachable (a failed probe or call); while set, calls fail at
     /// once, and at most one probe every [`PROBE_EVERY`] checks whether Redis is back.
@@ -202,6 +204,7 @@ impl RedisExecutor {
         Ok(Self {
             pool,
             clustered,
+            hits: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             down: std::sync::atomic::AtomicBool::new(false),
             last_probe_ms: AtomicU64::new(0),
@@ -268,6 +271,18 @@ impl RedisExecutor {
         e
     }
 
+    /// Counts script-cache hits and misses, for /metrics and /v1/stats/cache alike.
+    fn cache(&self, hits: u64, misses: u64) {
+        if hits > 0 {
+            self.hits.fetch_add(hits, Ordering::Relaxed);
+            metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts").increment(hits);
+        }
+        if misses > 0 {
+            self.reloads.fetch_add(misses, Ordering::Relaxed);
+            metrics::counter!(crate::metrics::CACHE_MISSES, "cache" => "scripts").increment(misses);
+        }
+    }
+
     fn note(&self, r: &Result<Reply, ExecError>) {
         if matches!(r, Err(ExecError::Unavailable(_))) {
             self.down.store(true, Ordering::Relaxed);
@@ -275,7 +290,6 @@ impl RedisExecutor {
     }
 
     async fn load_one(&self, script: &Script) -> Result<(), ExecError> {
-        self.reloads.fetch_add(1, Ordering::Relaxed);
         self.pool
             .next()
             .script_load_cluster::<(), _>(script.source())
@@ -331,10 +345,7 @@ impl RedisExecutor {
             .iter()
             .filter(|r| !matches!(r, Err(ExecError::Unavailable(_))))
             .count();
-        metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts")
-            .increment((ran - failed.len()) as u64);
-        metrics::counter!(crate::metrics::CACHE_MISSES, "cache" => "scripts")
-            .increment(failed.len() as u64);
+        self.cache((ran - failed.len()) as u64, failed.len() as u64);
         if !failed.is_empty() {
             let mut loaded: Vec<&'static str> = Vec::new();
             for &i in &failed {
@@ -364,8 +375,6 @@ impl Executor for RedisExecutor {
         for s in scripts {
             self.load_one(s).await?;
         }
-        // The first load is not a reload.
-        self.reloads.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -379,11 +388,11 @@ impl Executor for RedisExecutor {
         let call = PipelinedCall::new(call);
         let r = match Self::evalsha(client, &call).await {
             Ok(v) => {
-                metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts").increment(1);
+                self.cache(1, 0);
                 Ok(to_reply(v))
             }
             Err(e) if is_noscript(&e) => {
-                metrics::counter!(crate::metrics::CACHE_MISSES, "cache" => "scripts").increment(1);
+                self.cache(0, 1);
                 // Redis restarted or failed over to a node without the script: load it and retry once.
                 self.load_one(call.script).await?;
                 Self::evalsha(client, &call)
@@ -395,8 +404,7 @@ impl Executor for RedisExecutor {
                 let e = classify(&e);
                 if matches!(e, ExecError::Reply(_)) {
                     // The script ran and refused: its cache served it.
-                    metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts")
-                        .increment(1);
+                    self.cache(1, 0);
                 }
                 Err(e)
             }
@@ -427,6 +435,47 @@ impl Executor for RedisExecutor {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
         self.probe().await
+    }
+
+    async fn reload_missing(&self, scripts: &[&'static Script]) -> Result<(), ExecError> {
+        let client = self.pool.next();
+        let mut args: Vec<&str> = vec!["EXISTS"];
+        args.extend(scripts.iter().map(|s| s.sha1()));
+        // Every primary of a cluster keeps its own script cache.
+        let nodes: Vec<Option<_>> = if self.clustered {
+            client
+                .cached_cluster_state()
+                .map(|s| s.unique_primary_nodes())
+                .unwrap_or_default()
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            vec![None]
+        };
+        let mut missing: Vec<&'static Script> = Vec::new();
+        for node in nodes {
+            let r: Result<Value, Error> = match node {
+                Some(server) => {
+                    client
+                        .with_cluster_node(server)
+                        .custom(cmd("SCRIPT"), args.clone())
+                        .await
+                }
+                None => client.custom(cmd("SCRIPT"), args.clone()).await,
+            };
+            let flags = r.map_err(|e| self.noted(&e))?.into_array();
+            for (s, f) in scripts.iter().zip(flags) {
+                if f.as_i64() != Some(1) && !missing.iter().any(|m| m.name() == s.name()) {
+                    missing.push(s);
+                }
+            }
+        }
+        for s in missing {
+            self.cache(0, 1);
+            self.load_one(s).await?;
+        }
+        Ok(())
     }
 
     async fn slowlog(&self) -> Result<Vec<String>, ExecError> {
@@ -541,6 +590,7 @@ impl Executor for RedisExecutor {
             used_memory_bytes: Some(memory),
             keys: Some(keys),
             script_calls: 0,
+            script_hits: Some(self.hits.load(Ordering::Relaxed)),
             script_reloads: self.reloads.load(Ordering::Relaxed),
             keyspace_hits: Some(hits),
             keyspace_misses: Some(misses),

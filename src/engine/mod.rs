@@ -495,15 +495,17 @@ impl Engine {
         self.clock.now_ms()
     }
 
-    /// Checks that the backend answers.
+    /// Checks that the backend answers and holds every script, loading any it lost.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when it does not.
+    /// [`Error::Unavailable`] when it does not answer or cannot load them.
     pub async fn ready(&self) -> Result<()> {
+        let down = |e: ExecError| Error::Unavailable(e.to_string());
+        self.exec.ping().await.map_err(down)?;
         self.exec
-            .ping()
+            .reload_missing(&scripts::all())
             .await
-            .map_err(|e| Error::Unavailable(e.to_string()))
+            .map_err(down)
     }
 
     /// What the backend reports about itself (memory, keys, script cache).

@@ -154,7 +154,7 @@ pub async fn cache_stats(state: &State, id: &str) -> Answer {
         .backend_stats()
         .await
         .map_err(|e| engine_err(e, id))?;
-    let script_hits = backend.script_calls.saturating_sub(backend.script_reloads);
+    let script_hits = backend.script_hits.unwrap_or(backend.script_calls);
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({

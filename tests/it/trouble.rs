@@ -527,6 +527,31 @@ async fn when_redis_dies_requests_fail_fast_with_503_retry_after_and_the_request
     app.stop().await;
 }
 
+#[tokio::test]
+async fn readyz_loads_the_scripts_redis_lost_before_it_answers_200() {
+    let redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let app = TestApp::spawn_with(|c| c.redis_url = Some(url)).await;
+    let sha = rankd::engine::scripts::SUBMIT.sha1();
+    let exists = || {
+        let out = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "SCRIPT", "EXISTS", sha])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(exists(), "1", "loaded at start");
+    let flushed = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "SCRIPT", "FLUSH"])
+        .output()
+        .unwrap();
+    assert!(flushed.status.success());
+    assert_eq!(exists(), "0");
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    assert_eq!(exists(), "1", "ready means the scripts are loaded again");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_redis_returns_empty_the_server_recovers_by_itself_and_reloads_its_scripts() {
     let mut redis = PrivateRedis::start().await;
