@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use super::{Call, ExecError, Executor, Reply, Script};
 use crate::metrics as m;
 
-/// Script-cache statistics: calls that found their script loaded, and reloads.
+/// Script calls counted here, for backends that cannot lose their scripts (the Redis executor
+/// counts its own script-cache hits and misses).
 #[derive(Debug, Default)]
 pub struct ScriptStats {
     /// Script calls the backend answered (a call refused because the backend is unreachable never

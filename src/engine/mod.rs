@@ -168,11 +168,12 @@ impl SumSpan {
     }
 
     /// Adds one call's keys and events.
-    fn add(&mut self, def: &BoardDef, slots: &Slots, prepared: &[Prepared], idx: &[usize]) {
+    fn add(&mut self, slots: &Slots, prepared: &[Prepared], idx: &[usize]) {
         for slot in &slots.keys {
             if self.seen.insert(slot.key.zset.clone()) {
                 self.keys.push(slot.key.zset.clone());
-                self.bits.push(def.tick_bits(slot.window).to_string());
+                self.bits
+                    .push(self.def.def.tick_bits(slot.window).to_string());
             }
         }
         self.added += prepared.iter().map(|p| p.value.get().abs()).sum::<f64>();
@@ -210,6 +211,12 @@ fn partly_applied(
         unapplied.len(),
         index_ranges(&unapplied)
     ))
+}
+
+/// A submit script's reason for refusing an event, `<field>: <detail>`, as the invalid input.
+fn refusal(why: &str) -> Invalid {
+    let (field, message) = why.split_once(": ").unwrap_or(("value", why));
+    Invalid::new(field, message)
 }
 
 /// Sorted indexes as ranges: "0-4, 7, 9-10".
@@ -564,8 +571,7 @@ impl Engine {
         } else if let Some(rest) = m.split("RANKD_RANGE ").nth(1) {
             // "<event index> <field>: <detail>"
             let detail = rest.split_once(' ').map_or(rest, |(_, d)| d);
-            let (field, message) = detail.split_once(": ").unwrap_or(("value", detail));
-            Next::Fail(Error::Invalid(Invalid::new(field, message)))
+            Next::Fail(Error::Invalid(refusal(detail)))
         } else {
             Next::Fail(Error::Backend(m))
         }
@@ -1236,7 +1242,7 @@ impl Engine {
                             sums.last_mut().expect("just pushed")
                         }
                     };
-                    span.add(&d.def, &slots, &prepared, idx);
+                    span.add(&slots, &prepared, idx);
                 }
                 calls.push(self.submit_call(b, d, &slots, &prepared, SubmitReply::Count, now));
             }
@@ -1421,13 +1427,12 @@ impl Engine {
                     return Err(bad_reply("submit check", &reply));
                 };
                 let local = as_u64(at).ok_or_else(|| bad_reply("submit check", &reply))?;
-                let why = as_str(why).unwrap_or_default();
-                let (field, message) = why.split_once(": ").unwrap_or(("value", why));
+                let why = refusal(as_str(why).unwrap_or_default());
                 let i = idx
                     .get(local as usize)
                     .copied()
                     .ok_or_else(|| bad_reply("submit check", &reply))?;
-                refused.push((i, Invalid::new(field, message)));
+                refused.push((i, why));
             }
         }
         refused.sort_by_key(|(i, _)| *i);

@@ -423,11 +423,7 @@ pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, Problem> {
             });
         match parsed {
             Ok(s) => events.push((i, s)),
-            Err(inv) => errors.push(BatchError {
-                index: i,
-                field: inv.field,
-                detail: inv.message,
-            }),
+            Err(inv) => errors.push(BatchError::new(i, inv)),
         }
     }
     Ok((events, errors))
@@ -443,11 +439,7 @@ pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
         .check_batch(&events)
         .await
         .map_err(|e| engine_err(e, id))?;
-    errors.extend(checked.into_iter().map(|(i, inv)| BatchError {
-        index: i,
-        field: inv.field,
-        detail: inv.message,
-    }));
+    errors.extend(checked.into_iter().map(|(i, inv)| BatchError::new(i, inv)));
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.index);
         metrics::counter!(m::SCORE_EVENTS, "outcome" => "rejected").increment(total as u64);
@@ -461,11 +453,7 @@ pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
             metrics::counter!(m::SCORE_EVENTS, "outcome" => "rejected").increment(total as u64);
             let errors = list
                 .into_iter()
-                .map(|(i, inv)| BatchError {
-                    index: i,
-                    field: inv.field,
-                    detail: inv.message,
-                })
+                .map(|(i, inv)| BatchError::new(i, inv))
                 .collect();
             return Err(Problem::invalid_batch(errors, total));
         }

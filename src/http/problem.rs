@@ -26,6 +26,17 @@ pub struct BatchError {
     pub detail: String,
 }
 
+impl BatchError {
+    /// The event at `index`, invalid for the reason `inv` gives.
+    pub fn new(index: usize, inv: Invalid) -> Self {
+        Self {
+            index,
+            field: inv.field,
+            detail: inv.message,
+        }
+    }
+}
+
 /// An RFC 9457 problem. Boxed: it travels in every handler's `Err`, which should stay small.
 #[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
@@ -177,11 +188,7 @@ impl Problem {
             Error::Invalid(i) => Self::invalid(i),
             Error::InvalidBatch(list) => Self::invalid_batch(
                 list.iter()
-                    .map(|(i, inv)| BatchError {
-                        index: *i,
-                        field: inv.field.clone(),
-                        detail: inv.message.clone(),
-                    })
+                    .map(|(i, inv)| BatchError::new(*i, inv.clone()))
                     .collect(),
                 list.len(),
             ),
