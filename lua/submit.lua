@@ -22,7 +22,8 @@
 --       were not; {} when it would take them all. It lets a caller about to make several calls find
 --       every refusal before the first call writes.
 -- Errors RANKD_NOBOARD, RANKD_STALE <version>, RANKD_RANGE <event index> <field>: <detail>.
---       Every event is checked before the first write, so an error means nothing was written.
+--       An error means nothing was written: events are checked before the first write, except on
+--       boards that trim to max members, whose writes are undone before a refusal is answered.
 -- Cost  O(E * k * log N), plus O(log N + M) per key when max members trims M members.
 
 local err = check_def(KEYS[1], ARGV[1])
@@ -144,15 +145,21 @@ for s = 1, #slots do
 end
 forget = scores_of(KEYS[2], ids)
 
+-- Boards that trim to max members cannot be judged before writing: an event's score depends on whether
+-- the events before it trimmed its member away, and that depends on every other member of the key. They
+-- are applied in order with every change recorded (pass 2), and an event that leaves the range has the
+-- chunk's changes undone before the refusal is answered. Other boards are judged exactly in pass 1.
+local trims = max_members > 0
+
 -- Pass 1: decide duplicates and check every event against the scores it would produce, writing nothing.
 -- pending[s][member] holds the member's stored score in slot s after the accepted events so far.
 local dup = {}
 local seen = {}
 local pending = {}
--- Events pass 1 accepts.
-local taking = 0
 -- Check mode: the refused events, {index, reason, ...}.
 local refused = {}
+-- Events a refusal of their value (pass 1) or of their sum (pass 2, check mode) leaves out.
+local skip = {}
 for s = 1, #slots do
   pending[s] = {}
 end
@@ -176,33 +183,37 @@ local function sum_refusal(e)
   end
   return nil
 end
+-- Whether event e repeats an id already taken (earlier in the chunk, or remembered and not yet forgotten).
+local function is_dup(e)
+  local p = pos[e]
+  local id = ARGV[p + 2]
+  return id ~= '' and (seen[id] or (forget[id] and forget[id] > tonumber(ARGV[p + 5]))) or false
+end
+local function refuse(e, why)
+  refused[#refused + 1] = e - 1
+  refused[#refused + 1] = why
+  skip[e] = true
+end
 for e = 1, count do
   local p, value = pos[e], values[e]
-  local why = nil
   if value == nil or out_of_bound(value) or (bound > 0 and value ~= math.floor(value)) then
     if not check then
       return fail('RANGE', (e - 1) .. ' value: must be ' .. bound_text())
     end
-    why = 'value: must be ' .. bound_text()
-  end
-  if not why then
-    local id = ARGV[p + 2]
-    local is_dup = false
-    if id ~= '' then
-      is_dup = seen[id] or (forget[id] and forget[id] > tonumber(ARGV[p + 5])) or false
-    end
-    if check and not is_dup then
-      -- A refused event leaves no trace: neither its id nor its scores.
-      why = sum_refusal(e)
-    end
-    if not why then
-      if id ~= '' then
-        seen[id] = true
+    refuse(e, 'value: must be ' .. bound_text())
+  elseif not trims then
+    local d = is_dup(e)
+    -- A refused event leaves no trace: neither its id nor its scores.
+    local why = check and not d and sum_refusal(e)
+    if why then
+      refuse(e, why)
+    else
+      if ARGV[p + 2] ~= '' then
+        seen[ARGV[p + 2]] = true
       end
-      if is_dup then
+      if d then
         dup[e] = true
       else
-        taking = taking + 1
         local member = ARGV[p]
         for q = p + 7, last[e], 2 do
           local slot = tonumber(ARGV[q])
@@ -215,17 +226,31 @@ for e = 1, count do
       end
     end
   end
-  if why then
-    refused[#refused + 1] = e - 1
-    refused[#refused + 1] = why
-  end
 end
-if check then
+if check and not trims then
   return refused
 end
 
 -- Pass 2: write. With trimming (or ranks to report), scores are read again: trimming to max members may
 -- have removed a member.
+
+-- With trimming, every change to a leaderboard key, {ctx, member, score before, score after} (false:
+-- absent), so that a refusal can undo them (Redis does not roll a script back).
+local undo = {}
+
+-- On dense boards, moves one member's count in the distinct-value index from `old` (nil: none) to `new`
+-- (nil: none).
+local function dense_move(ctx, old, new)
+  if dense then
+    if old then
+      dense_count(ctx, ctx.dc, old, -1)
+    end
+    if new then
+      dense_count(ctx, ctx.dc, new, 1)
+    end
+  end
+end
+
 local function trim(ctx)
   local n = redis.call('ZCARD', ctx.key) - max_members
   if n <= 0 then
@@ -235,13 +260,27 @@ local function trim(ctx)
   if not desc then
     first, last = -n, -1
   end
-  if dense then
-    local gone = redis.call('ZRANGE', ctx.key, first, last, 'WITHSCORES')
-    for i = 2, #gone, 2 do
-      dense_count(ctx, ctx.dc, tonumber(gone[i]), -1)
-    end
+  local gone = redis.call('ZRANGE', ctx.key, first, last, 'WITHSCORES')
+  for i = 1, #gone, 2 do
+    local sc = tonumber(gone[i + 1])
+    dense_move(ctx, sc, nil)
+    undo[#undo + 1] = { ctx, gone[i], sc, false }
   end
   redis.call('ZREMRANGEBYRANK', ctx.key, first, last)
+end
+
+-- Undoes the recorded changes past the first `keep`, newest first.
+local function rollback(keep)
+  for i = #undo, keep + 1, -1 do
+    local ctx, member, before, after = unpack(undo[i])
+    if before then
+      redis.call('ZADD', ctx.key, fmt(before), member)
+    else
+      redis.call('ZREM', ctx.key, member)
+    end
+    dense_move(ctx, after or nil, before or nil)
+    undo[i] = nil
+  end
 end
 
 local function standing(e)
@@ -260,23 +299,13 @@ local function standing(e)
   return rows
 end
 
-if ttl > 0 then
+if ttl > 0 and not check then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 end
 
 -- Without trimming, every member's score after each event is exactly what pass 1 worked out (nothing
 -- else writes in between): count-mode batches reuse it instead of reading it again.
-local reuse = not full and max_members == 0
-
--- On dense boards, moves one member's count in the distinct-value index from `old` (nil: none) to `new`.
-local function dense_move(ctx, old, new)
-  if dense then
-    if old then
-      dense_count(ctx, ctx.dc, old, -1)
-    end
-    dense_count(ctx, ctx.dc, new, 1)
-  end
-end
+local reuse = not full and not trims
 
 -- (score, member) pairs for one variadic ZADD per call of at most MULTI pairs.
 local function zadd_pairs(key, args)
@@ -287,41 +316,32 @@ end
 
 -- Event ids to remember, as (forget-at, id) pairs.
 local remember = {}
-local accepted, duplicates = 0, 0
--- The accepted events take the next sequence numbers in order: reserved in one INCRBY.
-local first_seq, seq = 0, 0
-if logged and taking > 0 then
-  seq = redis.call('INCRBY', KEYS[4], taking) - taking
-  first_seq = seq + 1
-end
+local duplicates = 0
+-- The accepted events, in order: they take the next sequence numbers once the chunk stands.
+local taken = {}
 local flags = {}
 local reply
 local touched = {}
 for e = 1, count do
   local p = pos[e]
-  if dup[e] then
+  if trims and not skip[e] then
+    dup[e] = is_dup(e)
+  end
+  if skip[e] then
+    flags[e] = '-'
+  elseif dup[e] then
     duplicates = duplicates + 1
     flags[e] = '0'
     if full then
       reply = { 1, standing(e), 0 }
     end
   else
-    accepted = accepted + 1
-    flags[e] = '1'
     local member, id = ARGV[p], ARGV[p + 2]
-    if id ~= '' and ttl > 0 then
-      remember[#remember + 1] = tonumber(ARGV[p + 5]) + ttl
-      remember[#remember + 1] = id
-    end
-    if logged then
-      seq = seq + 1
-      redis.call('XADD', KEYS[5], '0-' .. seq, 'o', 'e', 's', seq, 'm', member, 'v', ARGV[p + 1], 'i', id,
-        'a', ARGV[p + 3], 'n', tonumber(ARGV[p + 5]), 'c', ARGV[p + 4])
-    end
     local rows = full and {}
+    local mark = #undo
+    local why = nil
     for q = p + 7, last[e], 2 do
       local slot = tonumber(ARGV[q])
-      touched[slot] = true
       -- Reused scores are written after this loop, once per member.
       if not reuse then
         local ctx = slots[slot]
@@ -330,11 +350,18 @@ for e = 1, count do
         if full and old then
           prev = rank_of(ctx, member, old)
         end
-        local new = next_score(ctx, old, values[e], tonumber(ARGV[q + 1]))
+        local new, bad = next_score(ctx, old, values[e], tonumber(ARGV[q + 1]))
+        if not new then
+          why = bad
+          break
+        end
         if new ~= old then
+          if trims then
+            undo[#undo + 1] = { ctx, member, old or false, new }
+          end
           redis.call('ZADD', ctx.key, fmt(new), member)
           dense_move(ctx, old, new)
-          if max_members > 0 then
+          if trims then
             trim(ctx)
           end
         end
@@ -348,9 +375,51 @@ for e = 1, count do
         end
       end
     end
-    if full then
-      reply = { 0, rows, seq }
+    if why and not check then
+      rollback(0)
+      return fail('RANGE', (e - 1) .. ' value: ' .. why)
+    elseif why then
+      rollback(mark)
+      refuse(e, 'value: ' .. why)
+      flags[e] = '-'
+    else
+      for q = p + 7, last[e], 2 do
+        touched[tonumber(ARGV[q])] = true
+      end
+      if id ~= '' then
+        seen[id] = true
+        if ttl > 0 then
+          remember[#remember + 1] = tonumber(ARGV[p + 5]) + ttl
+          remember[#remember + 1] = id
+        end
+      end
+      taken[#taken + 1] = e
+      flags[e] = '1'
+      if full then
+        reply = { 0, rows, 0 }
+      end
     end
+  end
+end
+
+if check then
+  rollback(0)
+  return refused
+end
+
+-- The chunk stands: every accepted event takes the next sequence number and is logged, in order.
+local first_seq = 0
+if logged and #taken > 0 then
+  local seq = redis.call('INCRBY', KEYS[4], #taken) - #taken
+  first_seq = seq + 1
+  for _, e in ipairs(taken) do
+    local p = pos[e]
+    seq = seq + 1
+    redis.call('XADD', KEYS[5], '0-' .. seq, 'o', 'e', 's', seq, 'm', ARGV[p], 'v', ARGV[p + 1], 'i', ARGV[p + 2],
+      'a', ARGV[p + 3], 'n', tonumber(ARGV[p + 5]), 'c', ARGV[p + 4])
+  end
+  if full and reply[1] == 0 then
+    reply[3] = seq
   end
 end
 
@@ -393,4 +462,4 @@ end
 if full then
   return reply
 end
-return { accepted, duplicates, first_seq, table.concat(flags) }
+return { #taken, duplicates, first_seq, table.concat(flags) }

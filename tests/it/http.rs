@@ -1283,6 +1283,114 @@ async fn a_batch_whose_sums_leave_a_range_writes_nothing_and_lists_every_such_ev
 }
 
 #[tokio::test]
+async fn a_trimmed_board_judges_each_event_after_the_trims_before_it_and_a_refusal_writes_nothing()
+{
+    let app = TestApp::spawn().await;
+    app.put_board("plain", json!({})).await;
+    // desc, one member kept, scores within ±2,097,151 (tie_break first on the all-time window).
+    app.put_board("kept", json!({"tie_break": "first", "max_members": 1}))
+        .await;
+    let single = |member: &str, value: i64| {
+        app.send_json(
+            Method::POST,
+            "/v1/boards/kept/scores",
+            json!({"member": member, "value": value}),
+        )
+    };
+    ok(single("x", 1_000_000).await, 200).await;
+    let score_of = |member: &'static str| {
+        let app = &app;
+        async move {
+            let r = app.get(&format!("/v1/boards/kept/members/{member}")).await;
+            match r.status().as_u16() {
+                404 => None,
+                _ => ok(r, 200).await["score"].as_f64(),
+            }
+        }
+    };
+    // m is trimmed by its first event and starts again from nothing at its second, which trims x;
+    // its third would take it to 2,200,000. One call: the refusal must undo the first two.
+    let v = send_problem(
+        &app,
+        Method::POST,
+        "/v1/scores/batch",
+        json!({"events": [
+            {"board": "kept", "member": "m", "value": -1_500_000},
+            {"board": "kept", "member": "m", "value": 1_600_000},
+            {"board": "kept", "member": "m", "value": 600_000}
+        ]}),
+        400,
+        Some("events"),
+    )
+    .await;
+    assert_eq!(batch_errors(&v), [(2, "value")], "{v}");
+    assert!(
+        v["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2200000"),
+        "{v}"
+    );
+    assert_eq!(
+        score_of("x").await,
+        Some(1_000_000.0),
+        "nothing was written"
+    );
+    assert_eq!(score_of("m").await, None, "nothing was written");
+    // The same over two calls (another board first): the check before writing judges it the same.
+    let v = send_problem(
+        &app,
+        Method::POST,
+        "/v1/scores/batch",
+        json!({"events": [
+            {"board": "plain", "member": "u", "value": 1},
+            {"board": "kept", "member": "m", "value": -1_500_000},
+            {"board": "kept", "member": "m", "value": 1_600_000},
+            {"board": "kept", "member": "m", "value": 600_000}
+        ]}),
+        400,
+        Some("events"),
+    )
+    .await;
+    assert_eq!(batch_errors(&v), [(3, "value")], "{v}");
+    let v = ok(app.get("/v1/boards/plain").await, 200).await;
+    assert_eq!(v["members"], 0, "nothing was written to plain: {v}");
+    assert_eq!(score_of("x").await, Some(1_000_000.0));
+    // Sums that would leave the range only if nothing were trimmed are taken, as one by one:
+    // each -2,000,000 finds w trimmed away by the one before.
+    let r = app
+        .send_json(
+            Method::POST,
+            "/v1/scores/batch",
+            json!({"events": [
+                {"board": "plain", "member": "u", "value": 1},
+                {"board": "kept", "member": "w", "value": -2_000_000},
+                {"board": "kept", "member": "w", "value": -2_000_000},
+                {"board": "kept", "member": "m", "value": -1_500_000},
+                {"board": "kept", "member": "m", "value": 1_600_000}
+            ]}),
+        )
+        .await;
+    assert_eq!(ok(r, 200).await["accepted"], 5);
+    assert_eq!(score_of("m").await, Some(1_600_000.0));
+    assert_eq!(score_of("x").await, None, "trimmed by m's return");
+    assert_eq!(score_of("w").await, None);
+    let r = app
+        .send_json(
+            Method::POST,
+            "/v1/scores/batch",
+            json!({"events": [
+                {"board": "kept", "member": "w", "value": -2_000_000},
+                {"board": "kept", "member": "w", "value": -2_000_000}
+            ]}),
+        )
+        .await;
+    assert_eq!(ok(r, 200).await["accepted"], 2);
+    app.cleanup().await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_batch_is_validated_whole_and_lists_every_invalid_event() {
     let app = TestApp::spawn().await;
     app.put_board("batch", json!({})).await;
