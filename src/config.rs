@@ -144,6 +144,9 @@ pub struct Config {
     /// Redis connections (`RANKD_REDIS_POOL_SIZE`, default 2). Each pipelines the commands in flight
     /// on it, so a few connections carry any load; more cost Redis and rankd a syscall per command.
     pub redis_pool_size: usize,
+    /// How long a Redis command may wait for its answer (`RANKD_REDIS_TIMEOUT_MS`, default 5000).
+    /// A write not answered in time is reported as possibly applied.
+    pub redis_timeout: Duration,
     /// How often board sizes are sampled for the metrics (`RANKD_METRICS_SAMPLE_SECS`, default 15).
     pub metrics_sample: Duration,
     /// The durable store, `postgres://user@host:port/db` (`RANKD_DATABASE_URL`); none keeps scores
@@ -175,6 +178,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             dedupe_window: Duration::from_secs(24 * 3600),
             redis_pool_size: 2,
+            redis_timeout: Duration::from_secs(5),
             metrics_sample: Duration::from_secs(15),
             database_url: None,
             durability: crate::engine::Durability::Sync,
@@ -202,6 +206,7 @@ struct FileConfig {
     shutdown_grace_secs: Option<u64>,
     dedupe_window_secs: Option<u64>,
     redis_pool_size: Option<u64>,
+    redis_timeout_ms: Option<u64>,
     metrics_sample_secs: Option<u64>,
     database_url: Option<String>,
     durability: Option<String>,
@@ -213,7 +218,7 @@ struct FileConfig {
 /// Raw settings from one layer, all strings, before parsing.
 pub type Layer = Vec<(&'static str, String)>;
 
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 19] = [
     "listen",
     "redis_url",
     "key_prefix",
@@ -226,6 +231,7 @@ const NAMES: [&str; 18] = [
     "shutdown_grace_secs",
     "dedupe_window_secs",
     "redis_pool_size",
+    "redis_timeout_ms",
     "metrics_sample_secs",
     "database_url",
     "durability",
@@ -304,6 +310,10 @@ impl Config {
             f.dedupe_window_secs.map(|n| n.to_string()),
         );
         put("redis_pool_size", f.redis_pool_size.map(|n| n.to_string()));
+        put(
+            "redis_timeout_ms",
+            f.redis_timeout_ms.map(|n| n.to_string()),
+        );
         put(
             "metrics_sample_secs",
             f.metrics_sample_secs.map(|n| n.to_string()),
@@ -400,6 +410,7 @@ impl Config {
                 self.dedupe_window = Duration::from_secs(num(0, 30 * 24 * 3600)?)
             }
             "redis_pool_size" => self.redis_pool_size = num(1, 256)? as usize,
+            "redis_timeout_ms" => self.redis_timeout = Duration::from_millis(num(50, 600_000)?),
             "metrics_sample_secs" => self.metrics_sample = Duration::from_secs(num(1, 3600)?),
             "database_url" => {
                 let v = value.trim();
@@ -554,5 +565,10 @@ mod tests {
                 .field,
             "redis_url"
         );
+        let e = Config::load(None, env(&[("RANKD_REDIS_TIMEOUT_MS", "10")]), vec![]).unwrap_err();
+        assert_eq!(e.field, "redis_timeout_ms");
+        assert!(e.message.contains("from 50 to 600000"), "{e}");
+        let c = Config::load(None, env(&[("RANKD_REDIS_TIMEOUT_MS", "250")]), vec![]).unwrap();
+        assert_eq!(c.redis_timeout, Duration::from_millis(250));
     }
 }

@@ -82,9 +82,28 @@ pub enum Error {
     /// The backend cannot be reached now; the request was not applied.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The request may have been applied, and nobody can say for sure: a call was sent to Redis
+    /// and no answer came in time, or the durable store did not confirm a write Redis applied.
+    #[error("{detail}")]
+    Unconfirmed {
+        /// What the client is told: no internal detail.
+        detail: String,
+        /// What went wrong, for the log.
+        cause: String,
+    },
     /// The backend answered something unexpected.
     #[error("backend error: {0}")]
     Backend(String),
+}
+
+impl Error {
+    /// A call sent to Redis that was not answered (`cause`): it may have run.
+    pub fn unanswered(cause: String) -> Self {
+        Error::Unconfirmed {
+            detail: "the leaderboard backend did not answer in time".into(),
+            cause,
+        }
+    }
 }
 
 /// The engine's result type.

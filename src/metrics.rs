@@ -107,7 +107,7 @@ fn describe() {
     );
     describe_counter!(
         SCRIPT_ERRORS,
-        "Lua script calls that failed, by script and kind: refused (the script's own refusal, such as a stale definition or a value out of range), reply (an error Redis answered), unavailable."
+        "Lua script calls that failed, by script and kind: refused (the script's own refusal, such as a stale definition or a value out of range), reply (an error Redis answered), unavailable (never sent: Redis out of reach), unanswered (sent, and no answer in time)."
     );
     describe_counter!(
         BACKEND_ERRORS,

@@ -48,8 +48,9 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, E
         Some(url) => {
             let mut rc = RedisConfig::new(url.clone());
             rc.pool_size = config.redis_pool_size;
+            rc.command_timeout = config.redis_timeout;
             let exec = RedisExecutor::connect(&rc).await.map_err(|e| match e {
-                ExecError::Unavailable(m) | ExecError::Reply(m) => {
+                ExecError::Unavailable(m) | ExecError::Unanswered(m) | ExecError::Reply(m) => {
                     Error::Unavailable(format!("redis_url: {m}"))
                 }
             })?;

@@ -36,6 +36,7 @@ impl Instrumented {
     fn record(&self, script: &'static str, started: Instant, r: Result<(), &ExecError>) {
         metrics::histogram!(m::SCRIPT_DURATION, "script" => script)
             .record(started.elapsed().as_secs_f64());
+        // A call that was never sent is not counted; one sent and not answered is.
         if !matches!(r, Err(ExecError::Unavailable(_))) {
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
         }
@@ -48,6 +49,10 @@ impl Instrumented {
                 ExecError::Unavailable(_) => {
                     metrics::counter!(m::BACKEND_ERRORS).increment(1);
                     "unavailable"
+                }
+                ExecError::Unanswered(_) => {
+                    metrics::counter!(m::BACKEND_ERRORS).increment(1);
+                    "unanswered"
                 }
             };
             metrics::counter!(m::SCRIPT_ERRORS, "script" => script, "kind" => kind).increment(1);

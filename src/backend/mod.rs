@@ -62,9 +62,13 @@ pub enum ExecError {
     /// The script (or Redis running it) answered with an error reply.
     #[error("{0}")]
     Reply(String),
-    /// The backend could not be reached or did not answer in time; the call may not have run.
+    /// The backend could not be reached: the call was not sent, so it did not run.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The call was sent and no answer came (it timed out, or its connection was lost): it may
+    /// have run, or may yet run.
+    #[error("unanswered: {0}")]
+    Unanswered(String),
 }
 
 /// One script call of a pipeline.

@@ -74,12 +74,14 @@ const UNROUTED: &str = "Failed to route command";
 
 fn classify(e: &Error) -> ExecError {
     match e.kind() {
-        ErrorKind::IO
-        | ErrorKind::Timeout
-        | ErrorKind::Canceled
-        | ErrorKind::Cluster
-        | ErrorKind::Routing
-        | ErrorKind::Backpressure => ExecError::Unavailable(e.to_string()),
+        // No answer in time, or the connection lost with the command on it: it may have been
+        // written, and Redis may have run it (a score applied), or may yet run it.
+        ErrorKind::Timeout | ErrorKind::IO | ErrorKind::Canceled => {
+            ExecError::Unanswered(e.to_string())
+        }
+        ErrorKind::Cluster | ErrorKind::Routing | ErrorKind::Backpressure => {
+            ExecError::Unavailable(e.to_string())
+        }
         // Redis answering that it cannot serve right now (still loading its data, busy with a
         // script, a cluster without a quorum): the request may be retried, it is not wrong.
         _ if TRANSIENT.iter().any(|p| e.details().starts_with(p)) => {
@@ -200,7 +202,10 @@ impl RedisExecutor {
             .build_pool(config.pool_size.max(1))
             .map_err(|e| ExecError::Unavailable(e.to_string()))?;
         let clustered = config.url.starts_with("redis-cluster://");
-        pool.init().await.map_err(|e| classify(&e))?;
+        // Nothing was sent yet: whatever went wrong, Redis is out of reach.
+        pool.init()
+            .await
+            .map_err(|e| ExecError::Unavailable(e.to_string()))?;
         Ok(Self {
             pool,
             clustered,
@@ -265,7 +270,7 @@ impl RedisExecutor {
     /// reach.
     fn noted(&self, e: &Error) -> ExecError {
         let e = classify(e);
-        if matches!(e, ExecError::Unavailable(_)) {
+        if matches!(e, ExecError::Unavailable(_) | ExecError::Unanswered(_)) {
             self.down.store(true, Ordering::Relaxed);
         }
         e
@@ -284,7 +289,7 @@ impl RedisExecutor {
     }
 
     fn note(&self, r: &Result<Reply, ExecError>) {
-        if matches!(r, Err(ExecError::Unavailable(_))) {
+        if matches!(r, Err(ExecError::Unavailable(_) | ExecError::Unanswered(_))) {
             self.down.store(true, Ordering::Relaxed);
         }
     }
@@ -340,10 +345,10 @@ impl RedisExecutor {
             .filter(|&i| matches!(&out[i], Err(ExecError::Reply(m)) if m == "NOSCRIPT"))
             .collect();
         // A script that ran is a hit, whether it answered or refused; a call that never reached
-        // Redis is neither.
+        // Redis, or was not answered, is neither.
         let ran = out
             .iter()
-            .filter(|r| !matches!(r, Err(ExecError::Unavailable(_))))
+            .filter(|r| !matches!(r, Err(ExecError::Unavailable(_) | ExecError::Unanswered(_))))
             .count();
         self.cache((ran - failed.len()) as u64, failed.len() as u64);
         if !failed.is_empty() {
@@ -626,5 +631,13 @@ mod tests {
             "ERR RANKD_RANGE 0 value: must be finite",
         );
         assert!(matches!(classify(&e), ExecError::Reply(_)));
+    }
+
+    #[test]
+    fn a_call_sent_and_not_answered_may_have_run() {
+        for kind in [ErrorKind::Timeout, ErrorKind::IO, ErrorKind::Canceled] {
+            let e = Error::new(kind.clone(), "Request timed out.");
+            assert!(matches!(classify(&e), ExecError::Unanswered(_)), "{kind:?}");
+        }
     }
 }

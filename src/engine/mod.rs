@@ -184,14 +184,34 @@ impl SumSpan {
 /// The error of a batch some of whose calls failed for good. When none wrote, it is the failure
 /// itself (every refused event listed when those are the reason); otherwise a conflict naming the
 /// events that were not applied, so that the client can resend exactly those.
-fn partly_applied(
-    wrote: usize,
-    total: usize,
-    mut unapplied: Vec<usize>,
-    mut refused: Vec<(usize, Invalid)>,
-    failure: Option<Error>,
-) -> Error {
+fn partly_applied(wrote: usize, total: usize, left: Left, failure: Option<Error>) -> Error {
+    let Left {
+        mut unapplied,
+        mut unknown,
+        mut refused,
+    } = left;
     refused.sort_by_key(|(i, _)| *i);
+    unapplied.sort_unstable();
+    if !unknown.is_empty() {
+        // Resending these without their event ids could apply them twice: say so, not "resend".
+        unknown.sort_unstable();
+        let mut detail = format!(
+            "the leaderboard backend did not answer in time for events {}",
+            index_ranges(&unknown)
+        );
+        if !unapplied.is_empty() {
+            detail.push_str(&format!(
+                ", and events {} were not applied",
+                index_ranges(&unapplied)
+            ));
+        }
+        let cause = match failure {
+            Some(Error::Unconfirmed { cause, .. }) => cause,
+            Some(e) => e.to_string(),
+            None => String::new(),
+        };
+        return Error::Unconfirmed { detail, cause };
+    }
     if wrote == 0 {
         return match failure {
             Some(e) if refused.is_empty() => e,
@@ -199,18 +219,35 @@ fn partly_applied(
             _ => Error::Backend("a batch failed without a reason".into()),
         };
     }
-    unapplied.sort_unstable();
     let why = match (refused.first(), &failure) {
-        (Some((i, inv)), _) => format!("events[{i}].{}: {}", inv.field, inv.message),
-        (None, Some(e)) => e.to_string(),
+        (Some((i, inv)), _) => format!(
+            "a concurrent change to their boards came between this batch's check and its write \
+             (events[{i}].{}: {})",
+            inv.field, inv.message
+        ),
+        // What a client may read: no internal detail.
+        (None, Some(Error::Unavailable(_))) => {
+            "the batch was cut short: the leaderboard backend became unreachable".into()
+        }
+        (None, Some(Error::Backend(_))) => "the batch was cut short by an internal error".into(),
+        (None, Some(e)) => format!("the batch was cut short: {e}"),
         (None, None) => "no reason given".into(),
     };
     Error::Conflict(format!(
-        "{} of {total} events were not applied and the others were: a concurrent change to their \
-         boards came between this batch's check and its write ({why}); resend events {}",
+        "{} of {total} events were not applied and the others were: {why}; resend events {}",
         unapplied.len(),
         index_ranges(&unapplied)
     ))
+}
+
+/// The events of a batch that an attempt left unapplied.
+struct Left {
+    /// Not applied: a failed call, or one never made.
+    unapplied: Vec<usize>,
+    /// Sent and not answered: applied or not, nobody can say.
+    unknown: Vec<usize>,
+    /// Refused, with the reason (also not applied).
+    refused: Vec<(usize, Invalid)>,
 }
 
 /// A submit script's reason for refusing an event, `<field>: <detail>`, as the invalid input.
@@ -446,7 +483,7 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self> {
         exec.load(&scripts::all()).await.map_err(|e| match e {
-            ExecError::Unavailable(m) => Error::Unavailable(m),
+            ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
             ExecError::Reply(m) => Error::Backend(format!("loading scripts: {m}")),
         })?;
         Ok(Self {
@@ -475,9 +512,17 @@ impl Engine {
         if self.journal.is_some() { "1" } else { "0" }.into()
     }
 
+    /// Hands operations Redis applied to the journal. In sync mode a store that cannot commit them
+    /// fails the request, yet Redis holds them and its log keeps them for the sweep to store: the
+    /// answer must not say they were not applied.
     async fn journal(&self, ops: Vec<LoggedOp>) -> Result<()> {
         match &self.journal {
-            Some(j) if !ops.is_empty() => j.record(ops).await,
+            Some(j) if !ops.is_empty() => j.record(ops).await.map_err(|e| Error::Unconfirmed {
+                detail: "the write was applied, but the durable store did not confirm it; it is \
+                         stored once the store is back"
+                    .into(),
+                cause: e.to_string(),
+            }),
             _ => Ok(()),
         }
     }
@@ -552,6 +597,7 @@ impl Engine {
     fn on_error(&self, board: &BoardId, e: ExecError) -> Next {
         let m = match e {
             ExecError::Unavailable(m) => return Next::Fail(Error::Unavailable(m)),
+            ExecError::Unanswered(m) => return Next::Fail(Error::unanswered(m)),
             ExecError::Reply(m) => m,
         };
         if m.contains("RANKD_STALE") {
@@ -587,7 +633,8 @@ impl Engine {
             })
             .await
             .map_err(|e| match e {
-                ExecError::Unavailable(m) => Error::Unavailable(m),
+                // A read: nothing was written either way.
+                ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
                 ExecError::Reply(m) => Error::Backend(m),
             })?;
         Self::parse_def(&reply)
@@ -754,6 +801,7 @@ impl Engine {
             .await
             .map_err(|e| match e {
                 ExecError::Unavailable(m) => Error::Unavailable(m),
+                ExecError::Unanswered(m) => Error::unanswered(m),
                 ExecError::Reply(m) => Error::Backend(m),
             })
     }
@@ -866,6 +914,7 @@ impl Engine {
             .await
             .map_err(|e| match e {
                 ExecError::Unavailable(m) => Error::Unavailable(m),
+                ExecError::Unanswered(m) => Error::unanswered(m),
                 ExecError::Reply(m) => Error::Backend(m),
             })?;
         Ok(as_array(&reply)
@@ -1266,6 +1315,8 @@ impl Engine {
             let mut unapplied: Vec<usize> = Vec::new();
             let mut refused: Vec<(usize, Invalid)> = Vec::new();
             let mut failure: Option<Error> = None;
+            // Calls sent and not answered: the events they held may or may not have been applied.
+            let mut unknown: Vec<usize> = Vec::new();
             for ((b, idx), r) in pending.into_iter().zip(results) {
                 match r {
                     Ok(reply) => match as_array(&reply) {
@@ -1304,10 +1355,14 @@ impl Engine {
                                     .and_then(|r| r.split(' ').next())
                                     .and_then(|n| n.parse::<usize>().ok())
                                     .unwrap_or(0),
-                                ExecError::Unavailable(_) => 0,
+                                ExecError::Unavailable(_) | ExecError::Unanswered(_) => 0,
                             };
                             refused.push((idx.get(local).copied().unwrap_or(idx[0]), inv));
                             unapplied.extend(&idx);
+                        }
+                        Next::Fail(e @ Error::Unconfirmed { .. }) => {
+                            failure = Some(e);
+                            unknown.extend(&idx);
                         }
                         Next::Fail(e) => {
                             failure.get_or_insert(e);
@@ -1327,8 +1382,11 @@ impl Engine {
                 return Err(partly_applied(
                     wrote,
                     events.len(),
-                    unapplied,
-                    refused,
+                    Left {
+                        unapplied,
+                        unknown,
+                        refused,
+                    },
                     failure,
                 ));
             }
@@ -1382,7 +1440,10 @@ impl Engine {
         for (s, r) in sums.into_iter().zip(held) {
             let most = match r {
                 Ok(reply) => as_f64(&reply).ok_or_else(|| bad_reply("score_span", &reply))?,
-                Err(ExecError::Unavailable(m)) => return Err(Error::Unavailable(m)),
+                // A read: nothing was written either way.
+                Err(ExecError::Unavailable(m) | ExecError::Unanswered(m)) => {
+                    return Err(Error::Unavailable(m))
+                }
                 Err(ExecError::Reply(m)) => return Err(Error::Backend(m)),
             };
             let bound = s.def.def.score_bound().unwrap_or(f64::MAX);
@@ -1417,7 +1478,10 @@ impl Engine {
         for (idx, r) in checked.into_iter().zip(replies) {
             let reply = match r {
                 Ok(reply) => reply,
-                Err(ExecError::Unavailable(m)) => return Err(Error::Unavailable(m)),
+                // Check mode writes nothing, answered or not.
+                Err(ExecError::Unavailable(m) | ExecError::Unanswered(m)) => {
+                    return Err(Error::Unavailable(m))
+                }
                 // A definition changed meanwhile: the writes will find out and retry.
                 Err(ExecError::Reply(_)) => continue,
             };
@@ -2091,31 +2155,60 @@ mod tests {
         assert_eq!(index_ranges(&[0, 1, 2, 3, 4, 7, 9, 10]), "0-4, 7, 9-10");
     }
 
+    fn left(unapplied: Vec<usize>, unknown: Vec<usize>, refused: Vec<(usize, Invalid)>) -> Left {
+        Left {
+            unapplied,
+            unknown,
+            refused,
+        }
+    }
+
     #[test]
     fn a_batch_partly_applied_names_what_to_resend() {
         let refused = || vec![(7, Invalid::new("value", "too big"))];
         // Nothing written: the refusals themselves, as an invalid batch.
-        let e = partly_applied(0, 10, vec![5, 6, 7], refused(), None);
+        let e = partly_applied(0, 10, left(vec![5, 6, 7], vec![], refused()), None);
         assert!(
             matches!(&e, Error::InvalidBatch(l) if l.len() == 1 && l[0].0 == 7),
             "{e}"
         );
         // Nothing written and no refusal: the failure as it is.
-        let e = partly_applied(
-            0,
-            10,
-            vec![0],
-            vec![],
-            Some(Error::Unavailable("gone".into())),
-        );
+        let gone = || Some(Error::Unavailable("gone".into()));
+        let e = partly_applied(0, 10, left(vec![0], vec![], vec![]), gone());
         assert!(matches!(e, Error::Unavailable(_)), "{e}");
         // Some calls wrote: a conflict naming the events not applied and why.
-        let e = partly_applied(2, 10, vec![7, 5, 6, 9], refused(), None);
+        let e = partly_applied(2, 10, left(vec![7, 5, 6, 9], vec![], refused()), None);
         let Error::Conflict(m) = &e else {
             panic!("{e}")
         };
         assert!(m.starts_with("4 of 10 events were not applied"), "{m}");
         assert!(m.contains("events[7].value: too big"), "{m}");
         assert!(m.ends_with("resend events 5-7, 9"), "{m}");
+        // Cut short by Redis going away: said so, without its internal message.
+        let e = partly_applied(2, 10, left(vec![8, 9], vec![], vec![]), gone());
+        let Error::Conflict(m) = &e else {
+            panic!("{e}")
+        };
+        assert!(m.contains("became unreachable"), "{m}");
+        assert!(!m.contains("gone"), "{m}");
+        assert!(m.ends_with("resend events 8-9"), "{m}");
+    }
+
+    #[test]
+    fn a_batch_call_not_answered_is_not_offered_for_resending() {
+        let e = partly_applied(
+            1,
+            10,
+            left(vec![9], vec![5, 6, 7, 8], vec![]),
+            Some(Error::unanswered("Request timed out.".into())),
+        );
+        let Error::Unconfirmed { detail, cause } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(
+            detail,
+            "the leaderboard backend did not answer in time for events 5-8, and events 9 were not applied"
+        );
+        assert_eq!(cause, "Request timed out.");
     }
 }

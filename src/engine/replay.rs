@@ -134,7 +134,7 @@ fn stream_op(board: &BoardId, entry: &Reply) -> Option<LoggedOp> {
 
 fn unavailable(e: ExecError) -> Error {
     match e {
-        ExecError::Unavailable(m) => Error::Unavailable(m),
+        ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
         ExecError::Reply(m) => Error::Backend(m),
     }
 }
@@ -720,7 +720,7 @@ impl Engine {
 
     async fn checked(&self, call: Call) -> Result<Reply> {
         self.exec.eval(call).await.map_err(|e| match e {
-            ExecError::Unavailable(m) => Error::Unavailable(m),
+            ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
             ExecError::Reply(m) => Error::Backend(format!("replay: {m}")),
         })
     }

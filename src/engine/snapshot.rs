@@ -303,7 +303,7 @@ impl Target {
 }
 fn unavailable(e: ExecError) -> Error {
     match e {
-        ExecError::Unavailable(m) => Error::Unavailable(m),
+        ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
         ExecError::Reply(m) => Error::Backend(m),
     }
 }

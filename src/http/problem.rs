@@ -223,6 +223,21 @@ impl Problem {
                 p.request_id = Some(request_id.to_owned());
                 p
             }
+            Error::Unconfirmed { detail, cause } => {
+                tracing::warn!(request_id, error = %cause, "outcome unconfirmed");
+                let mut p = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unconfirmed",
+                    "Outcome not confirmed",
+                    format!(
+                        "{detail}: the request may have been applied. Resend a write only with the \
+                         same event_id, which applies it at most once"
+                    ),
+                );
+                p.retry_after = Some(1);
+                p.request_id = Some(request_id.to_owned());
+                p
+            }
             Error::Backend(m) => {
                 tracing::error!(request_id, error = %m, "backend error");
                 let mut p = Self::new(

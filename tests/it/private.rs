@@ -52,6 +52,22 @@ impl PrivateRedis {
         }
     }
 
+    /// SIGSTOP: it keeps its connections and reads nothing until [`PrivateRedis::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: it runs what it was sent meanwhile.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
+    }
+
     /// SIGKILL: everything it held is gone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

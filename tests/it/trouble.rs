@@ -640,3 +640,85 @@ async fn when_redis_returns_empty_the_server_recovers_by_itself_and_reloads_its_
     app.stop().await;
     redis.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_redis_leaves_unanswered_is_unconfirmed_and_its_event_id_applies_it_once() {
+    let redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let app = TestApp::spawn_with(|c| {
+        c.redis_url = Some(url);
+        c.redis_timeout = Duration::from_millis(300);
+    })
+    .await;
+    app.put_board("slow", json!({})).await;
+    app.submit("slow", "a", 1.0).await;
+    let write = || {
+        app.send_json(
+            Method::POST,
+            "/v1/boards/slow/scores",
+            json!({"member": "a", "value": 5, "event_id": "slow-1"}),
+        )
+    };
+    // Redis takes the call and does not answer: rankd cannot say whether it will be applied.
+    redis.pause();
+    let started = Instant::now();
+    let r = write().await;
+    let took = started.elapsed();
+    assert_eq!(r.status(), 503);
+    assert!(
+        took < Duration::from_secs(3),
+        "waited {took:?}, not the 300 ms timeout"
+    );
+    assert!(r.headers().contains_key("retry-after"));
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "urn:rankd:problem:unconfirmed", "{v}");
+    assert_eq!(v["request_id"], id.as_str(), "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("event_id"), "{v}");
+    assert!(!detail.contains("timed out"), "no internal detail: {v}");
+    // Requests after it are not sent to a Redis known not to answer: nothing of theirs applies.
+    let r = app
+        .send_json(
+            Method::POST,
+            "/v1/boards/slow/scores",
+            json!({"member": "b", "value": 7}),
+        )
+        .await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "urn:rankd:problem:unavailable", "{v}");
+
+    // Redis runs what it had been sent: the unconfirmed write was applied after all.
+    redis.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.get("/readyz").await.status() != 200 {
+        assert!(Instant::now() < deadline, "rankd did not see Redis back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v: Value = app
+        .get("/v1/boards/slow/members/a")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["score"], 6.0, "{v}");
+    assert_eq!(
+        app.get("/v1/boards/slow/members/b").await.status(),
+        404,
+        "the write refused fast was never sent"
+    );
+    // Resent with its event id, as the answer said: applied once.
+    let r = write().await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["duplicate"], true, "{v}");
+    let v: Value = app
+        .get("/v1/boards/slow/members/a")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["score"], 6.0, "{v}");
+    app.stop().await;
+}
