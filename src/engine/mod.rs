@@ -1261,7 +1261,11 @@ impl Engine {
                             defs.insert(b.clone(), d);
                         }
                         Err(Error::BoardNotFound(_)) => {}
-                        Err(e) => return Err(e),
+                        Err(e) => {
+                            return Err(self
+                                .cut_short(e, wrote, events.len(), &pending, logged)
+                                .await)
+                        }
                     }
                 }
                 if !defs.contains_key(b) {
@@ -1297,7 +1301,10 @@ impl Engine {
             }
             if !invalid.is_empty() {
                 invalid.sort_by_key(|(i, _)| *i);
-                return Err(Error::InvalidBatch(invalid));
+                let e = Error::InvalidBatch(invalid);
+                return Err(self
+                    .cut_short(e, wrote, events.len(), &pending, logged)
+                    .await);
             }
             if several {
                 let refused = self.refused_sums(sums, events, now).await?;
@@ -1305,11 +1312,15 @@ impl Engine {
                     return Err(Error::InvalidBatch(refused));
                 }
             }
-            let results = self
-                .exec
-                .eval_many(calls)
-                .await
-                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            let results = match self.exec.eval_many(calls).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let e = Error::Unavailable(e.to_string());
+                    return Err(self
+                        .cut_short(e, wrote, events.len(), &pending, logged)
+                        .await);
+                }
+            };
             let mut retry = Vec::new();
             // Calls that failed for good: the events they held, and the first reason.
             let mut unapplied: Vec<usize> = Vec::new();
@@ -1405,6 +1416,40 @@ impl Engine {
                 )
             }
         )))
+    }
+
+    /// Ends a batch that stopped with `e` on an attempt after earlier attempts wrote `wrote`
+    /// calls: what was written is journaled, and the answer names the events of `pending` as not
+    /// applied rather than claim that nothing was. With nothing written, `e` is the answer.
+    async fn cut_short(
+        &self,
+        e: Error,
+        wrote: usize,
+        total: usize,
+        pending: &[(BoardId, Vec<usize>)],
+        logged: Vec<LoggedOp>,
+    ) -> Error {
+        if wrote == 0 {
+            return e;
+        }
+        if let Err(j) = self.journal(logged).await {
+            return j;
+        }
+        let unapplied = pending.iter().flat_map(|(_, idx)| idx.clone()).collect();
+        let (refused, failure) = match e {
+            Error::InvalidBatch(list) => (list, None),
+            e => (Vec::new(), Some(e)),
+        };
+        partly_applied(
+            wrote,
+            total,
+            Left {
+                unapplied,
+                unknown: Vec::new(),
+                refused,
+            },
+            failure,
+        )
     }
 
     /// Finds, before anything is written, the events of a batch of several calls whose sums would

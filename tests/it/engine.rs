@@ -1,11 +1,13 @@
 //! The engine end to end: writes, reads, rank modes, windows, scopes, errors.
 
+use rankd::backend::redis::{RedisConfig, RedisExecutor};
+use rankd::backend::{Call, ExecError, Executor, Reply, Script};
 use rankd::board::{BoardDef, Display, EventId, Order, Policy, RankMode, TieBreak};
 use rankd::engine::{Cursor, Limit, Offset, Radius, Submit, View};
 use rankd::window::{Period, Window};
 use rankd::Error;
 
-use crate::helpers::{m, scope, score, Clock, Ctx};
+use crate::helpers::{m, scope, score, Clock, Ctx, Redis};
 use crate::on_both;
 
 fn ranks(page: &rankd::engine::Page) -> Vec<(u64, String, f64)> {
@@ -1153,4 +1155,104 @@ async fn concurrent_identical_page_reads_share_script_calls(t: &Ctx) {
         assert_eq!(got.entries[0].member, "late");
         assert_eq!(got.total, 61);
     }
+}
+
+/// Runs `change` (another instance's request) just before the first pipeline of script calls, as
+/// if it had arrived between the engine reading a definition and its calls reaching Redis. Every
+/// call still runs on the real Redis.
+struct ChangeBeforeFirstPipeline {
+    inner: std::sync::Arc<dyn Executor>,
+    change: tokio::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+}
+
+#[async_trait::async_trait]
+impl Executor for ChangeBeforeFirstPipeline {
+    async fn load(&self, scripts: &[&'static Script]) -> Result<(), ExecError> {
+        self.inner.load(scripts).await
+    }
+
+    async fn eval(&self, call: Call) -> Result<Reply, ExecError> {
+        self.inner.eval(call).await
+    }
+
+    async fn eval_many(
+        &self,
+        calls: Vec<Call>,
+    ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
+        let change = self.change.lock().await.take();
+        if let Some(change) = change {
+            change.await;
+        }
+        self.inner.eval_many(calls).await
+    }
+
+    async fn ping(&self) -> Result<(), ExecError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_batch_retried_after_some_calls_wrote_names_what_to_resend_not_nothing_written() {
+    let other = Ctx::new(Redis::Standalone).await;
+    let a = other
+        .board(
+            "cutA",
+            BoardDef {
+                policy: Policy::Best,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    let wide = BoardDef {
+        policy: Policy::Best,
+        windows: vec![Window::All, Window::Daily],
+        retention_periods: 10,
+        ..BoardDef::default()
+    };
+    let b = other.board("cutB", wide.clone()).await;
+    // Another instance keeps fewer days of B while the batch is on its way: B's call finds its
+    // definition changed, and on the retry its event lies in a period B no longer keeps.
+    let changer = other.twin().await;
+    let (b2, narrow) = (
+        b.clone(),
+        BoardDef {
+            retention_periods: 1,
+            ..wide
+        },
+    );
+    let change: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+        changer.engine.put_board(&b2, narrow).await.unwrap();
+    });
+    let redis = RedisExecutor::connect(&RedisConfig::new(Redis::Standalone.url()))
+        .await
+        .unwrap();
+    let exec = ChangeBeforeFirstPipeline {
+        inner: std::sync::Arc::new(redis),
+        change: tokio::sync::Mutex::new(Some(change)),
+    };
+    let engine = rankd::Engine::new(
+        std::sync::Arc::new(exec),
+        rankd::keys::Keys::new(&other.prefix).unwrap(),
+        other.clock.clone(),
+        rankd::engine::EngineConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut late = Submit::new(b.clone(), m("u2"), score(5.0));
+    late.at_ms = Some(other.clock.now_ms() - 5 * 86_400_000);
+    let batch = [Submit::new(a.clone(), m("u1"), score(5.0)), late];
+    let r = engine.submit_batch(&batch).await;
+    let Err(Error::Conflict(msg)) = &r else {
+        panic!("A's call wrote, so the answer cannot be that nothing was: {r:?}")
+    };
+    assert!(msg.starts_with("1 of 2 events were not applied"), "{msg}");
+    assert!(msg.contains("events[1].at"), "{msg}");
+    assert!(msg.ends_with("resend events 1"), "{msg}");
+    let s = other
+        .engine
+        .standing(&a, &View::all_time(), &m("u1"))
+        .await
+        .unwrap();
+    assert_eq!(s.score, 5.0, "A's event stays written, as the answer says");
+    other.cleanup().await;
 }
