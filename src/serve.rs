@@ -50,9 +50,10 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, E
             rc.pool_size = config.redis_pool_size;
             rc.command_timeout = config.redis_timeout;
             let exec = RedisExecutor::connect(&rc).await.map_err(|e| match e {
-                ExecError::Unavailable(m) | ExecError::Unanswered(m) | ExecError::Reply(m) => {
+                ExecError::Unavailable(m) | ExecError::Unanswered(m) => {
                     Error::Unavailable(format!("redis_url: {m}"))
                 }
+                ExecError::Reply(m) => Error::Invalid(crate::error::Invalid::new("redis_url", m)),
             })?;
             tracing::info!(
                 backend = if url.starts_with("redis-cluster://") {
@@ -183,8 +184,13 @@ async fn background_store(
 /// # Errors
 /// [`ServeError`] when the engine cannot start or the address cannot be bound.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let engine = build_engine(&config, Arc::new(SystemClock)).await?;
-    let app = App::build(config.clone(), engine).await?;
+    // Bound first: a taken address fails the start at once, and probes reach the process while
+    // the engine waits for its backends.
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let Some(engine) = start_engine(&config, &listener, &shutdown).await? else {
+        return Ok(());
+    };
+    let app = App::with_listener(listener, config.clone(), engine);
     if config.api_keys.is_empty() {
         // Allowed on loopback only (the configuration refuses anything else), yet worth saying.
         tracing::warn!(
@@ -195,4 +201,49 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     tracing::info!(addr = %app.local_addr()?, "rankd listening");
     app.run(shutdown).await;
     Ok(())
+}
+
+/// Builds the engine, waiting for Redis and the store while they are out of reach (rankd may start
+/// before them): meanwhile `listener` answers `/healthz` and 503 to everything else, and each
+/// attempt after the first waits twice as long as the one before, up to 5 s. `None` when shutdown
+/// came first.
+///
+/// # Errors
+/// [`ServeError::Engine`] for anything but a backend out of reach (a bad key prefix, a script
+/// that does not load, a refused password).
+async fn start_engine(
+    config: &Config,
+    listener: &tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<Engine>>, ServeError> {
+    let mut delay = std::time::Duration::from_millis(250);
+    loop {
+        let attempt = tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            r = build_engine(config, Arc::new(SystemClock)) => r,
+        };
+        match attempt {
+            Ok(engine) => return Ok(Some(engine)),
+            Err(Error::Unavailable(m)) => {
+                // The alert on an unreachable backend must see this too.
+                metrics::gauge!(crate::metrics::BACKEND_UP).set(0.0);
+                tracing::warn!(
+                    error = %m,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot start yet: a backend is out of reach; answering /healthz, and 503 to \
+                     everything else, until it is back"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = crate::http::answer_while_starting(
+                        listener,
+                        config,
+                        tokio::time::sleep(delay),
+                    ) => {}
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

@@ -202,10 +202,14 @@ impl RedisExecutor {
             .build_pool(config.pool_size.max(1))
             .map_err(|e| ExecError::Unavailable(e.to_string()))?;
         let clustered = config.url.starts_with("redis-cluster://");
-        // Nothing was sent yet: whatever went wrong, Redis is out of reach.
-        pool.init()
-            .await
-            .map_err(|e| ExecError::Unavailable(e.to_string()))?;
+        // Nothing was sent yet. A refused password or a bad setting will not mend by waiting;
+        // anything else is Redis out of reach.
+        pool.init().await.map_err(|e| match e.kind() {
+            ErrorKind::Auth | ErrorKind::Config | ErrorKind::Url | ErrorKind::InvalidArgument => {
+                ExecError::Reply(e.to_string())
+            }
+            _ => ExecError::Unavailable(e.to_string()),
+        })?;
         Ok(Self {
             pool,
             clustered,

@@ -76,6 +76,11 @@ impl App {
     /// The bind error.
     pub async fn build(config: Config, engine: Arc<Engine>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
+        Ok(Self::with_listener(listener, config, engine))
+    }
+
+    /// A server on a listener already bound (see [`answer_while_starting`]).
+    pub fn with_listener(listener: TcpListener, config: Config, engine: Arc<Engine>) -> Self {
         let state = Arc::new(State {
             engine,
             auth: auth::Auth::new(&config.api_keys, config.public_reads),
@@ -85,7 +90,7 @@ impl App {
             request_ids: AtomicU64::new(0),
             request_seed: RandomState::new().build_hasher().finish() as u32,
         });
-        Ok(Self { listener, state })
+        Self { listener, state }
     }
 
     /// The address actually bound.
@@ -153,6 +158,67 @@ impl App {
                 tracing::warn!(grace_secs = state.config.shutdown_grace.as_secs(), "grace period over; closing the remaining connections");
             }
         }
+    }
+}
+
+/// Serves `listener` until `until` completes, while the engine cannot start yet (Redis or the
+/// store out of reach): `GET /healthz` answers 200, since the process is up; `GET /metrics`
+/// renders what is recorded; everything else, `/readyz` included, answers 503 with Retry-After.
+/// Each connection carries one request, so that no client stays on this responder once the
+/// engine is up.
+pub async fn answer_while_starting(
+    listener: &TcpListener,
+    config: &Config,
+    until: impl std::future::Future<Output = ()>,
+) {
+    let metrics = m::install();
+    let seed = RandomState::new().build_hasher().finish() as u32;
+    let ids = Arc::new(AtomicU64::new(0));
+    tokio::pin!(until);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = &mut until => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let (metrics, ids) = (metrics.clone(), ids.clone());
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let id = format!("{seed:08x}-{:x}", ids.fetch_add(1, Ordering::Relaxed));
+            let mut resp = match (req.method(), req.uri().path()) {
+                (&hyper::Method::GET, "/healthz") => handlers::healthz(),
+                (&hyper::Method::GET, "/metrics") => problem::bytes_response(
+                    hyper::StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    metrics.render(),
+                ),
+                _ => Problem::unavailable(
+                    "rankd is starting: the leaderboard backend is not reachable yet",
+                )
+                .with_request_id(&id)
+                .into_response(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            async move { Ok::<_, Infallible>(resp) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.read_timeout)
+            .keep_alive(false)
+            .serve_connection(
+                TokioIo::new(stall::WriteDeadline::new(stream, config.read_timeout)),
+                svc,
+            );
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
     }
 }
 

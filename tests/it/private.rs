@@ -14,10 +14,12 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub async fn start() -> Self {
-        let mut r = Self {
-            port: free_port(),
-            child: None,
-        };
+        Self::start_on(free_port()).await
+    }
+
+    /// On `port`, which a test may have handed to rankd before Redis is there.
+    pub async fn start_on(port: u16) -> Self {
+        let mut r = Self { port, child: None };
         r.restart().await;
         r
     }

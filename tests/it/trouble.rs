@@ -722,3 +722,122 @@ async fn a_write_redis_leaves_unanswered_is_unconfirmed_and_its_event_id_applies
     assert_eq!(v["score"], 6.0, "{v}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_before_redis_the_server_is_live_not_ready_and_serves_once_redis_comes() {
+    let redis_port = free_port();
+    let port = free_port();
+    let prefix = prefix();
+    // Nothing listens on redis_port yet: spawn_rankd waits for /healthz, which must answer.
+    let mut child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
+        c.args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
+            .args(["--key-prefix", &prefix])
+            .env("RANKD_API_KEYS", format!("{BIN_ADMIN}:admin"));
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    for path in ["/readyz", "/v1/boards/early/top"] {
+        let r = http
+            .get(url(path))
+            .bearer_auth(BIN_ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        assert!(r.headers().contains_key("retry-after"), "{path}");
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["request_id"], id.as_str(), "{path}: {v}");
+        assert_eq!(v["type"], "urn:rankd:problem:unavailable", "{path}: {v}");
+    }
+    let metrics = http.get(url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.lines().any(|l| l == "rankd_backend_up 0"),
+        "the unreachable-backend alert sees it: {text}"
+    );
+
+    let _redis = PrivateRedis::start_on(redis_port).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while http.get(url("/readyz")).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "not ready 15 s after Redis came");
+        assert!(child.try_wait().unwrap().is_none(), "rankd exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = http
+        .put(url("/v1/boards/early"))
+        .bearer_auth(BIN_ADMIN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .get(url("/v1/boards/early/top"))
+        .bearer_auth(BIN_ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "rankd did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_refused_redis_password_ends_the_start_with_a_message_naming_redis_url() {
+    let redis_port = free_port();
+    let mut redis = Command::new("redis-server")
+        .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--requirepass", "right"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "private redis-server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rankd"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--redis-url",
+            &format!("redis://:wrong@127.0.0.1:{redis_port}"),
+        ])
+        .env_remove("RANKD_API_KEYS")
+        .env_remove("RANKD_CONFIG")
+        .env("RANKD_DATA_DIR", "")
+        .current_dir(std::env::temp_dir())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(15), out)
+        .await
+        .expect("a refused password does not make rankd wait for Redis")
+        .unwrap();
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("redis_url"), "{stderr}");
+    assert!(stderr.contains("WRONGPASS"), "{stderr}");
+    assert!(
+        !stderr.contains(":wrong@"),
+        "the password stays out of the log: {stderr}"
+    );
+}
