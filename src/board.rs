@@ -55,6 +55,19 @@ fn check_opaque(field: &str, s: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Ids that travel as a path segment cannot be `.` or `..`: HTTP clients resolve those (curl, and
+/// any WHATWG URL parser even when percent-encoded), so `DELETE …/members/..` would reach the
+/// board itself.
+fn check_path_segment(field: &str, s: &str) -> Result<(), Invalid> {
+    if s == "." || s == ".." {
+        return Err(Invalid::new(
+            field,
+            format!("must not be {s:?}: HTTP clients resolve it as a path segment"),
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! string_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -84,11 +97,11 @@ macro_rules! string_newtype {
 }
 
 string_newtype!(
-    /// A board id: 1 to 64 characters of `[A-Za-z0-9_.-]`.
+    /// A board id: 1 to 64 characters of `[A-Za-z0-9_.-]`, other than `.` and `..`.
     BoardId
 );
 string_newtype!(
-    /// A member id: 1 to 128 bytes of UTF-8 without control characters.
+    /// A member id: 1 to 128 bytes of UTF-8 without control characters, other than `.` and `..`.
     Member
 );
 string_newtype!(
@@ -107,6 +120,7 @@ impl BoardId {
     /// [`Invalid`] naming `board` and the allowed characters and length.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         check_id("board", s, &[], "[A-Za-z0-9_.-]")?;
+        check_path_segment("board", s)?;
         Ok(Self(s.to_owned()))
     }
 }
@@ -126,6 +140,7 @@ impl Member {
     /// [`Invalid`] naming `field` and the length limit.
     pub fn parse_field(field: &str, s: &str) -> Result<Self, Invalid> {
         check_opaque(field, s)?;
+        check_path_segment(field, s)?;
         Ok(Self(s.to_owned()))
     }
 }
@@ -581,6 +596,18 @@ mod tests {
             .contains("128"));
         assert!(Member::parse("a\nb").is_err());
         assert!(EventId::parse("").is_err());
+    }
+
+    #[test]
+    fn ids_that_clients_would_resolve_as_path_segments_are_refused() {
+        for s in [".", ".."] {
+            let e = Member::parse_field("members[2]", s).unwrap_err();
+            assert_eq!(e.field, "members[2]");
+            assert!(e.message.contains("path segment"), "{e}");
+            assert_eq!(BoardId::parse(s).unwrap_err().field, "board");
+        }
+        assert!(Member::parse("...").is_ok());
+        assert!(BoardId::parse(".x").is_ok());
     }
 
     #[test]

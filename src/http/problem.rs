@@ -334,6 +334,21 @@ pub fn no_content() -> Response<Body> {
     r
 }
 
+/// Whether a Content-Type names JSON: `application/json` in any case, with parameters allowed but
+/// a charset other than UTF-8 refused (the body is read as UTF-8).
+fn is_json(ct: &str) -> bool {
+    let mut parts = ct.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case("application/json")
+        && parts.all(|p| match p.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+                let v = v.trim().trim_matches('"');
+                v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8")
+            }
+            _ => true,
+        })
+}
+
 /// Reads a whole body, at most `limit` bytes, within `timeout`.
 ///
 /// # Errors
@@ -345,7 +360,7 @@ pub async fn read_body(
 ) -> Result<Bytes, Problem> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
-        if !ct.starts_with("application/json") {
+        if !is_json(ct) {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
@@ -417,11 +432,19 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
         )));
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let msg = e.into_inner().to_string();
         Problem::invalid(&Invalid::new(serde_field(&path, &msg, "body"), msg))
-    })
+    })?;
+    // Two objects back to back must not pass as the first with the second silently dropped.
+    de.end().map_err(|e| {
+        Problem::invalid(&Invalid::new(
+            "body",
+            format!("must be one JSON object with nothing after it: {e}"),
+        ))
+    })?;
+    Ok(value)
 }
 
 /// The field a serde error is about: the unknown or missing field its message names (serde puts

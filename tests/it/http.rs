@@ -1047,9 +1047,66 @@ async fn bad_bodies_are_rejected_naming_the_field() {
         .await
         .unwrap();
     problem(r, 415, Some("content-type")).await;
+    for ct in ["application/jsonl", "application/json; charset=utf-16"] {
+        let r = app
+            .req(Method::POST, scores, Some(ADMIN))
+            .header("content-type", ct)
+            .body("{\"member\": \"a\", \"value\": 1}")
+            .send()
+            .await
+            .unwrap();
+        problem(r, 415, Some("content-type")).await;
+    }
+    // Two bodies back to back: not the first taken and the second dropped.
+    let v = raw_problem(
+        &app,
+        Method::POST,
+        scores,
+        "{\"member\": \"a\", \"value\": 1}{\"member\": \"b\", \"value\": 7}",
+        400,
+        Some("body"),
+    )
+    .await;
+    assert!(
+        v["detail"].as_str().unwrap().contains("nothing after it"),
+        "{v}"
+    );
+    // Ids a client would resolve as a path segment (`..` would address the board itself).
+    for member in [".", ".."] {
+        send_problem(
+            &app,
+            Method::POST,
+            scores,
+            json!({"member": member, "value": 1}),
+            400,
+            Some("member"),
+        )
+        .await;
+    }
+    let v = send_problem(
+        &app,
+        Method::POST,
+        "/v1/scores/batch",
+        json!({"events": [{"board": "..", "member": "x", "value": 1}]}),
+        400,
+        Some("events"),
+    )
+    .await;
+    assert_eq!(batch_errors(&v), [(0, "board")], "{v}");
     // Nothing of the above was written.
     let v = ok(app.get("/v1/boards/bodies/top").await, 200).await;
     assert_eq!(v["total"], 1);
+    // Media types are case-insensitive, and parameters are allowed.
+    for ct in ["Application/JSON", "application/json; charset=UTF-8"] {
+        let r = app
+            .req(Method::POST, scores, Some(ADMIN))
+            .header("content-type", ct)
+            .body("{\"member\": \"c\", \"value\": 1}")
+            .send()
+            .await
+            .unwrap();
+        ok(r, 200).await;
+    }
     get_problem(&app, "/v1/boards/newdef", 404, Some("board")).await;
     app.cleanup().await;
     app.stop().await;
