@@ -54,7 +54,8 @@ impl PgStore {
     /// Commits operations (any boards, any order) in one transaction. Already-stored sequence numbers
     /// are skipped, so the same operation may be offered twice (by the writer and by the sweep).
     /// A definition with sequence number 1 starts a board's life: whatever an earlier board of the
-    /// same id left is removed first.
+    /// same id left is removed first, unless the stored sequence number 1 is this very definition
+    /// (its version is unique), offered again: then what followed it is this life's, and stays.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when Postgres cannot be reached.
@@ -63,15 +64,19 @@ impl PgStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        for op in ops
-            .iter()
-            .filter(|o| o.seq == 1 && matches!(o.op, Op::Define { .. }))
-        {
-            sqlx::query("DELETE FROM rankd_ops WHERE board = $1")
-                .bind(op.board.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+        for (board, version) in ops.iter().filter_map(|o| match &o.op {
+            Op::Define { version, .. } if o.seq == 1 => Some((&o.board, version)),
+            _ => None,
+        }) {
+            sqlx::query(
+                "DELETE FROM rankd_ops WHERE board = $1 AND NOT EXISTS (
+                     SELECT 1 FROM rankd_ops WHERE board = $1 AND seq = 1 AND op = 'd' AND extra = $2)",
+            )
+            .bind(board.as_str())
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         }
         let n = ops.len();
         let mut board = Vec::with_capacity(n);

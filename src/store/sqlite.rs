@@ -131,12 +131,20 @@ impl Store for SqliteStore {
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         for o in ops {
-            if o.seq == 1 && matches!(o.op, Op::Define { .. }) {
-                sqlx::query("DELETE FROM rankd_ops WHERE board = ?")
+            // A new life of the board, unless this very definition (by its unique version) is
+            // offered again: see PgStore::insert_ops.
+            if let Op::Define { version, .. } = &o.op {
+                if o.seq == 1 {
+                    sqlx::query(
+                        "DELETE FROM rankd_ops WHERE board = ?1 AND NOT EXISTS (
+                             SELECT 1 FROM rankd_ops WHERE board = ?1 AND seq = 1 AND op = 'd' AND extra = ?2)",
+                    )
                     .bind(o.board.as_str())
+                    .bind(version)
                     .execute(&mut *tx)
                     .await
                     .map_err(unavailable)?;
+                }
             }
             let row = super::OpRow::from_op(&o.op);
             sqlx::query(

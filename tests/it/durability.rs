@@ -957,3 +957,91 @@ async fn embedded_rankd_killed_and_restarted_keeps_every_acknowledged_event() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Offers `ops` to `store`, then what it holds of board `b`, as (seq, kind) pairs.
+async fn offered(
+    store: &dyn rankd::store::Store,
+    b: &BoardId,
+    ops: &[rankd::engine::LoggedOp],
+) -> Vec<(u64, char)> {
+    use rankd::engine::Op;
+    store.insert_ops(ops).await.unwrap();
+    store
+        .ops(b)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| {
+            let kind = match o.op {
+                Op::Define { .. } => 'd',
+                Op::Event { .. } => 'e',
+                Op::Remove { .. } => 'r',
+                Op::Display { .. } => 'p',
+            };
+            (o.seq, kind)
+        })
+        .collect()
+}
+
+/// A board's first definition offered again (the sweep and the writer both offer what the log
+/// holds) must not wipe what followed it; a new definition at sequence number 1, a new life of the
+/// board, replaces the old life.
+async fn first_definition_offered_twice(store: &dyn rankd::store::Store) {
+    use rankd::engine::{LoggedOp, Op};
+    store.migrate().await.unwrap();
+    let b = BoardId::parse(&format!("twice{}", prefix().trim_end_matches(':'))).unwrap();
+    let define = |version: &str| LoggedOp {
+        board: b.clone(),
+        seq: 1,
+        recv_ms: 1,
+        op: Op::Define {
+            version: version.into(),
+            json: serde_json::to_string(&BoardDef::default()).unwrap(),
+        },
+    };
+    let event = |seq: u64| LoggedOp {
+        board: b.clone(),
+        seq,
+        recv_ms: 2,
+        op: Op::Event {
+            member: "u".into(),
+            value: 1.0,
+            event_id: None,
+            at_ms: 2,
+            scopes: vec![],
+        },
+    };
+    let life = [define("v1"), event(2), event(3)];
+    assert_eq!(
+        offered(store, &b, &life).await,
+        [(1, 'd'), (2, 'e'), (3, 'e')]
+    );
+    assert_eq!(
+        offered(store, &b, &life[..1]).await,
+        [(1, 'd'), (2, 'e'), (3, 'e')],
+        "offered again, the first definition keeps the operations after it"
+    );
+    assert_eq!(
+        offered(store, &b, &[define("v2")]).await,
+        [(1, 'd')],
+        "a new life starts empty"
+    );
+    store.purge(&b).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_first_definition_offered_twice_keeps_what_followed_it_in_postgres() {
+    let db = TestDb::create().await;
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    first_definition_offered_twice(&store).await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn the_first_definition_offered_twice_keeps_what_followed_it_in_sqlite() {
+    let dir = std::env::temp_dir().join(format!("rankd-twice-{}", prefix().trim_end_matches(':')));
+    let store = rankd::store::SqliteStore::open(&dir).await.unwrap();
+    first_definition_offered_twice(&store).await;
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
