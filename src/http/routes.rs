@@ -34,6 +34,39 @@ pub enum Endpoint {
     Lookup,
 }
 
+impl Endpoint {
+    /// Whether the endpoint reads query parameters (and checks them itself). The probes take
+    /// none and ignore any, as probes and scrapers may add their own.
+    fn may_have_query(self) -> bool {
+        matches!(
+            self,
+            Self::Top
+                | Self::Entries
+                | Self::ScoreRange
+                | Self::Member
+                | Self::Around
+                | Self::Lookup
+                | Self::Healthz
+                | Self::Readyz
+                | Self::Metrics
+                | Self::OpenApi
+        )
+    }
+}
+
+/// A route without query parameters refuses any: `DELETE …/members/u42?scope=class:7` must not
+/// pass for a removal from one scope while it removes the member everywhere.
+fn refuse_query(req: &Request<Incoming>) -> Result<(), Problem> {
+    let query = req.uri().query().unwrap_or("");
+    match form_urlencoded::parse(query.as_bytes()).next() {
+        Some((k, _)) => Err(Problem::invalid(&crate::Invalid::new(
+            k.as_ref(),
+            "is not a parameter of this route (it takes none)",
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// One route: method, path pattern (`{name}` captures a segment), the role it needs (None: open).
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -170,6 +203,9 @@ pub async fn dispatch(
 ) -> Result<Response<Body>, Problem> {
     if let Some(role) = route.role {
         state.auth.check(req.headers(), role)?;
+    }
+    if !route.endpoint.may_have_query() {
+        refuse_query(&req)?;
     }
     let p = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     match route.endpoint {

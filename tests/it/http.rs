@@ -1113,6 +1113,48 @@ async fn bad_bodies_are_rejected_naming_the_field() {
 }
 
 #[tokio::test]
+async fn routes_without_query_parameters_refuse_any_rather_than_ignore_it() {
+    let app = TestApp::spawn().await;
+    app.put_board("noquery", json!({})).await;
+    app.submit("noquery", "u42", 1.0).await;
+    // A removal "from one scope" would remove the member everywhere: refused, nothing removed.
+    let r = app
+        .req(
+            Method::DELETE,
+            "/v1/boards/noquery/members/u42?scope=class:7",
+            Some(ADMIN),
+        )
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400, Some("scope")).await;
+    let r = app
+        .req(
+            Method::POST,
+            "/v1/boards/noquery/scores?window=weekly",
+            Some(ADMIN),
+        )
+        .json(&json!({"member": "u42", "value": 1}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400, Some("window")).await;
+    let r = app
+        .req(Method::GET, "/v1/boards/noquery?verbose=1", Some(ADMIN))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400, Some("verbose")).await;
+    let v = ok(app.get("/v1/boards/noquery/members/u42").await, 200).await;
+    assert_eq!(v["score"], 1.0, "nothing was removed or added: {v}");
+    // Probes ignore what probes and scrapers add.
+    assert_eq!(app.get("/healthz?probe=1").await.status(), 200);
+    assert_eq!(app.get("/metrics?x=1").await.status(), 200);
+    app.cleanup().await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_method_a_path_does_not_serve_answers_405_with_an_allow_header() {
     let app = TestApp::spawn().await;
     for (method, path, allow) in [
