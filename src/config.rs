@@ -72,10 +72,12 @@ impl ApiKey {
             let Some((key, roles)) = entry.rsplit_once(':') else {
                 return Err(Invalid::new(field, "must be KEY:ROLES, e.g. k1:read+write"));
             };
-            if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            // A key travels in an HTTP header: outside visible ASCII it could never be sent, and
+            // would fail every request with 401 rather than the start with this message.
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_graphic()) {
                 return Err(Invalid::new(
                     field,
-                    "the key must be non-empty, without white space",
+                    "the key must be non-empty, of visible ASCII characters (no white space)",
                 ));
             }
             let roles = roles
@@ -500,6 +502,13 @@ mod tests {
             "api_keys[0]"
         );
         assert!(ApiKey::parse_list("k1").is_err());
+        let e = ApiKey::parse_list("ok:read,clé:read").unwrap_err();
+        assert_eq!(e.field, "api_keys[1]");
+        assert!(e.message.contains("ASCII"), "{e}");
+        assert!(
+            !e.message.contains("clé"),
+            "the key stays out of the message"
+        );
         assert!(
             !format!("{:?}", keys[0]).contains("k1"),
             "keys never reach debug output"

@@ -53,8 +53,9 @@ impl Auth {
             .to_str()
             .ok()
             .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
+                // The scheme is case-insensitive (RFC 9110 §11.1): BEARER and bearer alike.
+                let (scheme, key) = h.trim_start().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(key)
             })
             .map(str::trim)
             .unwrap_or("");
@@ -120,6 +121,18 @@ mod tests {
             403
         );
         assert!(auth.check(&headers(Some("Bearer a")), Role::Write).is_ok());
+        for sent in ["bearer a", "BEARER a", "BeArEr  a"] {
+            assert!(
+                auth.check(&headers(Some(sent)), Role::Write).is_ok(),
+                "{sent}"
+            );
+        }
+        assert_eq!(
+            auth.check(&headers(Some("Basic a")), Role::Read)
+                .unwrap_err()
+                .status(),
+            401
+        );
         assert_eq!(
             auth.check(&headers(Some("Bearer nope")), Role::Read)
                 .unwrap_err()
