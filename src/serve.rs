@@ -190,7 +190,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     let Some(engine) = start_engine(&config, &listener, &shutdown).await? else {
         return Ok(());
     };
-    let app = App::with_listener(listener, config.clone(), engine);
+    let app = App::with_listener(listener, config.clone(), engine.clone());
     if config.api_keys.is_empty() {
         // Allowed on loopback only (the configuration refuses anything else), yet worth saying.
         tracing::warn!(
@@ -200,6 +200,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     }
     tracing::info!(addr = %app.local_addr()?, "rankd listening");
     app.run(shutdown).await;
+    // Every request is answered: what async durability has not committed yet is stored now (the
+    // embedded engine's log ends with the process).
+    match engine.flush_journal().await {
+        Ok(()) => tracing::info!("stopped"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not store every answered write before stopping")
+        }
+    }
     Ok(())
 }
 

@@ -104,4 +104,13 @@ pub trait Journal: Send + Sync + 'static {
     /// [`crate::Error::Unavailable`] when the store cannot say (then neither can the caller: the
     /// board may well exist).
     async fn lost(&self, board: &BoardId) -> Result<bool>;
+
+    /// Called at shutdown, after the last write was answered: stores whatever is still on its way
+    /// (in `async` mode, answered writes not yet committed).
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`] when the store cannot be reached.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -527,6 +527,17 @@ impl Engine {
         }
     }
 
+    /// Stores what the journal still holds of answered writes; called at shutdown.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the store cannot be reached.
+    pub async fn flush_journal(&self) -> Result<()> {
+        match &self.journal {
+            Some(j) => j.flush().await,
+            None => Ok(()),
+        }
+    }
+
     /// The key formatter.
     pub fn keys(&self) -> &Keys {
         &self.keys

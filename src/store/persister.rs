@@ -81,6 +81,11 @@ impl Persister {
     /// # Errors
     /// [`Error::Unavailable`] when Redis or Postgres cannot be reached.
     pub async fn sweep(&self) -> Result<usize> {
+        self.sweep_aged(SWEEP_AGE_MS).await
+    }
+
+    /// [`Persister::sweep`] of the entries at least `age_ms` old.
+    async fn sweep_aged(&self, age_ms: i64) -> Result<usize> {
         let Some(engine) = self.engine() else {
             return Ok(0);
         };
@@ -95,7 +100,7 @@ impl Persister {
                 }
                 let ripe: Vec<LoggedOp> = pending
                     .into_iter()
-                    .filter(|o| o.recv_ms <= now - SWEEP_AGE_MS)
+                    .filter(|o| o.recv_ms <= now - age_ms)
                     .collect();
                 if ripe.is_empty() {
                     break;
@@ -181,6 +186,26 @@ impl Journal for Handle {
 
     async fn board_deleted(&self, board: &BoardId) -> Result<()> {
         self.0.store.purge(board).await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // The writer answers jobs in order: once this empty one is answered, everything handed
+        // over before it was committed, or failed and is still in the log.
+        let (done, wait) = oneshot::channel();
+        let queued = self
+            .0
+            .tx
+            .send(Job {
+                ops: Vec::new(),
+                done: Some(done),
+            })
+            .await;
+        if queued.is_ok() {
+            let _ = tokio::time::timeout(COMMIT_WAIT, wait).await;
+        }
+        // Whatever the log still holds, however young: the sweep would otherwise wait 2 s for it,
+        // and the embedded engine's log does not outlive the process.
+        self.0.sweep_aged(0).await.map(|_| ())
     }
 
     async fn lost(&self, board: &BoardId) -> Result<bool> {

@@ -958,6 +958,81 @@ async fn embedded_rankd_killed_and_restarted_keeps_every_acknowledged_event() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_async_rankd_stopped_by_sigterm_stores_every_answered_write() {
+    use futures::StreamExt;
+    let dir = std::env::temp_dir().join(format!("rankd-async-{}", prefix().trim_end_matches(':')));
+    let port = crate::server::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_rankd(port, "/readyz", Duration::from_secs(20), |c| {
+        c.env("RANKD_DATA_DIR", &dir)
+            .env("RANKD_DURABILITY", "async")
+            .env_remove("RANKD_REDIS_URL")
+            .env_remove("RANKD_DATABASE_URL");
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{base}/v1/boards/quit"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Answered once the in-memory log took them, before the store did. SIGTERM comes while
+    // writes are still arriving, so that the store's queue is busy when the server stops.
+    let url = format!("{base}/v1/boards/quit/scores");
+    let pid = child.id().to_string();
+    let mut answered = 0;
+    let mut results = futures::stream::iter(0..600)
+        .map(|i| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.post(url)
+                    .json(&serde_json::json!({"member": format!("m{i}"), "value": 1}))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            }
+        })
+        .buffer_unordered(16);
+    while let Some(r) = results.next().await {
+        if r.is_ok_and(|s| s == 200) {
+            answered += 1;
+            if answered == 300 {
+                let ok = std::process::Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status()
+                    .unwrap();
+                assert!(ok.success());
+            }
+        }
+    }
+    assert!(answered >= 300, "{answered}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "rankd did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut child = embedded_binary(&dir, port).await;
+    let v: serde_json::Value = http
+        .get(format!("{base}/v1/boards/quit/top?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let total = v["total"].as_u64().unwrap();
+    assert!(
+        total >= answered,
+        "{answered} writes were answered, {total} survived the stop: {v}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Offers `ops` to `store`, then what it holds of board `b`, as (seq, kind) pairs.
 async fn offered(
     store: &dyn rankd::store::Store,
