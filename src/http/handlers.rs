@@ -54,9 +54,25 @@ impl Query {
     fn int(&self, k: &str, default: i64) -> Result<i64, Problem> {
         match self.get(k) {
             None => Ok(default),
-            Some(v) => v
-                .parse::<i64>()
-                .map_err(|_| Invalid::new(k, format!("must be a whole number, got {v:?}")).into()),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) => Ok(n),
+                // Too many digits for an i64 is still a number: past any limit, which the caller's
+                // range check then names.
+                Err(_)
+                    if v.strip_prefix('-')
+                        .unwrap_or(v)
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                        && v.len() > 1 =>
+                {
+                    Ok(if v.starts_with('-') {
+                        i64::MIN
+                    } else {
+                        i64::MAX
+                    })
+                }
+                Err(_) => Err(Invalid::new(k, format!("must be a whole number, got {v:?}")).into()),
+            },
         }
     }
 

@@ -819,6 +819,17 @@ async fn limits_radius_and_offset_are_enforced_naming_the_field_and_the_limit() 
         ),
         ("/v1/boards/lim/members/a/around?radius=-1", "radius", "100"),
         ("/v1/boards/lim/entries?offset=-1", "offset", "0"),
+        // Past i64, still a number: the answer names the limit, not "a whole number".
+        (
+            "/v1/boards/lim/top?limit=99999999999999999999",
+            "limit",
+            "1000",
+        ),
+        (
+            "/v1/boards/lim/entries?offset=-99999999999999999999",
+            "offset",
+            "0",
+        ),
     ] {
         let v = get_problem(&app, path, 400, Some(field)).await;
         assert!(v["detail"].as_str().unwrap().contains(limit), "{path}: {v}");
