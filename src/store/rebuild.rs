@@ -35,6 +35,9 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
         RedisState::Live(seq) if seq >= stored_seq => return Ok(false),
         RedisState::Live(seq) => {
             tracing::warn!(%board, redis_seq = seq, stored_seq, "Redis lost acknowledged operations; rebuilding");
+            // What its log still holds is history too (writes answered before the store had them,
+            // or answered 503 unconfirmed): stored first, or the discard would lose it.
+            save_log(engine, store, board).await?;
             engine.discard(board).await?;
         }
         RedisState::Rebuilding(started) if engine.now_ms() - started < REBUILD_LEASE_MS => {
@@ -64,6 +67,18 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
         metrics::counter!(crate::metrics::STORE_REBUILDS).increment(1);
     }
     Ok(rebuilt)
+}
+
+/// Copies every entry of `board`'s Redis log into the store, however young.
+async fn save_log(engine: &Engine, store: &dyn Store, board: &BoardId) -> Result<()> {
+    loop {
+        let pending = engine.log_pending(board, 1000).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        store.insert_ops(&pending).await?;
+        engine.log_confirm(&pending).await?;
+    }
 }
 
 /// Checks every stored board against Redis: rebuilds what Redis lost, finishes deletions a crash

@@ -1120,3 +1120,62 @@ async fn the_first_definition_offered_twice_keeps_what_followed_it_in_sqlite() {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held() {
+    use rankd::store::{Persister, PgStore};
+    let redis = PrivateRedis::start().await;
+    let pg = crate::private::PrivatePostgres::start().await;
+    let config = Config {
+        redis_url: Some(redis.url()),
+        database_url: Some(pg.url("postgres")),
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    // The engine with its journal, as `rankd serve` builds it, but without the background sweep:
+    // the test decides when the store is checked.
+    let engine = rankd::serve::connect(&config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let store = Arc::new(PgStore::connect(&pg.url("postgres")).await.unwrap());
+    store.migrate().await.unwrap();
+    let persister = Persister::start(
+        store.clone(),
+        Durability::Sync,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let e = Arc::new(engine.with_journal(persister.journal()));
+    persister.attach(&e);
+    let b = BoardId::parse("behind").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    e.submit(&Submit::new(b.clone(), m("a"), score(1.0)))
+        .await
+        .unwrap();
+    // The store stops: Redis applies b and keeps it in its log; the answer is 503 unconfirmed.
+    pg.stop();
+    let r = e.submit(&Submit::new(b.clone(), m("b"), score(2.0))).await;
+    assert!(matches!(r, Err(Error::Unconfirmed { .. })), "{r:?}");
+    pg.resume().await;
+    // Meanwhile the store holds an operation Redis lost (as after a failover to a replica that
+    // had not received it): Redis is behind the store, and the board must be rebuilt.
+    let lost = rankd::engine::LoggedOp {
+        board: b.clone(),
+        seq: 4,
+        recv_ms: e.now_ms(),
+        op: rankd::engine::Op::Event {
+            member: "c".into(),
+            value: 3.0,
+            event_id: None,
+            at_ms: e.now_ms(),
+            scopes: vec![],
+        },
+    };
+    until_ready(|| async { store.insert_ops(std::slice::from_ref(&lost)).await }).await;
+    assert!(rankd::store::rebuild::rebuild(&e, store.as_ref(), &b)
+        .await
+        .unwrap());
+    let all = View::all_time();
+    let top = until_ready(|| e.top(&b, &all, Limit::new(10).unwrap())).await;
+    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    assert_eq!(members, ["c", "b", "a"], "b, in Redis' log only, was kept");
+}
