@@ -119,15 +119,7 @@ impl App {
             };
             let (stream, peer) = tokio::select! {
                 () = shutdown.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
+                c = accept(&listener) => c,
             };
             let _ = stream.set_nodelay(true);
             let st = state.clone();
@@ -161,6 +153,20 @@ impl App {
     }
 }
 
+/// The next connection. A failed accept (out of file descriptors and the like) is logged and
+/// tried again after a short pause rather than spun on.
+async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(c) => return c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 /// Serves `listener` until `until` completes, while the engine cannot start yet (Redis or the
 /// store out of reach): `GET /healthz` answers 200, since the process is up; `GET /metrics`
 /// renders what is recorded; everything else, `/readyz` included, answers 503 with Retry-After.
@@ -178,14 +184,7 @@ pub async fn answer_while_starting(
     loop {
         let (stream, _) = tokio::select! {
             () = &mut until => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
+            c = accept(listener) => c,
         };
         let (metrics, ids) = (metrics.clone(), ids.clone());
         let svc = service_fn(move |req: Request<Incoming>| {

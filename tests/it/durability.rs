@@ -1009,11 +1009,7 @@ async fn embedded_async_rankd_stopped_by_sigterm_stores_every_answered_write() {
         }
     }
     assert!(answered >= 300, "{answered}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "rankd did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::exit_status(&mut child, Duration::from_secs(20)).await;
     let mut child = embedded_binary(&dir, port).await;
     let v: serde_json::Value = http
         .get(format!("{base}/v1/boards/quit/top?limit=1"))

@@ -156,6 +156,24 @@ macro_rules! on_both {
 /// `rankd serve` on 127.0.0.1:`port` as a child process, with no config file, no API keys and no
 /// output unless `configure` adds them (it runs last, so what it sets wins). Returns once
 /// `GET ready_path` answers 200; panics when `within` passes first or the process exits.
+/// Waits for `child` to exit, at most `within`, and returns how it exited.
+pub async fn exit_status(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rankd did not exit within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn spawn_rankd(
     port: u16,
     ready_path: &str,

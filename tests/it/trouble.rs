@@ -786,14 +786,7 @@ async fn started_before_redis_the_server_is_live_not_ready_and_serves_once_redis
         .status()
         .unwrap();
     assert!(ok.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "rankd did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = crate::helpers::exit_status(&mut child, Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0));
 }
 
