@@ -955,7 +955,8 @@ impl Engine {
                 return Err(Self::rebuilding(board));
             }
             if let Some(j) = &self.journal {
-                // The tombstone makes the deletion durable before any key goes.
+                // The tombstone makes the deletion durable before any key goes: from here on the
+                // board is deleted, whatever the script meets (see `finish_delete`).
                 j.board_deleting(board).await?;
             }
             let now = self.now_ms();
@@ -986,11 +987,41 @@ impl Engine {
                 }
                 Err(e) => match self.on_error(board, e) {
                     Next::Retry => continue,
+                    Next::Fail(_) if self.journal.is_some() => {
+                        return self.finish_delete(board).await
+                    }
                     Next::Fail(e) => return Err(e),
                 },
             }
         }
+        if self.journal.is_some() {
+            return self.finish_delete(board).await;
+        }
         Err(Error::Conflict(format!("board {board} kept changing")))
+    }
+
+    /// Ends a deletion the store has recorded (its tombstone is committed) when the script could
+    /// not: the board is deleted either way, since the store's check would finish it within
+    /// seconds, so the keys go now, as that check removes them, rather than answer that nothing
+    /// happened while writes acknowledged meanwhile are about to vanish.
+    ///
+    /// # Errors
+    /// [`Error::Unconfirmed`] when Redis cannot be reached: the deletion completes once it can.
+    async fn finish_delete(&self, board: &BoardId) -> Result<()> {
+        let done = async {
+            self.discard(board).await?;
+            if let Some(j) = &self.journal {
+                j.board_deleted(board).await?;
+            }
+            self.registry("remove", board).await?;
+            Ok::<_, Error>(())
+        };
+        done.await.map_err(|e| Error::Unconfirmed {
+            detail: "the board's deletion is recorded, and completes once the leaderboard \
+                     backend answers"
+                .into(),
+            cause: e.to_string(),
+        })
     }
 
     // ---- writes ------------------------------------------------------------------------------

@@ -1175,3 +1175,115 @@ async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held(
     let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
     assert_eq!(members, ["c", "b", "a"], "b, in Redis' log only, was kept");
 }
+
+/// Writes to a board through another instance just before every call of the delete script, each
+/// time in a new scope, as a busy board's writers would: every delete attempt then finds the key
+/// index changed since it read it.
+struct WriteBeforeEachDelete {
+    inner: Arc<dyn rankd::backend::Executor>,
+    other: Arc<Engine>,
+    board: BoardId,
+    changes: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl rankd::backend::Executor for WriteBeforeEachDelete {
+    async fn load(
+        &self,
+        scripts: &[&'static rankd::backend::Script],
+    ) -> Result<(), rankd::backend::ExecError> {
+        self.inner.load(scripts).await
+    }
+
+    async fn eval(
+        &self,
+        call: rankd::backend::Call,
+    ) -> Result<rankd::backend::Reply, rankd::backend::ExecError> {
+        if call.script.name() == rankd::engine::scripts::DELETE_BOARD.name() {
+            let n = self
+                .changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut ev = Submit::new(self.board.clone(), m("w"), score(1.0));
+            ev.scopes = vec![scope(&format!("s{n}"))];
+            self.other.submit(&ev).await.unwrap();
+        }
+        self.inner.eval(call).await
+    }
+
+    async fn eval_many(
+        &self,
+        calls: Vec<rankd::backend::Call>,
+    ) -> Result<
+        Vec<Result<rankd::backend::Reply, rankd::backend::ExecError>>,
+        rankd::backend::ExecError,
+    > {
+        self.inner.eval_many(calls).await
+    }
+
+    async fn ping(&self) -> Result<(), rankd::backend::ExecError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_change() {
+    use rankd::backend::redis::{RedisConfig, RedisExecutor};
+    use rankd::store::{Persister, PgStore};
+    let redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let prefix = prefix();
+    let config = Config {
+        redis_url: Some(redis.url()),
+        database_url: Some(db.url()),
+        key_prefix: prefix.clone(),
+        ..Config::default()
+    };
+    let other = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let b = BoardId::parse("doomed").unwrap();
+    other.put_board(&b, BoardDef::default()).await.unwrap();
+    other
+        .submit(&Submit::new(b.clone(), m("x"), score(1.0)))
+        .await
+        .unwrap();
+    // This instance: the same Redis and store, its delete calls preceded by the other's writes.
+    let exec = WriteBeforeEachDelete {
+        inner: Arc::new(
+            RedisExecutor::connect(&RedisConfig::new(redis.url()))
+                .await
+                .unwrap(),
+        ),
+        other: other.clone(),
+        board: b.clone(),
+        changes: std::sync::atomic::AtomicU32::new(0),
+    };
+    let engine = Engine::new(
+        Arc::new(exec),
+        rankd::keys::Keys::new(&prefix).unwrap(),
+        Arc::new(SystemClock),
+        rankd::engine::EngineConfig::default(),
+    )
+    .await
+    .unwrap();
+    let store = Arc::new(PgStore::connect(&db.url()).await.unwrap());
+    let persister = Persister::start(
+        store.clone(),
+        Durability::Sync,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let e = Arc::new(engine.with_journal(persister.journal()));
+    persister.attach(&e);
+    // Its tombstone is committed before the first attempt: the board is deleted either way, and
+    // the answer says so rather than 409 while the store's check deletes it seconds later.
+    e.delete_board(&b).await.unwrap();
+    let r = other
+        .top(&b, &View::all_time(), Limit::new(10).unwrap())
+        .await;
+    assert!(
+        matches!(r, Err(Error::BoardNotFound(_))),
+        "the board is gone now: {r:?}"
+    );
+    assert!(!store.has_board(&b).await.unwrap());
+    db.drop_now().await;
+}
