@@ -1802,6 +1802,8 @@ impl Engine {
                     refreshed = true;
                     self.forget(board);
                 }
+                // A read that was not answered wrote nothing: Redis is plainly unavailable.
+                Err(Error::Unconfirmed { cause, .. }) => return Err(Error::Unavailable(cause)),
                 Err(e) => return Err(e),
             }
         }
