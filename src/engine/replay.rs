@@ -316,7 +316,7 @@ impl Engine {
             self.hand_back(board, &token, &current, final_version, last, now)
                 .await
         };
-        self.settle(board, work.await).await
+        self.settle(board, &token, work.await).await
     }
 
     /// Rebuilds a board Redis lacks from a snapshot of it and the operations after that snapshot:
@@ -351,7 +351,7 @@ impl Engine {
             self.hand_back(board, &token, &current, final_version, last, now)
                 .await
         };
-        self.settle(board, work.await).await
+        self.settle(board, &token, work.await).await
     }
 
     /// Claims a board Redis lacks for a rebuild: creates its definition under a rebuild token, which
@@ -373,13 +373,24 @@ impl Engine {
     }
 
     /// A rebuild that fails half-way (Redis went away again) must not leave the board held by its
-    /// token until the lease runs out: drop what it wrote so the next attempt starts at once.
-    async fn settle(&self, board: &BoardId, r: Result<()>) -> Result<bool> {
+    /// token until the lease runs out: drop what it wrote so the next attempt starts at once. Only
+    /// while the board is still held by `token`, though: a rebuild that failed because another
+    /// instance took over its expired lease, or a board already handed back, is someone else's.
+    async fn settle(&self, board: &BoardId, token: &str, r: Result<()>) -> Result<bool> {
         match r {
             Ok(()) => Ok(true),
             Err(e) => {
-                if let Err(d) = self.discard(board).await {
-                    tracing::warn!(%board, error = %d, "could not drop a failed rebuild; its lease will expire");
+                let ours = match self.fetch_def_raw(board).await {
+                    Ok(Some(d)) => d.version == token,
+                    Ok(None) => false,
+                    Err(_) => true,
+                };
+                if ours {
+                    if let Err(d) = self.discard(board).await {
+                        tracing::warn!(%board, error = %d, "could not drop a failed rebuild; its lease will expire");
+                    }
+                } else {
+                    tracing::warn!(%board, error = %e, "a rebuild lost its hold on the board; leaving it to the holder");
                 }
                 Err(e)
             }

@@ -1123,7 +1123,7 @@ async fn the_first_definition_offered_twice_keeps_what_followed_it_in_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held() {
-    use rankd::store::{Persister, PgStore};
+    use rankd::store::PgStore;
     let redis = PrivateRedis::start().await;
     let pg = crate::private::PrivatePostgres::start().await;
     let config = Config {
@@ -1132,20 +1132,10 @@ async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held(
         key_prefix: prefix(),
         ..Config::default()
     };
-    // The engine with its journal, as `rankd serve` builds it, but without the background sweep:
-    // the test decides when the store is checked.
-    let engine = rankd::serve::connect(&config, Arc::new(SystemClock))
-        .await
-        .unwrap();
+    // Without the background sweep: the test decides when the store is checked.
     let store = Arc::new(PgStore::connect(&pg.url("postgres")).await.unwrap());
     store.migrate().await.unwrap();
-    let persister = Persister::start(
-        store.clone(),
-        Durability::Sync,
-        tokio_util::sync::CancellationToken::new(),
-    );
-    let e = Arc::new(engine.with_journal(persister.journal()));
-    persister.attach(&e);
+    let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
     let b = BoardId::parse("behind").unwrap();
     e.put_board(&b, BoardDef::default()).await.unwrap();
     e.submit(&Submit::new(b.clone(), m("a"), score(1.0)))
@@ -1232,7 +1222,7 @@ impl rankd::backend::Executor for WriteBeforeEachDelete {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_change() {
     use rankd::backend::redis::{RedisConfig, RedisExecutor};
-    use rankd::store::{Persister, PgStore};
+    use rankd::store::PgStore;
     let redis = PrivateRedis::start().await;
     let db = TestDb::create().await;
     let prefix = prefix();
@@ -1262,22 +1252,14 @@ async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_c
         board: b.clone(),
         changes: std::sync::atomic::AtomicU32::new(0),
     };
-    let engine = Engine::new(
-        Arc::new(exec),
-        rankd::keys::Keys::new(&prefix).unwrap(),
-        Arc::new(SystemClock),
-        rankd::engine::EngineConfig::default(),
-    )
-    .await
-    .unwrap();
     let store = Arc::new(PgStore::connect(&db.url()).await.unwrap());
-    let persister = Persister::start(
+    let e = journaled(
+        &config,
         store.clone(),
-        Durability::Sync,
-        tokio_util::sync::CancellationToken::new(),
-    );
-    let e = Arc::new(engine.with_journal(persister.journal()));
-    persister.attach(&e);
+        Arc::new(SystemClock),
+        Some(Arc::new(exec)),
+    )
+    .await;
     // Its tombstone is committed before the first attempt: the board is deleted either way, and
     // the answer says so rather than 409 while the store's check deletes it seconds later.
     e.delete_board(&b).await.unwrap();
@@ -1289,5 +1271,139 @@ async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_c
         "the board is gone now: {r:?}"
     );
     assert!(!store.has_board(&b).await.unwrap());
+    db.drop_now().await;
+}
+
+/// Before its first pipeline, lets another instance take the board over and rebuild it whole, as
+/// an instance would once this one's rebuild outlived its lease.
+struct TakenOverMidRebuild {
+    inner: Arc<dyn rankd::backend::Executor>,
+    other: Arc<Engine>,
+    store: Arc<dyn rankd::store::Store>,
+    board: BoardId,
+    done: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl rankd::backend::Executor for TakenOverMidRebuild {
+    async fn load(
+        &self,
+        scripts: &[&'static rankd::backend::Script],
+    ) -> Result<(), rankd::backend::ExecError> {
+        self.inner.load(scripts).await
+    }
+
+    async fn eval(
+        &self,
+        call: rankd::backend::Call,
+    ) -> Result<rankd::backend::Reply, rankd::backend::ExecError> {
+        self.inner.eval(call).await
+    }
+
+    async fn eval_many(
+        &self,
+        calls: Vec<rankd::backend::Call>,
+    ) -> Result<
+        Vec<Result<rankd::backend::Reply, rankd::backend::ExecError>>,
+        rankd::backend::ExecError,
+    > {
+        if !self.done.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let rebuilt =
+                rankd::store::rebuild::rebuild(&self.other, self.store.as_ref(), &self.board)
+                    .await
+                    .unwrap();
+            assert!(rebuilt, "the other instance takes the expired lease over");
+        }
+        self.inner.eval_many(calls).await
+    }
+
+    async fn ping(&self) -> Result<(), rankd::backend::ExecError> {
+        self.inner.ping().await
+    }
+}
+
+/// An engine on `config`'s Redis with a journal on `store`, as `rankd serve` builds it but without
+/// the background sweep and checks, over `exec` (a plain Redis executor when none).
+async fn journaled(
+    config: &Config,
+    store: Arc<rankd::store::PgStore>,
+    clock: Arc<dyn rankd::engine::Clock>,
+    exec: Option<Arc<dyn rankd::backend::Executor>>,
+) -> Arc<Engine> {
+    let engine = match exec {
+        Some(exec) => Engine::new(
+            exec,
+            rankd::keys::Keys::new(&config.key_prefix).unwrap(),
+            clock,
+            rankd::engine::EngineConfig::default(),
+        )
+        .await
+        .unwrap(),
+        None => rankd::serve::connect(config, clock).await.unwrap(),
+    };
+    let persister = rankd::store::Persister::start(
+        store,
+        Durability::Sync,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let e = Arc::new(engine.with_journal(persister.journal()));
+    persister.attach(&e);
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone() {
+    use rankd::backend::redis::{RedisConfig, RedisExecutor};
+    let mut redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let config = Config {
+        redis_url: Some(redis.url()),
+        database_url: Some(db.url()),
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
+    store.migrate().await.unwrap();
+    let b = BoardId::parse("leased").unwrap();
+    let other = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
+    other.put_board(&b, BoardDef::default()).await.unwrap();
+    for (i, member) in ["a", "b", "c"].into_iter().enumerate() {
+        other
+            .submit(&Submit::new(b.clone(), m(member), score(i as f64 + 1.0)))
+            .await
+            .unwrap();
+    }
+    redis.kill();
+    redis.restart().await;
+    // This instance's clock is two minutes behind: its rebuild's lease looks expired at once to
+    // the other, which takes the board over during this one's replay.
+    let behind = rankd::engine::ManualClock::new(chrono::Utc::now().timestamp_millis() - 120_000);
+    let exec = TakenOverMidRebuild {
+        inner: Arc::new(
+            RedisExecutor::connect(&RedisConfig::new(redis.url()))
+                .await
+                .unwrap(),
+        ),
+        other: other.clone(),
+        store: store.clone(),
+        board: b.clone(),
+        done: std::sync::atomic::AtomicBool::new(false),
+    };
+    let slow = journaled(
+        &config,
+        store.clone(),
+        Arc::new(behind),
+        Some(Arc::new(exec)),
+    )
+    .await;
+    let r = rankd::store::rebuild::rebuild(&slow, store.as_ref(), &b).await;
+    assert!(r.is_err(), "its token is gone, so its replay fails: {r:?}");
+    // The other's rebuild stands: the failed one did not discard it on its way out.
+    let top = other
+        .top(&b, &View::all_time(), Limit::new(10).unwrap())
+        .await
+        .unwrap();
+    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    assert_eq!(members, ["c", "b", "a"]);
     db.drop_now().await;
 }
