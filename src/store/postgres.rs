@@ -24,14 +24,24 @@ impl PgStore {
     /// acquired with a short timeout so that writes fail fast while Postgres is down.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when Postgres cannot be reached.
+    /// [`Error::Invalid`] naming `database_url` when Postgres refuses the login or lacks the
+    /// database, [`Error::Unavailable`] when Postgres cannot be reached.
     pub async fn connect(url: &str) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(2))
             .connect(url)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| match &e {
+                // A refused login or a database that does not exist will not mend by waiting.
+                sqlx::Error::Database(d)
+                    if d.code()
+                        .is_some_and(|c| c.starts_with("28") || c == "3D000") =>
+                {
+                    Error::Invalid(crate::error::Invalid::new("database_url", e.to_string()))
+                }
+                _ => unavailable(e),
+            })?;
         Ok(Self { pool })
     }
 

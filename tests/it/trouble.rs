@@ -834,3 +834,29 @@ async fn a_refused_redis_password_ends_the_start_with_a_message_naming_redis_url
         "the password stays out of the log: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_database_that_does_not_exist_ends_the_start_with_a_message_naming_database_url() {
+    let base = std::env::var("RANKD_TEST_DATABASE_URL").expect("RANKD_TEST_DATABASE_URL is set");
+    let url = match base.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/rankd_no_such_database"),
+        None => panic!("{base} names no database"),
+    };
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rankd"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--redis-url", &Redis::Standalone.url()])
+        .args(["--database-url", &url])
+        .env_remove("RANKD_API_KEYS")
+        .env_remove("RANKD_CONFIG")
+        .current_dir(std::env::temp_dir())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(15), out)
+        .await
+        .expect("a database that does not exist does not make rankd wait for it")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("database_url"), "{stderr}");
+    assert!(stderr.contains("rankd_no_such_database"), "{stderr}");
+}
