@@ -35,7 +35,16 @@ pub async fn build_engine(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<
     // durability gauge, the start-up rebuilds).
     crate::metrics::install();
     let engine = connect(config, clock).await?;
-    attach_store(config, engine).await
+    let exec = engine.executor();
+    match attach_store(config, engine).await {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            // Given up on: its Redis connections go with it, or every retry at start-up would
+            // leave a pool connected and reconnecting.
+            exec.close().await;
+            Err(e)
+        }
+    }
 }
 
 /// Connects the backend the configuration names and starts an engine on it, with no durable store

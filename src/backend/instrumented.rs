@@ -114,6 +114,10 @@ impl Executor for Instrumented {
         self.inner.memory_usage(keys).await
     }
 
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+
     async fn stats(&self) -> Result<super::BackendStats, ExecError> {
         let mut s = self.inner.stats().await?;
         s.script_calls = self.stats.calls.load(Ordering::Relaxed);

@@ -169,4 +169,8 @@ pub trait Executor: Send + Sync + 'static {
     async fn memory_usage(&self, _keys: &[String]) -> Result<Option<u64>, ExecError> {
         Ok(None)
     }
+
+    /// Closes the backend's connections: for an executor given up on (a start-up attempt that
+    /// failed further on), whose connections would otherwise stay open and keep reconnecting.
+    async fn close(&self) {}
 }

@@ -487,6 +487,11 @@ impl Executor for RedisExecutor {
         Ok(())
     }
 
+    async fn close(&self) {
+        // QUIT where Redis answers; either way fred's connection tasks end.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.pool.quit()).await;
+    }
+
     async fn slowlog(&self) -> Result<Vec<String>, ExecError> {
         if !self.reachable().await {
             return Err(ExecError::Unavailable("not connected to Redis".into()));

@@ -538,6 +538,11 @@ impl Engine {
         }
     }
 
+    /// The executor the engine runs its scripts on.
+    pub fn executor(&self) -> Arc<dyn Executor> {
+        self.exec.clone()
+    }
+
     /// The key formatter.
     pub fn keys(&self) -> &Keys {
         &self.keys

@@ -860,3 +860,33 @@ async fn a_database_that_does_not_exist_ends_the_start_with_a_message_naming_dat
     assert!(stderr.contains("database_url"), "{stderr}");
     assert!(stderr.contains("rankd_no_such_database"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_attempts_that_fail_on_the_store_leave_no_redis_connections_behind() {
+    let redis = PrivateRedis::start().await;
+    let port = free_port();
+    // Redis answers, the store does not (nothing listens on a fresh free port): every attempt
+    // connects to Redis, then gives up on the store.
+    let store = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
+    let mut child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
+        c.args(["--redis-url", &redis.url()])
+            .args(["--database-url", &store]);
+    })
+    .await;
+    let clients = || {
+        let out = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "CLIENT", "LIST"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    // Attempts at 0.25, 0.5, 1 and 2 s apart: four or more within 5 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let n = clients();
+    assert!(
+        n <= 4,
+        "{n} connections: the abandoned attempts' pools stayed connected"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
