@@ -340,11 +340,10 @@ for e = 1, count do
     local rows = full and {}
     local mark = #undo
     local why = nil
-    for q = p + 7, last[e], 2 do
-      local slot = tonumber(ARGV[q])
-      -- Reused scores are written after this loop, once per member.
-      if not reuse then
-        local ctx = slots[slot]
+    -- Reused scores are written after this loop, once per member.
+    if not reuse then
+      for q = p + 7, last[e], 2 do
+        local ctx = slots[tonumber(ARGV[q])]
         local old = tonumber(redis.call('ZSCORE', ctx.key, member))
         local prev = false
         if full and old then

@@ -250,6 +250,15 @@ struct Left {
     refused: Vec<(usize, Invalid)>,
 }
 
+/// A failed call whose failure leaves nothing written whether or not Redis answered (a read, a
+/// replay step): out of reach is unavailable, an error reply a backend error.
+pub(crate) fn unavailable(e: ExecError) -> Error {
+    match e {
+        ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
+        ExecError::Reply(m) => Error::Backend(m),
+    }
+}
+
 /// A submit script's reason for refusing an event, `<field>: <detail>`, as the invalid input.
 fn refusal(why: &str) -> Invalid {
     let (field, message) = why.split_once(": ").unwrap_or(("value", why));
@@ -648,11 +657,7 @@ impl Engine {
                 args: vec![],
             })
             .await
-            .map_err(|e| match e {
-                // A read: nothing was written either way.
-                ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
-                ExecError::Reply(m) => Error::Backend(m),
-            })?;
+            .map_err(unavailable)?;
         Self::parse_def(&reply)
     }
 

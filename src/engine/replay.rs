@@ -1,6 +1,9 @@
 //! Rebuilding a board from its stored operation log, through the very scripts that first applied it.
 
-use super::{as_array, as_u64, fmt_num, scripts, CachedDef, Engine, LoggedOp, Op, Prepared, Slots};
+use super::{
+    as_array, as_u64, fmt_num, scripts, unavailable, CachedDef, Engine, LoggedOp, Op, Prepared,
+    Slots,
+};
 use crate::backend::{Call, ExecError, Reply};
 use crate::board::{BoardDef, BoardId, EventId, Member, Scope, Score};
 use crate::engine::Submit;
@@ -130,13 +133,6 @@ fn stream_op(board: &BoardId, entry: &Reply) -> Option<LoggedOp> {
         recv_ms: get.get("n")?.parse().ok()?,
         op,
     })
-}
-
-fn unavailable(e: ExecError) -> Error {
-    match e {
-        ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
-        ExecError::Reply(m) => Error::Backend(m),
-    }
 }
 
 impl Engine {

@@ -1,7 +1,7 @@
 //! Reading every key of a board consistently, for snapshots (and the rebuilds that start from them).
 
-use super::{as_array, as_f64, as_str, as_u64, decode_stored, scripts, Engine};
-use crate::backend::{Call, ExecError, Reply};
+use super::{as_array, as_f64, as_str, as_u64, decode_stored, scripts, unavailable, Engine};
+use crate::backend::{Call, Reply};
 use crate::board::BoardId;
 use crate::error::{Error, Result};
 use crate::keys::BoardKey;
@@ -299,12 +299,6 @@ impl Target {
             expire_ms,
             members,
         }
-    }
-}
-fn unavailable(e: ExecError) -> Error {
-    match e {
-        ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
-        ExecError::Reply(m) => Error::Backend(m),
     }
 }
 

@@ -11,7 +11,7 @@ use rankd::engine::{Durability, Limit, Submit, SystemClock, View};
 use rankd::window::Window;
 use rankd::{Engine, Error};
 
-use crate::helpers::{m, prefix, scope, score, spawn_rankd};
+use crate::helpers::{m, prefix, scope, score, spawn_rankd, Hooked, Sending};
 use crate::private::{PrivateRedis, TestDb};
 
 async fn engine(redis: &PrivateRedis, db: &TestDb, durability: Durability) -> Arc<Engine> {
@@ -1170,55 +1170,6 @@ async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held(
     assert_eq!(members, ["c", "b", "a"], "b, in Redis' log only, was kept");
 }
 
-/// Writes to a board through another instance just before every call of the delete script, each
-/// time in a new scope, as a busy board's writers would: every delete attempt then finds the key
-/// index changed since it read it.
-struct WriteBeforeEachDelete {
-    inner: Arc<dyn rankd::backend::Executor>,
-    other: Arc<Engine>,
-    board: BoardId,
-    changes: std::sync::atomic::AtomicU32,
-}
-
-#[async_trait::async_trait]
-impl rankd::backend::Executor for WriteBeforeEachDelete {
-    async fn load(
-        &self,
-        scripts: &[&'static rankd::backend::Script],
-    ) -> Result<(), rankd::backend::ExecError> {
-        self.inner.load(scripts).await
-    }
-
-    async fn eval(
-        &self,
-        call: rankd::backend::Call,
-    ) -> Result<rankd::backend::Reply, rankd::backend::ExecError> {
-        if call.script.name() == rankd::engine::scripts::DELETE_BOARD.name() {
-            let n = self
-                .changes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut ev = Submit::new(self.board.clone(), m("w"), score(1.0));
-            ev.scopes = vec![scope(&format!("s{n}"))];
-            self.other.submit(&ev).await.unwrap();
-        }
-        self.inner.eval(call).await
-    }
-
-    async fn eval_many(
-        &self,
-        calls: Vec<rankd::backend::Call>,
-    ) -> Result<
-        Vec<Result<rankd::backend::Reply, rankd::backend::ExecError>>,
-        rankd::backend::ExecError,
-    > {
-        self.inner.eval_many(calls).await
-    }
-
-    async fn ping(&self) -> Result<(), rankd::backend::ExecError> {
-        self.inner.ping().await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_change() {
     use rankd::backend::redis::{RedisConfig, RedisExecutor};
@@ -1242,15 +1193,31 @@ async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_c
         .await
         .unwrap();
     // This instance: the same Redis and store, its delete calls preceded by the other's writes.
-    let exec = WriteBeforeEachDelete {
+    // Before every call of the delete script, a write through the other instance in a new scope,
+    // as a busy board's writers would: every attempt then finds the key index changed since it
+    // read it.
+    let (writer, board) = (other.clone(), b.clone());
+    let changes = std::sync::atomic::AtomicU32::new(0);
+    let exec = Hooked {
         inner: Arc::new(
             RedisExecutor::connect(&RedisConfig::new(redis.url()))
                 .await
                 .unwrap(),
         ),
-        other: other.clone(),
-        board: b.clone(),
-        changes: std::sync::atomic::AtomicU32::new(0),
+        hook: Box::new(move |sending| match sending {
+            Sending::One(call)
+                if call.script.name() == rankd::engine::scripts::DELETE_BOARD.name() =>
+            {
+                let n = changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut ev = Submit::new(board.clone(), m("w"), score(1.0));
+                ev.scopes = vec![scope(&format!("s{n}"))];
+                let writer = writer.clone();
+                Some(Box::pin(async move {
+                    writer.submit(&ev).await.unwrap();
+                }))
+            }
+            _ => None,
+        }),
     };
     let store = Arc::new(PgStore::connect(&db.url()).await.unwrap());
     let e = journaled(
@@ -1272,54 +1239,6 @@ async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_c
     );
     assert!(!store.has_board(&b).await.unwrap());
     db.drop_now().await;
-}
-
-/// Before its first pipeline, lets another instance take the board over and rebuild it whole, as
-/// an instance would once this one's rebuild outlived its lease.
-struct TakenOverMidRebuild {
-    inner: Arc<dyn rankd::backend::Executor>,
-    other: Arc<Engine>,
-    store: Arc<dyn rankd::store::Store>,
-    board: BoardId,
-    done: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl rankd::backend::Executor for TakenOverMidRebuild {
-    async fn load(
-        &self,
-        scripts: &[&'static rankd::backend::Script],
-    ) -> Result<(), rankd::backend::ExecError> {
-        self.inner.load(scripts).await
-    }
-
-    async fn eval(
-        &self,
-        call: rankd::backend::Call,
-    ) -> Result<rankd::backend::Reply, rankd::backend::ExecError> {
-        self.inner.eval(call).await
-    }
-
-    async fn eval_many(
-        &self,
-        calls: Vec<rankd::backend::Call>,
-    ) -> Result<
-        Vec<Result<rankd::backend::Reply, rankd::backend::ExecError>>,
-        rankd::backend::ExecError,
-    > {
-        if !self.done.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            let rebuilt =
-                rankd::store::rebuild::rebuild(&self.other, self.store.as_ref(), &self.board)
-                    .await
-                    .unwrap();
-            assert!(rebuilt, "the other instance takes the expired lease over");
-        }
-        self.inner.eval_many(calls).await
-    }
-
-    async fn ping(&self) -> Result<(), rankd::backend::ExecError> {
-        self.inner.ping().await
-    }
 }
 
 /// An engine on `config`'s Redis with a journal on `store`, as `rankd serve` builds it but without
@@ -1378,16 +1297,27 @@ async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone
     // This instance's clock is two minutes behind: its rebuild's lease looks expired at once to
     // the other, which takes the board over during this one's replay.
     let behind = rankd::engine::ManualClock::new(chrono::Utc::now().timestamp_millis() - 120_000);
-    let exec = TakenOverMidRebuild {
+    // Before its first pipeline, the other instance takes the board over and rebuilds it whole.
+    let (rebuilder, held, board) = (other.clone(), store.clone(), b.clone());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let exec = Hooked {
         inner: Arc::new(
             RedisExecutor::connect(&RedisConfig::new(redis.url()))
                 .await
                 .unwrap(),
         ),
-        other: other.clone(),
-        store: store.clone(),
-        board: b.clone(),
-        done: std::sync::atomic::AtomicBool::new(false),
+        hook: Box::new(move |sending| match sending {
+            Sending::Many if !done.swap(true, std::sync::atomic::Ordering::Relaxed) => {
+                let (rebuilder, held, board) = (rebuilder.clone(), held.clone(), board.clone());
+                Some(Box::pin(async move {
+                    let rebuilt = rankd::store::rebuild::rebuild(&rebuilder, held.as_ref(), &board)
+                        .await
+                        .unwrap();
+                    assert!(rebuilt, "the other instance takes the expired lease over");
+                }))
+            }
+            _ => None,
+        }),
     };
     let slow = journaled(
         &config,

@@ -1,13 +1,12 @@
 //! The engine end to end: writes, reads, rank modes, windows, scopes, errors.
 
 use rankd::backend::redis::{RedisConfig, RedisExecutor};
-use rankd::backend::{Call, ExecError, Executor, Reply, Script};
 use rankd::board::{BoardDef, Display, EventId, Order, Policy, RankMode, TieBreak};
 use rankd::engine::{Cursor, Limit, Offset, Radius, Submit, View};
 use rankd::window::{Period, Window};
 use rankd::Error;
 
-use crate::helpers::{m, scope, score, Clock, Ctx, Redis};
+use crate::helpers::{m, scope, score, Clock, Ctx, Hooked, Redis, Sending};
 use crate::on_both;
 
 fn ranks(page: &rankd::engine::Page) -> Vec<(u64, String, f64)> {
@@ -1157,40 +1156,6 @@ async fn concurrent_identical_page_reads_share_script_calls(t: &Ctx) {
     }
 }
 
-/// Runs `change` (another instance's request) just before the first pipeline of script calls, as
-/// if it had arrived between the engine reading a definition and its calls reaching Redis. Every
-/// call still runs on the real Redis.
-struct ChangeBeforeFirstPipeline {
-    inner: std::sync::Arc<dyn Executor>,
-    change: tokio::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
-}
-
-#[async_trait::async_trait]
-impl Executor for ChangeBeforeFirstPipeline {
-    async fn load(&self, scripts: &[&'static Script]) -> Result<(), ExecError> {
-        self.inner.load(scripts).await
-    }
-
-    async fn eval(&self, call: Call) -> Result<Reply, ExecError> {
-        self.inner.eval(call).await
-    }
-
-    async fn eval_many(
-        &self,
-        calls: Vec<Call>,
-    ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
-        let change = self.change.lock().await.take();
-        if let Some(change) = change {
-            change.await;
-        }
-        self.inner.eval_many(calls).await
-    }
-
-    async fn ping(&self) -> Result<(), ExecError> {
-        self.inner.ping().await
-    }
-}
-
 #[tokio::test]
 async fn a_batch_retried_after_some_calls_wrote_names_what_to_resend_not_nothing_written() {
     let other = Ctx::new(Redis::Standalone).await;
@@ -1226,9 +1191,15 @@ async fn a_batch_retried_after_some_calls_wrote_names_what_to_resend_not_nothing
     let redis = RedisExecutor::connect(&RedisConfig::new(Redis::Standalone.url()))
         .await
         .unwrap();
-    let exec = ChangeBeforeFirstPipeline {
+    // Run just before the first pipeline, as if it arrived between the engine reading B's
+    // definition and its calls reaching Redis.
+    let change = std::sync::Mutex::new(Some(change));
+    let exec = Hooked {
         inner: std::sync::Arc::new(redis),
-        change: tokio::sync::Mutex::new(Some(change)),
+        hook: Box::new(move |sending| match sending {
+            Sending::Many => change.lock().unwrap().take(),
+            Sending::One(_) => None,
+        }),
     };
     let engine = rankd::Engine::new(
         std::sync::Arc::new(exec),

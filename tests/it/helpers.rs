@@ -214,3 +214,60 @@ pub async fn spawn_rankd(
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
+
+/// What a [`Hooked`] executor is about to send.
+pub enum Sending<'a> {
+    /// One script call.
+    One(&'a rankd::backend::Call),
+    /// A pipeline of calls.
+    Many,
+}
+
+/// The hook of a [`Hooked`] executor: the work to run first, if any, for what is about to go.
+pub type Hook =
+    Box<dyn Fn(Sending<'_>) -> Option<futures::future::BoxFuture<'static, ()>> + Send + Sync>;
+
+/// A real executor that first runs whatever its hook returns for the call about to be sent, so
+/// that a test can put another instance's request at an exact point. Every call still runs on the
+/// real Redis.
+pub struct Hooked {
+    pub inner: Arc<dyn rankd::backend::Executor>,
+    pub hook: Hook,
+}
+
+#[async_trait::async_trait]
+impl rankd::backend::Executor for Hooked {
+    async fn load(
+        &self,
+        scripts: &[&'static rankd::backend::Script],
+    ) -> Result<(), rankd::backend::ExecError> {
+        self.inner.load(scripts).await
+    }
+
+    async fn eval(
+        &self,
+        call: rankd::backend::Call,
+    ) -> Result<rankd::backend::Reply, rankd::backend::ExecError> {
+        if let Some(first) = (self.hook)(Sending::One(&call)) {
+            first.await;
+        }
+        self.inner.eval(call).await
+    }
+
+    async fn eval_many(
+        &self,
+        calls: Vec<rankd::backend::Call>,
+    ) -> Result<
+        Vec<Result<rankd::backend::Reply, rankd::backend::ExecError>>,
+        rankd::backend::ExecError,
+    > {
+        if let Some(first) = (self.hook)(Sending::Many) {
+            first.await;
+        }
+        self.inner.eval_many(calls).await
+    }
+
+    async fn ping(&self) -> Result<(), rankd::backend::ExecError> {
+        self.inner.ping().await
+    }
+}
