@@ -364,6 +364,14 @@ impl Admin {
         let progress = Progress::new("verify", boards.len() as u64);
         let mut diffs = Vec::new();
         for b in &boards {
+            if self.store.diverged(b).await? {
+                diffs.push(format!(
+                    "{b}: Redis numbered operations again after losing others; they are parked until \
+                     the board is resynchronised (rankd serve does it within ten seconds)"
+                ));
+                progress.step(&format!("verify {b}"));
+                continue;
+            }
             let ops = self.store.ops(b).await?;
             scratch.replay(b, &ops).await?;
             let live = self.engine.snapshot_board(b).await;

@@ -38,6 +38,8 @@ pub const STORE_COMMITS: &str = "rankd_store_commits_total";
 pub const STORE_DURABLE: &str = "rankd_store_durable";
 /// Boards rebuilt from the durable store.
 pub const STORE_REBUILDS: &str = "rankd_store_rebuilds_total";
+/// Operations Redis numbered again after losing others, appended after the stored log.
+pub const STORE_MERGED: &str = "rankd_store_merged_total";
 
 /// Histogram buckets for latencies, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -91,6 +93,10 @@ fn describe() {
         "1 when a durable store is configured, 0 when scores live in Redis only."
     );
     describe_counter!(STORE_REBUILDS, "Boards rebuilt from the durable store.");
+    describe_counter!(
+        STORE_MERGED,
+        "Operations Redis numbered again after losing others the store held, appended after the stored log."
+    );
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests served, by route, method and status."

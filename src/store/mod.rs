@@ -27,8 +27,17 @@ use crate::error::Result;
 pub trait Store: Send + Sync + 'static {
     /// Creates or upgrades the tables and indexes.
     async fn migrate(&self) -> Result<()>;
-    /// Commits operations in one transaction; sequence numbers already stored are skipped.
-    async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<()>;
+    /// Commits operations in one transaction; sequence numbers already stored are skipped. An
+    /// operation at a number the store holds another operation at is parked, with its board's later
+    /// ones (see [`diverging`]). Returns the boards with parked operations: each needs
+    /// [`rebuild::rebuild`], which merges them ([`Store::merge_parked`]) and rebuilds Redis.
+    async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<Vec<BoardId>>;
+    /// Whether `board` has parked operations.
+    async fn diverged(&self, board: &BoardId) -> Result<bool>;
+    /// Appends `board`'s parked operations after its stored log, in the order Redis numbered them;
+    /// snapshots taken from the diverged Redis stop being rebuild bases. Returns how many it
+    /// appended.
+    async fn merge_parked(&self, board: &BoardId) -> Result<u64>;
     /// Marks a board deleted, before its Redis keys go.
     async fn tombstone(&self, board: &BoardId) -> Result<()>;
     /// Removes a deleted board's rows.
@@ -337,4 +346,116 @@ pub(crate) fn base(
         keys: base_keys,
         before,
     })
+}
+
+/// What tells two operations at one place of a board's log apart, whichever path offered them
+/// (the engine's answer or the Redis log read back): the kind, the time rankd applied it, and the
+/// member (the version, for a definition). Two offers of one operation agree on it; two different
+/// operations at one sequence number agree on it only if the same member did the same kind of thing
+/// in the same millisecond.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ident {
+    pub kind: String,
+    pub recv_ms: i64,
+    pub key: Option<String>,
+}
+
+impl Ident {
+    pub(crate) fn of(op: &LoggedOp) -> Self {
+        use crate::engine::Op;
+        let (kind, key) = match &op.op {
+            Op::Define { version, .. } => ("d", Some(version.clone())),
+            Op::Event { member, .. } => ("e", Some(member.clone())),
+            Op::Remove { member } => ("r", Some(member.clone())),
+            Op::Display { member, .. } => ("p", Some(member.clone())),
+        };
+        Self {
+            kind: kind.into(),
+            recv_ms: op.recv_ms,
+            key,
+        }
+    }
+
+    /// The identity of a stored row: its op, recv_ms, member and extra columns.
+    pub(crate) fn stored(
+        kind: &str,
+        recv_ms: i64,
+        member: Option<String>,
+        extra: Option<String>,
+    ) -> Self {
+        let kind = kind.trim();
+        Self {
+            kind: kind.into(),
+            recv_ms,
+            key: if kind == "d" { extra } else { member },
+        }
+    }
+}
+
+/// Where the offered operations of a commit go once Redis is known to have numbered some of them
+/// again (see [`diverging`]).
+#[derive(Debug, Default)]
+pub(crate) struct Divergence<'a> {
+    /// Rows the plain insert of this commit wrote that belong to the new numbering: taken back out.
+    pub unstore: Vec<(&'a BoardId, u64)>,
+    /// Operations to park until their board is resynchronised.
+    pub park: Vec<&'a LoggedOp>,
+    /// Boards whose Redis numbering diverged from the store's (before or in this commit).
+    pub boards: Vec<BoardId>,
+}
+
+/// Decides which offered operations are parked rather than stored at their sequence number.
+///
+/// Redis numbers a board's operations with a counter. When Redis loses operations the store
+/// already holds (a failover to a replica that had not received them, a restart from an older
+/// file), the counter hands out those numbers again, to other operations. The store must keep both:
+/// what it holds at those numbers, and the operations Redis numbered again, which were answered
+/// too. An operation offered at a stored number with another [`Ident`] shows it; from that number
+/// on, the board's offered operations are parked, by the number Redis gave them, and the board is
+/// resynchronised ([`rebuild::rebuild`] appends them after the store's log, then rebuilds Redis
+/// from it). Until then every operation of the board is parked, except one the store holds already.
+///
+/// `inserted`: the offered (board, seq) the plain insert wrote; `stored`: the identity of the row
+/// at every other offered (board, seq) the store holds, and at every offered (board, seq) of a
+/// board in `diverged` (boards with parked operations; none of their operations was inserted);
+/// `merged`: the identities of the operations an earlier merge appended that Redis had given
+/// each of those numbers (a late offer of one of them is no news either).
+pub(crate) fn diverging<'a>(
+    ops: &'a [LoggedOp],
+    inserted: &std::collections::HashSet<(String, u64)>,
+    stored: &std::collections::HashMap<(String, u64), Ident>,
+    merged: &std::collections::HashMap<(String, u64), Vec<Ident>>,
+    diverged: &std::collections::HashSet<String>,
+) -> Divergence<'a> {
+    let mut out = Divergence::default();
+    let mut by_board: std::collections::BTreeMap<&BoardId, Vec<&LoggedOp>> = Default::default();
+    for o in ops {
+        by_board.entry(&o.board).or_default().push(o);
+    }
+    for (board, mut list) in by_board {
+        list.sort_by_key(|o| o.seq);
+        let key = |o: &LoggedOp| (board.to_string(), o.seq);
+        let held = |o: &LoggedOp| {
+            let id = Ident::of(o);
+            stored.get(&key(o)) == Some(&id) || merged.get(&key(o)).is_some_and(|m| m.contains(&id))
+        };
+        let from = if diverged.contains(board.as_str()) {
+            Some(0)
+        } else {
+            list.iter()
+                .find(|o| !inserted.contains(&key(o)) && stored.contains_key(&key(o)) && !held(o))
+                .map(|o| o.seq)
+        };
+        let Some(from) = from else { continue };
+        for o in list.into_iter().filter(|o| o.seq >= from) {
+            if inserted.contains(&key(o)) {
+                out.unstore.push((board, o.seq));
+                out.park.push(o);
+            } else if !held(o) {
+                out.park.push(o);
+            }
+        }
+        out.boards.push(board.clone());
+    }
+    out
 }

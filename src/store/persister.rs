@@ -80,12 +80,12 @@ impl Persister {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when Redis or Postgres cannot be reached.
-    pub async fn sweep(&self) -> Result<usize> {
+    pub async fn sweep(self: &Arc<Self>) -> Result<usize> {
         self.sweep_aged(SWEEP_AGE_MS).await
     }
 
     /// [`Persister::sweep`] of the entries at least `age_ms` old.
-    async fn sweep_aged(&self, age_ms: i64) -> Result<usize> {
+    async fn sweep_aged(self: &Arc<Self>, age_ms: i64) -> Result<usize> {
         let Some(engine) = self.engine() else {
             return Ok(0);
         };
@@ -105,7 +105,8 @@ impl Persister {
                 if ripe.is_empty() {
                     break;
                 }
-                self.store.insert_ops(&ripe).await?;
+                let diverged = self.store.insert_ops(&ripe).await?;
+                self.resync(diverged);
                 engine.log_confirm(&ripe).await?;
                 copied += ripe.len();
             }
@@ -113,6 +114,22 @@ impl Persister {
         let lag = oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0);
         metrics::gauge!(m::STORE_LAG).set(lag);
         Ok(copied)
+    }
+
+    /// Starts resynchronising the boards whose Redis numbering diverged from the store's (their
+    /// operations are parked: see [`super::diverging`]), rather than waiting for the next check.
+    fn resync(self: &Arc<Self>, boards: Vec<BoardId>) {
+        for board in boards {
+            if !self
+                .rebuilding
+                .lock()
+                .expect("rebuild set poisoned")
+                .contains(&board)
+            {
+                tracing::warn!(%board, "Redis numbered operations again that the store holds others at (it lost acknowledged operations); resynchronising the board");
+            }
+            self.rebuild_in_background(board);
+        }
     }
 
     /// Starts a rebuild of `board` unless one is running in this process.
@@ -239,6 +256,9 @@ async fn writer(p: Weak<Persister>, mut rx: mpsc::Receiver<Job>, shutdown: Cance
         let ops: Vec<LoggedOp> = jobs.iter().flat_map(|j| j.ops.iter().cloned()).collect();
         let result = p.store.insert_ops(&ops).await;
         let answer = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        if let Ok(diverged) = result {
+            p.resync(diverged);
+        }
         match &answer {
             Ok(()) => metrics::counter!(m::STORE_COMMITS, "outcome" => "ok").increment(1),
             Err(e) => {

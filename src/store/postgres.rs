@@ -1,5 +1,6 @@
 //! Postgres through sqlx: migrations, the operation log and board rows.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -17,6 +18,63 @@ pub struct PgStore {
 
 fn unavailable(e: sqlx::Error) -> Error {
     Error::Unavailable(format!("store: {e}"))
+}
+
+/// The SELECT that turns [`Columns`], bound as $1 to $11, into rows of the operation columns.
+macro_rules! unnested {
+    () => {
+        "SELECT b, s, o, r, m, v, e, a,
+        CASE WHEN c IS NULL THEN NULL WHEN c = '' THEN '{}'::text[] ELSE string_to_array(c, ' ') END,
+        p, x
+ FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::float8[], $7::text[],
+             $8::bigint[], $9::text[], $10::text[], $11::text[])
+      AS t(b, s, o, r, m, v, e, a, c, p, x)"
+    };
+}
+
+/// Snapshots a merge of parked operations disqualifies as rebuild bases: those taken at or after
+/// the first number Redis gave again ($2), which hold Redis' diverged history, not the store's.
+const MERGED_SNAPSHOTS: &str =
+    "UPDATE rankd_snapshots SET run_id = NULL WHERE board = $1 AND seq >= $2 AND run_id IS NOT NULL";
+
+/// A stored operation's place and identity: board, seq, op, recv_ms, member, extra.
+type IdentRow = (String, i64, String, i64, Option<String>, Option<String>);
+
+/// Operations as columns, for `unnested!`.
+#[derive(Default)]
+struct Columns {
+    board: Vec<String>,
+    seq: Vec<i64>,
+    kind: Vec<String>,
+    recv: Vec<i64>,
+    member: Vec<Option<String>>,
+    value: Vec<Option<f64>>,
+    event_id: Vec<Option<String>>,
+    at: Vec<Option<i64>>,
+    scopes: Vec<Option<String>>,
+    payload: Vec<Option<String>>,
+    extra: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn of(ops: &[&LoggedOp]) -> Self {
+        let mut c = Self::default();
+        for o in ops {
+            let row = super::OpRow::from_op(&o.op);
+            c.board.push(o.board.to_string());
+            c.seq.push(o.seq as i64);
+            c.recv.push(o.recv_ms);
+            c.kind.push(row.kind);
+            c.member.push(row.member);
+            c.value.push(row.value);
+            c.event_id.push(row.event_id);
+            c.at.push(row.at_ms);
+            c.scopes.push(row.scopes.map(|s| s.join(" ")));
+            c.payload.push(row.payload);
+            c.extra.push(row.extra);
+        }
+        c
+    }
 }
 
 impl PgStore {
@@ -67,92 +125,179 @@ impl PgStore {
     /// same id left is removed first, unless the stored sequence number 1 is this very definition
     /// (its version is unique), offered again: then what followed it is this life's, and stays.
     ///
+    /// An operation offered at a sequence number the store holds another operation at shows that
+    /// Redis numbered it again after losing operations: it and its board's later ones are parked
+    /// (see [`super::diverging`]). Returns the boards with parked operations, which need
+    /// [`PgStore::merge_parked`] and a rebuild.
+    ///
     /// # Errors
     /// [`Error::Unavailable`] when Postgres cannot be reached.
-    pub async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<()> {
+    pub async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<Vec<BoardId>> {
         if ops.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         for (board, version) in ops.iter().filter_map(|o| match &o.op {
             Op::Define { version, .. } if o.seq == 1 => Some((&o.board, version)),
             _ => None,
         }) {
-            sqlx::query(
+            for sql in [
+                "DELETE FROM rankd_parked WHERE board = $1 AND NOT EXISTS (
+                     SELECT 1 FROM rankd_ops WHERE board = $1 AND seq = 1 AND op = 'd' AND extra = $2)",
                 "DELETE FROM rankd_ops WHERE board = $1 AND NOT EXISTS (
                      SELECT 1 FROM rankd_ops WHERE board = $1 AND seq = 1 AND op = 'd' AND extra = $2)",
+            ] {
+                sqlx::query(sql)
+                .bind(board.as_str())
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            }
+        }
+        let mut names: Vec<String> = ops.iter().map(|o| o.board.to_string()).collect();
+        names.sort_unstable();
+        names.dedup();
+        // Boards with parked operations: none of theirs is stored at the number Redis gave it.
+        let diverged: HashSet<String> =
+            sqlx::query_scalar("SELECT DISTINCT board FROM rankd_parked WHERE board = ANY($1)")
+                .bind(&names)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .collect();
+        let plain: Vec<&LoggedOp> = ops
+            .iter()
+            .filter(|o| !diverged.contains(o.board.as_str()))
+            .collect();
+        let c = Columns::of(&plain);
+        // One statement for the whole group: arrays unnested into rows. Scopes travel space-joined
+        // (scopes never contain spaces) because Postgres has no ragged arrays.
+        let inserted: HashSet<(String, u64)> = sqlx::query_as::<_, (String, i64)>(concat!(
+            "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra) ",
+            unnested!(),
+            " ON CONFLICT (board, seq) DO NOTHING RETURNING board, seq"
+        ))
+        .bind(&c.board)
+        .bind(&c.seq)
+        .bind(&c.kind)
+        .bind(&c.recv)
+        .bind(&c.member)
+        .bind(&c.value)
+        .bind(&c.event_id)
+        .bind(&c.at)
+        .bind(&c.scopes)
+        .bind(&c.payload)
+        .bind(&c.extra)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|(b, s)| (b, s as u64))
+        .collect();
+        // What the store holds wherever this commit did not write: the same operation offered
+        // again, or another one (Redis numbered it again).
+        let probe: Vec<&LoggedOp> = ops
+            .iter()
+            .filter(|o| {
+                diverged.contains(o.board.as_str())
+                    || !inserted.contains(&(o.board.to_string(), o.seq))
+            })
+            .collect();
+        let mut stored = HashMap::new();
+        if !probe.is_empty() {
+            let (pb, ps): (Vec<String>, Vec<i64>) = probe
+                .iter()
+                .map(|o| (o.board.to_string(), o.seq as i64))
+                .unzip();
+            let rows: Vec<IdentRow> =
+                sqlx::query_as(
+                    "SELECT o.board, o.seq, o.op, o.recv_ms, o.member, o.extra FROM rankd_ops o
+                     JOIN UNNEST($1::text[], $2::bigint[]) AS t(b, s) ON o.board = t.b AND o.seq = t.s",
+                )
+                .bind(&pb)
+                .bind(&ps)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            for (b, s, kind, recv, member, extra) in rows {
+                stored.insert(
+                    (b, s as u64),
+                    super::Ident::stored(&kind, recv, member, extra),
+                );
+            }
+        }
+        let mut merged: HashMap<_, Vec<_>> = HashMap::new();
+        if !probe.is_empty() && !stored.is_empty() {
+            let (pb, ps): (Vec<String>, Vec<i64>) = probe
+                .iter()
+                .map(|o| (o.board.to_string(), o.seq as i64))
+                .unzip();
+            let rows: Vec<IdentRow> = sqlx::query_as(
+                "SELECT o.board, o.redis_seq, o.op, o.recv_ms, o.member, o.extra FROM rankd_ops o
+                 JOIN UNNEST($1::text[], $2::bigint[]) AS t(b, s) ON o.board = t.b AND o.redis_seq = t.s
+                 WHERE o.redis_seq IS NOT NULL",
             )
-            .bind(board.as_str())
-            .bind(version)
+            .bind(&pb)
+            .bind(&ps)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            for (b, s, kind, recv, member, extra) in rows {
+                merged
+                    .entry((b, s as u64))
+                    .or_default()
+                    .push(super::Ident::stored(&kind, recv, member, extra));
+            }
+        }
+        let d = super::diverging(ops, &inserted, &stored, &merged, &diverged);
+        if !d.unstore.is_empty() {
+            let (ub, us): (Vec<String>, Vec<i64>) = d
+                .unstore
+                .iter()
+                .map(|(b, s)| (b.to_string(), *s as i64))
+                .unzip();
+            sqlx::query(
+                "DELETE FROM rankd_ops o USING UNNEST($1::text[], $2::bigint[]) AS t(b, s)
+                 WHERE o.board = t.b AND o.seq = t.s",
+            )
+            .bind(&ub)
+            .bind(&us)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
         }
-        let n = ops.len();
-        let mut board = Vec::with_capacity(n);
-        let mut seq = Vec::with_capacity(n);
-        let mut kind = Vec::with_capacity(n);
-        let mut recv = Vec::with_capacity(n);
-        let mut member: Vec<Option<String>> = Vec::with_capacity(n);
-        let mut value: Vec<Option<f64>> = Vec::with_capacity(n);
-        let mut event_id: Vec<Option<String>> = Vec::with_capacity(n);
-        let mut at: Vec<Option<i64>> = Vec::with_capacity(n);
-        let mut scopes: Vec<Option<String>> = Vec::with_capacity(n);
-        let mut payload: Vec<Option<String>> = Vec::with_capacity(n);
-        let mut extra: Vec<Option<String>> = Vec::with_capacity(n);
-        for o in ops {
-            board.push(o.board.to_string());
-            seq.push(o.seq as i64);
-            recv.push(o.recv_ms);
-            let row = super::OpRow::from_op(&o.op);
-            let (k, m, v, e, a, s, p, x) = (
-                row.kind,
-                row.member,
-                row.value,
-                row.event_id,
-                row.at_ms,
-                row.scopes.map(|s| s.join(" ")),
-                row.payload,
-                row.extra,
-            );
-            kind.push(k);
-            member.push(m);
-            value.push(v);
-            event_id.push(e);
-            at.push(a);
-            scopes.push(s);
-            payload.push(p);
-            extra.push(x);
+        if !d.park.is_empty() {
+            let c = Columns::of(&d.park);
+            sqlx::query(concat!(
+                "INSERT INTO rankd_parked (board, redis_seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra) ",
+                unnested!(),
+                " ON CONFLICT DO NOTHING"
+            ))
+            .bind(&c.board)
+            .bind(&c.seq)
+            .bind(&c.kind)
+            .bind(&c.recv)
+            .bind(&c.member)
+            .bind(&c.value)
+            .bind(&c.event_id)
+            .bind(&c.at)
+            .bind(&c.scopes)
+            .bind(&c.payload)
+            .bind(&c.extra)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         }
-        // One statement for the whole group: arrays unnested into rows. Scopes travel space-joined
-        // (scopes never contain spaces) because Postgres has no ragged arrays.
-        sqlx::query(
-            "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra)
-             SELECT b, s, o, r, m, v, e, a,
-                    CASE WHEN c IS NULL THEN NULL WHEN c = '' THEN '{}'::text[] ELSE string_to_array(c, ' ') END,
-                    p, x
-             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::float8[], $7::text[],
-                         $8::bigint[], $9::text[], $10::text[], $11::text[])
-                  AS t(b, s, o, r, m, v, e, a, c, p, x)
-             ON CONFLICT (board, seq) DO NOTHING",
-        )
-        .bind(&board)
-        .bind(&seq)
-        .bind(&kind)
-        .bind(&recv)
-        .bind(&member)
-        .bind(&value)
-        .bind(&event_id)
-        .bind(&at)
-        .bind(&scopes)
-        .bind(&payload)
-        .bind(&extra)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        // The board row follows its latest definition.
-        for o in ops {
+        // The board row follows its latest definition stored at its own number (a parked one
+        // takes over when it is merged).
+        let parked: HashSet<(&BoardId, u64)> = d.park.iter().map(|o| (&o.board, o.seq)).collect();
+        for o in ops.iter().filter(|o| !parked.contains(&(&o.board, o.seq))) {
             if let Op::Define { version, json } = &o.op {
+                if diverged.contains(o.board.as_str()) {
+                    continue;
+                }
                 sqlx::query(
                     "INSERT INTO rankd_boards (board, definition, version) VALUES ($1, $2, $3)
                      ON CONFLICT (board) DO UPDATE SET definition = EXCLUDED.definition, version = EXCLUDED.version,
@@ -168,7 +313,69 @@ impl PgStore {
                 .map_err(unavailable)?;
             }
         }
-        tx.commit().await.map_err(unavailable)
+        tx.commit().await.map_err(unavailable)?;
+        Ok(d.boards)
+    }
+
+    /// Whether `board` has parked operations (see [`PgStore::insert_ops`]).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn diverged(&self, board: &BoardId) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM rankd_parked WHERE board = $1 LIMIT 1")
+            .bind(board.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+
+    /// Appends `board`'s parked operations after its stored log, in the order Redis numbered them,
+    /// in one transaction; snapshots taken from Redis once its numbering diverged stop being
+    /// rebuild bases. Returns how many it appended.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`]; also when another instance appends at the same time (the rows'
+    /// keys collide and nothing is written: the next check merges).
+    pub async fn merge_parked(&self, board: &BoardId) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // One statement: rows parked after it began stay parked for the next merge.
+        let (from, moved): (Option<i64>, i64) = sqlx::query_as(
+            "WITH moved AS (DELETE FROM rankd_parked WHERE board = $1 RETURNING *),
+                  top AS (SELECT COALESCE(MAX(seq), 0) AS top FROM rankd_ops WHERE board = $1),
+                  ins AS (
+                    INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra, redis_seq)
+                    SELECT m.board, top.top + row_number() OVER (ORDER BY m.redis_seq, m.recv_ms),
+                           m.op, m.recv_ms, m.member, m.value, m.event_id, m.at_ms, m.scopes, m.payload, m.extra,
+                           m.redis_seq
+                    FROM moved m CROSS JOIN top
+                    RETURNING seq)
+             SELECT (SELECT min(redis_seq) FROM moved), (SELECT count(*) FROM ins)",
+        )
+        .bind(board.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if let Some(from) = from {
+            sqlx::query(MERGED_SNAPSHOTS)
+                .bind(board.as_str())
+                .bind(from)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            sqlx::query(
+                "UPDATE rankd_boards SET definition = d.payload, version = d.extra, updated_at = now()
+                 FROM (SELECT payload, extra FROM rankd_ops WHERE board = $1 AND op = 'd'
+                       ORDER BY seq DESC LIMIT 1) AS d
+                 WHERE rankd_boards.board = $1",
+            )
+            .bind(board.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(moved as u64)
     }
 
     /// Marks a board deleted (the deletion is then durable), before its Redis keys go.
@@ -190,6 +397,11 @@ impl PgStore {
     /// [`Error::Unavailable`].
     pub async fn purge(&self, board: &BoardId) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("DELETE FROM rankd_parked WHERE board = $1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted)")
+            .bind(board.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         sqlx::query("DELETE FROM rankd_ops WHERE board = $1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted)")
             .bind(board.as_str())
             .execute(&mut *tx)
@@ -442,8 +654,14 @@ impl super::Store for PgStore {
     async fn migrate(&self) -> Result<()> {
         PgStore::migrate(self).await
     }
-    async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<()> {
+    async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<Vec<BoardId>> {
         PgStore::insert_ops(self, ops).await
+    }
+    async fn diverged(&self, board: &BoardId) -> Result<bool> {
+        PgStore::diverged(self, board).await
+    }
+    async fn merge_parked(&self, board: &BoardId) -> Result<u64> {
+        PgStore::merge_parked(self, board).await
     }
     async fn tombstone(&self, board: &BoardId) -> Result<()> {
         PgStore::tombstone(self, board).await

@@ -22,19 +22,20 @@ pub struct CheckReport {
 /// # Errors
 /// When Redis or Postgres cannot be reached, or the stored log does not replay.
 pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Result<bool> {
-    let stored_seq = store
-        .boards()
-        .await?
-        .into_iter()
-        .find(|(b, _)| b == board)
-        .map(|(_, s)| s);
-    let Some(stored_seq) = stored_seq else {
+    let Some(stored_seq) = highest_seq(store, board).await? else {
         return Ok(false);
     };
+    // Operations Redis numbered again after losing others (see super::diverging): Redis holds
+    // a history the store does not, and the store one that Redis does not.
+    let diverged = store.diverged(board).await?;
     match engine.redis_state(board).await? {
-        RedisState::Live(seq) if seq >= stored_seq => return Ok(false),
+        RedisState::Live(seq) if seq >= stored_seq && !diverged => return Ok(false),
         RedisState::Live(seq) => {
-            tracing::warn!(%board, redis_seq = seq, stored_seq, "Redis lost acknowledged operations; rebuilding");
+            if diverged {
+                tracing::warn!(%board, redis_seq = seq, stored_seq, "Redis numbered operations again after losing others; resynchronising");
+            } else {
+                tracing::warn!(%board, redis_seq = seq, stored_seq, "Redis lost acknowledged operations; rebuilding");
+            }
             // What its log still holds is history too (writes answered before the store had them,
             // or answered 503 unconfirmed): stored first, or the discard would lose it.
             save_log(engine, store, board).await?;
@@ -49,6 +50,15 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
         }
         RedisState::Missing => tracing::warn!(%board, "Redis lost the board; rebuilding"),
     }
+    // The operations Redis numbered again follow the store's own, in the order Redis gave them.
+    let merged = store.merge_parked(board).await?;
+    let stored_seq = if merged > 0 {
+        tracing::info!(%board, merged, "appended the operations Redis numbered again");
+        metrics::counter!(crate::metrics::STORE_MERGED).increment(merged);
+        highest_seq(store, board).await?.unwrap_or(stored_seq)
+    } else {
+        stored_seq
+    };
     // From the latest snapshot taken at one point of the log when there is one (writing each
     // member once), else from the first operation.
     let dedupe_since = engine.now_ms() - engine.dedupe_window_ms();
@@ -69,7 +79,18 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
     Ok(rebuilt)
 }
 
-/// Copies every entry of `board`'s Redis log into the store, however young.
+/// The highest sequence number the store holds of a live `board`; `None` when it holds no such board.
+async fn highest_seq(store: &dyn Store, board: &BoardId) -> Result<Option<u64>> {
+    Ok(store
+        .boards()
+        .await?
+        .into_iter()
+        .find(|(b, _)| b == board)
+        .map(|(_, s)| s))
+}
+
+/// Copies every entry of `board`'s Redis log into the store, however young (parked, when Redis
+/// numbered them again).
 async fn save_log(engine: &Engine, store: &dyn Store, board: &BoardId) -> Result<()> {
     loop {
         let pending = engine.log_pending(board, 1000).await?;

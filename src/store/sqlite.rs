@@ -1,5 +1,6 @@
 //! SQLite through sqlx: the embedded engine's durable store, a file in the data directory.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -52,6 +53,39 @@ fn row_to_op(board: &BoardId, r: &sqlx::sqlite::SqliteRow) -> Result<LoggedOp> {
         recv_ms: r.get("recv_ms"),
         op: row.into_op(board)?,
     })
+}
+
+/// Inserts one operation into rankd_ops, or into rankd_parked (`parked`) with the number Redis
+/// gave it, unless its key is taken; returns the rows written (0 or 1).
+async fn insert_op(
+    parked: bool,
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    o: &LoggedOp,
+) -> Result<u64> {
+    let sql = if parked {
+        "INSERT INTO rankd_parked (board, redis_seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    } else {
+        "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    };
+    let row = super::OpRow::from_op(&o.op);
+    Ok(sqlx::query(sql)
+        .bind(o.board.as_str())
+        .bind(o.seq as i64)
+        .bind(&row.kind)
+        .bind(o.recv_ms)
+        .bind(&row.member)
+        .bind(row.value)
+        .bind(&row.event_id)
+        .bind(row.at_ms)
+        .bind(row.scopes.as_ref().map(|s| s.join(" ")))
+        .bind(&row.payload)
+        .bind(&row.extra)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected())
 }
 
 /// Reads a snapshot's entries (member, stored score) in a task of its own, so that they are written
@@ -125,63 +159,176 @@ impl Store for SqliteStore {
             .map_err(|e| Error::Backend(format!("migrations: {e}")))
     }
 
-    async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<()> {
+    async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<Vec<BoardId>> {
         if ops.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        for o in ops {
-            // A new life of the board, unless this very definition (by its unique version) is
-            // offered again: see PgStore::insert_ops.
-            if let Op::Define { version, .. } = &o.op {
-                if o.seq == 1 {
-                    sqlx::query(
-                        "DELETE FROM rankd_ops WHERE board = ?1 AND NOT EXISTS (
-                             SELECT 1 FROM rankd_ops WHERE board = ?1 AND seq = 1 AND op = 'd' AND extra = ?2)",
-                    )
-                    .bind(o.board.as_str())
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                }
-            }
-            let row = super::OpRow::from_op(&o.op);
-            sqlx::query(
-                "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (board, seq) DO NOTHING",
-            )
-            .bind(o.board.as_str())
-            .bind(o.seq as i64)
-            .bind(&row.kind)
-            .bind(o.recv_ms)
-            .bind(&row.member)
-            .bind(row.value)
-            .bind(&row.event_id)
-            .bind(row.at_ms)
-            .bind(row.scopes.as_ref().map(|s| s.join(" ")))
-            .bind(&row.payload)
-            .bind(&row.extra)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if let Op::Define { version, json } = &o.op {
-                sqlx::query(
-                    "INSERT INTO rankd_boards (board, definition, version) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (board) DO UPDATE SET definition = excluded.definition, version = excluded.version,
-                         deleted = 0, updated_at = unixepoch()
-                     WHERE NOT EXISTS (SELECT 1 FROM rankd_ops WHERE board = ?1 AND op = 'd' AND seq > ?4)",
-                )
-                .bind(o.board.as_str())
-                .bind(json)
+        // A new life of the board, unless this very definition (by its unique version) is offered
+        // again: see PgStore::insert_ops.
+        for (board, version) in ops.iter().filter_map(|o| match &o.op {
+            Op::Define { version, .. } if o.seq == 1 => Some((&o.board, version)),
+            _ => None,
+        }) {
+            for sql in [
+                "DELETE FROM rankd_parked WHERE board = ?1 AND NOT EXISTS (
+                     SELECT 1 FROM rankd_ops WHERE board = ?1 AND seq = 1 AND op = 'd' AND extra = ?2)",
+                "DELETE FROM rankd_ops WHERE board = ?1 AND NOT EXISTS (
+                     SELECT 1 FROM rankd_ops WHERE board = ?1 AND seq = 1 AND op = 'd' AND extra = ?2)",
+            ] {
+                sqlx::query(sql)
+                .bind(board.as_str())
                 .bind(version)
-                .bind(o.seq as i64)
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
             }
         }
-        tx.commit().await.map_err(unavailable)
+        let mut diverged = HashSet::new();
+        for o in ops {
+            if !diverged.contains(o.board.as_str())
+                && sqlx::query("SELECT 1 FROM rankd_parked WHERE board = ? LIMIT 1")
+                    .bind(o.board.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .is_some()
+            {
+                diverged.insert(o.board.to_string());
+            }
+        }
+        let mut inserted = HashSet::new();
+        let mut stored = HashMap::new();
+        let mut merged = HashMap::new();
+        for o in ops {
+            let key = (o.board.to_string(), o.seq);
+            if !diverged.contains(o.board.as_str()) && insert_op(false, &mut tx, o).await? == 1 {
+                inserted.insert(key);
+                continue;
+            }
+            let row: Option<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT op, recv_ms, member, extra FROM rankd_ops WHERE board = ? AND seq = ?",
+            )
+            .bind(o.board.as_str())
+            .bind(o.seq as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            let Some((kind, recv, member, extra)) = row else {
+                continue;
+            };
+            stored.insert(
+                key.clone(),
+                super::Ident::stored(&kind, recv, member, extra),
+            );
+            let rows: Vec<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT op, recv_ms, member, extra FROM rankd_ops WHERE board = ? AND redis_seq = ?",
+            )
+            .bind(o.board.as_str())
+            .bind(o.seq as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            merged.insert(
+                key,
+                rows.into_iter()
+                    .map(|(kind, recv, member, extra)| {
+                        super::Ident::stored(&kind, recv, member, extra)
+                    })
+                    .collect(),
+            );
+        }
+        let d = super::diverging(ops, &inserted, &stored, &merged, &diverged);
+        for (board, seq) in &d.unstore {
+            sqlx::query("DELETE FROM rankd_ops WHERE board = ? AND seq = ?")
+                .bind(board.as_str())
+                .bind(*seq as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        for o in &d.park {
+            insert_op(true, &mut tx, o).await?;
+        }
+        // The board row follows its latest definition stored at its own number.
+        let parked: HashSet<(&BoardId, u64)> = d.park.iter().map(|o| (&o.board, o.seq)).collect();
+        for o in ops {
+            let Op::Define { version, json } = &o.op else {
+                continue;
+            };
+            if parked.contains(&(&o.board, o.seq)) || diverged.contains(o.board.as_str()) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO rankd_boards (board, definition, version) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (board) DO UPDATE SET definition = excluded.definition, version = excluded.version,
+                     deleted = 0, updated_at = unixepoch()
+                 WHERE NOT EXISTS (SELECT 1 FROM rankd_ops WHERE board = ?1 AND op = 'd' AND seq > ?4)",
+            )
+            .bind(o.board.as_str())
+            .bind(json)
+            .bind(version)
+            .bind(o.seq as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(d.boards)
+    }
+
+    async fn diverged(&self, board: &BoardId) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM rankd_parked WHERE board = ? LIMIT 1")
+            .bind(board.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+
+    async fn merge_parked(&self, board: &BoardId) -> Result<u64> {
+        // SQLite has one writer: nothing parks while this transaction runs.
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let from: Option<i64> =
+            sqlx::query_scalar("SELECT min(redis_seq) FROM rankd_parked WHERE board = ?")
+                .bind(board.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let Some(from) = from else {
+            return Ok(0);
+        };
+        let moved = sqlx::query(
+            "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra, redis_seq)
+             SELECT m.board,
+                    (SELECT COALESCE(MAX(seq), 0) FROM rankd_ops WHERE board = ?1)
+                      + row_number() OVER (ORDER BY m.redis_seq, m.recv_ms),
+                    m.op, m.recv_ms, m.member, m.value, m.event_id, m.at_ms, m.scopes, m.payload, m.extra,
+                    m.redis_seq
+             FROM rankd_parked m WHERE m.board = ?1",
+        )
+        .bind(board.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        for q in [
+            "DELETE FROM rankd_parked WHERE board = ?1",
+            "UPDATE rankd_snapshots SET run_id = NULL WHERE board = ?1 AND seq >= ?2 AND run_id IS NOT NULL",
+            "UPDATE rankd_boards SET definition = d.payload, version = d.extra, updated_at = unixepoch()
+             FROM (SELECT payload, extra FROM rankd_ops WHERE board = ?1 AND op = 'd'
+                   ORDER BY seq DESC LIMIT 1) AS d
+             WHERE rankd_boards.board = ?1",
+        ] {
+            sqlx::query(q)
+                .bind(board.as_str())
+                .bind(from)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(moved)
     }
 
     async fn tombstone(&self, board: &BoardId) -> Result<()> {
@@ -197,6 +344,11 @@ impl Store for SqliteStore {
 
     async fn purge(&self, board: &BoardId) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("DELETE FROM rankd_parked WHERE board = ?1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = ?1 AND deleted = 0)")
+            .bind(board.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         sqlx::query("DELETE FROM rankd_ops WHERE board = ?1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = ?1 AND deleted = 0)")
             .bind(board.as_str())
             .execute(&mut *tx)

@@ -1121,6 +1121,285 @@ async fn the_first_definition_offered_twice_keeps_what_followed_it_in_sqlite() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Redis lost operations the store holds and numbered new ones again: the store keeps both. The
+/// new ones wait, with every later one of their board, until merged after the store's own, in
+/// Redis' order; offering any of them again, before or after the merge, changes nothing.
+async fn numbered_again(store: &dyn rankd::store::Store) {
+    use rankd::engine::{LoggedOp, Op};
+    store.migrate().await.unwrap();
+    let b = BoardId::parse(&format!("again{}", prefix().trim_end_matches(':'))).unwrap();
+    let define = LoggedOp {
+        board: b.clone(),
+        seq: 1,
+        recv_ms: 1,
+        op: Op::Define {
+            version: "v1".into(),
+            json: serde_json::to_string(&BoardDef::default()).unwrap(),
+        },
+    };
+    let event = |seq: u64, recv_ms: i64, member: &str| LoggedOp {
+        board: b.clone(),
+        seq,
+        recv_ms,
+        op: Op::Event {
+            member: member.into(),
+            value: 1.0,
+            event_id: None,
+            at_ms: recv_ms,
+            scopes: vec![],
+        },
+    };
+    let members = |ops: Vec<LoggedOp>| -> Vec<(u64, String)> {
+        ops.into_iter()
+            .map(|o| match o.op {
+                Op::Define { .. } => (o.seq, "def".to_owned()),
+                Op::Event { member, .. } => (o.seq, member),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let kept = [
+        define,
+        event(2, 10, "a"),
+        event(3, 11, "b"),
+        event(4, 12, "c"),
+    ];
+    assert_eq!(
+        store.insert_ops(&kept).await.unwrap(),
+        Vec::<BoardId>::new()
+    );
+    assert!(!store.diverged(&b).await.unwrap());
+    // Redis lost 3 and 4, then gave 3, 4 and 5 to new operations, offered together.
+    let again = [event(5, 22, "z"), event(3, 20, "x"), event(4, 21, "y")];
+    assert_eq!(
+        store.insert_ops(&again).await.unwrap(),
+        std::slice::from_ref(&b)
+    );
+    let before = [(1, "def"), (2, "a"), (3, "b"), (4, "c")].map(|(s, m)| (s, m.to_owned()));
+    assert_eq!(
+        members(store.ops(&b).await.unwrap()),
+        before,
+        "5 is of the new numbering too: not stored at it"
+    );
+    assert!(store.diverged(&b).await.unwrap());
+    // Offered again (the writer and the sweep), and the store's own offered again: no news.
+    assert_eq!(
+        store.insert_ops(&again).await.unwrap(),
+        std::slice::from_ref(&b)
+    );
+    assert_eq!(
+        store.insert_ops(&kept[1..]).await.unwrap(),
+        std::slice::from_ref(&b)
+    );
+    // Later operations wait too, even at numbers the store never gave.
+    assert_eq!(
+        store.insert_ops(&[event(6, 23, "w")]).await.unwrap(),
+        std::slice::from_ref(&b)
+    );
+    assert_eq!(members(store.ops(&b).await.unwrap()), before);
+    assert_eq!(store.merge_parked(&b).await.unwrap(), 4);
+    assert!(!store.diverged(&b).await.unwrap());
+    let after = [
+        (1, "def"),
+        (2, "a"),
+        (3, "b"),
+        (4, "c"),
+        (5, "x"),
+        (6, "y"),
+        (7, "z"),
+        (8, "w"),
+    ]
+    .map(|(s, m)| (s, m.to_owned()));
+    assert_eq!(members(store.ops(&b).await.unwrap()), after);
+    // A late offer of merged operations (a sweep that read them before the merge), with one that
+    // follows the merged log: only the new one is stored, at its own number.
+    assert_eq!(
+        store
+            .insert_ops(&[event(4, 21, "y"), event(9, 30, "v")])
+            .await
+            .unwrap(),
+        Vec::<BoardId>::new()
+    );
+    let mut last = after.to_vec();
+    last.push((9, "v".to_owned()));
+    assert_eq!(members(store.ops(&b).await.unwrap()), last);
+    assert_eq!(store.merge_parked(&b).await.unwrap(), 0);
+    store.tombstone(&b).await.unwrap();
+    store.purge(&b).await.unwrap();
+}
+
+#[tokio::test]
+async fn operations_redis_numbered_again_are_kept_after_the_stored_ones_in_postgres() {
+    let db = TestDb::create().await;
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    numbered_again(&store).await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn operations_redis_numbered_again_are_kept_after_the_stored_ones_in_sqlite() {
+    let dir = std::env::temp_dir().join(format!("rankd-again-{}", prefix().trim_end_matches(':')));
+    let store = rankd::store::SqliteStore::open(&dir).await.unwrap();
+    numbered_again(&store).await;
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs redis-cli against a private instance; its answer.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Waits until the instance on `port` follows the one on `primary` and has caught up with it.
+async fn following(port: u16, primary: u16) {
+    let field = |info: &str, name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = redis_cli(port, &["INFO", "replication"]);
+        let theirs = redis_cli(primary, &["INFO", "replication"]);
+        if field(&info, "master_port") == Some(primary.to_string())
+            && field(&info, "master_link_status").as_deref() == Some("up")
+            && field(&info, "master_sync_in_progress").as_deref() == Some("0")
+            && field(&info, "slave_repl_offset").is_some()
+            && field(&info, "slave_repl_offset") == field(&theirs, "master_repl_offset")
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replication never caught up: {info}\n{theirs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A failover to a replica that had not received the last acknowledged writes: Redis keeps the
+/// board but lost operations the store holds, and its counter gives their numbers to new writes.
+/// Every acknowledged write must survive: the board comes back with all of them, and the store
+/// holds each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_a_failover_to_a_replica_that_was_behind_are_kept_with_the_ones_it_lost() {
+    let primary = PrivateRedis::start().await;
+    let replica = PrivateRedis::start().await;
+    for r in [&primary, &replica] {
+        // A full resync streams the data set and loads it from the socket, at once: no RDB file
+        // is written anywhere (diskless sync is the primary's default).
+        let set = [
+            "CONFIG",
+            "SET",
+            "repl-diskless-load",
+            "swapdb",
+            "repl-diskless-sync-delay",
+            "0",
+        ];
+        assert_eq!(redis_cli(r.port, &set), "OK");
+    }
+    let db = TestDb::create().await;
+    redis_cli(
+        replica.port,
+        &["REPLICAOF", "127.0.0.1", &primary.port.to_string()],
+    );
+    following(replica.port, primary.port).await;
+    let e = engine(&primary, &db, Durability::Sync).await;
+    let b = BoardId::parse("failover").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    let submit = |who: &'static str, v: f64| {
+        let (e, b) = (e.clone(), b.clone());
+        async move {
+            let mut ev = Submit::new(b, m(who), score(v));
+            ev.event_id = Some(EventId::parse(who).unwrap());
+            // Resent with its event id while the board is being rebuilt or the answer is unknown.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match e.submit(&ev).await {
+                    Ok(_) => return,
+                    Err(Error::Unavailable(_) | Error::Unconfirmed { .. })
+                        if Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(err) => panic!("{who}: {err}"),
+                }
+            }
+        }
+    };
+    submit("a", 1.0).await;
+    submit("b", 2.0).await;
+    // The replica holds a and b, then stops receiving: c and d are acknowledged, and stored,
+    // without it.
+    following(replica.port, primary.port).await;
+    redis_cli(replica.port, &["REPLICAOF", "NO", "ONE"]);
+    submit("c", 3.0).await;
+    submit("d", 4.0).await;
+    // The failover, seen from rankd: its Redis now holds the replica's data (it resyncs from the
+    // replica, which is then promoted in its place).
+    redis_cli(
+        primary.port,
+        &["REPLICAOF", "127.0.0.1", &replica.port.to_string()],
+    );
+    following(primary.port, replica.port).await;
+    redis_cli(primary.port, &["REPLICAOF", "NO", "ONE"]);
+    let all = View::all_time();
+    let top = until_ready(|| e.top(&b, &all, Limit::new(10).unwrap())).await;
+    assert_eq!(top.total, 2, "Redis lost c and d: {:?}", top.entries);
+    // Redis numbers these two as it numbered c and d.
+    submit("e", 5.0).await;
+    submit("f", 6.0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let top = loop {
+        let top = until_ready(|| e.top(&b, &all, Limit::new(10).unwrap())).await;
+        if top.total == 6 || Instant::now() > deadline {
+            break top;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let standing: Vec<(&str, f64)> = top
+        .entries
+        .iter()
+        .map(|x| (x.member.as_str(), x.score))
+        .collect();
+    assert_eq!(
+        standing,
+        [
+            ("f", 6.0),
+            ("e", 5.0),
+            ("d", 4.0),
+            ("c", 3.0),
+            ("b", 2.0),
+            ("a", 1.0)
+        ],
+        "every acknowledged write, once"
+    );
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    let mut stored: Vec<String> = store
+        .ops(&b)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|o| match o.op {
+            rankd::engine::Op::Event { member, .. } => Some(member),
+            _ => None,
+        })
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        ["a", "b", "c", "d", "e", "f"],
+        "the store holds each once"
+    );
+    drop(e);
+    db.drop_now().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held() {
     use rankd::store::PgStore;
