@@ -96,10 +96,10 @@ impl Engine {
     /// # Errors
     /// [`Error::BoardNotFound`], [`Error::Unavailable`].
     pub async fn snapshot_board(&self, board: &BoardId) -> Result<Vec<KeySnapshot>> {
-        let targets = self.snapshot_targets(board).await?;
         let d = self.definition(board).await?;
         let (order, mode) = (d.def.order.as_str(), d.def.rank_mode.as_str());
         for _ in 0..CHUNKED_TRIES {
+            let targets = self.snapshot_targets(board).await?;
             let mut out = Vec::with_capacity(targets.len());
             for t in &targets {
                 match self.read_chunked(board, order, mode, t).await? {
@@ -107,10 +107,14 @@ impl Engine {
                     None => break,
                 }
             }
-            if out.len() == targets.len() && (out.is_empty() || at_one_point(&out).is_some()) {
+            if out.len() == targets.len()
+                && (out.is_empty() || at_one_point(&out).is_some())
+                && self.listed_again(board, &targets).await?
+            {
                 return Ok(out);
             }
         }
+        let targets = self.snapshot_targets(board).await?;
         let mut out = Vec::with_capacity(targets.len());
         for t in &targets {
             let mut taken = None;
@@ -168,7 +172,27 @@ impl Engine {
                 None => return Ok(None),
             }
         }
+        if !self.listed_again(board, &targets).await? {
+            return Ok(None);
+        }
         Ok(Some(out))
+    }
+
+    /// Whether the board's live keys are still `targets`. Every key read at one point is not yet
+    /// the board at that point: an event between the listing and the reads may have created a key
+    /// the reads never saw (a new scope, a new period), and that key exists still, or the listing
+    /// differs for another reason; either way the read is not offered as one point.
+    async fn listed_again(&self, board: &BoardId, targets: &[Target]) -> Result<bool> {
+        let mut now: Vec<String> = self
+            .snapshot_targets(board)
+            .await?
+            .into_iter()
+            .map(|t| t.key.zset)
+            .collect();
+        let mut then: Vec<&str> = targets.iter().map(|t| t.key.zset.as_str()).collect();
+        now.sort_unstable();
+        then.sort_unstable();
+        Ok(now.iter().map(String::as_str).eq(then))
     }
 
     /// The live keys of a board, as a snapshot reads them.

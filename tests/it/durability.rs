@@ -479,6 +479,90 @@ async fn a_snapshot_read_while_the_board_changes_is_not_offered_as_one_point() {
     db.drop_now().await;
 }
 
+/// An event between a snapshot's listing of the board's keys and its reads creates a key (a new
+/// scope): every key read is then at one point, the one after that event, but the new key is not
+/// among them. Such a read is no base for a rebuild, which would lose what the new key held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_missed_a_key_created_during_its_read_is_not_offered_as_one_point() {
+    use rankd::backend::redis::{RedisConfig, RedisExecutor};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let db = TestDb::create().await;
+    let url = crate::helpers::Redis::Standalone.url();
+    let config = Config {
+        redis_url: Some(url.clone()),
+        database_url: Some(db.url()),
+        durability: Durability::Async,
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    let other = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let b = BoardId::parse("newkey").unwrap();
+    other.put_board(&b, BoardDef::default()).await.unwrap();
+    other
+        .submit(&Submit::new(b.clone(), m("x"), score(1.0)))
+        .await
+        .unwrap();
+    // Armed, the first key read of a snapshot is preceded by another instance's event in a scope
+    // the board has never had.
+    let armed = Arc::new(AtomicU32::new(0));
+    let (writer, board, fire) = (other.clone(), b.clone(), armed.clone());
+    let exec = Hooked {
+        inner: Arc::new(
+            RedisExecutor::connect(&RedisConfig::new(url))
+                .await
+                .unwrap(),
+        ),
+        hook: Box::new(move |sending| match sending {
+            Sending::One(call)
+                if call.script.name() == rankd::engine::scripts::SNAPSHOT_KEY.name() =>
+            {
+                let n = fire.swap(0, Ordering::Relaxed);
+                (n > 0).then(|| {
+                    let mut ev = Submit::new(board.clone(), m("y"), score(2.0));
+                    ev.scopes = vec![scope(&format!("class:{n}"))];
+                    let writer = writer.clone();
+                    Box::pin(async move {
+                        writer.submit(&ev).await.unwrap();
+                    }) as _
+                })
+            }
+            _ => None,
+        }),
+    };
+    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
+    let e = journaled(
+        &config,
+        store.clone(),
+        Arc::new(SystemClock),
+        Some(Arc::new(exec)),
+    )
+    .await;
+    // Postgres' path: read and streamed at once.
+    armed.store(1, Ordering::Relaxed);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<rankd::engine::SnapChunk>(16);
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    assert_eq!(
+        e.stream_snapshot(&b, tx).await.unwrap(),
+        None,
+        "the key of scope class:1 was missed"
+    );
+    drain.await.unwrap();
+    // SQLite's path: read whole, again until it is at one point with every key.
+    armed.store(2, Ordering::Relaxed);
+    let keys = e.snapshot_board(&b).await.unwrap();
+    let scopes: Vec<Option<&str>> = keys.iter().map(|k| k.key.scope.as_deref()).collect();
+    assert!(
+        scopes.contains(&Some("class:2")),
+        "the key created during the first read is read: {scopes:?}"
+    );
+    assert!(rankd::engine::at_one_point(&keys).is_some());
+    assert_eq!(armed.load(Ordering::Relaxed), 0, "the hook fired");
+    e.delete_board(&b).await.unwrap();
+    db.drop_now().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_under_sync_load_keeps_every_acknowledged_event_exactly_once() {
     let mut redis = PrivateRedis::start().await;
