@@ -20,6 +20,10 @@ elseif current ~= ARGV[1] then
   return fail('STALE', current or '')
 else
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 'json', ARGV[3])
+  if ARGV[2] ~= ARGV[1] then
+    -- A rebuild hands the board back: its lease renewals (rebuild_beat.lua) go with its token.
+    redis.call('HDEL', KEYS[1], 'beat')
+  end
 end
 local seq = 0
 if ARGV[5] == '1' then

@@ -83,6 +83,10 @@ pub struct EngineConfig {
     pub max_future: Duration,
     /// Events per script call in a batch (default 500): bounds how long one call holds Redis.
     pub batch_chunk: usize,
+    /// How long a rebuild may go without renewing its hold on a board before another instance
+    /// takes the board over (default [`REBUILD_LEASE_MS`]); a working rebuild renews it every
+    /// quarter of this.
+    pub rebuild_lease: Duration,
 }
 
 impl Default for EngineConfig {
@@ -91,6 +95,7 @@ impl Default for EngineConfig {
             dedupe_window: Duration::from_secs(24 * 3600),
             max_future: Duration::from_secs(300),
             batch_chunk: 500,
+            rebuild_lease: Duration::from_millis(REBUILD_LEASE_MS as u64),
         }
     }
 }
@@ -565,6 +570,12 @@ impl Engine {
     /// How long an event id stays a duplicate, in ms.
     pub fn dedupe_window_ms(&self) -> i64 {
         self.config.dedupe_window.as_millis() as i64
+    }
+
+    /// How long a rebuild may go without renewing its hold on a board (see
+    /// [`EngineConfig::rebuild_lease`]), ms.
+    pub fn rebuild_lease_ms(&self) -> i64 {
+        self.config.rebuild_lease.as_millis() as i64
     }
 
     /// The engine's clock reading, Unix ms.

@@ -72,7 +72,8 @@ fn parse_def(board: &BoardId, json: &str) -> Result<BoardDef> {
 /// it answer 503 with Retry-After rather than a rank computed from half a board.
 pub const REBUILD_PREFIX: &str = "rebuild:";
 
-/// How long a rebuild may hold a board before another instance may take it over (a crashed rebuild).
+/// How long a rebuild may hold a board without renewing its hold before another instance may take
+/// it over (a crashed rebuild), by default: see [`super::EngineConfig::rebuild_lease`].
 pub const REBUILD_LEASE_MS: i64 = 60_000;
 
 /// What Redis holds of a board, next to what the store holds.
@@ -200,12 +201,21 @@ impl Engine {
             return Ok(RedisState::Missing);
         };
         if let Some(rest) = d.version.strip_prefix(REBUILD_PREFIX) {
-            let started = rest
+            let started: i64 = rest
                 .split(':')
                 .next()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
-            return Ok(RedisState::Rebuilding(started));
+            // A rebuild still working renews its hold (see Engine::beating).
+            let renewed = self
+                .raw(Call {
+                    script: &scripts::REBUILD_BEAT,
+                    keys: vec![self.keys.definition(board)],
+                    args: vec![String::new(), String::new()],
+                })
+                .await?;
+            let renewed = as_u64(&renewed).unwrap_or(0) as i64;
+            return Ok(RedisState::Rebuilding(started.max(renewed)));
         }
         let reply = self
             .raw(Call {
@@ -312,7 +322,8 @@ impl Engine {
             self.hand_back(board, &token, &current, final_version, last, now)
                 .await
         };
-        self.settle(board, &token, work.await).await
+        let r = self.beating(board, &token, work).await;
+        self.settle(board, &token, r).await
     }
 
     /// Rebuilds a board Redis lacks from a snapshot of it and the operations after that snapshot:
@@ -347,7 +358,37 @@ impl Engine {
             self.hand_back(board, &token, &current, final_version, last, now)
                 .await
         };
-        self.settle(board, &token, work.await).await
+        let r = self.beating(board, &token, work).await;
+        self.settle(board, &token, r).await
+    }
+
+    /// Runs a rebuild's `work`, renewing its hold on the board every quarter of the lease meanwhile,
+    /// so that another instance takes the board over only from a rebuild that stopped, however long
+    /// a working one takes.
+    async fn beating(
+        &self,
+        board: &BoardId,
+        token: &str,
+        work: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<()> {
+        let every = std::time::Duration::from_millis((self.rebuild_lease_ms() / 4).max(1) as u64);
+        let renew = async {
+            loop {
+                tokio::time::sleep(every).await;
+                let call = Call {
+                    script: &scripts::REBUILD_BEAT,
+                    keys: vec![self.keys.definition(board)],
+                    args: vec![token.to_owned(), self.now_ms().to_string()],
+                };
+                if let Err(e) = self.exec.eval(call).await {
+                    tracing::debug!(%board, error = %e, "could not renew a rebuild's hold");
+                }
+            }
+        };
+        tokio::select! {
+            r = work => r,
+            () = renew => unreachable!("the renewal loop never ends"),
+        }
     }
 
     /// Claims a board Redis lacks for a rebuild: creates its definition under a rebuild token, which

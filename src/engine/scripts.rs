@@ -32,9 +32,10 @@ script!(DISCARD, "discard");
 script!(SNAPSHOT_KEY, "snapshot_key");
 script!(RESTORE, "restore");
 script!(SCORE_SPAN, "score_span");
+script!(REBUILD_BEAT, "rebuild_beat");
 
 /// Every script, for loading at start-up.
-pub fn all() -> [&'static Script; 17] {
+pub fn all() -> [&'static Script; 18] {
     [
         &SUBMIT,
         &READ_PAGE,
@@ -53,5 +54,6 @@ pub fn all() -> [&'static Script; 17] {
         &SNAPSHOT_KEY,
         &RESTORE,
         &SCORE_SPAN,
+        &REBUILD_BEAT,
     ]
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::Store;
 use crate::board::BoardId;
-use crate::engine::{Engine, RedisState, REBUILD_LEASE_MS};
+use crate::engine::{Engine, RedisState};
 use crate::error::Result;
 
 /// What [`check`] found and did.
@@ -41,7 +41,9 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
             save_log(engine, store, board).await?;
             engine.discard(board).await?;
         }
-        RedisState::Rebuilding(started) if engine.now_ms() - started < REBUILD_LEASE_MS => {
+        RedisState::Rebuilding(started)
+            if engine.now_ms() - started < engine.rebuild_lease_ms() =>
+        {
             return Ok(false)
         }
         RedisState::Rebuilding(_) => {

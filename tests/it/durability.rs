@@ -1604,6 +1604,107 @@ async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_c
     db.drop_now().await;
 }
 
+/// [`journaled`] over `exec`, with a rebuild lease of `lease`.
+async fn journaled_with_lease(
+    config: &Config,
+    store: Arc<rankd::store::PgStore>,
+    exec: Arc<dyn rankd::backend::Executor>,
+    lease: Duration,
+) -> Arc<Engine> {
+    let engine = Engine::new(
+        exec,
+        rankd::keys::Keys::new(&config.key_prefix).unwrap(),
+        Arc::new(SystemClock),
+        rankd::engine::EngineConfig {
+            rebuild_lease: lease,
+            ..rankd::engine::EngineConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let persister = rankd::store::Persister::start(
+        store,
+        Durability::Sync,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let e = Arc::new(engine.with_journal(persister.journal()));
+    persister.attach(&e);
+    e
+}
+
+/// A rebuild that takes longer than its lease, still working, keeps the board: it renews its hold,
+/// and another instance's check leaves it alone rather than start the same work over (and, with
+/// every rebuild of a big board taken over in turn, never finish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_longer_than_its_lease_keeps_the_board_while_it_works() {
+    use rankd::backend::redis::{RedisConfig, RedisExecutor};
+    let mut redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let config = Config {
+        redis_url: Some(redis.url()),
+        database_url: Some(db.url()),
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
+    store.migrate().await.unwrap();
+    let lease = Duration::from_millis(800);
+    let plain = || async {
+        Arc::new(
+            RedisExecutor::connect(&RedisConfig::new(redis.url()))
+                .await
+                .unwrap(),
+        ) as Arc<dyn rankd::backend::Executor>
+    };
+    let other = journaled_with_lease(&config, store.clone(), plain().await, lease).await;
+    let b = BoardId::parse("long").unwrap();
+    other.put_board(&b, BoardDef::default()).await.unwrap();
+    for (i, member) in ["a", "b", "c"].into_iter().enumerate() {
+        other
+            .submit(&Submit::new(b.clone(), m(member), score(i as f64 + 1.0)))
+            .await
+            .unwrap();
+    }
+    let exec = plain().await;
+    redis.kill();
+    redis.restart().await;
+    // The slow instance's replay stalls before its first pipeline for three leases; meanwhile the
+    // other instance checks the board.
+    let taken = Arc::new(std::sync::Mutex::new(None));
+    let (checker, held, board, seen) = (other.clone(), store.clone(), b.clone(), taken.clone());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let hooked = Hooked {
+        inner: exec,
+        hook: Box::new(move |sending| match sending {
+            Sending::Many if !done.swap(true, std::sync::atomic::Ordering::Relaxed) => {
+                let (checker, held, board, seen) =
+                    (checker.clone(), held.clone(), board.clone(), seen.clone());
+                Some(Box::pin(async move {
+                    tokio::time::sleep(lease * 3).await;
+                    let r = rankd::store::rebuild::rebuild(&checker, held.as_ref(), &board).await;
+                    *seen.lock().unwrap() = Some(format!("{r:?}"));
+                }))
+            }
+            _ => None,
+        }),
+    };
+    let slow = journaled_with_lease(&config, store.clone(), Arc::new(hooked), lease).await;
+    let r = rankd::store::rebuild::rebuild(&slow, store.as_ref(), &b).await;
+    assert_eq!(
+        taken.lock().unwrap().as_deref(),
+        Some("Ok(false)"),
+        "the other instance left the working rebuild alone"
+    );
+    assert!(matches!(r, Ok(true)), "the slow rebuild finished: {r:?}");
+    let top = other
+        .top(&b, &View::all_time(), Limit::new(10).unwrap())
+        .await
+        .unwrap();
+    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    assert_eq!(members, ["c", "b", "a"]);
+    db.drop_now().await;
+}
+
 /// An engine on `config`'s Redis with a journal on `store`, as `rankd serve` builds it but without
 /// the background sweep and checks, over `exec` (a plain Redis executor when none).
 async fn journaled(
