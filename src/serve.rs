@@ -234,6 +234,8 @@ async fn start_engine(
     shutdown: &CancellationToken,
 ) -> Result<Option<Arc<Engine>>, ServeError> {
     let mut delay = std::time::Duration::from_millis(250);
+    // One cap on connections for every attempt: those the responder took stay counted while they last.
+    let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     loop {
         let attempt = tokio::select! {
             () = shutdown.cancelled() => return Ok(None),
@@ -255,6 +257,7 @@ async fn start_engine(
                     () = crate::http::answer_while_starting(
                         listener,
                         config,
+                        &limit,
                         tokio::time::sleep(delay),
                     ) => {}
                 }

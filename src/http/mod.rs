@@ -171,10 +171,13 @@ async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
 /// store out of reach): `GET /healthz` answers 200, since the process is up; `GET /metrics`
 /// renders what is recorded; everything else, `/readyz` included, answers 503 with Retry-After.
 /// Each connection carries one request, so that no client stays on this responder once the
-/// engine is up.
+/// engine is up. At most `limit`'s permits of connections are served at once (one semaphore for
+/// every call while starting, of `max_connections` permits); past it, clients wait in the kernel
+/// backlog.
 pub async fn answer_while_starting(
     listener: &TcpListener,
     config: &Config,
+    limit: &Arc<Semaphore>,
     until: impl std::future::Future<Output = ()>,
 ) {
     let metrics = m::install();
@@ -182,6 +185,10 @@ pub async fn answer_while_starting(
     let ids = Arc::new(AtomicU64::new(0));
     tokio::pin!(until);
     loop {
+        let permit = tokio::select! {
+            () = &mut until => return,
+            p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
         let (stream, _) = tokio::select! {
             () = &mut until => return,
             c = accept(listener) => c,
@@ -216,6 +223,7 @@ pub async fn answer_while_starting(
                 svc,
             );
         tokio::spawn(async move {
+            let _permit = permit;
             let _ = conn.await;
         });
     }

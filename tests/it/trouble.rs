@@ -791,6 +791,33 @@ async fn started_before_redis_the_server_is_live_not_ready_and_serves_once_redis
 }
 
 #[tokio::test]
+async fn while_starting_connections_past_the_cap_wait_too() {
+    let redis_port = free_port();
+    let port = free_port();
+    // Nothing listens on redis_port: rankd stays in its start-up responder.
+    let mut child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
+        c.args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
+            .env("RANKD_MAX_CONNECTIONS", "2")
+            .env("RANKD_API_KEYS", format!("{BIN_ADMIN}:admin"));
+    })
+    .await;
+    let addr = format!("127.0.0.1:{port}");
+    // Two connections that send nothing hold both places until the header read timeout.
+    let a = TcpStream::connect(&addr).await.unwrap();
+    let _b = TcpStream::connect(&addr).await.unwrap();
+    let mut c = TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(
+        get_on(&mut c, "/healthz", Duration::from_millis(500)).await,
+        [] as [u16; 0],
+        "a connection past the cap was served"
+    );
+    drop(a);
+    assert_eq!(read_responses(&mut c, Duration::from_secs(3)).await, [200]);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
 async fn a_refused_redis_password_ends_the_start_with_a_message_naming_redis_url() {
     let redis_port = free_port();
     let mut redis = Command::new("redis-server")
