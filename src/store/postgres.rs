@@ -37,6 +37,49 @@ macro_rules! unnested {
 const MERGED_SNAPSHOTS: &str =
     "UPDATE rankd_snapshots SET run_id = NULL WHERE board = $1 AND seq >= $2 AND run_id IS NOT NULL";
 
+/// Inserts operations into rankd_ops, or into rankd_parked (`parked`) by the number Redis gave them,
+/// in one statement (arrays unnested into rows; scopes travel space-joined, as scopes never contain
+/// spaces, because Postgres has no ragged arrays), skipping any whose key is taken. Returns the
+/// (board, number) of the rows it wrote.
+async fn insert_rows(
+    tx: &mut sqlx::PgConnection,
+    parked: bool,
+    ops: &[&LoggedOp],
+) -> Result<HashSet<(String, u64)>> {
+    let sql = if parked {
+        concat!(
+            "INSERT INTO rankd_parked (board, redis_seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra) ",
+            unnested!(),
+            " ON CONFLICT DO NOTHING RETURNING board, redis_seq"
+        )
+    } else {
+        concat!(
+            "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra) ",
+            unnested!(),
+            " ON CONFLICT (board, seq) DO NOTHING RETURNING board, seq"
+        )
+    };
+    let c = Columns::of(ops);
+    Ok(sqlx::query_as::<_, (String, i64)>(sql)
+        .bind(&c.board)
+        .bind(&c.seq)
+        .bind(&c.kind)
+        .bind(&c.recv)
+        .bind(&c.member)
+        .bind(&c.value)
+        .bind(&c.event_id)
+        .bind(&c.at)
+        .bind(&c.scopes)
+        .bind(&c.payload)
+        .bind(&c.extra)
+        .fetch_all(tx)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|(b, s)| (b, s as u64))
+        .collect())
+}
+
 /// A stored operation's place and identity: board, seq, op, recv_ms, member, extra.
 type IdentRow = (String, i64, String, i64, Option<String>, Option<String>);
 
@@ -171,31 +214,7 @@ impl PgStore {
             .iter()
             .filter(|o| !diverged.contains(o.board.as_str()))
             .collect();
-        let c = Columns::of(&plain);
-        // One statement for the whole group: arrays unnested into rows. Scopes travel space-joined
-        // (scopes never contain spaces) because Postgres has no ragged arrays.
-        let inserted: HashSet<(String, u64)> = sqlx::query_as::<_, (String, i64)>(concat!(
-            "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra) ",
-            unnested!(),
-            " ON CONFLICT (board, seq) DO NOTHING RETURNING board, seq"
-        ))
-        .bind(&c.board)
-        .bind(&c.seq)
-        .bind(&c.kind)
-        .bind(&c.recv)
-        .bind(&c.member)
-        .bind(&c.value)
-        .bind(&c.event_id)
-        .bind(&c.at)
-        .bind(&c.scopes)
-        .bind(&c.payload)
-        .bind(&c.extra)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .into_iter()
-        .map(|(b, s)| (b, s as u64))
-        .collect();
+        let inserted = insert_rows(&mut tx, false, &plain).await?;
         // What the store holds wherever this commit did not write: the same operation offered
         // again, or another one (Redis numbered it again).
         let probe: Vec<&LoggedOp> = ops
@@ -269,26 +288,7 @@ impl PgStore {
             .map_err(unavailable)?;
         }
         if !d.park.is_empty() {
-            let c = Columns::of(&d.park);
-            sqlx::query(concat!(
-                "INSERT INTO rankd_parked (board, redis_seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra) ",
-                unnested!(),
-                " ON CONFLICT DO NOTHING"
-            ))
-            .bind(&c.board)
-            .bind(&c.seq)
-            .bind(&c.kind)
-            .bind(&c.recv)
-            .bind(&c.member)
-            .bind(&c.value)
-            .bind(&c.event_id)
-            .bind(&c.at)
-            .bind(&c.scopes)
-            .bind(&c.payload)
-            .bind(&c.extra)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+            insert_rows(&mut tx, true, &d.park).await?;
         }
         // The board row follows its latest definition stored at its own number (a parked one
         // takes over when it is merged).

@@ -1622,14 +1622,7 @@ async fn journaled_with_lease(
     )
     .await
     .unwrap();
-    let persister = rankd::store::Persister::start(
-        store,
-        Durability::Sync,
-        tokio_util::sync::CancellationToken::new(),
-    );
-    let e = Arc::new(engine.with_journal(persister.journal()));
-    persister.attach(&e);
-    e
+    with_persister(engine, store)
 }
 
 /// A rebuild that takes longer than its lease, still working, keeps the board: it renews its hold,
@@ -1724,6 +1717,11 @@ async fn journaled(
         .unwrap(),
         None => rankd::serve::connect(config, clock).await.unwrap(),
     };
+    with_persister(engine, store)
+}
+
+/// `engine` with a sync-mode journal on `store`, and no background sweep or checks.
+fn with_persister(engine: Engine, store: Arc<rankd::store::PgStore>) -> Arc<Engine> {
     let persister = rankd::store::Persister::start(
         store,
         Durability::Sync,
