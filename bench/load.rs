@@ -6,7 +6,8 @@
 //! options. Run by `cargo test` (that is, without `--bench`), it does nothing.
 //!
 //! - The rankd server runs in this process: [`rankd::http::App`] on 127.0.0.1:0, with its own
-//!   two-thread Tokio runtime (what `rankd serve` gets on this machine) and the engine
+//!   Tokio runtime of two worker threads (what `rankd serve` gets on this machine; another count
+//!   with `--server-threads`) and the engine
 //!   [`rankd::serve::build_engine`] builds, with `info` logging as `rankd serve` has by default.
 //! - The client side runs on another two-thread runtime: `--conns` workers, each with one HTTP/1.1
 //!   keep-alive connection (a minimal client on a TCP stream, so the client costs little) or one fred
@@ -80,6 +81,10 @@ struct Opts {
     /// Concurrent connections (workers) on each side [default: 16, quick 4].
     #[arg(long)]
     conns: Option<usize>,
+    /// Worker threads of the server's runtime [default: 2, what `rankd serve` gets on two cores;
+    /// `TOKIO_WORKER_THREADS` sets it for `rankd serve`].
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    server_threads: u16,
     /// Seconds each side runs per round [default: 3, quick 0.25].
     #[arg(long)]
     duration: Option<f64>,
@@ -2241,16 +2246,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let threads = |name: &str| {
+    let threads = |name: &str, n: u16| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(usize::from(n))
             .thread_name(name)
             .enable_all()
             .build()
             .expect("runtime")
     };
-    let server_rt = threads("rankd-server");
-    let client_rt = threads("load-client");
+    let server_rt = threads("rankd-server", opts.server_threads);
+    let client_rt = threads("load-client", 2);
     let started = Instant::now();
     let load_before = loadavg();
     // The commit of the code being measured: read before the run, as others may commit meanwhile.
@@ -2316,7 +2321,7 @@ fn main() -> ExitCode {
             "release (cargo bench profile)"
         },
         plan: format!(
-            "{} connections per side, {} round(s) of {:.2} s per side after {:.2} s of warm-up, at most {} operations per side per round; sizes {}{}",
+            "{} connections per side, {} round(s) of {:.2} s per side after {:.2} s of warm-up, at most {} operations per side per round; sizes {}{}; server runtime of {} worker thread(s)",
             plan.conns,
             plan.rounds,
             plan.duration.as_secs_f64(),
@@ -2324,6 +2329,7 @@ fn main() -> ExitCode {
             plan.max_ops,
             plan.sizes.iter().map(|n| size_label(*n)).collect::<Vec<_>>().join(", "),
             if plan.big > 0 { format!(", member rank also at {}", size_label(plan.big)) } else { String::new() },
+            opts.server_threads,
         ),
         load_before,
         load_after: loadavg(),
