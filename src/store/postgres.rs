@@ -37,6 +37,23 @@ macro_rules! unnested {
 const MERGED_SNAPSHOTS: &str =
     "UPDATE rankd_snapshots SET run_id = NULL WHERE board = $1 AND seq >= $2 AND run_id IS NOT NULL";
 
+/// Holds, until the transaction ends, the lock of each of `boards` (sorted, so that two commits
+/// never wait for each other). Whether an offered operation is stored or parked depends on what the
+/// store holds and has parked of its board, and merging moves rows between the two: one
+/// transaction at a time per board, or a commit that read "parked" before a merge committed parks
+/// again an operation the merge appended, or stores one out of Redis' order.
+async fn lock_boards(tx: &mut sqlx::PgConnection, boards: &[String]) -> Result<()> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(7301, hashtext(b))
+         FROM (SELECT b FROM UNNEST($1::text[]) WITH ORDINALITY AS t(b, i) ORDER BY i OFFSET 0) AS s",
+    )
+    .bind(boards)
+    .execute(tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 /// Inserts operations into rankd_ops, or into rankd_parked (`parked`) by the number Redis gave them,
 /// in one statement (arrays unnested into rows; scopes travel space-joined, as scopes never contain
 /// spaces, because Postgres has no ragged arrays), skipping any whose key is taken. Returns the
@@ -179,7 +196,11 @@ impl PgStore {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
+        let mut names: Vec<String> = ops.iter().map(|o| o.board.to_string()).collect();
+        names.sort_unstable();
+        names.dedup();
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        lock_boards(&mut tx, &names).await?;
         for (board, version) in ops.iter().filter_map(|o| match &o.op {
             Op::Define { version, .. } if o.seq == 1 => Some((&o.board, version)),
             _ => None,
@@ -198,9 +219,6 @@ impl PgStore {
                 .map_err(unavailable)?;
             }
         }
-        let mut names: Vec<String> = ops.iter().map(|o| o.board.to_string()).collect();
-        names.sort_unstable();
-        names.dedup();
         // Boards with parked operations: none of theirs is stored at the number Redis gave it.
         let diverged: HashSet<String> =
             sqlx::query_scalar("SELECT DISTINCT board FROM rankd_parked WHERE board = ANY($1)")
@@ -339,6 +357,7 @@ impl PgStore {
     /// keys collide and nothing is written: the next check merges).
     pub async fn merge_parked(&self, board: &BoardId) -> Result<u64> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        lock_boards(&mut tx, &[board.to_string()]).await?;
         // One statement: rows parked after it began stay parked for the next merge.
         let (from, moved): (Option<i64>, i64) = sqlx::query_as(
             "WITH moved AS (DELETE FROM rankd_parked WHERE board = $1 RETURNING *),

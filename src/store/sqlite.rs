@@ -163,7 +163,13 @@ impl Store for SqliteStore {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // The write lock from the start: a deferred transaction that reads first fails at its
+        // first write (SQLITE_BUSY, without waiting) when another connection wrote meanwhile.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
         // A new life of the board, unless this very definition (by its unique version) is offered
         // again: see PgStore::insert_ops.
         for (board, version) in ops.iter().filter_map(|o| match &o.op {
@@ -287,8 +293,12 @@ impl Store for SqliteStore {
     }
 
     async fn merge_parked(&self, board: &BoardId) -> Result<u64> {
-        // SQLite has one writer: nothing parks while this transaction runs.
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // The write lock from the start (see insert_ops): nothing parks while this runs.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
         let from: Option<i64> =
             sqlx::query_scalar("SELECT min(redis_seq) FROM rankd_parked WHERE board = ?")
                 .bind(board.as_str())

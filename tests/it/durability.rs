@@ -1329,6 +1329,97 @@ async fn operations_redis_numbered_again_are_kept_after_the_stored_ones_in_sqlit
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Commits of one board's operations in Postgres wait for each other (and for a merge): whether an
+/// operation is stored or parked depends on what the others wrote.
+#[tokio::test]
+async fn commits_of_one_board_take_turns_in_postgres() {
+    use rankd::engine::{LoggedOp, Op};
+    let db = TestDb::create().await;
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    store.migrate().await.unwrap();
+    let b = BoardId::parse("turns").unwrap();
+    let op = LoggedOp {
+        board: b.clone(),
+        seq: 1,
+        recv_ms: 1,
+        op: Op::Define {
+            version: "v1".into(),
+            json: serde_json::to_string(&BoardDef::default()).unwrap(),
+        },
+    };
+    // Another transaction holds the board's lock, as a commit or a merge in progress would.
+    let pool = db.pool().await;
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(7301, hashtext($1))")
+        .bind(b.as_str())
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let (store, op) = (store.clone(), op.clone());
+        async move { store.insert_ops(&[op]).await.unwrap() }
+    });
+    let merging = tokio::spawn({
+        let (store, b) = (store.clone(), b.clone());
+        async move { store.merge_parked(&b).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a commit ran beside another on its board"
+    );
+    assert!(
+        !merging.is_finished(),
+        "a merge ran beside a commit on its board"
+    );
+    other.commit().await.unwrap();
+    assert!(waiting.await.unwrap().is_empty());
+    assert_eq!(merging.await.unwrap(), 0);
+    assert_eq!(store.ops(&b).await.unwrap().len(), 1);
+    pool.close().await;
+    db.drop_now().await;
+}
+
+/// Concurrent commits on SQLite wait for the write lock rather than fail: each reads before it
+/// writes, which a deferred transaction cannot do once another connection has written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_to_sqlite_all_succeed() {
+    use rankd::engine::{LoggedOp, Op};
+    let dir = std::env::temp_dir().join(format!("rankd-busy-{}", prefix().trim_end_matches(':')));
+    let store = Arc::new(rankd::store::SqliteStore::open(&dir).await.unwrap());
+    rankd::store::Store::migrate(store.as_ref()).await.unwrap();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let b = BoardId::parse(&format!("busy{w}")).unwrap();
+                for seq in 1..=40u64 {
+                    let op = LoggedOp {
+                        board: b.clone(),
+                        seq,
+                        recv_ms: seq as i64,
+                        op: Op::Event {
+                            member: format!("m{seq}"),
+                            value: 1.0,
+                            event_id: None,
+                            at_ms: 1,
+                            scopes: vec![],
+                        },
+                    };
+                    rankd::store::Store::insert_ops(store.as_ref(), &[op])
+                        .await
+                        .unwrap_or_else(|e| panic!("writer {w}, seq {seq}: {e}"));
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Runs redis-cli against a private instance; its answer.
 fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = std::process::Command::new("redis-cli")
