@@ -4,6 +4,8 @@ use super::{
     as_array, as_u64, fmt_num, scripts, unavailable, CachedDef, Engine, LoggedOp, Op, Prepared,
     Slots,
 };
+use std::sync::atomic::Ordering;
+
 use crate::backend::{Call, ExecError, Reply};
 use crate::board::{BoardDef, BoardId, EventId, Member, Scope, Score};
 use crate::engine::Submit;
@@ -362,9 +364,11 @@ impl Engine {
         self.settle(board, &token, r).await
     }
 
-    /// Runs a rebuild's `work`, renewing its hold on the board every quarter of the lease meanwhile,
-    /// so that another instance takes the board over only from a rebuild that stopped, however long
-    /// a working one takes.
+    /// Runs a rebuild's `work`, renewing its hold on the board every quarter of the lease while the
+    /// work makes progress (Redis calls complete), so that another instance takes the board over
+    /// only from a rebuild that stopped or hangs (on a store that no longer answers, say), however
+    /// long a working one takes. Progress is counted per engine: a rebuild that hangs beside another
+    /// that works keeps its hold until that one ends.
     async fn beating(
         &self,
         board: &BoardId,
@@ -373,8 +377,15 @@ impl Engine {
     ) -> Result<()> {
         let every = std::time::Duration::from_millis((self.rebuild_lease_ms() / 4).max(1) as u64);
         let renew = async {
+            let mut seen = self.rebuild_steps.load(Ordering::Relaxed);
             loop {
                 tokio::time::sleep(every).await;
+                let steps = self.rebuild_steps.load(Ordering::Relaxed);
+                if steps == seen {
+                    tracing::debug!(%board, "a rebuild made no progress; its hold is not renewed");
+                    continue;
+                }
+                seen = steps;
                 let call = Call {
                     script: &scripts::REBUILD_BEAT,
                     keys: vec![self.keys.definition(board)],
@@ -690,6 +701,7 @@ impl Engine {
             .await
             .map_err(|e| Error::Backend(format!("restore of {board}: {e}")))?
             .map_err(unavailable)?;
+        self.rebuild_steps.fetch_add(1, Ordering::Relaxed);
         for r in replies {
             r.map_err(|e| Error::Backend(format!("restore of {board}: {e}")))?;
         }
@@ -767,10 +779,12 @@ impl Engine {
     }
 
     async fn checked(&self, call: Call) -> Result<Reply> {
-        self.exec.eval(call).await.map_err(|e| match e {
+        let r = self.exec.eval(call).await.map_err(|e| match e {
             ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
             ExecError::Reply(m) => Error::Backend(format!("replay: {m}")),
-        })
+        });
+        self.rebuild_steps.fetch_add(1, Ordering::Relaxed);
+        r
     }
 
     async fn flush(&self, board: &BoardId, pending: &mut Vec<Call>) -> Result<()> {
@@ -778,7 +792,9 @@ impl Engine {
             return Ok(());
         }
         let calls = std::mem::take(pending);
-        for r in self.exec.eval_many(calls).await.map_err(unavailable)? {
+        let replies = self.exec.eval_many(calls).await.map_err(unavailable)?;
+        self.rebuild_steps.fetch_add(1, Ordering::Relaxed);
+        for r in replies {
             r.map_err(|e| Error::Backend(format!("replay of {board}: {e}")))?;
         }
         Ok(())

@@ -1716,12 +1716,13 @@ async fn journaled_with_lease(
     with_persister(engine, store)
 }
 
-/// A rebuild that takes longer than its lease, still working, keeps the board: it renews its hold,
-/// and another instance's check leaves it alone rather than start the same work over (and, with
-/// every rebuild of a big board taken over in turn, never finish).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_longer_than_its_lease_keeps_the_board_while_it_works() {
+/// A rebuild whose replay of eight display operations (one Redis call each) is held up for three
+/// leases in all, while another instance checks the board: `progressing`, each call waits half a
+/// lease; otherwise the first waits all three leases at once (a rebuild that hangs). Returns what
+/// the other instance's check returned, what the slow rebuild returned, and the members after.
+async fn long_rebuild(progressing: bool) -> (String, String, Vec<String>) {
     use rankd::backend::redis::{RedisConfig, RedisExecutor};
+    use std::sync::atomic::{AtomicU32, Ordering};
     let mut redis = PrivateRedis::start().await;
     let db = TestDb::create().await;
     let config = Config {
@@ -1749,24 +1750,42 @@ async fn a_rebuild_longer_than_its_lease_keeps_the_board_while_it_works() {
             .await
             .unwrap();
     }
+    for i in 0..8 {
+        let shown = Display {
+            display_name: Some(format!("A{i}")),
+            data: None,
+        };
+        other.put_display(&b, &m("a"), shown).await.unwrap();
+    }
     let exec = plain().await;
     redis.kill();
     redis.restart().await;
-    // The slow instance's replay stalls before its first pipeline for three leases; meanwhile the
-    // other instance checks the board.
     let taken = Arc::new(std::sync::Mutex::new(None));
     let (checker, held, board, seen) = (other.clone(), store.clone(), b.clone(), taken.clone());
-    let done = std::sync::atomic::AtomicBool::new(false);
+    let calls = AtomicU32::new(0);
     let hooked = Hooked {
         inner: exec,
         hook: Box::new(move |sending| match sending {
-            Sending::Many if !done.swap(true, std::sync::atomic::Ordering::Relaxed) => {
+            Sending::One(call)
+                if call.script.name() == rankd::engine::scripts::DISPLAY_PUT.name() =>
+            {
+                let n = calls.fetch_add(1, Ordering::Relaxed);
+                let wait = match (progressing, n) {
+                    (true, _) => lease / 2,
+                    (false, 0) => lease * 3,
+                    (false, _) => Duration::ZERO,
+                };
+                // The check comes once three leases have passed since the replay began.
+                let check = if progressing { n == 6 } else { n == 0 };
                 let (checker, held, board, seen) =
                     (checker.clone(), held.clone(), board.clone(), seen.clone());
                 Some(Box::pin(async move {
-                    tokio::time::sleep(lease * 3).await;
-                    let r = rankd::store::rebuild::rebuild(&checker, held.as_ref(), &board).await;
-                    *seen.lock().unwrap() = Some(format!("{r:?}"));
+                    tokio::time::sleep(wait).await;
+                    if check {
+                        let r =
+                            rankd::store::rebuild::rebuild(&checker, held.as_ref(), &board).await;
+                        *seen.lock().unwrap() = Some(format!("{r:?}"));
+                    }
                 }))
             }
             _ => None,
@@ -1774,19 +1793,37 @@ async fn a_rebuild_longer_than_its_lease_keeps_the_board_while_it_works() {
     };
     let slow = journaled_with_lease(&config, store.clone(), Arc::new(hooked), lease).await;
     let r = rankd::store::rebuild::rebuild(&slow, store.as_ref(), &b).await;
+    let all = View::all_time();
+    let top = until_ready(|| other.top(&b, &all, Limit::new(10).unwrap())).await;
+    let members = top.entries.iter().map(|x| x.member.clone()).collect();
+    db.drop_now().await;
+    let taken = taken.lock().unwrap().clone().unwrap_or_default();
+    (taken, format!("{r:?}"), members)
+}
+
+/// A rebuild that takes longer than its lease, still working, keeps the board: it renews its hold,
+/// and another instance's check leaves it alone rather than start the same work over (and, with
+/// every rebuild of a big board taken over in turn, never finish). One that hangs does not: the
+/// board is taken over after a lease, as from a rebuild that crashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_longer_than_its_lease_keeps_the_board_while_it_works() {
+    let (taken, slow, members) = long_rebuild(true).await;
     assert_eq!(
-        taken.lock().unwrap().as_deref(),
-        Some("Ok(false)"),
+        taken, "Ok(false)",
         "the other instance left the working rebuild alone"
     );
-    assert!(matches!(r, Ok(true)), "the slow rebuild finished: {r:?}");
-    let top = other
-        .top(&b, &View::all_time(), Limit::new(10).unwrap())
-        .await
-        .unwrap();
-    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    assert_eq!(slow, "Ok(true)", "the slow rebuild finished");
     assert_eq!(members, ["c", "b", "a"]);
-    db.drop_now().await;
+    let (taken, slow, members) = long_rebuild(false).await;
+    assert_eq!(
+        taken, "Ok(true)",
+        "the other instance took the hung rebuild over"
+    );
+    assert!(
+        slow.starts_with("Err"),
+        "the hung rebuild lost its hold: {slow}"
+    );
+    assert_eq!(members, ["c", "b", "a"]);
 }
 
 /// An engine on `config`'s Redis with a journal on `store`, as `rankd serve` builds it but without
