@@ -402,6 +402,41 @@ impl Engine {
         }
     }
 
+    /// Takes a live board for a rebuild: its definition moves under a rebuild token, as a claimed
+    /// board's does, so that from here writes answer 503 (every write script checks the
+    /// definition's version) rather than land in Redis between the saving of its log and the
+    /// discard, where the discard would lose them. False when the board is gone or another rebuild
+    /// holds it.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached or the definition kept changing.
+    pub async fn seize(&self, board: &BoardId) -> Result<bool> {
+        for _ in 0..8 {
+            let Some(d) = self.fetch_def_raw(board).await? else {
+                return Ok(false);
+            };
+            if d.version.starts_with(REBUILD_PREFIX) {
+                return Ok(false);
+            }
+            let now = self.now_ms();
+            let token = format!("{REBUILD_PREFIX}{now}:{}", self.new_version());
+            let json = serde_json::to_string(&d.def).map_err(|e| Error::Backend(e.to_string()))?;
+            let call = self.put_def_call(board, &d.version, &token, &json, "0", now);
+            match self.exec.eval(call).await {
+                Ok(_) => {
+                    self.forget(board);
+                    return Ok(true);
+                }
+                // Its definition changed meanwhile: take the new one.
+                Err(ExecError::Reply(m)) if m.contains("RANKD_STALE") => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "{board}: its definition kept changing; the rebuild waits for the next check"
+        )))
+    }
+
     /// Claims a board Redis lacks for a rebuild: creates its definition under a rebuild token, which
     /// fails when the board is live or another rebuild holds it (`None`).
     async fn claim(&self, board: &BoardId, json: &str, now: i64) -> Result<Option<String>> {

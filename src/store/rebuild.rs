@@ -36,8 +36,12 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
             } else {
                 tracing::warn!(%board, redis_seq = seq, stored_seq, "Redis lost acknowledged operations; rebuilding");
             }
-            // What its log still holds is history too (writes answered before the store had them,
-            // or answered 503 unconfirmed): stored first, or the discard would lose it.
+            // Writes stop first (they answer 503 until the board is handed back). What its log
+            // holds then is history too (writes answered before the store had them, or answered
+            // 503 unconfirmed): stored, or the discard would lose it.
+            if !engine.seize(board).await? {
+                return Ok(false);
+            }
             save_log(engine, store, board).await?;
             engine.discard(board).await?;
         }
@@ -48,6 +52,9 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
         }
         RedisState::Rebuilding(_) => {
             tracing::warn!(%board, "a rebuild was abandoned; starting again");
+            // Abandoned after it took a live board and before it saved the log, the log still
+            // holds answered writes.
+            save_log(engine, store, board).await?;
             engine.discard(board).await?;
         }
         RedisState::Missing => tracing::warn!(%board, "Redis lost the board; rebuilding"),

@@ -1633,6 +1633,124 @@ async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held(
     assert_eq!(members, ["c", "b", "a"], "b, in Redis' log only, was kept");
 }
 
+/// A journal that takes every operation and keeps none: async durability with its queue full,
+/// where an answered write lives only in the Redis log until the sweep copies it.
+struct Dropping;
+
+#[async_trait::async_trait]
+impl rankd::engine::Journal for Dropping {
+    async fn record(&self, _ops: Vec<rankd::engine::LoggedOp>) -> Result<(), Error> {
+        Ok(())
+    }
+    async fn board_deleting(&self, _board: &BoardId) -> Result<bool, Error> {
+        Ok(true)
+    }
+    async fn board_deleted(&self, _board: &BoardId) -> Result<(), Error> {
+        Ok(())
+    }
+    async fn lost(&self, _board: &BoardId) -> Result<bool, Error> {
+        Ok(false)
+    }
+}
+
+/// Rebuilding a live board discards its Redis keys, log included, after saving the log: a write
+/// answered between the two lived only in that log. Writes stop before the log is saved, so no
+/// write is answered and then lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_the_rebuild_of_a_live_board_is_refused_or_kept() {
+    use rankd::backend::redis::{RedisConfig, RedisExecutor};
+    let redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let config = Config {
+        redis_url: Some(redis.url()),
+        database_url: Some(db.url()),
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
+    store.migrate().await.unwrap();
+    let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
+    let b = BoardId::parse("live").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    e.submit(&Submit::new(b.clone(), m("a"), score(1.0)))
+        .await
+        .unwrap();
+    // The store holds an operation Redis lost: the board is live, and behind.
+    let lost = rankd::engine::LoggedOp {
+        board: b.clone(),
+        seq: 3,
+        recv_ms: e.now_ms(),
+        op: rankd::engine::Op::Event {
+            member: "c".into(),
+            value: 3.0,
+            event_id: None,
+            at_ms: e.now_ms(),
+            scopes: vec![],
+        },
+    };
+    store.insert_ops(&[lost]).await.unwrap();
+    // Just before the rebuild discards the board's keys, another instance writes to it.
+    let dropping = Arc::new(
+        rankd::serve::connect(&config, Arc::new(SystemClock))
+            .await
+            .unwrap()
+            .with_journal(Arc::new(Dropping)),
+    );
+    let answer = Arc::new(std::sync::Mutex::new(None));
+    let (writer, board, seen) = (dropping.clone(), b.clone(), answer.clone());
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    let exec = Hooked {
+        inner: Arc::new(
+            RedisExecutor::connect(&RedisConfig::new(redis.url()))
+                .await
+                .unwrap(),
+        ),
+        hook: Box::new(move |sending| match sending {
+            Sending::Many(calls)
+                if calls
+                    .first()
+                    .is_some_and(|c| c.script.name() == rankd::engine::scripts::DISCARD.name())
+                    && !fired.swap(true, std::sync::atomic::Ordering::Relaxed) =>
+            {
+                let (writer, board, seen) = (writer.clone(), board.clone(), seen.clone());
+                Some(Box::pin(async move {
+                    let r = writer
+                        .submit(&Submit::new(board, m("late"), score(9.0)))
+                        .await;
+                    *seen.lock().unwrap() = Some(r.map(|_| ()));
+                }))
+            }
+            _ => None,
+        }),
+    };
+    let slow = journaled(
+        &config,
+        store.clone(),
+        Arc::new(SystemClock),
+        Some(Arc::new(exec)),
+    )
+    .await;
+    assert!(rankd::store::rebuild::rebuild(&slow, store.as_ref(), &b)
+        .await
+        .unwrap());
+    let all = View::all_time();
+    let top = until_ready(|| e.top(&b, &all, Limit::new(10).unwrap())).await;
+    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    let answer = answer.lock().unwrap().take().expect("the write ran");
+    if answer.is_ok() {
+        assert!(
+            members.contains(&"late"),
+            "an answered write was lost: {members:?}"
+        );
+    }
+    assert!(
+        matches!(answer, Err(Error::Unavailable(_))),
+        "the write meets the rebuild: {answer:?}"
+    );
+    assert_eq!(members, ["c", "a"]);
+    db.drop_now().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_change() {
     use rankd::backend::redis::{RedisConfig, RedisExecutor};
@@ -1906,7 +2024,7 @@ async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone
                 .unwrap(),
         ),
         hook: Box::new(move |sending| match sending {
-            Sending::Many if !done.swap(true, std::sync::atomic::Ordering::Relaxed) => {
+            Sending::Many(_) if !done.swap(true, std::sync::atomic::Ordering::Relaxed) => {
                 let (rebuilder, held, board) = (rebuilder.clone(), held.clone(), board.clone());
                 Some(Box::pin(async move {
                     let rebuilt = rankd::store::rebuild::rebuild(&rebuilder, held.as_ref(), &board)

@@ -1197,7 +1197,7 @@ async fn a_batch_retried_after_some_calls_wrote_names_what_to_resend_not_nothing
     let exec = Hooked {
         inner: std::sync::Arc::new(redis),
         hook: Box::new(move |sending| match sending {
-            Sending::Many => change.lock().unwrap().take(),
+            Sending::Many(_) => change.lock().unwrap().take(),
             Sending::One(_) => None,
         }),
     };

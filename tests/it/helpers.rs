@@ -220,7 +220,7 @@ pub enum Sending<'a> {
     /// One script call.
     One(&'a rankd::backend::Call),
     /// A pipeline of calls.
-    Many,
+    Many(&'a [rankd::backend::Call]),
 }
 
 /// The hook of a [`Hooked`] executor: the work to run first, if any, for what is about to go.
@@ -261,7 +261,7 @@ impl rankd::backend::Executor for Hooked {
         Vec<Result<rankd::backend::Reply, rankd::backend::ExecError>>,
         rankd::backend::ExecError,
     > {
-        if let Some(first) = (self.hook)(Sending::Many) {
+        if let Some(first) = (self.hook)(Sending::Many(&calls)) {
             first.await;
         }
         self.inner.eval_many(calls).await
