@@ -295,7 +295,7 @@ fn index_ranges(ix: &[usize]) -> String {
 }
 
 /// What a submit call answers (`ARGV[9]` of lua/submit.lua).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum SubmitReply {
     /// One event's scores and ranks in every key it touched.
     Full,
@@ -303,13 +303,16 @@ enum SubmitReply {
     Count,
     /// Every event the call would refuse, writing nothing.
     Check,
+    /// As `Count`, for a rebuild replaying the stored log: nothing is logged again (the sweep
+    /// would offer those events back under the numbers Redis gave them during the replay).
+    Replay,
 }
 
 impl SubmitReply {
     fn as_str(self) -> &'static str {
         match self {
             Self::Full => "full",
-            Self::Count => "count",
+            Self::Count | Self::Replay => "count",
             Self::Check => "check",
         }
     }
@@ -1140,7 +1143,11 @@ impl Engine {
             def.score_bound().map_or_else(|| "0".into(), fmt_num),
             def.max_members.unwrap_or(0).to_string(),
             reply.as_str().into(),
-            self.log_flag(),
+            if reply == SubmitReply::Replay {
+                "0".into()
+            } else {
+                self.log_flag()
+            },
             slots.keys.len().to_string(),
         ];
         for slot in &slots.keys {

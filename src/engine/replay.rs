@@ -556,7 +556,7 @@ impl Engine {
                         current,
                         &slots,
                         &prepared,
-                        super::SubmitReply::Count,
+                        super::SubmitReply::Replay,
                         recv,
                     ));
                     if pending.len() >= 256 {

@@ -2054,3 +2054,48 @@ async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone
     assert_eq!(members, ["c", "b", "a"]);
     db.drop_now().await;
 }
+
+/// A rebuild replays what the store holds, and must not log it again: the sweep would offer those
+/// events back under the numbers Redis gave them during the replay, where the store holds other
+/// operations, and the store would keep them twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_leaves_nothing_in_the_redis_log_to_store_again() {
+    let mut redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let config = Config {
+        redis_url: Some(redis.url()),
+        database_url: Some(db.url()),
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
+    store.migrate().await.unwrap();
+    let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
+    let b = BoardId::parse("replayed").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    for (i, member) in ["a", "b", "c"].into_iter().enumerate() {
+        e.submit(&Submit::new(b.clone(), m(member), score(i as f64 + 1.0)))
+            .await
+            .unwrap();
+    }
+    redis.kill();
+    redis.restart().await;
+    assert!(rankd::store::rebuild::rebuild(&e, store.as_ref(), &b)
+        .await
+        .unwrap());
+    // What the sweep would copy.
+    let pending = e.log_pending(&b, 100).await.unwrap();
+    assert_eq!(pending, [], "the replay logged its events again");
+    assert_eq!(
+        store.insert_ops(&pending).await.unwrap(),
+        Vec::<BoardId>::new()
+    );
+    assert_eq!(store.ops(&b).await.unwrap().len(), 4);
+    // And the board takes new writes under the store's numbering.
+    e.submit(&Submit::new(b.clone(), m("d"), score(4.0)))
+        .await
+        .unwrap();
+    assert!(!store.diverged(&b).await.unwrap());
+    assert_eq!(store.ops(&b).await.unwrap().len(), 5);
+    db.drop_now().await;
+}
