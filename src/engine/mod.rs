@@ -21,7 +21,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use journal::{Durability, Journal, LoggedOp, Op};
-pub use replay::{Base, BaseKey, EntryChunks, RedisState, REBUILD_LEASE_MS, REBUILD_PREFIX};
+pub use replay::{
+    Base, BaseKey, EntryChunks, RedisState, Seized, REBUILD_LEASE_MS, REBUILD_PREFIX,
+};
 pub use snapshot::{at_one_point, KeySnapshot, SnapChunk, SnapEntry, SnapshotKey};
 pub use types::*;
 

@@ -70,6 +70,14 @@ fn parse_def(board: &BoardId, json: &str) -> Result<BoardDef> {
         .map_err(|e| Error::Backend(format!("stored definition of {board}: {e}")))
 }
 
+/// A live board a rebuild took ([`Engine::seize`]): its rebuild token, and the definition it had.
+#[derive(Debug, Clone)]
+pub struct Seized {
+    token: String,
+    version: String,
+    json: String,
+}
+
 /// Prefix of the version a board's definition carries while it is being rebuilt. Requests that meet
 /// it answer 503 with Retry-After rather than a rank computed from half a board.
 pub const REBUILD_PREFIX: &str = "rebuild:";
@@ -183,6 +191,8 @@ impl Engine {
             })
             .collect();
         self.exec.eval_many(calls).await.map_err(unavailable)?;
+        // Saving a seized board's log is rebuild work too (see Engine::beating).
+        self.rebuild_steps.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -405,18 +415,18 @@ impl Engine {
     /// Takes a live board for a rebuild: its definition moves under a rebuild token, as a claimed
     /// board's does, so that from here writes answer 503 (every write script checks the
     /// definition's version) rather than land in Redis between the saving of its log and the
-    /// discard, where the discard would lose them. False when the board is gone or another rebuild
-    /// holds it.
+    /// discard, where the discard would lose them. `None` when the board is gone or another
+    /// rebuild holds it.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when Redis cannot be reached or the definition kept changing.
-    pub async fn seize(&self, board: &BoardId) -> Result<bool> {
+    pub async fn seize(&self, board: &BoardId) -> Result<Option<Seized>> {
         for _ in 0..8 {
             let Some(d) = self.fetch_def_raw(board).await? else {
-                return Ok(false);
+                return Ok(None);
             };
             if d.version.starts_with(REBUILD_PREFIX) {
-                return Ok(false);
+                return Ok(None);
             }
             let now = self.now_ms();
             let token = format!("{REBUILD_PREFIX}{now}:{}", self.new_version());
@@ -425,7 +435,11 @@ impl Engine {
             match self.exec.eval(call).await {
                 Ok(_) => {
                     self.forget(board);
-                    return Ok(true);
+                    return Ok(Some(Seized {
+                        token,
+                        version: d.version.clone(),
+                        json,
+                    }));
                 }
                 // Its definition changed meanwhile: take the new one.
                 Err(ExecError::Reply(m)) if m.contains("RANKD_STALE") => {}
@@ -435,6 +449,35 @@ impl Engine {
         Err(Error::Unavailable(format!(
             "{board}: its definition kept changing; the rebuild waits for the next check"
         )))
+    }
+
+    /// Runs `work` on a seized board, its hold renewed while the work makes progress; when the
+    /// work fails, the board goes back to the version it had, as it was (nothing was discarded).
+    ///
+    /// # Errors
+    /// What `work` returns.
+    pub async fn while_seized(
+        &self,
+        board: &BoardId,
+        seized: &Seized,
+        work: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<()> {
+        let r = self.beating(board, &seized.token, work).await;
+        if r.is_err() {
+            let now = self.now_ms();
+            let call = self.put_def_call(
+                board,
+                &seized.token,
+                &seized.version,
+                &seized.json,
+                "0",
+                now,
+            );
+            if let Err(e) = self.exec.eval(call).await {
+                tracing::warn!(%board, error = %e, "could not hand a seized board back; its hold will expire");
+            }
+        }
+        r
     }
 
     /// Claims a board Redis lacks for a rebuild: creates its definition under a rebuild token, which

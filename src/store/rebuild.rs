@@ -39,10 +39,12 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
             // Writes stop first (they answer 503 until the board is handed back). What its log
             // holds then is history too (writes answered before the store had them, or answered
             // 503 unconfirmed): stored, or the discard would lose it.
-            if !engine.seize(board).await? {
+            let Some(seized) = engine.seize(board).await? else {
                 return Ok(false);
-            }
-            save_log(engine, store, board).await?;
+            };
+            engine
+                .while_seized(board, &seized, save_log(engine, store, board))
+                .await?;
             engine.discard(board).await?;
         }
         RedisState::Rebuilding(started)

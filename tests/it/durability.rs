@@ -1751,6 +1751,88 @@ async fn a_write_during_the_rebuild_of_a_live_board_is_refused_or_kept() {
     db.drop_now().await;
 }
 
+/// A rebuild that took a live board and then cannot save its log (the store went away) gives the
+/// board back as it was: it stays readable and writable, not held until its lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_that_cannot_save_the_log_gives_the_live_board_back() {
+    use rankd::backend::redis::{RedisConfig, RedisExecutor};
+    use rankd::store::PgStore;
+    let redis = PrivateRedis::start().await;
+    let pg = Arc::new(crate::private::PrivatePostgres::start().await);
+    let config = Config {
+        redis_url: Some(redis.url()),
+        database_url: Some(pg.url("postgres")),
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    let store = Arc::new(PgStore::connect(&pg.url("postgres")).await.unwrap());
+    store.migrate().await.unwrap();
+    let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
+    let b = BoardId::parse("given").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    e.submit(&Submit::new(b.clone(), m("a"), score(1.0)))
+        .await
+        .unwrap();
+    // b stays in the Redis log: the store is away when it is written.
+    pg.stop();
+    let r = e.submit(&Submit::new(b.clone(), m("b"), score(2.0))).await;
+    assert!(matches!(r, Err(Error::Unconfirmed { .. })), "{r:?}");
+    pg.resume().await;
+    // The store holds an operation Redis lost: the board is live, and behind.
+    let lost = rankd::engine::LoggedOp {
+        board: b.clone(),
+        seq: 4,
+        recv_ms: e.now_ms(),
+        op: rankd::engine::Op::Event {
+            member: "c".into(),
+            value: 3.0,
+            event_id: None,
+            at_ms: e.now_ms(),
+            scopes: vec![],
+        },
+    };
+    until_ready(|| async { store.insert_ops(std::slice::from_ref(&lost)).await }).await;
+    // The store goes away again just as the rebuild starts reading the log it must save.
+    let (postgres, fired) = (pg.clone(), std::sync::atomic::AtomicBool::new(false));
+    let exec = Hooked {
+        inner: Arc::new(
+            RedisExecutor::connect(&RedisConfig::new(redis.url()))
+                .await
+                .unwrap(),
+        ),
+        hook: Box::new(move |sending| match sending {
+            Sending::One(call)
+                if call.script.name() == rankd::engine::scripts::LOG_READ.name()
+                    && !fired.swap(true, std::sync::atomic::Ordering::Relaxed) =>
+            {
+                let postgres = postgres.clone();
+                Some(Box::pin(async move { postgres.stop() }))
+            }
+            _ => None,
+        }),
+    };
+    let slow = journaled(
+        &config,
+        store.clone(),
+        Arc::new(SystemClock),
+        Some(Arc::new(exec)),
+    )
+    .await;
+    let r = rankd::store::rebuild::rebuild(&slow, store.as_ref(), &b).await;
+    assert!(r.is_err(), "the log could not be saved: {r:?}");
+    // At once, not after the lease: the board as it was.
+    let all = View::all_time();
+    let top = e.top(&b, &all, Limit::new(10).unwrap()).await.unwrap();
+    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    assert_eq!(members, ["b", "a"]);
+    // The store back, the rebuild completes.
+    pg.resume().await;
+    assert!(until_ready(|| rankd::store::rebuild::rebuild(&slow, store.as_ref(), &b)).await);
+    let top = until_ready(|| e.top(&b, &all, Limit::new(10).unwrap())).await;
+    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    assert_eq!(members, ["c", "b", "a"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_change() {
     use rankd::backend::redis::{RedisConfig, RedisExecutor};
