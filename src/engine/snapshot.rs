@@ -142,7 +142,7 @@ impl Engine {
         }
         // Keys read at different points are history, not a base. Every key at one point, with a
         // key created meanwhile that the read missed, would pass for a base: not offered at all.
-        if out.len() > 1
+        if !out.is_empty()
             && at_one_point(&out).is_some()
             && !self.listed_again(board, &targets).await?
         {

@@ -37,15 +37,15 @@ macro_rules! unnested {
 const MERGED_SNAPSHOTS: &str =
     "UPDATE rankd_snapshots SET run_id = NULL WHERE board = $1 AND seq >= $2 AND run_id IS NOT NULL";
 
-/// Holds, until the transaction ends, the lock of each of `boards` (sorted, so that two commits
-/// never wait for each other). Whether an offered operation is stored or parked depends on what the
+/// Holds, until the transaction ends, the lock of each of `boards` (taken in the order of the
+/// locks' keys, so that two commits never wait for each other). Whether an offered operation is stored or parked depends on what the
 /// store holds and has parked of its board, and merging moves rows between the two: one
 /// transaction at a time per board, or a commit that read "parked" before a merge committed parks
 /// again an operation the merge appended, or stores one out of Redis' order.
 async fn lock_boards(tx: &mut sqlx::PgConnection, boards: &[String]) -> Result<()> {
     sqlx::query(
-        "SELECT pg_advisory_xact_lock(7301, hashtext(b))
-         FROM (SELECT b FROM UNNEST($1::text[]) WITH ORDINALITY AS t(b, i) ORDER BY i OFFSET 0) AS s",
+        "SELECT pg_advisory_xact_lock(7301, h)
+         FROM (SELECT DISTINCT hashtext(b) AS h FROM UNNEST($1::text[]) AS b ORDER BY h OFFSET 0) AS s",
     )
     .bind(boards)
     .execute(tx)

@@ -291,7 +291,16 @@ pub async fn snapshot(
         let (keys, entries) = match store.snapshot_streamed(engine, &b).await? {
             Some(r) => (r.keys, r.entries),
             None => {
-                let keys = engine.snapshot_board(&b).await?;
+                let keys = match engine.snapshot_board(&b).await {
+                    Ok(keys) => keys,
+                    // This board, this time (it kept changing, or Redis is out of reach): the
+                    // other boards are still taken.
+                    Err(Error::Unavailable(e)) => {
+                        tracing::warn!(board = %b, error = %e, "snapshot skipped");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 store.write_snapshots(&b, &keys).await?;
                 (
                     keys.len(),
