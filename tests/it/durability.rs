@@ -1363,15 +1363,26 @@ async fn commits_of_one_board_take_turns_in_postgres() {
         let (store, b) = (store.clone(), b.clone());
         async move { store.merge_parked(&b).await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !waiting.is_finished(),
-        "a commit ran beside another on its board"
-    );
-    assert!(
-        !merging.is_finished(),
-        "a merge ran beside a commit on its board"
-    );
+    // Both wait for the board's lock (seen in pg_locks, not guessed from time).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (waiting_locks,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_locks
+             WHERE locktype = 'advisory' AND classid = 7301 AND NOT granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting_locks == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && !waiting.is_finished() && !merging.is_finished(),
+            "a commit or a merge ran beside another transaction on its board"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     other.commit().await.unwrap();
     assert!(waiting.await.unwrap().is_empty());
     assert_eq!(merging.await.unwrap(), 0);
@@ -1942,7 +1953,8 @@ async fn long_rebuild(progressing: bool) -> (String, String, Vec<String>) {
     };
     let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
     store.migrate().await.unwrap();
-    let lease = Duration::from_millis(800);
+    // Long enough that a renewal late by a busy machine still comes in time.
+    let lease = Duration::from_millis(1_600);
     let plain = || async {
         Arc::new(
             RedisExecutor::connect(&RedisConfig::new(redis.url()))
