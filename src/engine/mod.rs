@@ -135,8 +135,6 @@ pub struct Engine {
     standings: Standings,
     /// Concurrent identical page reads (top, range, cursor, around, scores), made as one call.
     pages: Pages,
-    /// Calls rebuilds have completed: a rebuild renews its hold only while this moves.
-    rebuild_steps: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -519,7 +517,6 @@ impl Engine {
             journal: None,
             standings: coalesce::Coalescer::new(STANDINGS_PER_CALL),
             pages: coalesce::Coalescer::new(PAGE_READERS_PER_CALL),
-            rebuild_steps: AtomicU64::new(0),
         })
     }
 

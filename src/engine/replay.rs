@@ -4,7 +4,7 @@ use super::{
     as_array, as_u64, fmt_num, scripts, unavailable, CachedDef, Engine, LoggedOp, Op, Prepared,
     Slots,
 };
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::{Call, ExecError, Reply};
 use crate::board::{BoardDef, BoardId, EventId, Member, Scope, Score};
@@ -68,6 +68,16 @@ impl std::fmt::Debug for Base {
 fn parse_def(board: &BoardId, json: &str) -> Result<BoardDef> {
     serde_json::from_str::<BoardDef>(json)
         .map_err(|e| Error::Backend(format!("stored definition of {board}: {e}")))
+}
+
+tokio::task_local! {
+    /// The calls the rebuild this task runs has completed (see [`Engine::beating`]).
+    static REBUILD_STEPS: std::sync::Arc<AtomicU64>;
+}
+
+/// Counts a completed call of the rebuild this task runs, if it runs one.
+fn step() {
+    let _ = REBUILD_STEPS.try_with(|s| s.fetch_add(1, Ordering::Relaxed));
 }
 
 /// A live board a rebuild took ([`Engine::seize`]): its rebuild token, and the definition it had.
@@ -192,7 +202,7 @@ impl Engine {
             .collect();
         self.exec.eval_many(calls).await.map_err(unavailable)?;
         // Saving a seized board's log is rebuild work too (see Engine::beating).
-        self.rebuild_steps.fetch_add(1, Ordering::Relaxed);
+        step();
         Ok(())
     }
 
@@ -375,10 +385,9 @@ impl Engine {
     }
 
     /// Runs a rebuild's `work`, renewing its hold on the board every quarter of the lease while the
-    /// work makes progress (Redis calls complete), so that another instance takes the board over
-    /// only from a rebuild that stopped or hangs (on a store that no longer answers, say), however
-    /// long a working one takes. Progress is counted per engine: a rebuild that hangs beside another
-    /// that works keeps its hold until that one ends.
+    /// work makes progress (its own Redis calls complete), so that another instance takes the board
+    /// over only from a rebuild that stopped or hangs (on a store that no longer answers, say),
+    /// however long a working one takes.
     async fn beating(
         &self,
         board: &BoardId,
@@ -386,11 +395,13 @@ impl Engine {
         work: impl std::future::Future<Output = Result<()>>,
     ) -> Result<()> {
         let every = std::time::Duration::from_millis((self.rebuild_lease_ms() / 4).max(1) as u64);
+        let done = std::sync::Arc::new(AtomicU64::new(0));
+        let work = REBUILD_STEPS.scope(done.clone(), work);
         let renew = async {
-            let mut seen = self.rebuild_steps.load(Ordering::Relaxed);
+            let mut seen = 0;
             loop {
                 tokio::time::sleep(every).await;
-                let steps = self.rebuild_steps.load(Ordering::Relaxed);
+                let steps = done.load(Ordering::Relaxed);
                 if steps == seen {
                     tracing::debug!(%board, "a rebuild made no progress; its hold is not renewed");
                     continue;
@@ -779,7 +790,7 @@ impl Engine {
             .await
             .map_err(|e| Error::Backend(format!("restore of {board}: {e}")))?
             .map_err(unavailable)?;
-        self.rebuild_steps.fetch_add(1, Ordering::Relaxed);
+        step();
         for r in replies {
             r.map_err(|e| Error::Backend(format!("restore of {board}: {e}")))?;
         }
@@ -853,7 +864,14 @@ impl Engine {
                 }
             }
         }
-        self.flush(board, &mut pending).await
+        // In pipelines of a bounded size, in order: a day of event ids on a busy board is many
+        // calls, and each pipeline done is progress that keeps the rebuild's hold.
+        while !pending.is_empty() {
+            let rest = pending.split_off(pending.len().min(RESTORE_PIPELINE * 16));
+            self.flush(board, &mut pending).await?;
+            pending = rest;
+        }
+        Ok(())
     }
 
     async fn checked(&self, call: Call) -> Result<Reply> {
@@ -861,7 +879,7 @@ impl Engine {
             ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
             ExecError::Reply(m) => Error::Backend(format!("replay: {m}")),
         });
-        self.rebuild_steps.fetch_add(1, Ordering::Relaxed);
+        step();
         r
     }
 
@@ -871,7 +889,7 @@ impl Engine {
         }
         let calls = std::mem::take(pending);
         let replies = self.exec.eval_many(calls).await.map_err(unavailable)?;
-        self.rebuild_steps.fetch_add(1, Ordering::Relaxed);
+        step();
         for r in replies {
             r.map_err(|e| Error::Backend(format!("replay of {board}: {e}")))?;
         }

@@ -2047,6 +2047,92 @@ async fn a_rebuild_longer_than_its_lease_keeps_the_board_while_it_works() {
     assert_eq!(members, ["c", "b", "a"]);
 }
 
+/// Two rebuilds in one process, one working and one hung: the working one's progress does not
+/// keep the hung one's hold, which another instance takes over after a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_rebuild_beside_a_working_one_is_taken_over() {
+    use rankd::backend::redis::{RedisConfig, RedisExecutor};
+    let mut redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let config = Config {
+        redis_url: Some(redis.url()),
+        database_url: Some(db.url()),
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
+    store.migrate().await.unwrap();
+    let lease = Duration::from_millis(1_600);
+    let plain = || async {
+        Arc::new(
+            RedisExecutor::connect(&RedisConfig::new(redis.url()))
+                .await
+                .unwrap(),
+        ) as Arc<dyn rankd::backend::Executor>
+    };
+    let other = journaled_with_lease(&config, store.clone(), plain().await, lease).await;
+    let (hung, working) = (
+        BoardId::parse("hung").unwrap(),
+        BoardId::parse("working").unwrap(),
+    );
+    for b in [&hung, &working] {
+        other.put_board(b, BoardDef::default()).await.unwrap();
+        other
+            .submit(&Submit::new(b.clone(), m("a"), score(1.0)))
+            .await
+            .unwrap();
+        for i in 0..8 {
+            let shown = Display {
+                display_name: Some(format!("A{i}")),
+                data: None,
+            };
+            other.put_display(b, &m("a"), shown).await.unwrap();
+        }
+    }
+    let exec = plain().await;
+    redis.kill();
+    redis.restart().await;
+    let taken = Arc::new(std::sync::Mutex::new(None));
+    let (checker, held, board, seen) = (other.clone(), store.clone(), hung.clone(), taken.clone());
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let hooked = Hooked {
+        inner: exec,
+        hook: Box::new(move |sending| match sending {
+            Sending::One(call)
+                if call.script.name() == rankd::engine::scripts::DISPLAY_PUT.name() =>
+            {
+                if call.keys[0].contains("{working}") {
+                    return Some(Box::pin(tokio::time::sleep(lease / 2)));
+                }
+                if !first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    return None;
+                }
+                let (checker, held, board, seen) =
+                    (checker.clone(), held.clone(), board.clone(), seen.clone());
+                Some(Box::pin(async move {
+                    tokio::time::sleep(lease * 3).await;
+                    let r = rankd::store::rebuild::rebuild(&checker, held.as_ref(), &board).await;
+                    *seen.lock().unwrap() = Some(format!("{r:?}"));
+                }))
+            }
+            _ => None,
+        }),
+    };
+    let slow = journaled_with_lease(&config, store.clone(), Arc::new(hooked), lease).await;
+    let (h, w) = tokio::join!(
+        rankd::store::rebuild::rebuild(&slow, store.as_ref(), &hung),
+        rankd::store::rebuild::rebuild(&slow, store.as_ref(), &working),
+    );
+    assert_eq!(
+        taken.lock().unwrap().as_deref(),
+        Some("Ok(true)"),
+        "the other instance took the hung rebuild over"
+    );
+    assert!(h.is_err(), "the hung rebuild lost its hold: {h:?}");
+    assert!(matches!(w, Ok(true)), "the working rebuild finished: {w:?}");
+    db.drop_now().await;
+}
+
 /// An engine on `config`'s Redis with a journal on `store`, as `rankd serve` builds it but without
 /// the background sweep and checks, over `exec` (a plain Redis executor when none).
 async fn journaled(
