@@ -1595,11 +1595,21 @@ async fn writes_after_a_failover_to_a_replica_that_was_behind_are_kept_with_the_
     db.drop_now().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held() {
-    use rankd::store::PgStore;
+/// A board behind its store, on a private Redis and Postgres: a, stored; b, answered 503
+/// unconfirmed while the store was away, so only in the Redis log; c, an operation the store holds
+/// and Redis lost (as after a failover to a replica that had not received it).
+struct Behind {
+    redis: PrivateRedis,
+    pg: Arc<crate::private::PrivatePostgres>,
+    config: Config,
+    store: Arc<rankd::store::PgStore>,
+    e: Arc<Engine>,
+    b: BoardId,
+}
+
+async fn behind(name: &str) -> Behind {
     let redis = PrivateRedis::start().await;
-    let pg = crate::private::PrivatePostgres::start().await;
+    let pg = Arc::new(crate::private::PrivatePostgres::start().await);
     let config = Config {
         redis_url: Some(redis.url()),
         database_url: Some(pg.url("postgres")),
@@ -1607,21 +1617,22 @@ async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held(
         ..Config::default()
     };
     // Without the background sweep: the test decides when the store is checked.
-    let store = Arc::new(PgStore::connect(&pg.url("postgres")).await.unwrap());
+    let store = Arc::new(
+        rankd::store::PgStore::connect(&pg.url("postgres"))
+            .await
+            .unwrap(),
+    );
     store.migrate().await.unwrap();
     let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
-    let b = BoardId::parse("behind").unwrap();
+    let b = BoardId::parse(name).unwrap();
     e.put_board(&b, BoardDef::default()).await.unwrap();
     e.submit(&Submit::new(b.clone(), m("a"), score(1.0)))
         .await
         .unwrap();
-    // The store stops: Redis applies b and keeps it in its log; the answer is 503 unconfirmed.
     pg.stop();
     let r = e.submit(&Submit::new(b.clone(), m("b"), score(2.0))).await;
     assert!(matches!(r, Err(Error::Unconfirmed { .. })), "{r:?}");
     pg.resume().await;
-    // Meanwhile the store holds an operation Redis lost (as after a failover to a replica that
-    // had not received it): Redis is behind the store, and the board must be rebuilt.
     let lost = rankd::engine::LoggedOp {
         board: b.clone(),
         seq: 4,
@@ -1635,6 +1646,27 @@ async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held(
         },
     };
     until_ready(|| async { store.insert_ops(std::slice::from_ref(&lost)).await }).await;
+    Behind {
+        redis,
+        pg,
+        config,
+        store,
+        e,
+        b,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held() {
+    // Bound, not dropped: the private services live as long as the test.
+    let Behind {
+        redis: _redis,
+        pg: _pg,
+        e,
+        store,
+        b,
+        ..
+    } = behind("behind").await;
     assert!(rankd::store::rebuild::rebuild(&e, store.as_ref(), &b)
         .await
         .unwrap());
@@ -1767,42 +1799,14 @@ async fn a_write_during_the_rebuild_of_a_live_board_is_refused_or_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_that_cannot_save_the_log_gives_the_live_board_back() {
     use rankd::backend::redis::{RedisConfig, RedisExecutor};
-    use rankd::store::PgStore;
-    let redis = PrivateRedis::start().await;
-    let pg = Arc::new(crate::private::PrivatePostgres::start().await);
-    let config = Config {
-        redis_url: Some(redis.url()),
-        database_url: Some(pg.url("postgres")),
-        key_prefix: prefix(),
-        ..Config::default()
-    };
-    let store = Arc::new(PgStore::connect(&pg.url("postgres")).await.unwrap());
-    store.migrate().await.unwrap();
-    let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
-    let b = BoardId::parse("given").unwrap();
-    e.put_board(&b, BoardDef::default()).await.unwrap();
-    e.submit(&Submit::new(b.clone(), m("a"), score(1.0)))
-        .await
-        .unwrap();
-    // b stays in the Redis log: the store is away when it is written.
-    pg.stop();
-    let r = e.submit(&Submit::new(b.clone(), m("b"), score(2.0))).await;
-    assert!(matches!(r, Err(Error::Unconfirmed { .. })), "{r:?}");
-    pg.resume().await;
-    // The store holds an operation Redis lost: the board is live, and behind.
-    let lost = rankd::engine::LoggedOp {
-        board: b.clone(),
-        seq: 4,
-        recv_ms: e.now_ms(),
-        op: rankd::engine::Op::Event {
-            member: "c".into(),
-            value: 3.0,
-            event_id: None,
-            at_ms: e.now_ms(),
-            scopes: vec![],
-        },
-    };
-    until_ready(|| async { store.insert_ops(std::slice::from_ref(&lost)).await }).await;
+    let Behind {
+        redis,
+        pg,
+        config,
+        store,
+        e,
+        b,
+    } = behind("given").await;
     // The store goes away again just as the rebuild starts reading the log it must save.
     let (postgres, fired) = (pg.clone(), std::sync::atomic::AtomicBool::new(false));
     let exec = Hooked {
