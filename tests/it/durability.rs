@@ -1940,14 +1940,19 @@ async fn journaled_with_lease(
     with_persister(engine, store)
 }
 
-/// A rebuild whose replay of eight display operations (one Redis call each) is held up for three
-/// leases in all, while another instance checks the board: `progressing`, each call waits half a
-/// lease; otherwise the first waits all three leases at once (a rebuild that hangs). Returns what
-/// the other instance's check returned, what the slow rebuild returned, and the members after.
-async fn long_rebuild(progressing: bool) -> (String, String, Vec<String>) {
-    use rankd::backend::redis::{RedisConfig, RedisExecutor};
-    use std::sync::atomic::{AtomicU32, Ordering};
-    let mut redis = PrivateRedis::start().await;
+/// Two instances on a private Redis and a test database, with rebuild leases short enough for a
+/// test: `other`, and the lease; [`plain`] gives the second its executor.
+struct Leased {
+    redis: PrivateRedis,
+    db: TestDb,
+    config: Config,
+    store: Arc<rankd::store::PgStore>,
+    lease: Duration,
+    other: Arc<Engine>,
+}
+
+async fn leased() -> Leased {
+    let redis = PrivateRedis::start().await;
     let db = TestDb::create().await;
     let config = Config {
         redis_url: Some(redis.url()),
@@ -1959,14 +1964,41 @@ async fn long_rebuild(progressing: bool) -> (String, String, Vec<String>) {
     store.migrate().await.unwrap();
     // Long enough that a renewal late by a busy machine still comes in time.
     let lease = Duration::from_millis(1_600);
-    let plain = || async {
-        Arc::new(
-            RedisExecutor::connect(&RedisConfig::new(redis.url()))
-                .await
-                .unwrap(),
-        ) as Arc<dyn rankd::backend::Executor>
-    };
-    let other = journaled_with_lease(&config, store.clone(), plain().await, lease).await;
+    let other = journaled_with_lease(&config, store.clone(), plain(&redis).await, lease).await;
+    Leased {
+        redis,
+        db,
+        config,
+        store,
+        lease,
+        other,
+    }
+}
+
+/// A plain executor on `redis`.
+async fn plain(redis: &PrivateRedis) -> Arc<dyn rankd::backend::Executor> {
+    use rankd::backend::redis::{RedisConfig, RedisExecutor};
+    Arc::new(
+        RedisExecutor::connect(&RedisConfig::new(redis.url()))
+            .await
+            .unwrap(),
+    )
+}
+
+/// A rebuild whose replay of eight display operations (one Redis call each) is held up for three
+/// leases in all, while another instance checks the board: `progressing`, each call waits half a
+/// lease; otherwise the first waits all three leases at once (a rebuild that hangs). Returns what
+/// the other instance's check returned, what the slow rebuild returned, and the members after.
+async fn long_rebuild(progressing: bool) -> (String, String, Vec<String>) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let Leased {
+        mut redis,
+        db,
+        config,
+        store,
+        lease,
+        other,
+    } = leased().await;
     let b = BoardId::parse("long").unwrap();
     other.put_board(&b, BoardDef::default()).await.unwrap();
     for (i, member) in ["a", "b", "c"].into_iter().enumerate() {
@@ -1982,7 +2014,7 @@ async fn long_rebuild(progressing: bool) -> (String, String, Vec<String>) {
         };
         other.put_display(&b, &m("a"), shown).await.unwrap();
     }
-    let exec = plain().await;
+    let exec = plain(&redis).await;
     redis.kill();
     redis.restart().await;
     let taken = Arc::new(std::sync::Mutex::new(None));
@@ -2055,26 +2087,14 @@ async fn a_rebuild_longer_than_its_lease_keeps_the_board_while_it_works() {
 /// keep the hung one's hold, which another instance takes over after a lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_rebuild_beside_a_working_one_is_taken_over() {
-    use rankd::backend::redis::{RedisConfig, RedisExecutor};
-    let mut redis = PrivateRedis::start().await;
-    let db = TestDb::create().await;
-    let config = Config {
-        redis_url: Some(redis.url()),
-        database_url: Some(db.url()),
-        key_prefix: prefix(),
-        ..Config::default()
-    };
-    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
-    store.migrate().await.unwrap();
-    let lease = Duration::from_millis(1_600);
-    let plain = || async {
-        Arc::new(
-            RedisExecutor::connect(&RedisConfig::new(redis.url()))
-                .await
-                .unwrap(),
-        ) as Arc<dyn rankd::backend::Executor>
-    };
-    let other = journaled_with_lease(&config, store.clone(), plain().await, lease).await;
+    let Leased {
+        mut redis,
+        db,
+        config,
+        store,
+        lease,
+        other,
+    } = leased().await;
     let (hung, working) = (
         BoardId::parse("hung").unwrap(),
         BoardId::parse("working").unwrap(),
@@ -2093,7 +2113,7 @@ async fn a_hung_rebuild_beside_a_working_one_is_taken_over() {
             other.put_display(b, &m("a"), shown).await.unwrap();
         }
     }
-    let exec = plain().await;
+    let exec = plain(&redis).await;
     redis.kill();
     redis.restart().await;
     let taken = Arc::new(std::sync::Mutex::new(None));
