@@ -88,6 +88,13 @@ pub struct Seized {
     json: String,
 }
 
+impl Seized {
+    /// The rebuild token the board carries.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
 /// Prefix of the version a board's definition carries while it is being rebuilt. Requests that meet
 /// it answer 503 with Retry-After rather than a rank computed from half a board.
 pub const REBUILD_PREFIX: &str = "rebuild:";
@@ -255,22 +262,56 @@ impl Engine {
     /// # Errors
     /// [`Error::Unavailable`] when Redis cannot be reached.
     pub async fn discard(&self, board: &BoardId) -> Result<()> {
+        self.discard_held(board, None).await.map(|_| ())
+    }
+
+    /// [`Engine::discard`] of a board while it carries the version `held` (a rebuild's token):
+    /// false, and nothing more removed, once it does not (another instance took it over).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn discard_held(&self, board: &BoardId, held: Option<&str>) -> Result<bool> {
         self.forget(board);
         let now = self.now_ms();
         let zsets = self.live_zsets(board, now).await?;
-        let calls = self
+        let def = self.keys.definition(board);
+        let rest: Vec<String> = self
             .every_key(board, &zsets)
-            .chunks(512)
-            .map(|chunk| Call {
-                script: &scripts::DISCARD,
-                keys: chunk.to_vec(),
-                args: vec![],
-            })
+            .into_iter()
+            .filter(|k| *k != def)
             .collect();
+        let call = |chunk: &[String], last: bool| {
+            let mut keys = Vec::with_capacity(chunk.len() + 1);
+            keys.push(def.clone());
+            keys.extend_from_slice(chunk);
+            Call {
+                script: &scripts::DISCARD,
+                keys,
+                args: vec![
+                    held.unwrap_or("").to_owned(),
+                    if last { "1" } else { "0" }.into(),
+                ],
+            }
+        };
+        // The definition goes last, with the final chunk: every chunk checks it first.
+        let chunks: Vec<&[String]> = rest.chunks(512).collect();
+        let calls: Vec<Call> = if chunks.is_empty() {
+            vec![call(&[], true)]
+        } else {
+            chunks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| call(c, i + 1 == chunks.len()))
+                .collect()
+        };
         for r in self.exec.eval_many(calls).await.map_err(unavailable)? {
-            r.map_err(|e| Error::Backend(format!("discard {board}: {e}")))?;
+            match r {
+                Ok(_) => {}
+                Err(ExecError::Reply(m)) if m.contains("RANKD_STALE") => return Ok(false),
+                Err(e) => return Err(Error::Backend(format!("discard {board}: {e}"))),
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn fetch_def_raw(&self, board: &BoardId) -> Result<Option<std::sync::Arc<CachedDef>>> {
@@ -423,6 +464,15 @@ impl Engine {
         }
     }
 
+    /// The version a board's definition carries (a rebuild's token while one holds it); `None`
+    /// when the board is gone.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn held_by(&self, board: &BoardId) -> Result<Option<String>> {
+        Ok(self.fetch_def_raw(board).await?.map(|d| d.version.clone()))
+    }
+
     /// Takes a live board for a rebuild: its definition moves under a rebuild token, as a claimed
     /// board's does, so that from here writes answer 503 (every write script checks the
     /// definition's version) rather than land in Redis between the saving of its log and the
@@ -523,7 +573,7 @@ impl Engine {
                     Err(_) => true,
                 };
                 if ours {
-                    if let Err(d) = self.discard(board).await {
+                    if let Err(d) = self.discard_held(board, Some(token)).await {
                         tracing::warn!(%board, error = %d, "could not drop a failed rebuild; its lease will expire");
                     }
                 } else {

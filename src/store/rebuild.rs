@@ -45,7 +45,9 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
             engine
                 .while_seized(board, &seized, save_log(engine, store, board))
                 .await?;
-            engine.discard(board).await?;
+            if !engine.discard_held(board, Some(seized.token())).await? {
+                return Ok(false);
+            }
         }
         RedisState::Rebuilding(started)
             if engine.now_ms() - started < engine.rebuild_lease_ms() =>
@@ -56,8 +58,19 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
             tracing::warn!(%board, "a rebuild was abandoned; starting again");
             // Abandoned after it took a live board and before it saved the log, the log still
             // holds answered writes.
+            let Some(token) = engine
+                .held_by(board)
+                .await?
+                .filter(|v| v.starts_with(crate::engine::REBUILD_PREFIX))
+            else {
+                return Ok(false);
+            };
             save_log(engine, store, board).await?;
-            engine.discard(board).await?;
+            // Another instance may take the same abandoned board over at the same time: whichever
+            // removes the definition first goes on, and the other's discard stops there.
+            if !engine.discard_held(board, Some(&token)).await? {
+                return Ok(false);
+            }
         }
         RedisState::Missing => tracing::warn!(%board, "Redis lost the board; rebuilding"),
     }

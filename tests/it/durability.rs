@@ -2157,6 +2157,112 @@ async fn a_hung_rebuild_beside_a_working_one_is_taken_over() {
     db.drop_now().await;
 }
 
+/// Two instances take over one abandoned rebuild at once. The one that removes the board's
+/// definition first rebuilds it; the other's discard stops there rather than remove what the first
+/// rebuilt, with a write answered since that only the Redis log held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_takeovers_of_one_abandoned_rebuild_leave_the_winners_board_alone() {
+    let Leased {
+        mut redis,
+        db,
+        config,
+        store,
+        lease,
+        other,
+    } = leased().await;
+    let b = BoardId::parse("taken").unwrap();
+    other.put_board(&b, BoardDef::default()).await.unwrap();
+    for (i, member) in ["a", "b"].into_iter().enumerate() {
+        other
+            .submit(&Submit::new(b.clone(), m(member), score(i as f64 + 1.0)))
+            .await
+            .unwrap();
+    }
+    redis.kill();
+    redis.restart().await;
+    // A rebuild that claims the board, then never sends its first pipeline.
+    let hang = Hooked {
+        inner: plain(&redis).await,
+        hook: Box::new(|sending| match sending {
+            Sending::Many(_) => Some(Box::pin(std::future::pending())),
+            Sending::One(_) => None,
+        }),
+    };
+    let abandoned = journaled_with_lease(&config, store.clone(), Arc::new(hang), lease).await;
+    let task = tokio::spawn({
+        let (store, b) = (store.clone(), b.clone());
+        async move { rankd::store::rebuild::rebuild(&abandoned, store.as_ref(), &b).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(
+        other.redis_state(&b).await.unwrap(),
+        rankd::engine::RedisState::Rebuilding(_)
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "the rebuild never claimed the board"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    // Just before this instance's discard: the other instance takes the board over and rebuilds
+    // it, and a third answers a write only the Redis log holds.
+    let dropping = Arc::new(
+        rankd::serve::connect(&config, Arc::new(SystemClock))
+            .await
+            .unwrap()
+            .with_journal(Arc::new(Dropping)),
+    );
+    let outcome = Arc::new(std::sync::Mutex::new(None));
+    let (winner, held, board, seen) = (other.clone(), store.clone(), b.clone(), outcome.clone());
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    let hooked = Hooked {
+        inner: plain(&redis).await,
+        hook: Box::new(move |sending| match sending {
+            Sending::Many(calls)
+                if calls
+                    .first()
+                    .is_some_and(|c| c.script.name() == rankd::engine::scripts::DISCARD.name())
+                    && !fired.swap(true, std::sync::atomic::Ordering::Relaxed) =>
+            {
+                let (winner, held, board, seen, writer) = (
+                    winner.clone(),
+                    held.clone(),
+                    board.clone(),
+                    seen.clone(),
+                    dropping.clone(),
+                );
+                Some(Box::pin(async move {
+                    let r = rankd::store::rebuild::rebuild(&winner, held.as_ref(), &board).await;
+                    let w = writer
+                        .submit(&Submit::new(board, m("late"), score(9.0)))
+                        .await;
+                    *seen.lock().unwrap() = Some((format!("{r:?}"), w.is_ok()));
+                }))
+            }
+            _ => None,
+        }),
+    };
+    let loser = journaled_with_lease(&config, store.clone(), Arc::new(hooked), lease).await;
+    let r = rankd::store::rebuild::rebuild(&loser, store.as_ref(), &b).await;
+    let (won, written) = outcome.lock().unwrap().clone().expect("the hook ran");
+    assert_eq!(
+        won, "Ok(true)",
+        "the other instance took the board over first"
+    );
+    assert!(written, "the late write was answered");
+    assert!(
+        matches!(r, Ok(false)),
+        "the second takeover stood down: {r:?}"
+    );
+    let all = View::all_time();
+    let top = until_ready(|| other.top(&b, &all, Limit::new(10).unwrap())).await;
+    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    assert_eq!(members, ["late", "b", "a"]);
+    db.drop_now().await;
+}
+
 /// An engine on `config`'s Redis with a journal on `store`, as `rankd serve` builds it but without
 /// the background sweep and checks, over `exec` (a plain Redis executor when none).
 async fn journaled(
