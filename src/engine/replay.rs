@@ -293,11 +293,17 @@ impl Engine {
                 ],
             }
         };
-        // The definition goes last, with the final chunk: every chunk checks it first.
         let chunks: Vec<&[String]> = rest.chunks(512).collect();
-        let calls: Vec<Call> = if chunks.is_empty() {
+        let calls: Vec<Call> = if held.is_none() {
+            // Unconditional (a deletion finishing): the definition first, so that the board reads
+            // as gone at once, whatever becomes of the rest.
+            std::iter::once(call(&[], true))
+                .chain(chunks.iter().map(|c| call(c, false)))
+                .collect()
+        } else if chunks.is_empty() {
             vec![call(&[], true)]
         } else {
+            // The definition last, with the final chunk: every chunk checks it first.
             chunks
                 .iter()
                 .enumerate()
