@@ -189,6 +189,15 @@ pub(crate) mod sql {
         "SELECT board FROM rankd_boards WHERE deleted = TRUE ORDER BY board";
     /// A row when board `$1` is stored and live.
     pub const HAS_BOARD: &str = "SELECT 1 FROM rankd_boards WHERE board = $1 AND deleted = FALSE";
+    /// A new life of board `$1` starts: what an earlier board of the same id left, parked and
+    /// stored, goes, unless the stored sequence number 1 is the definition of version `$2` (the
+    /// same definition offered again). Parked rows first: the check reads `rankd_ops`.
+    pub const NEW_LIFE: [&str; 2] = [
+        "DELETE FROM rankd_parked WHERE board = $1 AND NOT EXISTS (
+             SELECT 1 FROM rankd_ops WHERE board = $1 AND seq = 1 AND op = 'd' AND extra = $2)",
+        "DELETE FROM rankd_ops WHERE board = $1 AND NOT EXISTS (
+             SELECT 1 FROM rankd_ops WHERE board = $1 AND seq = 1 AND op = 'd' AND extra = $2)",
+    ];
     /// Board `$1`'s operations after sequence number `$2`, in order, for each store's `row_to_op`.
     pub const OPS_AFTER: &str =
         "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra

@@ -205,18 +205,13 @@ impl PgStore {
             Op::Define { version, .. } if o.seq == 1 => Some((&o.board, version)),
             _ => None,
         }) {
-            for sql in [
-                "DELETE FROM rankd_parked WHERE board = $1 AND NOT EXISTS (
-                     SELECT 1 FROM rankd_ops WHERE board = $1 AND seq = 1 AND op = 'd' AND extra = $2)",
-                "DELETE FROM rankd_ops WHERE board = $1 AND NOT EXISTS (
-                     SELECT 1 FROM rankd_ops WHERE board = $1 AND seq = 1 AND op = 'd' AND extra = $2)",
-            ] {
+            for sql in super::sql::NEW_LIFE {
                 sqlx::query(sql)
-                .bind(board.as_str())
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+                    .bind(board.as_str())
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
             }
         }
         // Boards with parked operations: none of theirs is stored at the number Redis gave it.
@@ -242,12 +237,12 @@ impl PgStore {
                     || !inserted.contains(&(o.board.to_string(), o.seq))
             })
             .collect();
+        let (pb, ps): (Vec<String>, Vec<i64>) = probe
+            .iter()
+            .map(|o| (o.board.to_string(), o.seq as i64))
+            .unzip();
         let mut stored = HashMap::new();
         if !probe.is_empty() {
-            let (pb, ps): (Vec<String>, Vec<i64>) = probe
-                .iter()
-                .map(|o| (o.board.to_string(), o.seq as i64))
-                .unzip();
             let rows: Vec<IdentRow> =
                 sqlx::query_as(
                     "SELECT o.board, o.seq, o.op, o.recv_ms, o.member, o.extra FROM rankd_ops o
@@ -266,11 +261,7 @@ impl PgStore {
             }
         }
         let mut merged: HashMap<_, Vec<_>> = HashMap::new();
-        if !probe.is_empty() && !stored.is_empty() {
-            let (pb, ps): (Vec<String>, Vec<i64>) = probe
-                .iter()
-                .map(|o| (o.board.to_string(), o.seq as i64))
-                .unzip();
+        if !stored.is_empty() {
             let rows: Vec<IdentRow> = sqlx::query_as(
                 "SELECT o.board, o.redis_seq, o.op, o.recv_ms, o.member, o.extra FROM rankd_ops o
                  JOIN UNNEST($1::text[], $2::bigint[]) AS t(b, s) ON o.board = t.b AND o.redis_seq = t.s

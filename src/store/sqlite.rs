@@ -176,18 +176,13 @@ impl Store for SqliteStore {
             Op::Define { version, .. } if o.seq == 1 => Some((&o.board, version)),
             _ => None,
         }) {
-            for sql in [
-                "DELETE FROM rankd_parked WHERE board = ?1 AND NOT EXISTS (
-                     SELECT 1 FROM rankd_ops WHERE board = ?1 AND seq = 1 AND op = 'd' AND extra = ?2)",
-                "DELETE FROM rankd_ops WHERE board = ?1 AND NOT EXISTS (
-                     SELECT 1 FROM rankd_ops WHERE board = ?1 AND seq = 1 AND op = 'd' AND extra = ?2)",
-            ] {
+            for sql in super::sql::NEW_LIFE {
                 sqlx::query(sql)
-                .bind(board.as_str())
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+                    .bind(board.as_str())
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
             }
         }
         let mut diverged = HashSet::new();

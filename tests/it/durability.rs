@@ -1188,22 +1188,38 @@ async fn first_definition_offered_twice(store: &dyn rankd::store::Store) {
     store.purge(&b).await.unwrap();
 }
 
-#[tokio::test]
-async fn the_first_definition_offered_twice_keeps_what_followed_it_in_postgres() {
-    let db = TestDb::create().await;
-    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
-    first_definition_offered_twice(&store).await;
-    db.drop_now().await;
+/// Two tests of one store check, `$check(&dyn Store)`: `$pg` on a test database in Postgres,
+/// `$sqlite` on a file of its own in SQLite.
+macro_rules! on_both_stores {
+    ($check:ident, $pg:ident, $sqlite:ident) => {
+        #[tokio::test]
+        async fn $pg() {
+            let db = TestDb::create().await;
+            let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+            $check(&store).await;
+            db.drop_now().await;
+        }
+
+        #[tokio::test]
+        async fn $sqlite() {
+            let dir = std::env::temp_dir().join(format!(
+                "rankd-{}-{}",
+                stringify!($check),
+                prefix().trim_end_matches(':')
+            ));
+            let store = rankd::store::SqliteStore::open(&dir).await.unwrap();
+            $check(&store).await;
+            drop(store);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    };
 }
 
-#[tokio::test]
-async fn the_first_definition_offered_twice_keeps_what_followed_it_in_sqlite() {
-    let dir = std::env::temp_dir().join(format!("rankd-twice-{}", prefix().trim_end_matches(':')));
-    let store = rankd::store::SqliteStore::open(&dir).await.unwrap();
-    first_definition_offered_twice(&store).await;
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
-}
+on_both_stores!(
+    first_definition_offered_twice,
+    the_first_definition_offered_twice_keeps_what_followed_it_in_postgres,
+    the_first_definition_offered_twice_keeps_what_followed_it_in_sqlite
+);
 
 /// Redis lost operations the store holds and numbered new ones again: the store keeps both. The
 /// new ones wait, with every later one of their board, until merged after the store's own, in
@@ -1312,22 +1328,11 @@ async fn numbered_again(store: &dyn rankd::store::Store) {
     store.purge(&b).await.unwrap();
 }
 
-#[tokio::test]
-async fn operations_redis_numbered_again_are_kept_after_the_stored_ones_in_postgres() {
-    let db = TestDb::create().await;
-    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
-    numbered_again(&store).await;
-    db.drop_now().await;
-}
-
-#[tokio::test]
-async fn operations_redis_numbered_again_are_kept_after_the_stored_ones_in_sqlite() {
-    let dir = std::env::temp_dir().join(format!("rankd-again-{}", prefix().trim_end_matches(':')));
-    let store = rankd::store::SqliteStore::open(&dir).await.unwrap();
-    numbered_again(&store).await;
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
-}
+on_both_stores!(
+    numbered_again,
+    operations_redis_numbered_again_are_kept_after_the_stored_ones_in_postgres,
+    operations_redis_numbered_again_are_kept_after_the_stored_ones_in_sqlite
+);
 
 /// Commits of one board's operations in Postgres wait for each other (and for a merge): whether an
 /// operation is stored or parked depends on what the others wrote.
