@@ -1708,15 +1708,7 @@ impl rankd::engine::Journal for Dropping {
 async fn a_write_during_the_rebuild_of_a_live_board_is_refused_or_kept() {
     use rankd::backend::redis::{RedisConfig, RedisExecutor};
     let redis = PrivateRedis::start().await;
-    let db = TestDb::create().await;
-    let config = Config {
-        redis_url: Some(redis.url()),
-        database_url: Some(db.url()),
-        key_prefix: prefix(),
-        ..Config::default()
-    };
-    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
-    store.migrate().await.unwrap();
+    let (db, config, store) = durable_on(&redis).await;
     let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
     let b = BoardId::parse("live").unwrap();
     e.put_board(&b, BoardDef::default()).await.unwrap();
@@ -1958,15 +1950,7 @@ struct Leased {
 
 async fn leased() -> Leased {
     let redis = PrivateRedis::start().await;
-    let db = TestDb::create().await;
-    let config = Config {
-        redis_url: Some(redis.url()),
-        database_url: Some(db.url()),
-        key_prefix: prefix(),
-        ..Config::default()
-    };
-    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
-    store.migrate().await.unwrap();
+    let (db, config, store) = durable_on(&redis).await;
     // Long enough that a renewal late by a busy machine still comes in time.
     let lease = Duration::from_millis(1_600);
     let other = journaled_with_lease(&config, store.clone(), plain(&redis).await, lease).await;
@@ -2268,6 +2252,20 @@ async fn two_takeovers_of_one_abandoned_rebuild_leave_the_winners_board_alone() 
     db.drop_now().await;
 }
 
+/// A test database beside `redis`, a configuration naming both, and the store, migrated.
+async fn durable_on(redis: &PrivateRedis) -> (TestDb, Config, Arc<rankd::store::PgStore>) {
+    let db = TestDb::create().await;
+    let config = Config {
+        redis_url: Some(redis.url()),
+        database_url: Some(db.url()),
+        key_prefix: prefix(),
+        ..Config::default()
+    };
+    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
+    store.migrate().await.unwrap();
+    (db, config, store)
+}
+
 /// An engine on `config`'s Redis with a journal on `store`, as `rankd serve` builds it but without
 /// the background sweep and checks, over `exec` (a plain Redis executor when none).
 async fn journaled(
@@ -2306,15 +2304,7 @@ fn with_persister(engine: Engine, store: Arc<rankd::store::PgStore>) -> Arc<Engi
 async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone() {
     use rankd::backend::redis::{RedisConfig, RedisExecutor};
     let mut redis = PrivateRedis::start().await;
-    let db = TestDb::create().await;
-    let config = Config {
-        redis_url: Some(redis.url()),
-        database_url: Some(db.url()),
-        key_prefix: prefix(),
-        ..Config::default()
-    };
-    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
-    store.migrate().await.unwrap();
+    let (db, config, store) = durable_on(&redis).await;
     let b = BoardId::parse("leased").unwrap();
     let other = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
     other.put_board(&b, BoardDef::default()).await.unwrap();
@@ -2376,15 +2366,7 @@ async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_leaves_nothing_in_the_redis_log_to_store_again() {
     let mut redis = PrivateRedis::start().await;
-    let db = TestDb::create().await;
-    let config = Config {
-        redis_url: Some(redis.url()),
-        database_url: Some(db.url()),
-        key_prefix: prefix(),
-        ..Config::default()
-    };
-    let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
-    store.migrate().await.unwrap();
+    let (db, config, store) = durable_on(&redis).await;
     let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
     let b = BoardId::parse("replayed").unwrap();
     e.put_board(&b, BoardDef::default()).await.unwrap();
