@@ -18,6 +18,10 @@ use rankd::config::Config;
 use rankd::engine::{Durability, RedisState, Submit, SystemClock, View};
 use rankd::store::{rebuild, snapshot, PgStore};
 
+/// The allocator `rankd serve` runs with (src/main.rs), since the store runs in this process.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run scripts/services up and source target/services.env")

@@ -46,6 +46,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+/// The allocator `rankd serve` runs with (src/main.rs), since rankd runs in this process.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ADMIN_KEY: &str = "bench-admin-key";
 const SCOPE: &str = "s1";
 /// Events per batch request.
