@@ -7,8 +7,9 @@
 //! Method:
 //!
 //! - Embedded: a counting global allocator tracks the bytes the process holds. It counts both what
-//!   was asked for and what the C allocator actually set aside (`malloc_usable_size` of each block
-//!   plus glibc's 8-byte chunk header), so per-allocation overhead is not hidden. Two figures: the
+//!   was asked for and what the allocator actually set aside for each block (`mi_usable_size`:
+//!   rankd runs on mimalloc, as src/main.rs sets, which keeps no header per block but rounds each
+//!   block up to its size class), so per-allocation overhead is not hidden. Two figures: the
 //!   bare [`ZSet`] filled directly, and the whole executor (keyspace, Lua state, after a full Lua
 //!   garbage collection) filled through a script, as the engine fills it.
 //! - Redis: `used_memory` from `INFO memory` before and after ZADDing the same members with the same
@@ -19,8 +20,7 @@
 //! Two member shapes: `member:<n>` (8 to 14 bytes, stored inline in the slot) and 36-byte UUID-like
 //! ids (stored in their own heap block).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::ffi::c_void;
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -29,28 +29,24 @@ use rankd::backend::redis::{RedisConfig, RedisExecutor};
 use rankd::backend::{Call, Executor, Reply, Script};
 use rankd::engine::SystemClock;
 
-extern "C" {
-    fn malloc_usable_size(ptr: *mut c_void) -> usize;
-}
-
 /// Counts live bytes: requested, and held by the C allocator.
 struct Counting;
 
 static REQUESTED: AtomicUsize = AtomicUsize::new(0);
 static HELD: AtomicUsize = AtomicUsize::new(0);
 
-/// glibc's per-chunk header.
-const CHUNK_HEADER: usize = 8;
+/// The allocator rankd runs on.
+static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn held(ptr: *mut u8) -> usize {
-    // SAFETY: `ptr` is a live block from the system allocator (glibc malloc or posix_memalign).
-    unsafe { malloc_usable_size(ptr.cast()) + CHUNK_HEADER }
+    // SAFETY: `ptr` is a live block from mimalloc.
+    unsafe { libmimalloc_sys::mi_usable_size(ptr.cast()) }
 }
 
-// SAFETY: every call is forwarded to `System`; the counters only observe.
+// SAFETY: every call is forwarded to mimalloc; the counters only observe.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
+        let p = INNER.alloc(layout);
         if !p.is_null() {
             REQUESTED.fetch_add(layout.size(), Ordering::Relaxed);
             HELD.fetch_add(held(p), Ordering::Relaxed);
@@ -61,12 +57,12 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         REQUESTED.fetch_sub(layout.size(), Ordering::Relaxed);
         HELD.fetch_sub(held(ptr), Ordering::Relaxed);
-        System.dealloc(ptr, layout);
+        INNER.dealloc(ptr, layout);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let before = held(ptr);
-        let p = System.realloc(ptr, layout, new_size);
+        let p = INNER.realloc(ptr, layout, new_size);
         if !p.is_null() {
             REQUESTED.fetch_add(new_size, Ordering::Relaxed);
             REQUESTED.fetch_sub(layout.size(), Ordering::Relaxed);
