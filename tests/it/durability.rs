@@ -171,6 +171,11 @@ async fn a_trimmed_board_whose_running_sum_would_leave_its_range_untrimmed_is_re
     db.drop_now().await;
 }
 
+/// The members of a page, in rank order.
+fn ranked(page: &rankd::engine::Page) -> Vec<&str> {
+    page.entries.iter().map(|x| x.member.as_str()).collect()
+}
+
 /// Every key of a board exactly as Redis holds it: members, stored scores (ticks included), ranks.
 async fn exact(e: &Engine, b: &BoardId) -> Vec<String> {
     let mut keys: Vec<String> = e
@@ -484,7 +489,6 @@ async fn a_snapshot_read_while_the_board_changes_is_not_offered_as_one_point() {
 /// among them. Such a read is no base for a rebuild, which would lose what the new key held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_that_missed_a_key_created_during_its_read_is_not_offered_as_one_point() {
-    use rankd::backend::redis::{RedisConfig, RedisExecutor};
     use std::sync::atomic::{AtomicU32, Ordering};
     let db = TestDb::create().await;
     let url = crate::helpers::Redis::Standalone.url();
@@ -508,13 +512,9 @@ async fn a_snapshot_that_missed_a_key_created_during_its_read_is_not_offered_as_
     // the board has never had.
     let armed = Arc::new(AtomicU32::new(0));
     let (writer, board, fire) = (other.clone(), b.clone(), armed.clone());
-    let exec = Hooked {
-        inner: Arc::new(
-            RedisExecutor::connect(&RedisConfig::new(url))
-                .await
-                .unwrap(),
-        ),
-        hook: Box::new(move |sending| match sending {
+    let exec = Hooked::on(
+        &url,
+        Box::new(move |sending| match sending {
             Sending::One(call)
                 if call.script.name() == rankd::engine::scripts::SNAPSHOT_KEY.name() =>
             {
@@ -530,7 +530,8 @@ async fn a_snapshot_that_missed_a_key_created_during_its_read_is_not_offered_as_
             }
             _ => None,
         }),
-    };
+    )
+    .await;
     let store = Arc::new(rankd::store::PgStore::connect(&db.url()).await.unwrap());
     let e = journaled(
         &config,
@@ -1677,7 +1678,7 @@ async fn a_board_behind_the_store_is_rebuilt_with_what_its_redis_log_still_held(
         .unwrap());
     let all = View::all_time();
     let top = until_ready(|| e.top(&b, &all, Limit::new(10).unwrap())).await;
-    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    let members = ranked(&top);
     assert_eq!(members, ["c", "b", "a"], "b, in Redis' log only, was kept");
 }
 
@@ -1706,7 +1707,6 @@ impl rankd::engine::Journal for Dropping {
 /// write is answered and then lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_during_the_rebuild_of_a_live_board_is_refused_or_kept() {
-    use rankd::backend::redis::{RedisConfig, RedisExecutor};
     let redis = PrivateRedis::start().await;
     let (db, config, store) = durable_on(&redis).await;
     let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
@@ -1739,13 +1739,9 @@ async fn a_write_during_the_rebuild_of_a_live_board_is_refused_or_kept() {
     let answer = Arc::new(std::sync::Mutex::new(None));
     let (writer, board, seen) = (dropping.clone(), b.clone(), answer.clone());
     let fired = std::sync::atomic::AtomicBool::new(false);
-    let exec = Hooked {
-        inner: Arc::new(
-            RedisExecutor::connect(&RedisConfig::new(redis.url()))
-                .await
-                .unwrap(),
-        ),
-        hook: Box::new(move |sending| match sending {
+    let exec = Hooked::on(
+        &redis.url(),
+        Box::new(move |sending| match sending {
             Sending::Many(calls)
                 if calls
                     .first()
@@ -1762,7 +1758,8 @@ async fn a_write_during_the_rebuild_of_a_live_board_is_refused_or_kept() {
             }
             _ => None,
         }),
-    };
+    )
+    .await;
     let slow = journaled(
         &config,
         store.clone(),
@@ -1775,7 +1772,7 @@ async fn a_write_during_the_rebuild_of_a_live_board_is_refused_or_kept() {
         .unwrap());
     let all = View::all_time();
     let top = until_ready(|| e.top(&b, &all, Limit::new(10).unwrap())).await;
-    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    let members = ranked(&top);
     let answer = answer.lock().unwrap().take().expect("the write ran");
     if answer.is_ok() {
         assert!(
@@ -1795,7 +1792,6 @@ async fn a_write_during_the_rebuild_of_a_live_board_is_refused_or_kept() {
 /// board back as it was: it stays readable and writable, not held until its lease expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_that_cannot_save_the_log_gives_the_live_board_back() {
-    use rankd::backend::redis::{RedisConfig, RedisExecutor};
     let Behind {
         redis,
         pg,
@@ -1806,13 +1802,9 @@ async fn a_rebuild_that_cannot_save_the_log_gives_the_live_board_back() {
     } = behind("given").await;
     // The store goes away again just as the rebuild starts reading the log it must save.
     let (postgres, fired) = (pg.clone(), std::sync::atomic::AtomicBool::new(false));
-    let exec = Hooked {
-        inner: Arc::new(
-            RedisExecutor::connect(&RedisConfig::new(redis.url()))
-                .await
-                .unwrap(),
-        ),
-        hook: Box::new(move |sending| match sending {
+    let exec = Hooked::on(
+        &redis.url(),
+        Box::new(move |sending| match sending {
             Sending::One(call)
                 if call.script.name() == rankd::engine::scripts::LOG_READ.name()
                     && !fired.swap(true, std::sync::atomic::Ordering::Relaxed) =>
@@ -1822,7 +1814,8 @@ async fn a_rebuild_that_cannot_save_the_log_gives_the_live_board_back() {
             }
             _ => None,
         }),
-    };
+    )
+    .await;
     let slow = journaled(
         &config,
         store.clone(),
@@ -1835,19 +1828,18 @@ async fn a_rebuild_that_cannot_save_the_log_gives_the_live_board_back() {
     // At once, not after the lease: the board as it was.
     let all = View::all_time();
     let top = e.top(&b, &all, Limit::new(10).unwrap()).await.unwrap();
-    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    let members = ranked(&top);
     assert_eq!(members, ["b", "a"]);
     // The store back, the rebuild completes.
     pg.resume().await;
     assert!(until_ready(|| rankd::store::rebuild::rebuild(&slow, store.as_ref(), &b)).await);
     let top = until_ready(|| e.top(&b, &all, Limit::new(10).unwrap())).await;
-    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    let members = ranked(&top);
     assert_eq!(members, ["c", "b", "a"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_change() {
-    use rankd::backend::redis::{RedisConfig, RedisExecutor};
     use rankd::store::PgStore;
     let redis = PrivateRedis::start().await;
     let db = TestDb::create().await;
@@ -1873,13 +1865,9 @@ async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_c
     // read it.
     let (writer, board) = (other.clone(), b.clone());
     let changes = std::sync::atomic::AtomicU32::new(0);
-    let exec = Hooked {
-        inner: Arc::new(
-            RedisExecutor::connect(&RedisConfig::new(redis.url()))
-                .await
-                .unwrap(),
-        ),
-        hook: Box::new(move |sending| match sending {
+    let exec = Hooked::on(
+        &redis.url(),
+        Box::new(move |sending| match sending {
             Sending::One(call)
                 if call.script.name() == rankd::engine::scripts::DELETE_BOARD.name() =>
             {
@@ -1893,7 +1881,8 @@ async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_c
             }
             _ => None,
         }),
-    };
+    )
+    .await;
     let store = Arc::new(PgStore::connect(&db.url()).await.unwrap());
     let e = journaled(
         &config,
@@ -2247,7 +2236,7 @@ async fn two_takeovers_of_one_abandoned_rebuild_leave_the_winners_board_alone() 
     );
     let all = View::all_time();
     let top = until_ready(|| other.top(&b, &all, Limit::new(10).unwrap())).await;
-    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    let members = ranked(&top);
     assert_eq!(members, ["late", "b", "a"]);
     db.drop_now().await;
 }
@@ -2302,7 +2291,6 @@ fn with_persister(engine: Engine, store: Arc<rankd::store::PgStore>) -> Arc<Engi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone() {
-    use rankd::backend::redis::{RedisConfig, RedisExecutor};
     let mut redis = PrivateRedis::start().await;
     let (db, config, store) = durable_on(&redis).await;
     let b = BoardId::parse("leased").unwrap();
@@ -2322,13 +2310,9 @@ async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone
     // Before its first pipeline, the other instance takes the board over and rebuilds it whole.
     let (rebuilder, held, board) = (other.clone(), store.clone(), b.clone());
     let done = std::sync::atomic::AtomicBool::new(false);
-    let exec = Hooked {
-        inner: Arc::new(
-            RedisExecutor::connect(&RedisConfig::new(redis.url()))
-                .await
-                .unwrap(),
-        ),
-        hook: Box::new(move |sending| match sending {
+    let exec = Hooked::on(
+        &redis.url(),
+        Box::new(move |sending| match sending {
             Sending::Many(_) if !done.swap(true, std::sync::atomic::Ordering::Relaxed) => {
                 let (rebuilder, held, board) = (rebuilder.clone(), held.clone(), board.clone());
                 Some(Box::pin(async move {
@@ -2340,7 +2324,8 @@ async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone
             }
             _ => None,
         }),
-    };
+    )
+    .await;
     let slow = journaled(
         &config,
         store.clone(),
@@ -2355,7 +2340,7 @@ async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone
         .top(&b, &View::all_time(), Limit::new(10).unwrap())
         .await
         .unwrap();
-    let members: Vec<&str> = top.entries.iter().map(|x| x.member.as_str()).collect();
+    let members = ranked(&top);
     assert_eq!(members, ["c", "b", "a"]);
     db.drop_now().await;
 }

@@ -235,6 +235,21 @@ pub struct Hooked {
     pub hook: Hook,
 }
 
+impl Hooked {
+    /// A hooked executor on a new connection to the Redis at `url`.
+    pub async fn on(url: &str, hook: Hook) -> Self {
+        let inner = rankd::backend::redis::RedisExecutor::connect(
+            &rankd::backend::redis::RedisConfig::new(url),
+        )
+        .await
+        .unwrap();
+        Self {
+            inner: Arc::new(inner),
+            hook,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl rankd::backend::Executor for Hooked {
     async fn load(
