@@ -164,8 +164,13 @@ fn capture(pattern: &[&str], segs: &[&str]) -> Result<Params, Problem> {
 }
 
 /// Finds the route for a request: the route and its parameters, or the problem to answer. The
-/// path is split once, on the stack; trying every route then compares slices.
-pub fn find(method: &Method, path: &str) -> Result<(&'static Route, Params), Problem> {
+/// path is split once, on the stack; trying every route then compares slices. Parameters that do
+/// not decode are the route's problem, answered only after its key check (see [`dispatch`]): a
+/// client without a key learns no more than that it needs one.
+pub fn find(
+    method: &Method,
+    path: &str,
+) -> Result<(&'static Route, Result<Params, Problem>), Problem> {
     let mut buf = [""; MAX_SEGMENTS];
     let mut n = 0;
     for s in path.split('/') {
@@ -181,7 +186,7 @@ pub fn find(method: &Method, path: &str) -> Result<(&'static Route, Params), Pro
     for (route, pattern) in ROUTES.iter().zip(PATTERNS.iter()) {
         if matches(pattern, segs) {
             if route.method == *method {
-                return capture(pattern, segs).map(|p| (route, p));
+                return Ok((route, capture(pattern, segs)));
             }
             allowed.push(route.method.as_str());
         }
@@ -197,13 +202,14 @@ pub fn find(method: &Method, path: &str) -> Result<(&'static Route, Params), Pro
 pub async fn dispatch(
     state: &State,
     route: &Route,
-    params: Params,
+    params: Result<Params, Problem>,
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Response<Body>, Problem> {
     if let Some(role) = route.role {
         state.auth.check(req.headers(), role)?;
     }
+    let params = params?;
     if !route.endpoint.may_have_query() {
         refuse_query(&req)?;
     }
@@ -248,10 +254,13 @@ mod tests {
     #[test]
     fn literal_segments_and_captures_route_as_documented() {
         let (r, p) = find(&Method::POST, "/v1/boards/xp/members/lookup").unwrap();
-        assert_eq!((r.endpoint, p), (Endpoint::Lookup, vec!["xp".to_owned()]));
+        assert_eq!(
+            (r.endpoint, p.unwrap()),
+            (Endpoint::Lookup, vec!["xp".to_owned()])
+        );
         let (r, p) = find(&Method::GET, "/v1/boards/xp/members/u%2042").unwrap();
         assert_eq!(
-            (r.endpoint, p),
+            (r.endpoint, p.unwrap()),
             (Endpoint::Member, vec!["xp".to_owned(), "u 42".to_owned()])
         );
         assert_eq!(
@@ -269,11 +278,9 @@ mod tests {
             find(&Method::GET, "/v1/boards//top").unwrap_err().status(),
             404
         );
-        assert_eq!(
-            find(&Method::GET, "/v1/boards/%ff/top")
-                .unwrap_err()
-                .status(),
-            400
-        );
+        // The route is found; its parameter is its problem, answered after the key check.
+        let (r, p) = find(&Method::GET, "/v1/boards/%ff/top").unwrap();
+        assert_eq!(r.endpoint, Endpoint::Top);
+        assert_eq!(p.unwrap_err().status(), 400);
     }
 }

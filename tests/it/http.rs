@@ -385,6 +385,26 @@ async fn every_route_answers_each_role_as_its_table_says() {
 }
 
 #[tokio::test]
+async fn a_path_that_does_not_decode_is_judged_after_the_key() {
+    let app = TestApp::spawn().await;
+    // Not UTF-8 once decoded: the route is known, its member is not valid.
+    let path = "/v1/boards/any/members/u%ff";
+    let r = call(&app, Method::GET, path, None, None).await;
+    problem(r, 401, Some("authorization")).await;
+    let r = call(&app, Method::GET, path, Some("not-a-key"), None).await;
+    problem(r, 401, Some("authorization")).await;
+    let r = call(&app, Method::DELETE, path, Some(READER), None).await;
+    problem(r, 403, Some("authorization")).await;
+    let r = call(&app, Method::GET, path, Some(READER), None).await;
+    let v = problem(r, 400, Some("member")).await;
+    assert!(
+        v["detail"].as_str().unwrap().contains("UTF-8"),
+        "the limit is named: {v}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn public_reads_need_no_key_but_writes_and_admin_routes_still_do() {
     let app = TestApp::spawn_with(|c| {
         c.public_reads = true;
