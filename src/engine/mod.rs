@@ -14,7 +14,7 @@ mod snapshot;
 mod types;
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -109,7 +109,8 @@ pub struct CacheStats {
     pub definition_hits: AtomicU64,
     /// Definition lookups that went to Redis.
     pub definition_misses: AtomicU64,
-    /// Script calls retried because the cached definition was stale.
+    /// Calls planned again because the cached definition was stale (found by the script, or by a
+    /// look at the current definition before answering a refusal).
     pub definition_stale: AtomicU64,
 }
 
@@ -435,6 +436,22 @@ struct Slot {
     expire: i64,
 }
 
+/// Boards whose cached definitions refused events of one batch, each once, with that definition.
+#[derive(Default)]
+struct Refusing<'a>(Vec<(&'a BoardId, Arc<CachedDef>)>, HashSet<&'a BoardId>);
+
+impl<'a> Refusing<'a> {
+    fn add(&mut self, board: &'a BoardId, def: &Arc<CachedDef>) {
+        if self.1.insert(board) {
+            self.0.push((board, def.clone()));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The keys a chunk of events touches.
 #[derive(Default)]
 struct Slots {
@@ -721,6 +738,40 @@ impl Engine {
         Ok(d)
     }
 
+    /// The board's definition as Redis holds it now, when its version is no longer `cached`'s (the
+    /// cache then holds it too); `None` when `cached` is current. A refusal planned from a cached
+    /// definition is checked this way once before it is answered: another instance may have
+    /// changed the board since (raised its retention, say), and a call refused before it reaches
+    /// Redis would never meet the script's check of the version.
+    ///
+    /// # Errors
+    /// [`Error::BoardNotFound`] (or a rebuild under way) when the board is gone.
+    async fn newer_def(
+        &self,
+        board: &BoardId,
+        cached: &CachedDef,
+    ) -> Result<Option<Arc<CachedDef>>> {
+        match self.fetch_def(board).await? {
+            Some(d) if d.version == cached.version => Ok(None),
+            Some(d) if d.version.starts_with(REBUILD_PREFIX) => {
+                self.forget(board);
+                Err(Self::rebuilding(board))
+            }
+            Some(d) => {
+                self.stats.definition_stale.fetch_add(1, Ordering::Relaxed);
+                self.defs
+                    .write()
+                    .expect("definition cache poisoned")
+                    .insert(board.clone(), d.clone());
+                Ok(Some(d))
+            }
+            None => {
+                self.forget(board);
+                Err(self.missing(board).await)
+            }
+        }
+    }
+
     fn rebuilding(board: &BoardId) -> Error {
         Error::Unavailable(format!(
             "board {board} is being rebuilt from the durable store"
@@ -742,15 +793,27 @@ impl Engine {
     }
 
     /// Runs a script planned from the board's current definition, planning again when the
-    /// definition turns out to have changed.
+    /// definition turns out to have changed: when the script finds another version, and when the
+    /// cached definition refuses the call before it is made (see [`Engine::newer_def`]).
     async fn call_board<C>(
         &self,
         board: &BoardId,
         mut plan: impl FnMut(&CachedDef) -> Result<(Call, C)>,
     ) -> Result<(Arc<CachedDef>, Reply, C)> {
+        let mut checked = false;
         for _ in 0..ATTEMPTS {
             let def = self.definition(board).await?;
-            let (call, ctx) = plan(&def)?;
+            let (call, ctx) = match plan(&def) {
+                Ok(p) => p,
+                Err(e @ Error::Invalid(_)) if !checked => {
+                    checked = true;
+                    if self.newer_def(board, &def).await?.is_some() {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             match self.exec.eval(call).await {
                 Ok(r) => return Ok((def, r, ctx)),
                 Err(e) => match self.on_error(board, e) {
@@ -1245,37 +1308,61 @@ impl Engine {
 
     /// Checks events of a batch against their boards without writing anything: every event that
     /// names an undefined board, a value its board cannot hold or a time outside its periods, with
-    /// the index it was given.
+    /// the index it was given. Events refused by a cached definition are judged again should
+    /// another instance have changed the board since (see [`Engine::newer_def`]).
     ///
     /// # Errors
     /// [`Error::Unavailable`] when definitions cannot be read.
     pub async fn check_batch(&self, events: &[(usize, Submit)]) -> Result<Vec<(usize, Invalid)>> {
         let now = self.now_ms();
-        let mut defs: HashMap<&BoardId, Option<Arc<CachedDef>>> = HashMap::new();
-        let mut out = Vec::new();
-        for (i, ev) in events {
-            if !defs.contains_key(&ev.board) {
-                let d = match self.definition(&ev.board).await {
-                    Ok(d) => Some(d),
-                    Err(Error::BoardNotFound(_)) => None,
-                    Err(e) => return Err(e),
-                };
-                defs.insert(&ev.board, d);
-            }
-            match &defs[&ev.board] {
-                None => out.push((
-                    *i,
-                    Invalid::new("board", format!("board {} is not defined", ev.board)),
-                )),
-                Some(d) => {
-                    if let Err(e) = self.prepare(&ev.board, &d.def, ev, now, &mut Slots::default())
-                    {
-                        out.push((*i, e));
+        let mut rechecked = false;
+        loop {
+            let mut defs: HashMap<&BoardId, Option<Arc<CachedDef>>> = HashMap::new();
+            let mut out = Vec::new();
+            let mut refusing = Refusing::default();
+            for (i, ev) in events {
+                if !defs.contains_key(&ev.board) {
+                    let d = match self.definition(&ev.board).await {
+                        Ok(d) => Some(d),
+                        Err(Error::BoardNotFound(_)) => None,
+                        Err(e) => return Err(e),
+                    };
+                    defs.insert(&ev.board, d);
+                }
+                match &defs[&ev.board] {
+                    None => out.push((
+                        *i,
+                        Invalid::new("board", format!("board {} is not defined", ev.board)),
+                    )),
+                    Some(d) => {
+                        if let Err(e) =
+                            self.prepare(&ev.board, &d.def, ev, now, &mut Slots::default())
+                        {
+                            out.push((*i, e));
+                            refusing.add(&ev.board, d);
+                        }
                     }
                 }
             }
+            if rechecked || refusing.is_empty() || !self.changed_since_cached(refusing).await? {
+                return Ok(out);
+            }
+            rechecked = true;
         }
-        Ok(out)
+    }
+
+    /// Whether any board whose cached definition refused an event has another definition now
+    /// (then cached, or forgotten when the board is gone).
+    async fn changed_since_cached(&self, refusing: Refusing<'_>) -> Result<bool> {
+        let mut changed = false;
+        for (board, cached) in refusing.0 {
+            match self.newer_def(board, &cached).await {
+                Ok(Some(_)) | Err(Error::BoardNotFound(_)) => changed = true,
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(changed)
     }
 
     /// Applies many events, possibly of many boards, as if submitted one by one in the order given,
@@ -1323,7 +1410,8 @@ impl Engine {
         let mut logged: Vec<LoggedOp> = Vec::new();
         // Calls that wrote, over every attempt.
         let mut wrote = 0usize;
-        for attempt in 0..ATTEMPTS {
+        let mut rechecked = false;
+        for _ in 0..ATTEMPTS {
             let mut defs: HashMap<BoardId, Arc<CachedDef>> = HashMap::new();
             let mut invalid: Vec<(usize, Invalid)> = Vec::new();
             for (b, idx) in &pending {
@@ -1348,7 +1436,9 @@ impl Engine {
             let mut calls = Vec::with_capacity(pending.len());
             // Per board whose events add up: the keys its calls touch, and what its events add.
             let mut sums: Vec<SumSpan> = Vec::new();
-            let several = attempt == 0 && pending.len() > 1;
+            // Checked while nothing is written yet: the whole batch is still to come.
+            let several = wrote == 0 && pending.len() > 1;
+            let mut refusing = Refusing::default();
             for (b, idx) in &pending {
                 let Some(d) = defs.get(b) else { continue };
                 let mut slots = Slots::default();
@@ -1356,7 +1446,10 @@ impl Engine {
                 for &i in idx {
                     match self.prepare(b, &d.def, &events[i], now, &mut slots) {
                         Ok(p) => prepared.push(p),
-                        Err(e) => invalid.push((i, e)),
+                        Err(e) => {
+                            invalid.push((i, e));
+                            refusing.add(b, d);
+                        }
                     }
                 }
                 if several && d.def.policy == Policy::Incr {
@@ -1370,6 +1463,18 @@ impl Engine {
                     span.add(&slots, &prepared, idx);
                 }
                 calls.push(self.submit_call(b, d, &slots, &prepared, SubmitReply::Count, now));
+            }
+            if !invalid.is_empty() && !rechecked && !refusing.is_empty() {
+                rechecked = true;
+                match self.changed_since_cached(refusing).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        return Err(self
+                            .cut_short(e, wrote, events.len(), &pending, logged)
+                            .await)
+                    }
+                }
             }
             if !invalid.is_empty() {
                 invalid.sort_by_key(|(i, _)| *i);
@@ -1808,8 +1913,9 @@ impl Engine {
         Ok((period, key))
     }
 
-    /// Runs a read script on the key a view names. A view naming a window the cached definition
-    /// lacks refreshes the definition once, in case the window was just added.
+    /// Runs a read script on the key a view names. A view the cached definition refuses (a window
+    /// it lacks, a period past its retention) is judged again by the current definition first, in
+    /// case the board was just changed (see [`Engine::call_board`]).
     async fn read<C>(
         &self,
         board: &BoardId,
@@ -1817,25 +1923,18 @@ impl Engine {
         build: impl Fn(&CachedDef, &BoardKey) -> (Call, C),
     ) -> Result<(Arc<CachedDef>, Period, Reply, C)> {
         let now = self.now_ms();
-        let mut refreshed = false;
-        loop {
-            let res = self
-                .call_board(board, |d| {
-                    let (period, key) = self.resolve(board, &d.def, view, now)?;
-                    let (call, c) = build(d, &key);
-                    Ok((call, (period, c)))
-                })
-                .await;
-            match res {
-                Ok((d, reply, (period, c))) => return Ok((d, period, reply, c)),
-                Err(Error::Invalid(e)) if e.field == "window" && !refreshed => {
-                    refreshed = true;
-                    self.forget(board);
-                }
-                // A read that was not answered wrote nothing: Redis is plainly unavailable.
-                Err(Error::Unconfirmed { cause, .. }) => return Err(Error::Unavailable(cause)),
-                Err(e) => return Err(e),
-            }
+        let res = self
+            .call_board(board, |d| {
+                let (period, key) = self.resolve(board, &d.def, view, now)?;
+                let (call, c) = build(d, &key);
+                Ok((call, (period, c)))
+            })
+            .await;
+        match res {
+            Ok((d, reply, (period, c))) => Ok((d, period, reply, c)),
+            // A read that was not answered wrote nothing: Redis is plainly unavailable.
+            Err(Error::Unconfirmed { cause, .. }) => Err(Error::Unavailable(cause)),
+            Err(e) => Err(e),
         }
     }
 

@@ -33,6 +33,7 @@ on_both!(
     remove_member_clears_every_key_and_display_data,
     delete_board_removes_every_key_and_the_definition,
     updates_refuse_unsafe_changes_and_reach_other_instances,
+    a_refusal_by_another_instances_older_definition_is_judged_again,
     periods_expire_and_old_events_are_rejected,
     bad_input_names_the_field_and_the_limit,
     standing_reports_percentile_and_display_data,
@@ -860,6 +861,69 @@ async fn updates_refuse_unsafe_changes_and_reach_other_instances(t: &Ctx) {
     ));
     let listed = t.engine.boards().await.unwrap();
     assert!(listed.is_empty(), "{listed:?}");
+}
+
+async fn a_refusal_by_another_instances_older_definition_is_judged_again(t: &Ctx) {
+    let kept = |periods| BoardDef {
+        windows: vec![Window::Daily],
+        retention_periods: periods,
+        ..BoardDef::default()
+    };
+    let b = t.board("retained", kept(1)).await;
+    let other = t.twin().await;
+    let today = Period::containing(Window::Daily, t.clock.now_ms()).unwrap();
+    let back = |days: i64| View {
+        window: Window::Daily,
+        period: Some(today.offset(-days)),
+        scope: None,
+    };
+    let at = |days: i64| {
+        let mut ev = Submit::new(b.clone(), m("u1"), score(1.0));
+        ev.at_ms = Some(today.offset(-days).start_ms());
+        ev
+    };
+    let refused = |r: rankd::Result<u64>, field: &str| {
+        assert!(
+            matches!(r, Err(Error::Invalid(ref e)) if e.field == field),
+            "{r:?}"
+        );
+    };
+    // The other instance caches the definition, and refuses by it what this one then allows:
+    // each path (a write, a read, a batch) answers by the current definition, with no call between
+    // that could have told the other instance of the change.
+    refused(other.engine.count(&b, &back(2)).await, "period");
+    assert!(!t.engine.put_board(&b, kept(3)).await.unwrap());
+    other.engine.submit(&at(2)).await.unwrap();
+    assert!(!t.engine.put_board(&b, kept(5)).await.unwrap());
+    assert_eq!(other.engine.count(&b, &back(4)).await.unwrap(), 0);
+    assert_eq!(other.engine.count(&b, &back(2)).await.unwrap(), 1);
+    assert!(!t.engine.put_board(&b, kept(7)).await.unwrap());
+    let out = other.engine.submit_batch(&[at(6), at(1)]).await.unwrap();
+    assert_eq!(out.accepted, 2);
+    // What the current definition refuses is still refused.
+    refused(other.engine.count(&b, &back(8)).await, "period");
+    match other.engine.submit_batch(&[at(1), at(9)]).await {
+        Err(Error::InvalidBatch(bad)) => {
+            assert_eq!(bad.len(), 1, "{bad:?}");
+            assert_eq!((bad[0].0, bad[0].1.field.as_str()), (1, "at"));
+        }
+        r => panic!("expected the event 9 days back refused, got {r:?}"),
+    }
+    // The HTTP layer's check of a whole batch, before it is submitted, answers the same.
+    assert!(!t.engine.put_board(&b, kept(9)).await.unwrap());
+    let bad = other
+        .engine
+        .check_batch(&[(0, at(8)), (1, at(10))])
+        .await
+        .unwrap();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!((bad[0].0, bad[0].1.field.as_str()), (1, "at"));
+    // A board deleted meanwhile is not defined, though the cached definition held it.
+    t.engine.delete_board(&b).await.unwrap();
+    match other.engine.submit_batch(&[at(12)]).await {
+        Err(Error::InvalidBatch(bad)) => assert_eq!(bad[0].1.field, "board", "{bad:?}"),
+        r => panic!("expected the board refused, got {r:?}"),
+    }
 }
 
 async fn periods_expire_and_old_events_are_rejected(t: &Ctx) {
