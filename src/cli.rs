@@ -39,6 +39,13 @@ pub struct ServeArgs {
     /// Prefix of every Redis key (RANKD_KEY_PREFIX; default rankd:).
     #[arg(long)]
     pub key_prefix: Option<String>,
+    /// API keys, KEY:ROLES,… (RANKD_API_KEYS). Other users of the host can read a process's
+    /// arguments: RANKD_API_KEYS or the file keeps keys out of sight.
+    #[arg(long)]
+    pub api_keys: Option<String>,
+    /// Read routes need no key (RANKD_PUBLIC_READS): `--public-reads` or `--public-reads=false`.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub public_reads: Option<String>,
     /// Log format, text or json (RANKD_LOG_FORMAT).
     #[arg(long)]
     pub log_format: Option<String>,
@@ -58,6 +65,8 @@ impl ServeArgs {
             ("listen", &self.listen),
             ("redis_url", &self.redis_url),
             ("key_prefix", &self.key_prefix),
+            ("api_keys", &self.api_keys),
+            ("public_reads", &self.public_reads),
             ("log_format", &self.log_format),
             ("database_url", &self.database_url),
             ("durability", &self.durability),
@@ -150,4 +159,54 @@ pub enum AdminCommand {
     },
     /// migrate, warm, snapshot, analyze.
     Optimize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, LogFormat, Role};
+
+    fn serve(args: &[&str]) -> Config {
+        let cli = Cli::try_parse_from(["rankd", "serve"].iter().chain(args)).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        Config::load(None, Vec::new(), s.layer()).unwrap()
+    }
+
+    #[test]
+    fn every_contract_setting_has_its_flag_over_its_variable() {
+        let env = vec![
+            ("RANKD_API_KEYS".to_owned(), "env-key:read".to_owned()),
+            ("RANKD_PUBLIC_READS".to_owned(), "false".to_owned()),
+        ];
+        let cli = Cli::try_parse_from([
+            "rankd",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--key-prefix",
+            "flags:",
+            "--api-keys",
+            "k1:read,k3:admin",
+            "--public-reads",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        let c = Config::load(None, env, s.layer()).unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.key_prefix, "flags:");
+        assert!(c.public_reads);
+        assert_eq!(c.log_format, LogFormat::Json);
+        let keys: Vec<_> = c.api_keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["k1", "k3"], "the flag's keys replace the variable's");
+        assert!(c.api_keys[1].grants(Role::Admin) && !c.api_keys[0].grants(Role::Write));
+        assert!(!serve(&["--public-reads=false"]).public_reads);
+        assert!(serve(&["--public-reads=true"]).public_reads);
+        assert!(Cli::try_parse_from(["rankd", "serve", "--public-reads", "maybe"]).is_err());
+    }
 }
