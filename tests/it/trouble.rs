@@ -198,6 +198,11 @@ struct Binary {
 
 impl Binary {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts the binary, `configure` adding to (or overriding) its usual settings.
+    async fn start_with(configure: impl FnOnce(&mut Command)) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let prefix = prefix();
@@ -217,6 +222,7 @@ impl Binary {
                 .env("RANKD_SHUTDOWN_GRACE_SECS", "5")
                 .stdout(file.try_clone().unwrap())
                 .stderr(file);
+            configure(c);
         })
         .await;
         Self {
@@ -311,6 +317,94 @@ impl Drop for Binary {
         }
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id_of_every_request() {
+    let mut bin = Binary::start_with(|c| {
+        c.env("RANKD_LOG_FORMAT", "json")
+            .env("RANKD_LOG", "rankd=debug");
+    })
+    .await;
+    let mut ids = Vec::new();
+    for (path, status) in [("/v1/boards/nothing/top", 404), ("/healthz", 200)] {
+        let r = bin
+            .http
+            .get(bin.url(path))
+            .bearer_auth(BIN_READER)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        ids.push((
+            r.headers()["x-request-id"].to_str().unwrap().to_owned(),
+            path,
+            status,
+        ));
+    }
+    bin.signal("-TERM");
+    assert_eq!(bin.exit_code(Duration::from_secs(10)).await, Some(0));
+    let logs = bin.logs();
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "rankd listening"),
+        "{logs}"
+    );
+    for (id, path, status) in ids {
+        let served: Vec<&Value> = lines
+            .iter()
+            .filter(|l| {
+                l["span"]["request_id"] == id.as_str() && l["fields"]["message"] == "request served"
+            })
+            .collect();
+        assert_eq!(served.len(), 1, "one line for {path} ({id}): {logs}");
+        let l = served[0];
+        assert_eq!(l["span"]["name"], "request", "{l}");
+        assert_eq!(l["span"]["method"], "GET", "{l}");
+        assert_eq!(l["fields"]["message"], "request served", "{l}");
+        assert_eq!(l["fields"]["status"], status, "{l}");
+    }
+    bin.assert_no_key_in_logs();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_outliving_the_grace_period_is_cut_and_rankd_still_exits_0() {
+    let mut bin = Binary::start_with(|c| {
+        c.env("RANKD_SHUTDOWN_GRACE_SECS", "1");
+    })
+    .await;
+    // Headers and half a body, the rest never sent: in flight until the body read timeout (10 s).
+    let body = br#"{"member": "stuck", "value": 1}"#;
+    let mut s = TcpStream::connect(bin.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/boards/sig/scores HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {BIN_ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body[..body.len() / 2]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = Instant::now();
+    bin.signal("-TERM");
+    assert_eq!(bin.exit_code(Duration::from_secs(8)).await, Some(0));
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "the request in flight got its grace period: exited after {took:?}"
+    );
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut got)).await;
+    assert!(
+        !String::from_utf8_lossy(&got).contains("200 OK"),
+        "the cut request was not answered as served"
+    );
+    let logs = bin.logs();
+    assert!(logs.contains("grace period over"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
