@@ -68,10 +68,14 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Starts the unlabelled families and the cache counters at zero, so that alerts see a series from
-/// the first scrape rather than from the first error.
+/// Starts the unlabelled families, the cache counters and the score events of each outcome at
+/// zero, so that alerts and rates see a series from the first scrape rather than from the first
+/// error (or the first duplicate).
 fn zero() {
     metrics::counter!(BACKEND_ERRORS).absolute(0);
+    for outcome in ["accepted", "duplicate", "rejected"] {
+        metrics::counter!(SCORE_EVENTS, "outcome" => outcome).absolute(0);
+    }
     for cache in ["definitions", "scripts"] {
         metrics::counter!(CACHE_HITS, "cache" => cache).absolute(0);
         metrics::counter!(CACHE_MISSES, "cache" => cache).absolute(0);

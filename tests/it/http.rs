@@ -1802,6 +1802,90 @@ async fn metrics_expose_http_script_and_score_event_series() {
     app.stop().await;
 }
 
+/// A counter's value in a scrape, by its series as /metrics writes it (`name{labels}`).
+async fn counter(app: &TestApp, series: &str) -> f64 {
+    let text = call(app, Method::GET, "/metrics", None, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("/metrics has no {series}:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_count_score_events_by_outcome_and_definition_cache_hits() {
+    let app = TestApp::spawn().await;
+    app.put_board("counted", json!({})).await;
+    // Every test's server shares the process's recorder: deltas, at least what this test did.
+    let series = |o: &str| format!("rankd_score_events_total{{outcome=\"{o}\"}}");
+    let hits = "rankd_cache_hits_total{cache=\"definitions\"}";
+    let mut before = Vec::new();
+    for o in ["accepted", "duplicate", "rejected"] {
+        before.push(counter(&app, &series(o)).await);
+    }
+    let hits_before = counter(&app, hits).await;
+    let ev = json!({"board": "counted", "member": "a", "value": 1, "event_id": "once"});
+    for _ in 0..2 {
+        let r = app
+            .send_json(
+                Method::POST,
+                "/v1/boards/counted/scores",
+                json!({"member": "a", "value": 1, "event_id": "once"}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"board": "counted", "member": format!("m{i}"), "value": 1, "event_id": format!("b{i}")}))
+        .chain([ev.clone(), ev])
+        .collect();
+    let r = app
+        .send_json(
+            Method::POST,
+            "/v1/scores/batch",
+            json!({ "events": events }),
+        )
+        .await;
+    assert_eq!(ok(r, 200).await, json!({"accepted": 5, "duplicates": 2}));
+    let r = app
+        .send_json(
+            Method::POST,
+            "/v1/boards/counted/scores",
+            json!({"member": "", "value": 1}),
+        )
+        .await;
+    problem(r, 400, Some("member")).await;
+    let bad = json!({"events": [
+        {"board": "counted", "member": "x", "value": 1},
+        {"board": "counted", "member": "", "value": 1},
+        {"board": "counted", "member": "y", "value": 1},
+    ]});
+    problem(
+        app.send_json(Method::POST, "/v1/scores/batch", bad).await,
+        400,
+        None,
+    )
+    .await;
+    let mut delta = Vec::new();
+    for (o, b) in ["accepted", "duplicate", "rejected"].iter().zip(before) {
+        delta.push(counter(&app, &series(o)).await - b);
+    }
+    // One single and five batched accepted; one single and two batched duplicates; one single and
+    // the whole refused batch of three rejected.
+    assert!(delta[0] >= 6.0, "accepted: {delta:?}");
+    assert!(delta[1] >= 3.0, "duplicate: {delta:?}");
+    assert!(delta[2] >= 4.0, "rejected: {delta:?}");
+    // The board's definition came from the cache for every write after the first.
+    assert!(
+        counter(&app, hits).await - hits_before >= 3.0,
+        "definition cache hits"
+    );
+    app.cleanup().await;
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn board_sizes_on_metrics_follow_the_boards_and_forget_deleted_ones() {
     let app = TestApp::spawn_with(|c| c.metrics_sample = Duration::from_millis(100)).await;
