@@ -853,7 +853,7 @@ async fn started_before_redis_the_server_is_live_not_ready_and_serves_once_redis
         "the unreachable-backend alert sees it: {text}"
     );
 
-    let _redis = PrivateRedis::start_on(redis_port).await;
+    let mut redis = PrivateRedis::start_on(redis_port).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while http.get(url("/readyz")).send().await.unwrap().status() != 200 {
         assert!(Instant::now() < deadline, "not ready 15 s after Redis came");
@@ -875,13 +875,51 @@ async fn started_before_redis_the_server_is_live_not_ready_and_serves_once_redis
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+
+    // Redis dies while rankd serves: /metrics says so, and counts the errors it met.
+    let scrape = || async {
+        let text = http
+            .get(url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("/metrics has no {name}: {text}"))
+        };
+        (
+            value("rankd_backend_up"),
+            value("rankd_backend_errors_total"),
+        )
+    };
+    let (up, errors_before) = scrape().await;
+    assert_eq!(up, 1.0, "the readiness checks saw Redis up");
+    redis.kill();
+    let r = http
+        .get(url("/v1/boards/early/top"))
+        .bearer_auth(BIN_ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(http.get(url("/readyz")).send().await.unwrap().status(), 503);
+    let (up, errors) = scrape().await;
+    assert_eq!(up, 0.0, "the unreachable-backend alert sees Redis gone");
+    assert!(
+        errors > errors_before,
+        "Redis errors counted: {errors_before} → {errors}"
+    );
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
     let status = crate::helpers::exit_status(&mut child, Duration::from_secs(10)).await;
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(status.code(), Some(0), "a clean exit with Redis gone too");
 }
 
 #[tokio::test]
