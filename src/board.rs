@@ -622,8 +622,19 @@ mod tests {
     fn definitions_default_to_the_documented_values() {
         let d: BoardDef = serde_json::from_str("{}").unwrap();
         assert_eq!(d, BoardDef::default());
-        assert_eq!(d.windows, vec![Window::All]);
-        assert_eq!(d.retention_periods, 2);
+        // The contract's defaults, spelled out: desc, incr, member, ordinal, ["all"], 2, null.
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!({
+                "order": "desc",
+                "policy": "incr",
+                "tie_break": "member",
+                "rank_mode": "ordinal",
+                "windows": ["all"],
+                "retention_periods": 2,
+                "max_members": null,
+            })
+        );
         assert!(serde_json::from_str::<BoardDef>(r#"{"colour":"red"}"#).is_err());
     }
 

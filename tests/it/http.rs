@@ -1802,6 +1802,40 @@ async fn metrics_expose_http_script_and_score_event_series() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn reads_without_a_limit_or_radius_use_the_documented_defaults() {
+    let app = TestApp::spawn().await;
+    app.put_board("sixty", json!({})).await;
+    let events: Vec<Value> = (0..60)
+        .map(|i| json!({"board": "sixty", "member": format!("m{i:02}"), "value": i}))
+        .collect();
+    let r = app
+        .send_json(
+            Method::POST,
+            "/v1/scores/batch",
+            json!({ "events": events }),
+        )
+        .await;
+    ok(r, 200).await;
+    let count = |v: &Value| v["entries"].as_array().unwrap().len();
+    let top = ok(app.get("/v1/boards/sixty/top").await, 200).await;
+    assert_eq!((count(&top), top["total"].as_u64()), (20, Some(60)));
+    let page = ok(app.get("/v1/boards/sixty/entries").await, 200).await;
+    assert_eq!(count(&page), 50);
+    assert_eq!(page["entries"][0]["rank"], 1);
+    // m29 ranks 31st of 60: five on each side.
+    let around = ok(app.get("/v1/boards/sixty/members/m29/around").await, 200).await;
+    let ranks: Vec<u64> = around["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["rank"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranks, (26..=36).collect::<Vec<u64>>());
+    app.cleanup().await;
+    app.stop().await;
+}
+
 /// A counter's value in a scrape, by its series as /metrics writes it (`name{labels}`).
 async fn counter(app: &TestApp, series: &str) -> f64 {
     let text = call(app, Method::GET, "/metrics", None, None)
