@@ -97,8 +97,8 @@ fn the_readme_walkthrough_is_marked_for_testing_and_fails_on_http_errors() {
     }
 }
 
-/// Runs one walkthrough block against the server at `base`; the failure, described.
-async fn run_block(n: usize, block: &str, base: &str) -> Result<(), String> {
+/// Runs one walkthrough block against the server at `base`: its output, or the failure, described.
+async fn run_block(n: usize, block: &str, base: &str) -> Result<String, String> {
     let script = block.replace(DEFAULT_URL, base);
     let child = tokio::process::Command::new("bash")
         .arg("-euo")
@@ -118,7 +118,7 @@ async fn run_block(n: usize, block: &str, base: &str) -> Result<(), String> {
         .map_err(|_| format!("README block {n} took over 60 s:\n{script}"))?
         .map_err(|e| format!("README block {n}: {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!(
             "README block {n} failed ({}):\n{script}\n--- stdout\n{}\n--- stderr\n{}",
@@ -147,13 +147,97 @@ async fn every_readme_walkthrough_block_succeeds_against_the_embedded_engine_too
     .await;
 }
 
+/// The walkthrough's part of the README: from its first marked block to the note on this test.
+fn walkthrough_text(readme: &str) -> &str {
+    let start = readme.find(MARKER).expect("the README has marked blocks");
+    let end = start
+        + readme[start..]
+            .find("`tests/it/readme.rs` runs every block")
+            .expect("the walkthrough ends with the note on its test");
+    &readme[start..end]
+}
+
+/// Every answer the walkthrough documents: each ```json fence, and each inline code span that is a
+/// whole JSON object.
+fn documented_answers(text: &str) -> Vec<Value> {
+    let mut answers = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("```json\n") {
+        let body = &rest[at + 8..];
+        let end = body.find("```").expect("a json fence is closed");
+        answers.push(serde_json::from_str(&body[..end]).expect("a json fence parses"));
+        rest = &body[end + 3..];
+    }
+    for span in text.split('`').skip(1).step_by(2) {
+        if span.starts_with('{') {
+            if let Ok(v) = serde_json::from_str::<Value>(span) {
+                answers.push(v);
+            }
+        }
+    }
+    answers
+}
+
+/// The JSON documents a block printed, one after another (none for text output).
+fn printed_documents(out: &str) -> Vec<Value> {
+    serde_json::Deserializer::from_str(out)
+        .into_iter::<Value>()
+        .map_while(Result::ok)
+        .collect()
+}
+
+/// A week's id (`2026-W48`) depends on the day the test runs: every one reads `<week>`.
+fn undated(v: Value) -> Value {
+    match v {
+        Value::String(s)
+            if s.len() == 8
+                && s.as_bytes()[4..6] == *b"-W"
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+        {
+            Value::String("<week>".into())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(undated).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, undated(v))).collect()),
+        v => v,
+    }
+}
+
+#[test]
+fn the_walkthrough_documents_the_answers_it_shows() {
+    let answers = documented_answers(walkthrough_text(README));
+    assert!(
+        answers.len() >= 5,
+        "the definition, the score, the batch, the top and the standing: {answers:?}"
+    );
+}
+
 async fn walkthrough(app: TestApp) {
     let base = app.url("");
     let mut failure = None;
+    let mut printed = Vec::new();
     for (i, block) in marked_blocks(README).iter().enumerate() {
-        if let Err(e) = run_block(i + 1, block, &base).await {
-            failure = Some(e);
-            break;
+        match run_block(i + 1, block, &base).await {
+            Ok(out) => printed.extend(printed_documents(&out).into_iter().map(undated)),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    // Every answer the README shows is one the server gave, byte for byte but the week.
+    if failure.is_none() {
+        for answer in documented_answers(walkthrough_text(README)) {
+            let answer = undated(answer);
+            if !printed.contains(&answer) {
+                failure = Some(format!(
+                    "the README documents an answer the walkthrough did not print:\n{answer}\nprinted:\n{}",
+                    printed
+                        .iter()
+                        .map(Value::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ));
+            }
         }
     }
     // Whatever happened, leave nothing behind in the shared Redis.
@@ -196,6 +280,25 @@ fn the_readme_api_table_names_every_route() {
             route.path
         );
     }
+}
+
+#[test]
+fn the_readme_example_rankd_toml_loads_as_it_reads() {
+    let start = README
+        .find("```toml\n")
+        .expect("the README shows a rankd.toml")
+        + 8;
+    let toml = &README[start..start + README[start..].find("```").expect("closed")];
+    let path = std::env::temp_dir().join(format!("rankd-readme-{}.toml", std::process::id()));
+    std::fs::write(&path, toml).unwrap();
+    let loaded = rankd::config::Config::load(Some(&path), Vec::new(), Vec::new());
+    std::fs::remove_file(&path).unwrap();
+    let c = loaded.unwrap_or_else(|e| panic!("the README's rankd.toml does not load: {e}"));
+    assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.redis_url.as_deref(), Some("redis://10.0.0.5:6379"));
+    assert_eq!(c.api_keys.len(), 2);
+    assert!(c.api_keys[0].grants(rankd::config::Role::Admin));
+    assert_eq!(c.log_format, rankd::config::LogFormat::Json);
 }
 
 #[test]
