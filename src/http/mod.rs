@@ -196,6 +196,8 @@ pub async fn answer_while_starting(
         let (metrics, ids) = (metrics.clone(), ids.clone());
         let svc = service_fn(move |req: Request<Incoming>| {
             let id = format!("{seed:08x}-{:x}", ids.fetch_add(1, Ordering::Relaxed));
+            let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route = "starting");
+            let _entered = span.enter();
             let mut resp = match (req.method(), req.uri().path()) {
                 (&hyper::Method::GET, "/healthz") => handlers::healthz(),
                 (&hyper::Method::GET, "/metrics") => problem::bytes_response(
@@ -212,6 +214,10 @@ pub async fn answer_while_starting(
             if let Ok(v) = HeaderValue::from_str(&id) {
                 resp.headers_mut().insert("x-request-id", v);
             }
+            tracing::debug!(
+                status = resp.status().as_u16(),
+                "request served while starting"
+            );
             async move { Ok::<_, Infallible>(resp) }
         });
         let conn = http1::Builder::new()

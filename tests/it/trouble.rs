@@ -923,6 +923,40 @@ async fn started_before_redis_the_server_is_live_not_ready_and_serves_once_redis
 }
 
 #[tokio::test]
+async fn while_starting_each_answer_is_logged_with_its_request_id() {
+    let redis_port = free_port();
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("rankd-it-starting-{port}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    // Nothing listens on redis_port: rankd stays in its start-up responder.
+    let mut child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
+        c.args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
+            .env("RANKD_API_KEYS", format!("{BIN_ADMIN}:admin"))
+            .env("RANKD_LOG_FORMAT", "json")
+            .env("RANKD_LOG", "rankd=debug")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+    })
+    .await;
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let line: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["span"]["request_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no log line carries {id}: {logs}"));
+    assert_eq!(line["fields"]["status"], 503, "{line}");
+    assert_eq!(line["span"]["method"], "GET", "{line}");
+}
+
+#[tokio::test]
 async fn while_starting_connections_past_the_cap_wait_too() {
     let redis_port = free_port();
     let port = free_port();
