@@ -1254,6 +1254,7 @@ fn commit() -> String {
             ".",
             ":(exclude)bench/RESULTS*.md",
             ":(exclude)bench/README.md",
+            ":(exclude)bench/HISTORY.md",
         ],
     )
     .is_some_and(|s| !s.is_empty());

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// mimalloc rather than the system allocator: every request allocates and frees small buffers on
 /// two or more threads, where glibc malloc took a sixth of the server's CPU in a profile of member
-/// reads (bench/README.md, "The allocator").
+/// reads (bench/HISTORY.md, "The allocator").
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
