@@ -196,7 +196,12 @@ pub async fn answer_while_starting(
         let (metrics, ids) = (metrics.clone(), ids.clone());
         let svc = service_fn(move |req: Request<Incoming>| {
             let id = format!("{seed:08x}-{:x}", ids.fetch_add(1, Ordering::Relaxed));
-            let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route = "starting");
+            let span = tracing::info_span!(
+                "request",
+                request_id = %id,
+                method = %req.method(),
+                route = "starting"
+            );
             let _entered = span.enter();
             let mut resp = match (req.method(), req.uri().path()) {
                 (&hyper::Method::GET, "/healthz") => handlers::healthz(),
