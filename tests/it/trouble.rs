@@ -309,6 +309,21 @@ impl Binary {
     }
 }
 
+/// A score posted to board `sig` with the admin key, in flight: its headers and the first half of
+/// `body` sent. Returns the connection and the part of the body still owed.
+async fn half_sent_score(addr: SocketAddr, body: &'static [u8]) -> (TcpStream, &'static [u8]) {
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/boards/sig/scores HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {BIN_ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(first).await.unwrap();
+    (s, rest)
+}
+
 impl Drop for Binary {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
@@ -378,16 +393,8 @@ async fn a_request_outliving_the_grace_period_is_cut_and_rankd_still_exits_0() {
         c.env("RANKD_SHUTDOWN_GRACE_SECS", "1");
     })
     .await;
-    // Headers and half a body, the rest never sent: in flight until the body read timeout (10 s).
-    let body = br#"{"member": "stuck", "value": 1}"#;
-    let mut s = TcpStream::connect(bin.addr).await.unwrap();
-    let head = format!(
-        "POST /v1/boards/sig/scores HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {BIN_ADMIN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&body[..body.len() / 2]).await.unwrap();
+    // The rest of the body never sent: in flight until the body read timeout (10 s).
+    let (mut s, _) = half_sent_score(bin.addr, br#"{"member": "stuck", "value": 1}"#).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let sent = Instant::now();
     bin.signal("-TERM");
@@ -411,17 +418,8 @@ async fn a_request_outliving_the_grace_period_is_cut_and_rankd_still_exits_0() {
 async fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
     let mut bin = Binary::start().await;
     bin.traffic().await;
-    // A request in flight: headers and half its body sent, the rest still to come.
-    let body = br#"{"member": "inflight", "value": 42}"#;
-    let (first, rest) = body.split_at(body.len() / 2);
-    let mut s = TcpStream::connect(bin.addr).await.unwrap();
-    let head = format!(
-        "POST /v1/boards/sig/scores HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {BIN_ADMIN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(first).await.unwrap();
+    // A request in flight: the rest of its body still to come.
+    let (mut s, rest) = half_sent_score(bin.addr, br#"{"member": "inflight", "value": 42}"#).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // An idle keep-alive connection, to be closed by the shutdown.
     let mut idle = TcpStream::connect(bin.addr).await.unwrap();
