@@ -286,3 +286,12 @@ impl rankd::backend::Executor for Hooked {
         self.inner.ping().await
     }
 }
+
+/// The value of one series in a Prometheus text scrape, by the series as it is written there
+/// (`name` or `name{labels}`).
+pub fn series_value(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("/metrics has no {series}:\n{scrape}"))
+}

@@ -1843,9 +1843,7 @@ async fn counter(app: &TestApp, series: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("/metrics has no {series}:\n{text}"))
+    crate::helpers::series_value(&text, series)
 }
 
 #[tokio::test]

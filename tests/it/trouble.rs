@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{prefix, spawn_rankd, Redis};
+use crate::helpers::{prefix, series_value, spawn_rankd, Redis};
 use crate::private::PrivateRedis;
 use crate::server::{free_port, raw, responses, TestApp, ADMIN, READER};
 
@@ -866,13 +866,12 @@ async fn started_before_redis_the_server_is_live_not_ready_and_serves_once_redis
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let r = http
-        .get(url("/v1/boards/early/top"))
-        .bearer_auth(BIN_ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let top = || {
+        http.get(url("/v1/boards/early/top"))
+            .bearer_auth(BIN_ADMIN)
+            .send()
+    };
+    assert_eq!(top().await.unwrap().status(), 200);
 
     // Redis dies while rankd serves: /metrics says so, and counts the errors it met.
     let scrape = || async {
@@ -884,26 +883,15 @@ async fn started_before_redis_the_server_is_live_not_ready_and_serves_once_redis
             .text()
             .await
             .unwrap();
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("/metrics has no {name}: {text}"))
-        };
         (
-            value("rankd_backend_up"),
-            value("rankd_backend_errors_total"),
+            series_value(&text, "rankd_backend_up"),
+            series_value(&text, "rankd_backend_errors_total"),
         )
     };
     let (up, errors_before) = scrape().await;
     assert_eq!(up, 1.0, "the readiness checks saw Redis up");
     redis.kill();
-    let r = http
-        .get(url("/v1/boards/early/top"))
-        .bearer_auth(BIN_ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
+    assert_eq!(top().await.unwrap().status(), 503);
     assert_eq!(http.get(url("/readyz")).send().await.unwrap().status(), 503);
     let (up, errors) = scrape().await;
     assert_eq!(up, 0.0, "the unreachable-backend alert sees Redis gone");
