@@ -438,17 +438,20 @@ struct Slot {
 
 /// Boards whose cached definitions refused events of one batch, each once, with that definition.
 #[derive(Default)]
-struct Refusing<'a>(Vec<(&'a BoardId, Arc<CachedDef>)>, HashSet<&'a BoardId>);
+struct Refusing<'a> {
+    boards: Vec<(&'a BoardId, Arc<CachedDef>)>,
+    seen: HashSet<&'a BoardId>,
+}
 
 impl<'a> Refusing<'a> {
     fn add(&mut self, board: &'a BoardId, def: &Arc<CachedDef>) {
-        if self.1.insert(board) {
-            self.0.push((board, def.clone()));
+        if self.seen.insert(board) {
+            self.boards.push((board, def.clone()));
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.boards.is_empty()
     }
 }
 
@@ -645,6 +648,13 @@ impl Engine {
         format!("{:016x}{:x}", self.version_seed, n)
     }
 
+    fn remember(&self, board: &BoardId, def: &Arc<CachedDef>) {
+        self.defs
+            .write()
+            .expect("definition cache poisoned")
+            .insert(board.clone(), def.clone());
+    }
+
     fn forget(&self, board: &BoardId) {
         self.defs
             .write()
@@ -731,10 +741,7 @@ impl Engine {
         if d.version.starts_with(REBUILD_PREFIX) {
             return Err(Self::rebuilding(board));
         }
-        self.defs
-            .write()
-            .expect("definition cache poisoned")
-            .insert(board.clone(), d.clone());
+        self.remember(board, &d);
         Ok(d)
     }
 
@@ -759,10 +766,7 @@ impl Engine {
             }
             Some(d) => {
                 self.stats.definition_stale.fetch_add(1, Ordering::Relaxed);
-                self.defs
-                    .write()
-                    .expect("definition cache poisoned")
-                    .insert(board.clone(), d.clone());
+                self.remember(board, &d);
                 Ok(Some(d))
             }
             None => {
@@ -1355,7 +1359,7 @@ impl Engine {
     /// (then cached, or forgotten when the board is gone).
     async fn changed_since_cached(&self, refusing: Refusing<'_>) -> Result<bool> {
         let mut changed = false;
-        for (board, cached) in refusing.0 {
+        for (board, cached) in refusing.boards {
             match self.newer_def(board, &cached).await {
                 Ok(Some(_)) | Err(Error::BoardNotFound(_)) => changed = true,
                 Ok(None) => {}

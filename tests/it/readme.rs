@@ -9,6 +9,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use rankd::window::{Period, Window};
 use serde_json::Value;
 
 use crate::server::{TestApp, ADMIN};
@@ -189,11 +190,7 @@ fn printed_documents(out: &str) -> Vec<Value> {
 /// A week's id (`2026-W48`) depends on the day the test runs: every one reads `<week>`.
 fn undated(v: Value) -> Value {
     match v {
-        Value::String(s)
-            if s.len() == 8
-                && s.as_bytes()[4..6] == *b"-W"
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
-        {
+        Value::String(s) if Period::parse(Window::Weekly, &s).is_ok() => {
             Value::String("<week>".into())
         }
         Value::Array(a) => Value::Array(a.into_iter().map(undated).collect()),
