@@ -14,6 +14,8 @@ use crate::window::{Period, Window};
 
 /// Members per restore call (one ZADD of this many pairs, as a raw bulk load would send).
 const RESTORE_PAIRS: usize = 1_000;
+/// Sequence numbers one log trim call forgets.
+const TRIM_CHUNK: usize = 1_000;
 /// Restore calls sent in one pipeline.
 const RESTORE_PIPELINE: usize = 16;
 
@@ -199,15 +201,24 @@ impl Engine {
                 .or_default()
                 .push(o.seq.to_string());
         }
+        // Bounded calls: each holds Redis briefly, and passes Lua's unpack far fewer values than
+        // its limit (about 8,000).
         let calls = by_board
             .into_iter()
-            .map(|(b, seqs)| Call {
-                script: &scripts::LOG_TRIM,
-                keys: vec![self.keys.log(b)],
-                args: seqs,
+            .flat_map(|(b, seqs)| {
+                let key = self.keys.log(b);
+                seqs.chunks(TRIM_CHUNK)
+                    .map(|part| Call {
+                        script: &scripts::LOG_TRIM,
+                        keys: vec![key.clone()],
+                        args: part.to_vec(),
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
-        self.exec.eval_many(calls).await.map_err(unavailable)?;
+        for r in self.exec.eval_many(calls).await.map_err(unavailable)? {
+            r.map_err(unavailable)?;
+        }
         // Saving a seized board's log is rebuild work too (see Engine::beating).
         step();
         Ok(())
