@@ -1433,6 +1433,16 @@ async fn concurrent_commits_to_sqlite_all_succeed() {
     for w in writers {
         w.await.unwrap();
     }
+    // Each writer's 40 operations are stored, in order.
+    for w in 0..8 {
+        let b = BoardId::parse(&format!("busy{w}")).unwrap();
+        let ops = rankd::store::Store::ops(store.as_ref(), &b).await.unwrap();
+        let seqs: Vec<u64> = ops.iter().map(|o| o.seq).collect();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "{b}");
+        assert!(ops.iter().enumerate().all(|(i, o)| matches!(
+            &o.op, Op::Event { member, .. } if *member == format!("m{}", i + 1)
+        )));
+    }
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -2379,5 +2389,107 @@ async fn a_rebuild_leaves_nothing_in_the_redis_log_to_store_again() {
         .unwrap();
     assert!(!store.diverged(&b).await.unwrap());
     assert_eq!(store.ops(&b).await.unwrap().len(), 5);
+    db.drop_now().await;
+}
+
+/// A single-board batch of 10,000 events is trimmed from the Redis log once the store has it, not
+/// left to the sweep: the trim goes in bounded calls, as one call would pass Lua's unpack more
+/// values than it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_ten_thousand_events_is_trimmed_from_the_redis_log_once_stored() {
+    let redis = PrivateRedis::start().await;
+    let (db, config, store) = durable_on(&redis).await;
+    let e = journaled(&config, store, Arc::new(SystemClock), None).await;
+    let b = BoardId::parse("trimmed").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    let events: Vec<Submit> = (0..10_000)
+        .map(|i| Submit::new(b.clone(), m(&format!("u{i}")), score(1.0)))
+        .collect();
+    let out = e.submit_batch(&events).await.unwrap();
+    assert_eq!(out.accepted, 10_000);
+    // Sync durability: stored before the answer. The trim follows the commit.
+    let log = rankd::keys::Keys::new(&config.key_prefix).unwrap().log(&b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let len = redis_cli(redis.port, &["XLEN", &log]);
+        if len == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{len} entries are still in the Redis log 5 s after the store committed them"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (rows,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM rankd_ops WHERE board = 'trimmed' AND op = 'e'")
+            .fetch_one(&db.pool().await)
+            .await
+            .unwrap();
+    assert_eq!(rows, 10_000);
+}
+
+/// While the store is out of reach, `rankd_store_lag_seconds` grows with the age of the oldest
+/// operation not yet stored (the alert on it must fire), and falls back once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_lag_grows_while_the_store_is_out_of_reach() {
+    let db = TestDb::create().await;
+    let prefix = prefix();
+    let port = crate::server::free_port();
+    let bin = Binary::start(&prefix, &db, "async", port).await;
+    let http = reqwest::Client::new();
+    let lag = || async {
+        let scrape = http
+            .get(format!("{}/metrics", bin.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        crate::helpers::series_value(&scrape, "rankd_store_lag_seconds")
+    };
+    let post = |member: &'static str| {
+        http.post(format!("{}/v1/boards/lagging/scores", bin.base))
+            .json(&serde_json::json!({"member": member, "value": 1}))
+            .send()
+    };
+    let r = http
+        .put(format!("{}/v1/boards/lagging", bin.base))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    db.refuse_connections(true).await;
+    assert_eq!(
+        post("a").await.unwrap().status(),
+        200,
+        "async answers after Redis"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let now = lag().await;
+        seen.push(now);
+        if now >= 4.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lag did not grow past 4 s while the store was away: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    db.refuse_connections(false).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lag().await > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the lag did not fall back once the store returned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(bin);
     db.drop_now().await;
 }

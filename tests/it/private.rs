@@ -126,6 +126,31 @@ impl TestDb {
             .expect("test database answers")
     }
 
+    /// Makes the database refuse new connections and ends the ones it has (`refuse`), or lets
+    /// them in again: the store gone, as far as rankd can tell, with Postgres still up.
+    pub async fn refuse_connections(&self, refuse: bool) {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin)
+            .await
+            .expect("Postgres answers");
+        let sql = format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS {}",
+            self.name, !refuse
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("database altered");
+        if refuse {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&self.name)
+            .execute(&mut conn)
+            .await
+            .expect("connections ended");
+        }
+    }
+
     pub async fn drop_now(self) {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin)
             .await
