@@ -16,9 +16,16 @@ use crate::engine::{Base, KeySnapshot, LoggedOp, Op};
 use crate::error::{Error, Result};
 
 /// The SQLite store.
+///
+/// SQLite lets one connection write at a time, and a connection that finds the write lock taken
+/// waits only for its busy timeout, then fails with "database is locked". Every writer of this
+/// process (the persister's group commits, the sweep, merges, snapshots) therefore queues for
+/// [`SqliteStore::write`]'s gate first, in arrival order, and SQLite's own lock is never contended:
+/// a busy store makes writers wait, it never fails them.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 fn unavailable(e: sqlx::Error) -> Error {
@@ -55,37 +62,90 @@ fn row_to_op(board: &BoardId, r: &sqlx::sqlite::SqliteRow) -> Result<LoggedOp> {
     })
 }
 
-/// Inserts one operation into rankd_ops, or into rankd_parked (`parked`) with the number Redis
-/// gave it, unless its key is taken; returns the rows written (0 or 1).
-async fn insert_op(
+/// Operations per INSERT: eleven parameters each, well under SQLite's 32,766.
+const OP_ROWS: usize = 1_000;
+
+/// Inserts operations into rankd_ops, or into rankd_parked (`parked`) with the numbers Redis gave
+/// them, many rows per statement, skipping any whose key is taken; returns the (board, number) of
+/// the rows written into rankd_ops (none for `parked`).
+///
+/// Which rows a statement will write is worked out before it runs, from one range look-up per board
+/// on the primary key (empty in the common case: new operations come after the stored ones), rather
+/// than by RETURNING, which would hand every written row back through the driver.
+async fn insert_rows(
     parked: bool,
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    o: &LoggedOp,
-) -> Result<u64> {
-    let sql = if parked {
-        "INSERT INTO rankd_parked (board, redis_seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    tx: &mut sqlx::SqliteConnection,
+    ops: &[&LoggedOp],
+) -> Result<HashSet<(String, u64)>> {
+    let mut written = HashSet::with_capacity(ops.len());
+    if ops.is_empty() {
+        return Ok(written);
+    }
+    let head = if parked {
+        "INSERT INTO rankd_parked (board, redis_seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra) "
     } else {
-        "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+        // Numbers already stored, per board, within the range offered.
+        let mut spans: HashMap<&str, (u64, u64)> = HashMap::new();
+        for o in ops {
+            let span = spans.entry(o.board.as_str()).or_insert((o.seq, o.seq));
+            span.0 = span.0.min(o.seq);
+            span.1 = span.1.max(o.seq);
+        }
+        let mut taken: HashSet<(String, u64)> = HashSet::new();
+        for (board, (lo, hi)) in spans {
+            let seqs: Vec<i64> = sqlx::query_scalar(
+                "SELECT seq FROM rankd_ops WHERE board = ? AND seq BETWEEN ? AND ?",
+            )
+            .bind(board)
+            .bind(lo as i64)
+            .bind(hi as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            taken.extend(seqs.into_iter().map(|s| (board.to_owned(), s as u64)));
+        }
+        for o in ops {
+            let key = (o.board.to_string(), o.seq);
+            if !taken.contains(&key) {
+                // The first of two offers of one number is the one written.
+                written.insert(key.clone());
+                taken.insert(key);
+            }
+        }
+        "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra) "
     };
-    let row = super::OpRow::from_op(&o.op);
-    Ok(sqlx::query(sql)
-        .bind(o.board.as_str())
-        .bind(o.seq as i64)
-        .bind(&row.kind)
-        .bind(o.recv_ms)
-        .bind(&row.member)
-        .bind(row.value)
-        .bind(&row.event_id)
-        .bind(row.at_ms)
-        .bind(row.scopes.as_ref().map(|s| s.join(" ")))
-        .bind(&row.payload)
-        .bind(&row.extra)
-        .execute(&mut **tx)
-        .await
-        .map_err(unavailable)?
-        .rows_affected())
+    let mut rows = 0;
+    for part in ops.chunks(OP_ROWS) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(head);
+        q.push_values(part, |mut b, o| {
+            let row = super::OpRow::from_op(&o.op);
+            b.push_bind(o.board.as_str())
+                .push_bind(o.seq as i64)
+                .push_bind(row.kind)
+                .push_bind(o.recv_ms)
+                .push_bind(row.member)
+                .push_bind(row.value)
+                .push_bind(row.event_id)
+                .push_bind(row.at_ms)
+                .push_bind(row.scopes.map(|s| s.join(" ")))
+                .push_bind(row.payload)
+                .push_bind(row.extra);
+        });
+        q.push(" ON CONFLICT DO NOTHING");
+        rows += q
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+    }
+    if !parked && rows != written.len() as u64 {
+        return Err(Error::Backend(format!(
+            "store: {rows} operations written where {} were expected",
+            written.len()
+        )));
+    }
+    Ok(written)
 }
 
 /// Reads a snapshot's entries (member, stored score) in a task of its own, so that they are written
@@ -146,13 +206,35 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(unavailable)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            gate: std::sync::Arc::default(),
+        })
+    }
+
+    /// A write transaction, holding the write lock from the start (a deferred transaction that
+    /// reads first fails at its first write when another connection wrote meanwhile), taken once
+    /// this process's earlier writers are done.
+    async fn write(
+        &self,
+    ) -> Result<(
+        tokio::sync::MutexGuard<'_, ()>,
+        sqlx::Transaction<'static, sqlx::Sqlite>,
+    )> {
+        let gate = self.gate.lock().await;
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        Ok((gate, tx))
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
+        let _gate = self.gate.lock().await;
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.pool)
             .await
@@ -163,13 +245,7 @@ impl Store for SqliteStore {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        // The write lock from the start: a deferred transaction that reads first fails at its
-        // first write (SQLITE_BUSY, without waiting) when another connection wrote meanwhile.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)?;
+        let (_gate, mut tx) = self.write().await?;
         // A new life of the board, unless this very definition (by its unique version) is offered
         // again: see PgStore::insert_ops.
         for (board, version) in ops.iter().filter_map(|o| match &o.op {
@@ -185,26 +261,32 @@ impl Store for SqliteStore {
                     .map_err(unavailable)?;
             }
         }
+        // Boards with parked operations: none of theirs is stored at the number Redis gave it.
         let mut diverged = HashSet::new();
-        for o in ops {
-            if !diverged.contains(o.board.as_str())
-                && sqlx::query("SELECT 1 FROM rankd_parked WHERE board = ? LIMIT 1")
-                    .bind(o.board.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(unavailable)?
-                    .is_some()
+        let names: HashSet<&str> = ops.iter().map(|o| o.board.as_str()).collect();
+        for name in names {
+            if sqlx::query("SELECT 1 FROM rankd_parked WHERE board = ? LIMIT 1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .is_some()
             {
-                diverged.insert(o.board.to_string());
+                diverged.insert(name.to_owned());
             }
         }
-        let mut inserted = HashSet::new();
+        let plain: Vec<&LoggedOp> = ops
+            .iter()
+            .filter(|o| !diverged.contains(o.board.as_str()))
+            .collect();
+        let inserted = insert_rows(false, &mut tx, &plain).await?;
+        // What the store holds wherever this commit did not write: the same operation offered
+        // again, or another one (Redis numbered it again). Rare: one look-up each.
         let mut stored = HashMap::new();
         let mut merged = HashMap::new();
         for o in ops {
             let key = (o.board.to_string(), o.seq);
-            if !diverged.contains(o.board.as_str()) && insert_op(false, &mut tx, o).await? == 1 {
-                inserted.insert(key);
+            if inserted.contains(&key) {
                 continue;
             }
             let row: Option<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
@@ -248,9 +330,7 @@ impl Store for SqliteStore {
                 .await
                 .map_err(unavailable)?;
         }
-        for o in &d.park {
-            insert_op(true, &mut tx, o).await?;
-        }
+        insert_rows(true, &mut tx, &d.park).await?;
         // The board row follows its latest definition stored at its own number.
         let parked: HashSet<(&BoardId, u64)> = d.park.iter().map(|o| (&o.board, o.seq)).collect();
         for o in ops {
@@ -288,12 +368,8 @@ impl Store for SqliteStore {
     }
 
     async fn merge_parked(&self, board: &BoardId) -> Result<u64> {
-        // The write lock from the start (see insert_ops): nothing parks while this runs.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)?;
+        // Nothing parks while this runs.
+        let (_gate, mut tx) = self.write().await?;
         let from: Option<i64> =
             sqlx::query_scalar("SELECT min(redis_seq) FROM rankd_parked WHERE board = ?")
                 .bind(board.as_str())
@@ -337,18 +413,19 @@ impl Store for SqliteStore {
     }
 
     async fn tombstone(&self, board: &BoardId) -> Result<()> {
+        let (_gate, mut tx) = self.write().await?;
         sqlx::query(
             "UPDATE rankd_boards SET deleted = 1, updated_at = unixepoch() WHERE board = ?",
         )
         .bind(board.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        Ok(())
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn purge(&self, board: &BoardId) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let (_gate, mut tx) = self.write().await?;
         sqlx::query("DELETE FROM rankd_parked WHERE board = ?1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = ?1 AND deleted = 0)")
             .bind(board.as_str())
             .execute(&mut *tx)
@@ -423,7 +500,7 @@ impl Store for SqliteStore {
     }
 
     async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let (_gate, mut tx) = self.write().await?;
         // The run is named after its first snapshot row.
         let mut run: Option<i64> = None;
         for snap in keys {
@@ -464,11 +541,13 @@ impl Store for SqliteStore {
     }
 
     async fn prune_snapshots(&self, keep_days: u32) -> Result<u64> {
+        let (_gate, mut tx) = self.write().await?;
         let r = sqlx::query("DELETE FROM rankd_snapshots WHERE taken_at < unixepoch() - ? * 86400")
             .bind(i64::from(keep_days))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(r.rows_affected())
     }
 
