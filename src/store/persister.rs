@@ -10,6 +10,7 @@
 //! operation.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -25,8 +26,16 @@ use crate::metrics as m;
 
 /// Entries younger than this are left to the local path.
 pub const SWEEP_AGE_MS: i64 = 2_000;
-/// How long a sync-mode write waits for its commit before answering 503.
+/// How long one commit may run before the sync-mode writes waiting on it answer 503: a store that
+/// has not finished a commit in this long is taken for gone. A write queued behind commits that do
+/// finish waits for its turn however long that is (back-pressure), never failing while the store
+/// is merely busy.
 pub const COMMIT_WAIT: Duration = Duration::from_secs(5);
+/// How often a sync-mode write waiting for its commit checks that the store is not stalled.
+const STALL_CHECK: Duration = Duration::from_millis(200);
+/// Most operations one group commit carries, so that a commit stays short even when a backlog
+/// queued behind a slow one.
+const GROUP_OPS: usize = 20_000;
 
 struct Job {
     ops: Vec<LoggedOp>,
@@ -40,6 +49,11 @@ pub struct Persister {
     tx: mpsc::Sender<Job>,
     engine: OnceLock<Weak<Engine>>,
     rebuilding: Mutex<HashSet<BoardId>>,
+    /// Operations handed to the writer and not yet committed or failed: the sweep leaves them to
+    /// it, rather than offering the same rows again and queueing behind it for the store.
+    queued: Mutex<HashSet<(BoardId, u64)>>,
+    /// When the writer's commit under way began (ms since the epoch), 0 while it waits for work.
+    committing_since: AtomicI64,
 }
 
 impl Persister {
@@ -56,6 +70,8 @@ impl Persister {
             tx,
             engine: OnceLock::new(),
             rebuilding: Mutex::new(HashSet::new()),
+            queued: Mutex::new(HashSet::new()),
+            committing_since: AtomicI64::new(0),
         });
         tokio::spawn(writer(Arc::downgrade(&p), rx, shutdown));
         p
@@ -68,6 +84,24 @@ impl Persister {
 
     fn engine(&self) -> Option<Arc<Engine>> {
         self.engine.get().and_then(Weak::upgrade)
+    }
+
+    /// Marks operations as the writer's (`on`), or no longer.
+    fn mark_queued(&self, ops: &[LoggedOp], on: bool) {
+        let mut queued = self.queued.lock().expect("queue set poisoned");
+        for o in ops {
+            if on {
+                queued.insert((o.board.clone(), o.seq));
+            } else {
+                queued.remove(&(o.board.clone(), o.seq));
+            }
+        }
+    }
+
+    /// Whether the writer's commit under way has run longer than [`COMMIT_WAIT`].
+    fn stalled(&self) -> bool {
+        let since = self.committing_since.load(Ordering::Acquire);
+        since != 0 && chrono::Utc::now().timestamp_millis() - since > COMMIT_WAIT.as_millis() as i64
     }
 
     /// The store.
@@ -84,7 +118,8 @@ impl Persister {
         self.sweep_aged(SWEEP_AGE_MS).await
     }
 
-    /// [`Persister::sweep`] of the entries at least `age_ms` old.
+    /// [`Persister::sweep`] of the entries at least `age_ms` old. The lag is exported even when the
+    /// store cannot be reached: it is what the store-lag alert watches then.
     async fn sweep_aged(self: &Arc<Self>, age_ms: i64) -> Result<usize> {
         let Some(engine) = self.engine() else {
             return Ok(0);
@@ -92,28 +127,66 @@ impl Persister {
         let now = engine.now_ms();
         let mut copied = 0;
         let mut oldest: Option<i64> = None;
+        let mut failed = None;
         for b in engine.boards().await? {
+            if failed.is_some() {
+                // The lag still counts every board's oldest entry.
+                if let Some(first) = engine.log_pending(&b.board, 1).await?.first() {
+                    oldest = Some(oldest.map_or(first.recv_ms, |o| o.min(first.recv_ms)));
+                }
+                continue;
+            }
+            let mut seen = 0;
             loop {
-                let pending = engine.log_pending(&b.board, 1000).await?;
+                let pending = match engine.log_pending(&b.board, seen + 1000).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                };
                 if let Some(first) = pending.first() {
                     oldest = Some(oldest.map_or(first.recv_ms, |o| o.min(first.recv_ms)));
                 }
-                let ripe: Vec<LoggedOp> = pending
-                    .into_iter()
-                    .filter(|o| o.recv_ms <= now - age_ms)
-                    .collect();
+                let more = pending.len() == seen + 1000;
+                let ripe: Vec<LoggedOp> = {
+                    let queued = self.queued.lock().expect("queue set poisoned");
+                    pending
+                        .into_iter()
+                        .skip(seen)
+                        .filter(|o| {
+                            o.recv_ms <= now - age_ms && !queued.contains(&(o.board.clone(), o.seq))
+                        })
+                        .collect()
+                };
                 if ripe.is_empty() {
+                    // What is left is young, or the writer's: skip past it while more follows.
+                    if more && seen < 100_000 {
+                        seen += 1000;
+                        continue;
+                    }
                     break;
                 }
-                let diverged = self.store.insert_ops(&ripe).await?;
-                self.resync(diverged);
-                engine.log_confirm(&ripe).await?;
+                match self.store.insert_ops(&ripe).await {
+                    Ok(diverged) => self.resync(diverged),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if let Err(e) = engine.log_confirm(&ripe).await {
+                    failed = Some(e);
+                    break;
+                }
                 copied += ripe.len();
             }
         }
         let lag = oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0);
         metrics::gauge!(m::STORE_LAG).set(lag);
-        Ok(copied)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(copied),
+        }
     }
 
     /// Starts resynchronising the boards whose Redis numbering diverged from the store's (their
@@ -173,23 +246,40 @@ impl Journal for Handle {
         let p = &self.0;
         match p.mode {
             Durability::Async => {
-                // A full queue (Postgres slower than the writes) leaves the operations to the sweep.
-                let _ = p.tx.try_send(Job { ops, done: None });
+                // A full queue (the store slower than the writes) leaves the operations to the sweep.
+                p.mark_queued(&ops, true);
+                if let Err(e) = p.tx.try_send(Job { ops, done: None }) {
+                    p.mark_queued(&e.into_inner().ops, false);
+                }
                 Ok(())
             }
             Durability::Sync => {
-                let (done, wait) = oneshot::channel();
-                p.tx.send(Job {
-                    ops,
-                    done: Some(done),
-                })
-                .await
-                .map_err(|_| Error::Unavailable("store: the persister stopped".into()))?;
-                match tokio::time::timeout(COMMIT_WAIT, wait).await {
-                    Ok(Ok(Ok(()))) => Ok(()),
-                    Ok(Ok(Err(e))) => Err(Error::Unavailable(e)),
-                    Ok(Err(_)) => Err(Error::Unavailable("store: the persister stopped".into())),
-                    Err(_) => Err(Error::Unavailable("store: commit timed out".into())),
+                let (done, mut wait) = oneshot::channel();
+                p.mark_queued(&ops, true);
+                if let Err(e) =
+                    p.tx.send(Job {
+                        ops,
+                        done: Some(done),
+                    })
+                    .await
+                {
+                    p.mark_queued(&e.0.ops, false);
+                    return Err(Error::Unavailable("store: the persister stopped".into()));
+                }
+                // However long the queue ahead is, while commits finish (back-pressure); 503 once
+                // one commit has run past COMMIT_WAIT (the store is gone).
+                loop {
+                    match tokio::time::timeout(STALL_CHECK, &mut wait).await {
+                        Ok(Ok(Ok(()))) => return Ok(()),
+                        Ok(Ok(Err(e))) => return Err(Error::Unavailable(e)),
+                        Ok(Err(_)) => {
+                            return Err(Error::Unavailable("store: the persister stopped".into()))
+                        }
+                        Err(_) if p.stalled() => {
+                            return Err(Error::Unavailable("store: commit timed out".into()))
+                        }
+                        Err(_) => {}
+                    }
                 }
             }
         }
@@ -244,17 +334,29 @@ async fn writer(p: Weak<Persister>, mut rx: mpsc::Receiver<Job>, shutdown: Cance
                 match rx.recv().await { Some(j) => j, None => return }
             }
         };
-        // Group commit: everything that queued while the previous commit ran goes in this one.
+        // Group commit: what queued while the previous commit ran goes in this one, up to a size.
+        let mut size = first.ops.len();
         let mut jobs = vec![first];
-        while jobs.len() < 4096 {
+        while size < GROUP_OPS {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(j) => {
+                    size += j.ops.len();
+                    jobs.push(j);
+                }
                 Err(_) => break,
             }
         }
         let Some(p) = p.upgrade() else { return };
-        let ops: Vec<LoggedOp> = jobs.iter().flat_map(|j| j.ops.iter().cloned()).collect();
+        let ops: Vec<LoggedOp> = jobs
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.ops))
+            .collect();
+        p.committing_since.store(
+            chrono::Utc::now().timestamp_millis().max(1),
+            Ordering::Release,
+        );
         let result = p.store.insert_ops(&ops).await;
+        p.committing_since.store(0, Ordering::Release);
         let answer = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
         if let Ok(diverged) = result {
             p.resync(diverged);
@@ -278,5 +380,7 @@ async fn writer(p: Weak<Persister>, mut rx: mpsc::Receiver<Job>, shutdown: Cance
                 }
             }
         }
+        // Trimmed, or (after a failure) left in the log for the sweep to copy.
+        p.mark_queued(&ops, false);
     }
 }
