@@ -96,6 +96,40 @@ fn classify(e: &Error) -> ExecError {
     }
 }
 
+/// The answer of each call of a pipeline of `n` calls that was sent. fred answers a pipeline that
+/// got no full answer (no answer in time, a connection lost under it) with one error for all of it:
+/// each call may then have run, so each gets that error as [`ExecError::Unanswered`], unless the
+/// error shows that nothing was written (no connection to write on, back-pressure).
+fn per_call(results: Vec<Result<Value, Error>>, n: usize) -> Vec<Result<Reply, ExecError>> {
+    if results.len() == n {
+        return results
+            .into_iter()
+            .map(|r| {
+                r.map(to_reply).map_err(|e| {
+                    if is_noscript(&e) {
+                        ExecError::Reply("NOSCRIPT".into())
+                    } else {
+                        classify(&e)
+                    }
+                })
+            })
+            .collect();
+    }
+    let e = match results.into_iter().find_map(Result::err) {
+        Some(e) => match classify(&e) {
+            unsent @ ExecError::Unavailable(_)
+                if e.kind() == &ErrorKind::Backpressure || e.details().starts_with(UNROUTED) =>
+            {
+                unsent
+            }
+            ExecError::Unavailable(m) | ExecError::Reply(m) => ExecError::Unanswered(m),
+            unanswered @ ExecError::Unanswered(_) => unanswered,
+        },
+        None => ExecError::Unanswered(format!("the pipeline answered fewer than its {n} calls")),
+    };
+    vec![Err(e); n]
+}
+
 /// A call ready for a pipeline: its keys and arguments, and the hash slot it goes to. They are
 /// copied back to back into one buffer, and each send hands fred slices of it: sending a call (or
 /// sending it again after NOSCRIPT) costs a reference count per argument, not an allocation.
@@ -323,26 +357,7 @@ impl RedisExecutor {
                 .await
                 .map_err(|e| classify(&e))?;
         }
-        let results = pipeline.try_all::<Value>().await;
-        let mut out: Vec<Result<Reply, ExecError>> = results
-            .into_iter()
-            .map(|r| {
-                r.map(to_reply).map_err(|e| {
-                    if is_noscript(&e) {
-                        ExecError::Reply("NOSCRIPT".into())
-                    } else {
-                        classify(&e)
-                    }
-                })
-            })
-            .collect();
-        if out.len() != calls.len() {
-            return Err(ExecError::Unavailable(format!(
-                "pipeline answered {} of {} calls",
-                out.len(),
-                calls.len()
-            )));
-        }
+        let mut out = per_call(pipeline.try_all::<Value>().await, calls.len());
         // A call that met NOSCRIPT did not run (its node lost the script: a restart or a failover).
         // Load the scripts and run exactly those calls again, in their order.
         let failed: Vec<usize> = (0..out.len())
@@ -356,16 +371,24 @@ impl RedisExecutor {
             .count();
         self.cache((ran - failed.len()) as u64, failed.len() as u64);
         if !failed.is_empty() {
+            // The other calls ran: from here on a failure is answered for the calls that met
+            // NOSCRIPT alone (they did not run), never for the whole pipeline.
             let mut loaded: Vec<&'static str> = Vec::new();
+            let mut again = Ok(());
             for &i in &failed {
-                if !loaded.contains(&calls[i].script.name()) {
+                if again.is_ok() && !loaded.contains(&calls[i].script.name()) {
                     loaded.push(calls[i].script.name());
-                    self.load_one(calls[i].script).await?;
+                    again = self.load_one(calls[i].script).await;
                 }
             }
-            let again: Vec<PipelinedCall> = failed.iter().map(|&i| calls[i].clone()).collect();
-            let again = Box::pin(self.pipeline(&again)).await?;
-            for (i, r) in failed.into_iter().zip(again) {
+            let resent: Vec<PipelinedCall> = failed.iter().map(|&i| calls[i].clone()).collect();
+            let answers = match again {
+                Ok(()) => Box::pin(self.pipeline(&resent))
+                    .await
+                    .unwrap_or_else(|e| vec![Err(e); resent.len()]),
+                Err(e) => vec![Err(e); resent.len()],
+            };
+            for (i, r) in failed.into_iter().zip(answers) {
                 out[i] = r;
             }
         }

@@ -1495,6 +1495,24 @@ impl Engine {
             }
             let results = match self.exec.eval_many(calls).await {
                 Ok(r) => r,
+                // A backend that cannot say which calls ran: each may have.
+                Err(ExecError::Unanswered(m)) => {
+                    self.journal(logged).await?;
+                    let unknown = pending
+                        .iter()
+                        .flat_map(|(_, i)| i.iter().copied())
+                        .collect();
+                    return Err(partly_applied(
+                        wrote,
+                        events.len(),
+                        Left {
+                            unapplied: Vec::new(),
+                            unknown,
+                            refused: Vec::new(),
+                        },
+                        Some(Error::Unavailable(m)),
+                    ));
+                }
                 Err(e) => {
                     let e = Error::Unavailable(e.to_string());
                     return Err(self

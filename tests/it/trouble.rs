@@ -734,6 +734,118 @@ async fn when_redis_returns_empty_the_server_recovers_by_itself_and_reloads_its_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_several_boards_redis_leaves_unanswered_is_unconfirmed_never_unavailable() {
+    use rankd::backend::Executor;
+    use rankd::board::{BoardDef, BoardId, EventId, Member, Score};
+    use rankd::engine::{Engine, EngineConfig, Submit, SystemClock, View};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use crate::helpers::{Hooked, Sending};
+
+    let redis = Arc::new(PrivateRedis::start().await);
+    let mut rc = rankd::backend::redis::RedisConfig::new(redis.url());
+    rc.command_timeout = Duration::from_millis(300);
+    let inner = rankd::backend::redis::RedisExecutor::connect(&rc)
+        .await
+        .unwrap();
+    // Armed, Redis stops just as the batch's calls go out, after every check that reads first.
+    let armed = Arc::new(AtomicBool::new(false));
+    let (fire, paused) = (armed.clone(), redis.clone());
+    let exec = Hooked {
+        inner: Arc::new(inner),
+        hook: Box::new(move |sending| {
+            if let Sending::Many(calls) = sending {
+                if calls.len() > 1
+                    && calls
+                        .iter()
+                        .all(|c| c.script.name() == rankd::engine::scripts::SUBMIT.name())
+                    && fire.swap(false, Ordering::SeqCst)
+                {
+                    paused.pause();
+                }
+            }
+            None
+        }),
+    };
+    let exec: Arc<dyn Executor> = Arc::new(exec);
+    let e = Engine::new(
+        exec,
+        rankd::keys::Keys::new(&prefix()).unwrap(),
+        Arc::new(SystemClock),
+        EngineConfig::default(),
+    )
+    .await
+    .unwrap();
+    let boards: Vec<BoardId> = (1..=3)
+        .map(|n| BoardId::parse(&format!("pb{n}")).unwrap())
+        .collect();
+    for b in &boards {
+        e.put_board(b, BoardDef::default()).await.unwrap();
+    }
+    let events: Vec<Submit> = (0..6)
+        .map(|i| {
+            let mut ev = Submit::new(
+                boards[i % 3].clone(),
+                Member::parse(&format!("m{i}")).unwrap(),
+                Score::new("value", 50.0).unwrap(),
+            );
+            ev.event_id = Some(EventId::parse(&format!("pb-{i}")).unwrap());
+            ev
+        })
+        .collect();
+    armed.store(true, Ordering::SeqCst);
+    let got = e.submit_batch(&events).await;
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "the batch went out as one pipeline"
+    );
+    match got {
+        Err(rankd::error::Error::Unconfirmed { detail, .. }) => {
+            assert!(detail.contains("0-5"), "{detail}")
+        }
+        other => panic!("a batch Redis was sent must not be called unapplied: {other:?}"),
+    }
+    // It ran once Redis went on: each event once.
+    redis.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scores = || async {
+        let mut out = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            let s = e
+                .standing(&ev.board, &View::all_time(), &ev.member)
+                .await
+                .map(|s| s.score);
+            out.push(s.map_err(|err| format!("m{i}: {err}")));
+        }
+        out
+    };
+    loop {
+        let got = scores().await;
+        if got.iter().all(Result::is_ok) {
+            assert!(
+                got.iter().all(|s| s.as_ref().ok() == Some(&50.0)),
+                "{got:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis did not come back: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Resent with its event ids, as the answer says: nothing applies twice.
+    let again = e.submit_batch(&events).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 6));
+    let got = scores().await;
+    assert!(
+        got.iter().all(|s| s.as_ref().ok() == Some(&50.0)),
+        "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_redis_leaves_unanswered_is_unconfirmed_and_its_event_id_applies_it_once() {
     let redis = PrivateRedis::start().await;
     let url = redis.url();
