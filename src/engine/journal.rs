@@ -84,6 +84,13 @@ pub trait Journal: Send + Sync + 'static {
     /// the Redis log for the sweep to copy later.
     async fn record(&self, ops: Vec<LoggedOp>) -> Result<()>;
 
+    /// Whether [`Journal::record`] returns only once the operations are committed
+    /// ([`Durability::Sync`]): then a write answered as a duplicate of an earlier one must also
+    /// wait until that one is committed.
+    fn confirms(&self) -> bool {
+        true
+    }
+
     /// Called before a board's keys are deleted: records the deletion durably. Returns whether the
     /// store held the board.
     ///

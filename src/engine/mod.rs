@@ -327,6 +327,10 @@ enum Next {
 
 const ATTEMPTS: usize = 5;
 
+/// Most operations a duplicate's confirmation commits (see [`Engine::confirm_logged`]); a board
+/// with more waiting for the store answers the duplicate 503 `unconfirmed`.
+const CONFIRM_MAX: u64 = 50_000;
+
 /// Members per coalesced standing read, at most: bounds how long one call holds Redis (~10 µs each
 /// on a 1M-member key, so about a millisecond for a full call).
 const STANDINGS_PER_CALL: usize = 128;
@@ -564,6 +568,52 @@ impl Engine {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Before a duplicate is answered in sync mode: makes sure the operation it repeats is
+    /// committed. The first acceptance of an event id may have been answered 503 `unconfirmed`
+    /// (the store out of reach) and still be only in the board's Redis log, which keeps every
+    /// operation until the store has it; a 200 for its retry must mean it is stored. Everything the
+    /// log holds up to the board's current number is committed (offering stored operations again is
+    /// harmless); an empty log, the usual case, costs one read.
+    ///
+    /// # Errors
+    /// [`Error::Unconfirmed`] when that cannot be committed (or read) now.
+    async fn confirm_logged(&self, board: &BoardId) -> Result<()> {
+        match &self.journal {
+            Some(j) if j.confirms() => {}
+            _ => return Ok(()),
+        }
+        let unconfirmed = |cause: String| Error::Unconfirmed {
+            detail: "the event was applied before, but the durable store has not confirmed it \
+                     yet; resend it with the same event_id"
+                .into(),
+            cause,
+        };
+        let head = self
+            .log_pending(board, 1)
+            .await
+            .map_err(|e| unconfirmed(e.to_string()))?;
+        let Some(first) = head.first() else {
+            return Ok(());
+        };
+        let upto = match self.redis_state(board).await {
+            Ok(RedisState::Live(seq)) => seq,
+            Ok(_) => return Err(unconfirmed("the board is being rebuilt".into())),
+            Err(e) => return Err(unconfirmed(e.to_string())),
+        };
+        let span = upto.saturating_sub(first.seq) + 1;
+        if span > CONFIRM_MAX {
+            return Err(unconfirmed(format!(
+                "{span} operations of the board wait for the store"
+            )));
+        }
+        let mut ops = self
+            .log_pending(board, span as usize)
+            .await
+            .map_err(|e| unconfirmed(e.to_string()))?;
+        ops.retain(|o| o.seq <= upto);
+        self.journal(ops).await
     }
 
     /// Stores what the journal still holds of answered writes; called at shutdown.
@@ -1303,6 +1353,9 @@ impl Engine {
             }])
             .await?;
         }
+        if duplicate {
+            self.confirm_logged(&ev.board).await?;
+        }
         Ok(Submitted {
             member: ev.member.clone(),
             duplicate,
@@ -1412,6 +1465,8 @@ impl Engine {
         }
         let mut outcome = BatchOutcome::default();
         let mut logged: Vec<LoggedOp> = Vec::new();
+        // Boards where events were answered as duplicates: see Engine::confirm_logged.
+        let mut repeated: Vec<BoardId> = Vec::new();
         // Calls that wrote, over every attempt.
         let mut wrote = 0usize;
         let mut rechecked = false;
@@ -1533,7 +1588,11 @@ impl Engine {
                         Some([acc, dup, first, flags]) => {
                             wrote += 1;
                             outcome.accepted += as_u64(acc).unwrap_or(0);
-                            outcome.duplicates += as_u64(dup).unwrap_or(0);
+                            let dups = as_u64(dup).unwrap_or(0);
+                            outcome.duplicates += dups;
+                            if dups > 0 && !repeated.contains(&b) {
+                                repeated.push(b.clone());
+                            }
                             let first = as_u64(first).unwrap_or(0);
                             if first > 0 {
                                 let flags = as_str(flags).unwrap_or_default().as_bytes();
@@ -1583,6 +1642,9 @@ impl Engine {
             }
             if failure.is_none() && refused.is_empty() && retry.is_empty() {
                 self.journal(logged).await?;
+                for b in &repeated {
+                    self.confirm_logged(b).await?;
+                }
                 return Ok(outcome);
             }
             if failure.is_some() || !refused.is_empty() {

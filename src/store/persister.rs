@@ -285,6 +285,10 @@ impl Journal for Handle {
         }
     }
 
+    fn confirms(&self) -> bool {
+        self.0.mode == Durability::Sync
+    }
+
     async fn board_deleting(&self, board: &BoardId) -> Result<bool> {
         let had = self.0.store.has_board(board).await?;
         self.0.store.tombstone(board).await?;

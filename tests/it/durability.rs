@@ -2493,3 +2493,60 @@ async fn the_store_lag_grows_while_the_store_is_out_of_reach() {
     drop(bin);
     db.drop_now().await;
 }
+
+/// Sync durability: a retried write answered as a duplicate gets 200 only once the operation it
+/// repeats is committed. Its first sending was answered 503 `unconfirmed` while the store was out
+/// of reach, and the retry comes while it still is: 503 again, never a 200 that a Redis loss could
+/// make untrue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_is_answered_only_once_the_write_it_repeats_is_stored() {
+    let mut redis = PrivateRedis::start().await;
+    let (db, config, store) = durable_on(&redis).await;
+    // No background sweep: only the answers themselves can have stored the event.
+    let e = journaled(&config, store, Arc::new(SystemClock), None).await;
+    let b = BoardId::parse("retried").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    e.submit(&Submit::new(b.clone(), m("bob"), score(1.0)))
+        .await
+        .unwrap();
+    let mut ev = Submit::new(b.clone(), m("alice"), score(10.0));
+    ev.event_id = Some(EventId::parse("ev-X").unwrap());
+    let stored = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM rankd_ops WHERE event_id = 'ev-X'")
+            .fetch_one(&db.pool().await)
+            .await
+            .unwrap();
+        n
+    };
+
+    db.refuse_connections(true).await;
+    let first = e.submit(&ev).await;
+    assert!(matches!(first, Err(Error::Unconfirmed { .. })), "{first:?}");
+    let retry = e.submit(&ev).await;
+    assert!(
+        matches!(retry, Err(Error::Unconfirmed { .. })),
+        "a duplicate of a write the store does not have must not be answered 200: {retry:?}"
+    );
+    let batch = e.submit_batch(std::slice::from_ref(&ev)).await;
+    assert!(
+        matches!(batch, Err(Error::Unconfirmed { .. })),
+        "the same in a batch: {batch:?}"
+    );
+
+    // The store is back: the retry stores what it repeats before it is answered.
+    db.refuse_connections(false).await;
+    let retry = e.submit(&ev).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(stored().await, 1, "answered 200, so stored");
+    let batch = e.submit_batch(std::slice::from_ref(&ev)).await.unwrap();
+    assert_eq!((batch.accepted, batch.duplicates), (0, 1));
+
+    // So a Redis loss keeps it.
+    redis.kill();
+    redis.restart().await;
+    let (all, alice_id) = (View::all_time(), m("alice"));
+    let alice = until_ready(|| e.standing(&b, &all, &alice_id)).await;
+    assert_eq!(alice.score, 10.0);
+    assert_eq!(stored().await, 1);
+    db.drop_now().await;
+}
