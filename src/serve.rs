@@ -123,6 +123,14 @@ pub async fn attach_store(config: &Config, engine: Engine) -> Result<Arc<Engine>
         }
     };
     store.migrate().await?;
+    if config.durability == crate::engine::Durability::Async {
+        tracing::warn!(
+            "ASYNC DURABILITY: a write is answered once the engine applied it, before the store \
+             commits it (normally within a second; rankd_store_lag_seconds shows how far behind). \
+             If rankd and Redis die together, writes answered in that window are lost. Set \
+             RANKD_DURABILITY=sync for answered writes that survive any crash"
+        );
+    }
     let persister = Persister::start(store.clone(), config.durability, CancellationToken::new());
     let engine = Arc::new(engine.with_journal(persister.journal()));
     persister.attach(&engine);

@@ -505,6 +505,34 @@ async fn without_api_keys_the_server_warns_that_every_route_is_open() {
 }
 
 #[tokio::test]
+async fn async_durability_warns_at_start_up_what_it_can_lose() {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("rankd-it-async-{port}.log"));
+    let dir = std::env::temp_dir().join(format!("rankd-it-async-{port}"));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = spawn_rankd(port, "/readyz", Duration::from_secs(15), |c| {
+        c.env("RANKD_DATA_DIR", &dir)
+            .env_remove("RANKD_REDIS_URL")
+            .env("RANKD_DURABILITY", "async")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        logs.lines().any(|l| l.contains("WARN")
+            && l.contains("ASYNC DURABILITY")
+            && l.contains("lost")
+            && l.contains("RANKD_DURABILITY=sync")),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
 async fn sigint_stops_the_server_and_exits_0() {
     let mut bin = Binary::start().await;
     bin.traffic().await;
