@@ -2550,3 +2550,47 @@ async fn a_duplicate_is_answered_only_once_the_write_it_repeats_is_stored() {
     assert_eq!(stored().await, 1);
     db.drop_now().await;
 }
+
+/// The checks that run every few seconds read each board's last stored number by one descent of
+/// the primary key, not by a scan of every stored operation: with a million operations stored they
+/// answer well within a statement timeout of 100 ms (the scan took about half a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_the_stored_boards_costs_the_same_at_any_history_size() {
+    use rankd::store::Store;
+    let db = TestDb::create().await;
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    store.migrate().await.unwrap();
+    let pool = db.pool().await;
+    for sql in [
+        "INSERT INTO rankd_boards (board, definition, version) VALUES ('old', '{}', 'v1'), ('new', '{}', 'v2')",
+        "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, at_ms, scopes)
+         SELECT 'old', g, 'e', g, 'm' || (g % 1000), 1, g, '{}' FROM generate_series(1, 1000000) AS g",
+        "INSERT INTO rankd_ops (board, seq, op, recv_ms, member, value, at_ms, scopes) VALUES ('new', 1, 'e', 1, 'a', 1, 1, '{}')",
+        "VACUUM ANALYZE rankd_ops",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{}\" SET statement_timeout = '100ms'",
+        db.name
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    // New connections take the timeout.
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    for _ in 0..3 {
+        let boards = store.boards().await.unwrap();
+        let got: Vec<(String, u64)> = boards
+            .into_iter()
+            .map(|(b, s)| (b.as_str().to_owned(), s))
+            .collect();
+        assert_eq!(got, vec![("new".into(), 1), ("old".into(), 1_000_000)]);
+    }
+    drop(store);
+    db.drop_now().await;
+}
