@@ -3,9 +3,11 @@
 //!   into a table of the same shape (and, for scale, into a bare one);
 //! - a rebuild of the same members from Postgres into Redis (the latest snapshot written back, then
 //!   the log after it replayed through the scripts) vs raw pipelined ZADD of the same data;
-//! - sync-mode write throughput at 50 concurrent clients vs async mode.
+//! - sync-mode write throughput at 50 concurrent clients vs async mode;
+//! - the embedded default (in-process engine, SQLite store): batch ingestion and single writes at 50
+//!   clients with sync durability vs the same engine and store in async mode.
 //!
-//! `cargo bench --bench durability -- [--quick] [--out FILE]`, with RANKD_TEST_REDIS_URL and
+//! `cargo bench --bench durability -- [--quick] [--embedded-only] [--out FILE]`, with RANKD_TEST_REDIS_URL and
 //! RANKD_TEST_DATABASE_URL set (scripts/services up). It uses its own key prefix and its own
 //! database, and removes both at the end. Every loop is bounded in count and time.
 
@@ -13,10 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rankd::backend::redis::{RedisConfig, RedisExecutor};
-use rankd::board::{BoardDef, BoardId, Member, Score};
+use rankd::board::{BoardDef, BoardId, Member, Scope, Score};
 use rankd::config::Config;
-use rankd::engine::{Durability, RedisState, Submit, SystemClock, View};
+use rankd::engine::{Durability, Engine, RedisState, Submit, SystemClock, View};
 use rankd::store::{rebuild, snapshot, PgStore};
+use rankd::window::Window;
 
 /// The allocator `rankd serve` runs with (src/main.rs), since the store runs in this process.
 #[global_allocator]
@@ -82,6 +85,13 @@ async fn main() {
         .map(|n| n.parse().expect("--members takes a count"))
         .unwrap_or(if quick { 10_000 } else { 1_000_000 });
     let write_secs = if quick { 2 } else { 10 };
+    // The embedded default needs no service: first, and alone with --embedded-only.
+    let mut rows = Vec::new();
+    embedded(quick, write_secs, &mut rows).await;
+    if args.iter().any(|a| a == "--embedded-only") {
+        print_rows(&rows, out.as_deref());
+        return;
+    }
     let redis_url = env("RANKD_TEST_REDIS_URL");
     let base_db = env("RANKD_TEST_DATABASE_URL");
     let (server, _) = base_db
@@ -103,7 +113,6 @@ async fn main() {
         .await
         .unwrap();
     }
-    let mut rows = Vec::new();
     let result = std::panic::AssertUnwindSafe(run(
         &redis_url, &db_url, &prefix, members, write_secs, &mut rows,
     ));
@@ -122,8 +131,13 @@ async fn main() {
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
     }
+    print_rows(&rows, out.as_deref());
+}
+
+/// Prints the table of `rows`, and writes it to `out` when given.
+fn print_rows(rows: &[Row], out: Option<&str>) {
     let mut table = String::from("| durability workload | rankd | raw limit | ratio | floor |\n| --- | --- | --- | --- | --- |\n");
-    for r in &rows {
+    for r in rows {
         table.push_str(&r.markdown());
         table.push('\n');
     }
@@ -132,7 +146,7 @@ async fn main() {
         if let Some(dir) = std::path::Path::new(&path).parent() {
             std::fs::create_dir_all(dir).expect("results directory created");
         }
-        std::fs::write(&path, &table).expect("results file written");
+        std::fs::write(path, &table).expect("results file written");
     }
 }
 
@@ -352,4 +366,107 @@ async fn run(
         floor: "≥ 0.5×",
     });
     durable.delete_board(&snap).await.unwrap();
+}
+
+/// Single writes by 50 concurrent clients for `secs` seconds (bounded in count too); events per
+/// second.
+async fn single_writes(engine: &Arc<Engine>, board: &BoardId, secs: u64, scoped: bool) -> f64 {
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..50 {
+        let (engine, board) = (engine.clone(), board.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < stop && done < 1_000_000 {
+                let mut ev = Submit::new(
+                    board.clone(),
+                    Member::parse(&format!("c{client}-{}", done % 1000)).unwrap(),
+                    Score::new("value", 1.0).unwrap(),
+                );
+                if scoped {
+                    ev.scopes = vec![Scope::parse(&format!("class:{client}")).unwrap()];
+                }
+                engine.submit(&ev).await.unwrap();
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The embedded default as `rankd serve` runs it with no settings (in-process engine, SQLite in a
+/// data directory of its own), sync durability against async: batches of 10,000 events one at a
+/// time, then single writes at 50 clients, on a board of 1 scope × 2 windows.
+async fn embedded(quick: bool, write_secs: u64, rows: &mut Vec<Row>) {
+    let batches = if quick { 3 } else { 20 };
+    let mut ingest = Vec::new();
+    let mut singles = Vec::new();
+    for mode in [Durability::Sync, Durability::Async] {
+        let dir = std::env::temp_dir().join(format!(
+            "rankd-bench-embedded-{}-{mode:?}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config {
+            redis_url: None,
+            database_url: None,
+            data_dir: Some(dir.clone()),
+            durability: mode,
+            ..Config::default()
+        };
+        let engine = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let board = BoardId::parse("bulk").unwrap();
+        let def = BoardDef {
+            windows: vec![Window::All, Window::Weekly],
+            ..BoardDef::default()
+        };
+        engine.put_board(&board, def).await.unwrap();
+        let started = Instant::now();
+        for b in 0..batches {
+            let events: Vec<Submit> = (0..10_000)
+                .map(|i| {
+                    let n = b * 10_000 + i;
+                    let mut ev = Submit::new(
+                        board.clone(),
+                        Member::parse(&format!("u{n}")).unwrap(),
+                        Score::new("value", (1 + n % 7) as f64).unwrap(),
+                    );
+                    ev.scopes = vec![Scope::parse(&format!("class:{}", n % 30)).unwrap()];
+                    ev
+                })
+                .collect();
+            engine.submit_batch(&events).await.unwrap();
+        }
+        ingest.push((batches * 10_000) as f64 / started.elapsed().as_secs_f64());
+        // Async mode's store catches up before the next measurement, so it does not take its CPU.
+        engine.flush_journal().await.unwrap();
+        singles.push(single_writes(&engine, &board, write_secs, true).await);
+        engine.flush_journal().await.unwrap();
+        drop(engine);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    rows.push(Row {
+        what: format!(
+            "embedded default (SQLite): batch ingestion, {batches} batches of 10,000 events (1 scope × 2 windows), sync vs async durability; floor also sync ≥ 50,000 events/s"
+        ),
+        rankd: ingest[0],
+        raw: ingest[1],
+        unit: "events/s",
+        floor: "≥ 0.5×",
+    });
+    rows.push(Row {
+        what: "embedded default (SQLite): single writes at 50 concurrent clients (1 scope × 2 windows), sync vs async durability".into(),
+        rankd: singles[0],
+        raw: singles[1],
+        unit: "ops/s",
+        floor: "≥ 0.5×",
+    });
 }
