@@ -1,12 +1,12 @@
 -- restore.lua: writes part of a snapshot back into a board a rebuild holds, so that a rebuild can start
 -- from the board's latest snapshot instead of its first operation.
 --
--- KEYS  [1] definition hash  [2] key index zset  [3] the target: a leaderboard zset (kind zset) or the
---       board's dedupe zset (kind dedupe)  [4] its distinct-value zset  [5] its distinct-value count
---       hash (both written on dense boards only)
--- ARGV  [1] the rebuild's version token  [2] kind zset|dedupe  [3] expire-at ms (0: never)
---       [4] rank mode  [5] tick bits, then pairs: stored score, member (zset) or forget-at ms, event id
---       (dedupe); at most 2,000 pairs
+-- KEYS  [1] definition hash  [2] key index zset  [3] the target: a leaderboard zset (kind zset), the
+--       board's dedupe zset (kind dedupe) or its event print hash (kind prints)  [4] its distinct-value
+--       zset  [5] its distinct-value count hash (both written on dense boards only)
+-- ARGV  [1] the rebuild's version token  [2] kind zset|dedupe|prints  [3] expire-at ms (0: never)
+--       [4] rank mode  [5] tick bits, then pairs: stored score, member (zset), forget-at ms, event id
+--       (dedupe) or event id, print (prints); at most 2,000 pairs
 -- Reply the number of pairs written.
 -- Errors RANKD_NOBOARD, RANKD_STALE <version> (the rebuild no longer holds the board).
 -- Cost  O(P * log N) for P pairs.
@@ -18,6 +18,10 @@ end
 local pairs_given = (#ARGV - 5) / 2
 if pairs_given < 1 then
   return 0
+end
+if ARGV[2] == 'prints' then
+  redis.call('HSET', KEYS[3], unpack(ARGV, 6))
+  return pairs_given
 end
 redis.call('ZADD', KEYS[3], unpack(ARGV, 6))
 if ARGV[2] == 'dedupe' then

@@ -3,13 +3,15 @@
 -- KEYS  [1] definition hash  [2] dedupe zset (event id -> forget-at ms)  [3] key index zset (key -> expire-at)
 --       [4] operation sequence counter  [5] operation log stream
 --       then per slot s = 1..S, W keys starting at KEYS[5 + (s-1)*W + 1]: the leaderboard zset and, on
---       dense boards (W = 3), its distinct-value zset and distinct-value count hash.
+--       dense boards (W = 3), its distinct-value zset and distinct-value count hash;
+--       last, the event print hash (event id -> print of the event it was first accepted with).
 -- ARGV  [1] definition version  [2] now ms  [3] dedupe ttl ms  [4] policy incr|best|set  [5] order desc|asc
 --       [6] rank mode ordinal|competition|dense  [7] score bound (0: any finite score)  [8] max members
 --       (0: unbounded)  [9] reply full|count|check  [10] log 1|0  [11] S, then S pairs (expire-at ms or 0, tick
 --       bits), then E and E events: member, value, event id ('' for none), at ms, scopes (space-separated),
 --       now ms (when the event was received: dedupe decisions use it, so a rebuild can replay events of
---       different times in one call), k, then k pairs (slot, tick).
+--       different times in one call), k, then k pairs (slot, tick), then the event's print (a digest of
+--       its member, value and set of scopes; '' without an event id).
 --       With log 1, every accepted event takes the next sequence number and is appended to the log stream
 --       as entry 0-<seq>
 --       (fields o=e s=seq m v i a n=now c=scopes), for the durable store to copy.
@@ -21,7 +23,10 @@
 --       chunk would refuse, each judged as if the events before it were applied and the refused ones
 --       were not; {} when it would take them all. It lets a caller about to make several calls find
 --       every refusal before the first call writes.
--- Errors RANKD_NOBOARD, RANKD_STALE <version>, RANKD_RANGE <event index> <field>: <detail>.
+-- Errors RANKD_NOBOARD, RANKD_STALE <version>, RANKD_RANGE <event index> <field>: <detail>,
+--       RANKD_REUSED <event index> <event id>: the id stands for another event (one the board remembers
+--       with another print, or an earlier event of the chunk); in check mode it is listed as
+--       'event_id: reused'.
 --       An error means nothing was written: events are checked before the first write, except on
 --       boards that trim to max members, whose writes are undone before a refusal is answered.
 -- Cost  O(E * k * log N), plus O(log N + M) per key when max members trims M members.
@@ -56,17 +61,19 @@ for s = 1, tonumber(ARGV[11]) do
 end
 
 -- Events stay in ARGV: pos[e] is the index of event e's member there, its other fields follow it (see
--- the layout above), and its (slot, tick) pairs run from pos[e] + 7 to last[e]. No table per event: a
--- chunk holds hundreds of events, and each table costs more than the fields it would save reading.
+-- the layout above), its (slot, tick) pairs run from pos[e] + 7 to last[e], and its print is at
+-- last[e] + 2. No table per event: a chunk holds hundreds of events, and each table costs more than the
+-- fields it would save reading.
 local pos, last, values = {}, {}, {}
 local count = tonumber(ARGV[a])
 a = a + 1
 for e = 1, count do
   pos[e] = a
   values[e] = tonumber(ARGV[a + 1])
-  a = a + 7 + 2 * tonumber(ARGV[a + 6])
-  last[e] = a - 2
+  a = a + 8 + 2 * tonumber(ARGV[a + 6])
+  last[e] = a - 3
 end
+local prints_key = KEYS[#KEYS]
 
 local function out_of_bound(v)
   return v ~= v or v == math.huge or v == -math.huge or (bound > 0 and (v > bound or v < -bound))
@@ -144,6 +151,14 @@ for s = 1, #slots do
   initial[s] = scores_of(slots[s].key, order[s])
 end
 forget = scores_of(KEYS[2], ids)
+-- The prints the remembered ids were accepted with (false where none was kept).
+local known = {}
+for i = 1, #ids, MULTI do
+  local got = redis.call('HMGET', prints_key, unpack(ids, i, math.min(i + MULTI - 1, #ids)))
+  for j = 1, #got do
+    known[ids[i + j - 1]] = got[j]
+  end
+end
 
 -- Boards that trim to max members cannot be judged before writing: an event's score depends on whether
 -- the events before it trimmed its member away, and that depends on every other member of the key. They
@@ -194,9 +209,34 @@ local function refuse(e, why)
   refused[#refused + 1] = why
   skip[e] = true
 end
+-- An event id stands for one event (its print). An id the board remembers with another print, or that
+-- an earlier event of this chunk carries with another, is a client reusing it for another event: refused
+-- before anything is written, on every kind of board.
+local claimed = {}
+for e = 1, count do
+  local p = pos[e]
+  local id = ARGV[p + 2]
+  if id ~= '' then
+    local mine = ARGV[last[e] + 2]
+    local theirs = claimed[id]
+    if theirs == nil and forget[id] and forget[id] > tonumber(ARGV[p + 5]) and known[id] then
+      theirs = known[id]
+    end
+    if theirs and mine ~= '' and theirs ~= mine then
+      if not check then
+        return fail('REUSED', (e - 1) .. ' ' .. id)
+      end
+      refuse(e, 'event_id: reused')
+    elseif theirs == nil then
+      claimed[id] = mine
+    end
+  end
+end
 for e = 1, count do
   local p, value = pos[e], values[e]
-  if value == nil or out_of_bound(value) or (bound > 0 and value ~= math.floor(value)) then
+  if skip[e] then
+    -- Refused above.
+  elseif value == nil or out_of_bound(value) or (bound > 0 and value ~= math.floor(value)) then
     if not check then
       return fail('RANGE', (e - 1) .. ' value: must be ' .. bound_text())
     end
@@ -299,8 +339,14 @@ local function standing(e)
   return rows
 end
 
+-- Ids past their window are forgotten a bounded number at a time (a chunk remembers at most as many),
+-- with their prints; one still held past its time is already no duplicate (see is_dup).
 if ttl > 0 and not check then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, MULTI)
+  if #gone > 0 then
+    redis.call('ZREM', KEYS[2], unpack(gone))
+    redis.call('HDEL', prints_key, unpack(gone))
+  end
 end
 
 -- Without trimming, every member's score after each event is exactly what pass 1 worked out (nothing
@@ -314,8 +360,9 @@ local function zadd_pairs(key, args)
   end
 end
 
--- Event ids to remember, as (forget-at, id) pairs.
+-- Event ids to remember, as (forget-at, id) pairs, and their prints, as (id, print) pairs.
 local remember = {}
+local prints = {}
 local duplicates = 0
 -- The accepted events, in order: they take the next sequence numbers once the chunk stands.
 local taken = {}
@@ -390,6 +437,10 @@ for e = 1, count do
         if ttl > 0 then
           remember[#remember + 1] = tonumber(ARGV[p + 5]) + ttl
           remember[#remember + 1] = id
+          if ARGV[last[e] + 2] ~= '' then
+            prints[#prints + 1] = id
+            prints[#prints + 1] = ARGV[last[e] + 2]
+          end
         end
       end
       taken[#taken + 1] = e
@@ -423,6 +474,9 @@ if logged and #taken > 0 then
 end
 
 zadd_pairs(KEYS[2], remember)
+for i = 1, #prints, 2 * MULTI do
+  redis.call('HSET', prints_key, unpack(prints, i, math.min(i + 2 * MULTI - 1, #prints)))
+end
 
 -- Reused scores: each member's final score in one write, in first-seen order. A member's
 -- intermediate scores within the chunk were never read by anything, so only its first and last

@@ -79,6 +79,17 @@ pub enum Error {
     /// Concurrent changes to the same board kept invalidating this one; try again.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// An event id the board remembers (or an earlier event of the same batch carries) stands for
+    /// another event: another member, value or set of scopes. Nothing was written.
+    #[error(
+        "{field}: {event_id:?} was already used by another event (another member, value or scopes)"
+    )]
+    EventIdReused {
+        /// The field that carries the id: `event_id`, or `events[i].event_id` in a batch.
+        field: String,
+        /// The id.
+        event_id: String,
+    },
     /// The backend cannot be reached now; the request was not applied.
     #[error("backend unavailable: {0}")]
     Unavailable(String),

@@ -7,6 +7,7 @@
 //! {prefix}boards                                   set of board ids (the only key outside a board)
 //! {prefix}{<board>}:def                            hash: v (version), json (definition), created
 //! {prefix}{<board>}:dedupe                         zset: event id -> ms when it is forgotten
+//! {prefix}{<board>}:prints                         hash: event id -> print of the event it stands for
 //! {prefix}{<board>}:keys                           zset: data key -> ms it expires (+inf: never)
 //! {prefix}{<board>}:dn / :dd                       hashes: member -> display name / display data
 //! {prefix}{<board>}:seq                            counter: the board's last operation sequence number
@@ -108,6 +109,12 @@ impl Keys {
     /// A board's recently seen event ids.
     pub fn dedupe(&self, board: &BoardId) -> String {
         self.board_key(board, "dedupe")
+    }
+
+    /// The prints of the events a board's remembered ids were accepted with (see
+    /// [`crate::engine::event_print`]).
+    pub fn event_prints(&self, board: &BoardId) -> String {
+        self.board_key(board, "prints")
     }
 
     /// A board's index of its data keys.
@@ -223,6 +230,7 @@ mod tests {
         for key in [
             k.definition(&board()),
             k.dedupe(&board()),
+            k.event_prints(&board()),
             k.index(&board()),
             l.distinct_counts,
         ] {

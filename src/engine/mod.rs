@@ -335,6 +335,28 @@ const CONFIRM_MAX: u64 = 50_000;
 /// on a 1M-member key, so about a millisecond for a full call).
 const STANDINGS_PER_CALL: usize = 128;
 
+/// What an event id stands for: a digest of the event's member, value and set of scopes (their
+/// order and repetition aside), 16 hex digits. A retry of the event has the same print; another
+/// event under the same id has another, and is refused (see lua/submit.lua).
+pub fn event_print<'a>(member: &str, value: f64, scopes: impl Iterator<Item = &'a str>) -> String {
+    use sha2::Digest;
+    let mut scopes: Vec<&str> = scopes.filter(|s| !s.is_empty()).collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    let mut h = sha2::Sha256::new();
+    h.update(member.as_bytes());
+    h.update(b"\n");
+    h.update(fmt_num(value).as_bytes());
+    for s in scopes {
+        h.update(b"\n");
+        h.update(s.as_bytes());
+    }
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn fmt_num(x: f64) -> String {
     // Debug keeps exponents short ("1e300") and round-trips exactly through Lua's tonumber.
     format!("{x:?}")
@@ -732,6 +754,13 @@ impl Engine {
             }
         } else if m.contains("RANKD_RETRY") || m.contains("RANKD_EXISTS") {
             Next::Retry
+        } else if let Some(rest) = m.split("RANKD_REUSED ").nth(1) {
+            // "<event index> <event id>"
+            let id = rest.split_once(' ').map_or("", |(_, id)| id);
+            Next::Fail(Error::EventIdReused {
+                field: "event_id".into(),
+                event_id: id.trim_end().to_owned(),
+            })
         } else if let Some(rest) = m.split("RANKD_RANGE ").nth(1) {
             // "<event index> <field>: <detail>"
             let detail = rest.split_once(' ').map_or(rest, |(_, d)| d);
@@ -1038,7 +1067,8 @@ impl Engine {
     }
 
     /// Every key a board owns, given its live leaderboard sets: its own keys first (definition,
-    /// dedupe, key index, display data, sequence, log), then each leaderboard with its dense indexes.
+    /// dedupe, key index, display data, event prints, sequence, log), then each leaderboard with its
+    /// dense indexes.
     fn every_key(&self, board: &BoardId, zsets: &[String]) -> Vec<String> {
         let mut keys = vec![
             self.keys.definition(board),
@@ -1046,6 +1076,7 @@ impl Engine {
             self.keys.index(board),
             self.keys.display_names(board),
             self.keys.display_data(board),
+            self.keys.event_prints(board),
             self.keys.sequence(board),
             self.keys.log(board),
         ];
@@ -1288,7 +1319,12 @@ impl Engine {
                 args.push((slot + 1).to_string());
                 args.push(tick.to_string());
             }
+            args.push(match &ev.event_id {
+                Some(_) => event_print(ev.member.as_str(), ev.value.get(), ev.scopes.split(' ')),
+                None => String::new(),
+            });
         }
+        keys.push(self.keys.event_prints(board));
         Call {
             script: &scripts::SUBMIT,
             keys,
@@ -1543,6 +1579,9 @@ impl Engine {
                     .await);
             }
             if several {
+                if let Some(e) = self.reused_ids(events, &pending, now).await? {
+                    return Err(e);
+                }
                 let refused = self.refused_sums(sums, events, now).await?;
                 if !refused.is_empty() {
                     return Err(Error::InvalidBatch(refused));
@@ -1633,6 +1672,24 @@ impl Engine {
                             failure = Some(e);
                             unknown.extend(&idx);
                         }
+                        Next::Fail(Error::EventIdReused { event_id, .. }) => {
+                            // The script names the event by its index within the chunk.
+                            let local = match &e {
+                                ExecError::Reply(m) => m
+                                    .split("RANKD_REUSED ")
+                                    .nth(1)
+                                    .and_then(|r| r.split(' ').next())
+                                    .and_then(|n| n.parse::<usize>().ok())
+                                    .unwrap_or(0),
+                                ExecError::Unavailable(_) | ExecError::Unanswered(_) => 0,
+                            };
+                            let i = idx.get(local).copied().unwrap_or(idx[0]);
+                            failure.get_or_insert(Error::EventIdReused {
+                                field: format!("events[{i}].event_id"),
+                                event_id,
+                            });
+                            unapplied.extend(&idx);
+                        }
                         Next::Fail(e) => {
                             failure.get_or_insert(e);
                             unapplied.extend(&idx);
@@ -1719,6 +1776,92 @@ impl Engine {
     /// its keys hold plus every |value| the batch adds stays in range (one cheap read per board,
     /// lua/score_span.lua); otherwise all of its events are checked in one call that writes
     /// nothing (lua/submit.lua in check mode), each as if the ones before it were applied.
+    /// Finds, before anything is written, the first event of a batch of several calls whose id
+    /// stands for another event: one its board remembers with another print, or an earlier event of
+    /// the batch carries with another (see [`event_print`]). Each call checks its own events as it
+    /// runs, but a later call's refusal would come after earlier calls wrote.
+    async fn reused_ids(
+        &self,
+        events: &[Submit],
+        pending: &[(BoardId, Vec<usize>)],
+        now: i64,
+    ) -> Result<Option<Error>> {
+        // Per board, each id's first print in the batch, in order of first use.
+        let mut claims: Vec<(&BoardId, Vec<(&str, String)>)> = Vec::new();
+        let mut first: Option<(usize, &str)> = None;
+        for (b, idx) in pending {
+            let at = match claims.iter().position(|(cb, _)| *cb == b) {
+                Some(at) => at,
+                None => {
+                    claims.push((b, Vec::new()));
+                    claims.len() - 1
+                }
+            };
+            for &i in idx {
+                let ev = &events[i];
+                let Some(id) = ev.event_id.as_ref().map(|id| id.as_str()) else {
+                    continue;
+                };
+                let print = event_print(
+                    ev.member.as_str(),
+                    ev.value.get(),
+                    ev.scopes.iter().map(Scope::as_str),
+                );
+                match claims[at].1.iter().find(|(cid, _)| *cid == id) {
+                    Some((_, theirs)) if *theirs != print => {
+                        if first.is_none_or(|(f, _)| i < f) {
+                            first = Some((i, id));
+                        }
+                    }
+                    Some(_) => {}
+                    None => claims[at].1.push((id, print)),
+                }
+            }
+        }
+        claims.retain(|(_, ids)| !ids.is_empty());
+        let calls = claims
+            .iter()
+            .map(|(b, ids)| Call {
+                script: &scripts::DEDUPE_GET,
+                keys: vec![self.keys.dedupe(b), self.keys.event_prints(b)],
+                args: std::iter::once(now.to_string())
+                    .chain(ids.iter().map(|(id, _)| (*id).to_owned()))
+                    .collect(),
+            })
+            .collect();
+        let replies = self.exec.eval_many(calls).await.map_err(unavailable)?;
+        for ((b, ids), r) in claims.iter().zip(replies) {
+            // A read: nothing was written either way.
+            let reply = r.map_err(unavailable)?;
+            let known = as_array(&reply).ok_or_else(|| bad_reply("dedupe_get", &reply))?;
+            for ((id, print), theirs) in ids.iter().zip(known) {
+                let theirs = as_str(theirs).unwrap_or_default();
+                if theirs.is_empty() || theirs == print {
+                    continue;
+                }
+                // The first event of the board carrying the id is refused.
+                let i = pending
+                    .iter()
+                    .filter(|(pb, _)| pb == *b)
+                    .flat_map(|(_, idx)| idx.iter().copied())
+                    .find(|&i| {
+                        events[i]
+                            .event_id
+                            .as_ref()
+                            .is_some_and(|e| e.as_str() == *id)
+                    })
+                    .unwrap_or(0);
+                if first.is_none_or(|(f, _)| i < f) {
+                    first = Some((i, id));
+                }
+            }
+        }
+        Ok(first.map(|(i, id)| Error::EventIdReused {
+            field: format!("events[{i}].event_id"),
+            event_id: id.to_owned(),
+        }))
+    }
+
     async fn refused_sums(
         &self,
         sums: Vec<SumSpan>,

@@ -874,40 +874,56 @@ impl Engine {
         now: i64,
     ) -> Result<()> {
         let ttl = self.config.dedupe_window.as_millis() as i64;
-        let ids: Vec<(i64, &str)> = before
+        let ids: Vec<(i64, &str, String)> = before
             .iter()
             .filter_map(|o| match &o.op {
                 Op::Event {
-                    event_id: Some(id), ..
-                } if o.recv_ms + ttl > now => Some((o.recv_ms + ttl, id.as_str())),
+                    event_id: Some(id),
+                    member,
+                    value,
+                    scopes,
+                    ..
+                } if o.recv_ms + ttl > now => Some((
+                    o.recv_ms + ttl,
+                    id.as_str(),
+                    super::event_print(member, *value, scopes.iter().map(String::as_str)),
+                )),
                 _ => None,
             })
             .collect();
         let mut pending = Vec::new();
-        for part in ids.chunks(RESTORE_PAIRS) {
+        let target = |kind: &str, key: String, pairs: Vec<String>| {
             let mut args = vec![
                 token.to_owned(),
-                "dedupe".into(),
+                kind.to_owned(),
                 "0".into(),
                 String::new(),
                 "0".into(),
             ];
-            for (forget_at, id) in part {
-                args.push(forget_at.to_string());
-                args.push((*id).to_owned());
-            }
-            let dedupe = self.keys.dedupe(board);
-            pending.push(Call {
+            args.extend(pairs);
+            Call {
                 script: &scripts::RESTORE,
                 keys: vec![
                     self.keys.definition(board),
                     self.keys.index(board),
-                    dedupe.clone(),
-                    dedupe.clone(),
-                    dedupe,
+                    key.clone(),
+                    key.clone(),
+                    key,
                 ],
                 args,
-            });
+            }
+        };
+        for part in ids.chunks(RESTORE_PAIRS) {
+            let remembered = part
+                .iter()
+                .flat_map(|(forget_at, id, _)| [forget_at.to_string(), (*id).to_owned()])
+                .collect();
+            pending.push(target("dedupe", self.keys.dedupe(board), remembered));
+            let prints = part
+                .iter()
+                .flat_map(|(_, id, print)| [(*id).to_owned(), print.clone()])
+                .collect();
+            pending.push(target("prints", self.keys.event_prints(board), prints));
         }
         // A removal drops a member's display data: only what was set after the last one counts.
         let mut removed_at = std::collections::HashMap::new();

@@ -33,9 +33,10 @@ script!(SNAPSHOT_KEY, "snapshot_key");
 script!(RESTORE, "restore");
 script!(SCORE_SPAN, "score_span");
 script!(REBUILD_BEAT, "rebuild_beat");
+script!(DEDUPE_GET, "dedupe_get");
 
 /// Every script, for loading at start-up.
-pub fn all() -> [&'static Script; 18] {
+pub fn all() -> [&'static Script; 19] {
     [
         &SUBMIT,
         &READ_PAGE,
@@ -55,5 +56,6 @@ pub fn all() -> [&'static Script; 18] {
         &RESTORE,
         &SCORE_SPAN,
         &REBUILD_BEAT,
+        &DEDUPE_GET,
     ]
 }

@@ -366,7 +366,10 @@ pub async fn submit(state: &State, b: &str, req: Request<Incoming>, id: &str) ->
             Ok(json(StatusCode::OK, &r))
         }
         Err(e) => {
-            if matches!(e, Error::Invalid(_) | Error::BoardNotFound(_)) {
+            if matches!(
+                e,
+                Error::Invalid(_) | Error::BoardNotFound(_) | Error::EventIdReused { .. }
+            ) {
                 metrics::counter!(m::SCORE_EVENTS, "outcome" => "rejected").increment(1);
             }
             Err(engine_err(e, id))
@@ -472,6 +475,10 @@ pub async fn batch(state: &State, req: Request<Incoming>, id: &str) -> Answer {
                 .map(|(i, inv)| BatchError::new(i, inv))
                 .collect();
             return Err(Problem::invalid_batch(errors, total));
+        }
+        Err(e @ Error::EventIdReused { .. }) => {
+            metrics::counter!(m::SCORE_EVENTS, "outcome" => "rejected").increment(total as u64);
+            return Err(engine_err(e, id));
         }
         Err(e) => return Err(engine_err(e, id)),
     };

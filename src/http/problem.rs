@@ -216,6 +216,19 @@ impl Problem {
             Error::Conflict(m) => {
                 Self::new(StatusCode::CONFLICT, "conflict", "Conflict", m.clone())
             }
+            Error::EventIdReused { field, .. } => {
+                let mut p = Self::new(
+                    StatusCode::CONFLICT,
+                    "event-id-reused",
+                    "Event id reused",
+                    format!(
+                        "{e}; nothing was written. A retry resends the same event under its \
+                         event_id; another event needs an event_id of its own"
+                    ),
+                );
+                p.field = Some(field.clone());
+                p
+            }
             Error::Unavailable(m) => {
                 tracing::warn!(request_id, error = %m, "backend unavailable");
                 let mut p =

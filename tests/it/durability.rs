@@ -116,10 +116,17 @@ async fn a_board_redis_lost_is_rebuilt_exactly_from_the_store() {
 
     let after = until_ready(|| everything(&e, &b, &views)).await;
     assert_eq!(before, after);
-    // Event ids seen before the loss are still duplicates after it.
+    // Event ids seen before the loss are still duplicates after it, and still stand for their
+    // own events only.
     let mut again = Submit::new(b.clone(), m("u0"), score(0.0));
+    again.scopes = vec![scope("class:1")];
     again.event_id = Some(EventId::parse("e0").unwrap());
     assert!(e.submit(&again).await.unwrap().duplicate);
+    again.scopes.clear();
+    assert!(matches!(
+        e.submit(&again).await,
+        Err(Error::EventIdReused { .. })
+    ));
     assert_eq!(
         e.top(&b, &View::all_time(), Limit::new(100).unwrap())
             .await
@@ -295,9 +302,25 @@ async fn around_a_snapshot(e: &Engine, store: &dyn rankd::store::Store, b: &Boar
 /// After a rebuild of [`around_a_snapshot`]'s board: ids from both sides of the snapshot are still
 /// duplicates, and display data is as the log left it.
 async fn check_ids_and_names(e: &Engine, b: &BoardId) {
-    for id in ["a0", "a119", "a-back", "b120", "b-daily"] {
-        let dup = e.submit(&termly_event(b, 3, id)).await.unwrap();
+    let mut back = termly_event(b, 7, "a-back");
+    back.value = score(100.0);
+    for ev in [
+        termly_event(b, 0, "a0"),
+        termly_event(b, 119, "a119"),
+        back,
+        termly_event(b, 120, "b120"),
+        termly_event(b, 1, "b-daily"),
+    ] {
+        let id = ev.event_id.clone().unwrap();
+        let dup = e.submit(&ev).await.unwrap();
         assert!(dup.duplicate, "{id} is a duplicate after the rebuild");
+        // And still stands for that event only.
+        let other = termly_event(b, 3, id.as_str());
+        let got = e.submit(&other).await;
+        assert!(
+            matches!(&got, Err(Error::EventIdReused { .. })),
+            "{id} reused for another event after the rebuild: {got:?}"
+        );
     }
     let names: HashMap<String, Option<String>> = e
         .top(b, &View::all_time(), Limit::new(100).unwrap())
@@ -2556,7 +2579,6 @@ async fn a_duplicate_is_answered_only_once_the_write_it_repeats_is_stored() {
 /// answer well within a statement timeout of 100 ms (the scan took about half a second).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_the_stored_boards_costs_the_same_at_any_history_size() {
-    use rankd::store::Store;
     let db = TestDb::create().await;
     let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
     store.migrate().await.unwrap();

@@ -26,6 +26,7 @@ on_both!(
     lookup_reports_ranks_in_order_and_the_missing_members,
     score_ranges_are_ranked_consistently_with_pages,
     event_ids_make_submits_idempotent,
+    an_event_id_reused_for_another_event_is_refused_and_writes_nothing,
     batches_apply_in_order_across_boards_and_count_duplicates,
     a_chunk_wider_than_one_multi_member_call_applies_every_event,
     invalid_batches_write_nothing_and_name_every_bad_event,
@@ -523,6 +524,93 @@ async fn event_ids_make_submits_idempotent(t: &Ctx) {
     assert_eq!(later.results[0].score, Some(10.0));
 }
 
+async fn an_event_id_reused_for_another_event_is_refused_and_writes_nothing(t: &Ctx) {
+    let reused = |field: &str, got: Result<_, Error>| match got {
+        Err(Error::EventIdReused { field: f, event_id }) => {
+            assert_eq!((f.as_str(), event_id.as_str()), (field, "ev1"));
+        }
+        other => panic!("{field}: {other:?}"),
+    };
+    let with_id = |b: &rankd::board::BoardId, who: &str, v: f64, scopes: &[&str], id: &str| {
+        let mut ev = Submit::new(b.clone(), m(who), score(v));
+        ev.scopes = scopes.iter().map(|s| scope(s)).collect();
+        ev.event_id = Some(EventId::parse(id).unwrap());
+        ev
+    };
+    for (name, def) in [
+        ("reuse", BoardDef::default()),
+        (
+            "reusetrim",
+            BoardDef {
+                max_members: Some(3),
+                ..BoardDef::default()
+            },
+        ),
+    ] {
+        let b = t.board(name, def).await;
+        let other = t.board(&format!("{name}2"), BoardDef::default()).await;
+        let first = with_id(&b, "alice", 10.0, &["c:1", "c:2"], "ev1");
+        assert!(!t.engine.submit(&first).await.unwrap().duplicate);
+        // Another member, value or set of scopes under the same id: refused, nothing written.
+        for ev in [
+            with_id(&b, "bob", 10.0, &["c:1", "c:2"], "ev1"),
+            with_id(&b, "alice", 11.0, &["c:1", "c:2"], "ev1"),
+            with_id(&b, "alice", 10.0, &["c:1"], "ev1"),
+        ] {
+            reused("event_id", t.engine.submit(&ev).await.map(|_| ()));
+        }
+        // The same event again, its scopes in another order: a duplicate.
+        let again = with_id(&b, "alice", 10.0, &["c:2", "c:1"], "ev1");
+        assert!(t.engine.submit(&again).await.unwrap().duplicate);
+        // In a batch of one call, of several calls, and within the batch itself: nothing of it is
+        // written.
+        let carol = with_id(&b, "carol", 1.0, &[], "ev2");
+        let dave = with_id(&other, "dave", 1.0, &[], "ev3");
+        let bob = with_id(&b, "bob", 10.0, &[], "ev1");
+        reused(
+            "events[1].event_id",
+            t.engine
+                .submit_batch(&[carol.clone(), bob.clone()])
+                .await
+                .map(|_| ()),
+        );
+        reused(
+            "events[1].event_id",
+            t.engine
+                .submit_batch(&[dave.clone(), bob.clone()])
+                .await
+                .map(|_| ()),
+        );
+        let erin = with_id(&b, "erin", 1.0, &[], "ev1x");
+        let frank = with_id(&b, "frank", 1.0, &[], "ev1x");
+        match t.engine.submit_batch(&[dave.clone(), erin, frank]).await {
+            Err(Error::EventIdReused { field, event_id }) => {
+                assert_eq!(
+                    (field.as_str(), event_id.as_str()),
+                    ("events[2].event_id", "ev1x")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        for (board, who) in [(&b, "bob"), (&b, "carol"), (&other, "dave"), (&b, "erin")] {
+            let got = t.engine.standing(board, &View::all_time(), &m(who)).await;
+            assert!(
+                matches!(got, Err(Error::MemberNotFound { .. })),
+                "{name}: {who} was written: {got:?}"
+            );
+        }
+        let alice = t
+            .engine
+            .standing(&b, &View::all_time(), &m("alice"))
+            .await
+            .unwrap();
+        assert_eq!(alice.score, 10.0);
+        // Past the dedupe window the id is free again, for any event.
+        t.clock.advance(24 * 3600 * 1000 + 1);
+        assert!(!t.engine.submit(&bob).await.unwrap().duplicate);
+    }
+}
+
 async fn batches_apply_in_order_across_boards_and_count_duplicates(t: &Ctx) {
     let a = t
         .board(
@@ -539,6 +627,12 @@ async fn batches_apply_in_order_across_boards_and_count_duplicates(t: &Ctx) {
         let board = if i % 2 == 0 { a.clone() } else { b.clone() };
         let mut ev = Submit::new(board, m(&format!("u{}", i % 7)), score(f64::from(i)));
         if i % 10 == 0 {
+            // A repeated id is a retry: the same event again.
+            ev = Submit::new(
+                ev.board,
+                m(&format!("u{}", i % 20 % 7)),
+                score(f64::from(i % 20)),
+            );
             ev.event_id = Some(EventId::parse(&format!("e{}", i % 20)).unwrap());
         }
         events.push(ev);
@@ -606,13 +700,15 @@ async fn a_chunk_wider_than_one_multi_member_call_applies_every_event(t: &Ctx) {
     wide.engine.submit_batch(&seed).await.unwrap();
     let mut events = Vec::new();
     for i in 0..2500u32 {
+        // An id repeated (i and i + 2200) is the same event again.
+        let j = if i % 2 == 0 { i % 2200 } else { i };
         let mut ev = Submit::new(
             b.clone(),
-            m(&format!("u{}", i % 1800)),
-            score(f64::from(i % 7)),
+            m(&format!("u{}", j % 1800)),
+            score(f64::from(j % 7)),
         );
         if i % 2 == 0 {
-            ev.event_id = Some(EventId::parse(&format!("w{}", i % 2200)).unwrap());
+            ev.event_id = Some(EventId::parse(&format!("w{j}")).unwrap());
         }
         events.push(ev);
     }

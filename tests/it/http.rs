@@ -65,7 +65,7 @@ async fn a_board_can_be_created_scored_and_read_over_http() {
             json!({"events": [
                 {"board": "xp", "member": "u1", "value": 30},
                 {"board": "xp", "member": "u2", "value": 20, "scopes": ["class:7"]},
-                {"board": "xp", "member": "u42", "value": 10, "event_id": "e1"}
+                {"board": "xp", "member": "u42", "value": 10, "scopes": ["class:7"], "event_id": "e1"}
             ]}),
         )
         .await,
@@ -2034,6 +2034,44 @@ async fn every_route_of_the_router_appears_in_openapi_json() {
     assert!(
         missing.is_empty(),
         "openapi.json does not document: {missing:#?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_id_reused_for_another_event_is_a_409_naming_it() {
+    let app = TestApp::spawn().await;
+    app.put_board("reuse", json!({})).await;
+    let post = |body: Value| app.send_json(Method::POST, "/v1/boards/reuse/scores", body);
+    let first =
+        json!({"member": "alice", "value": 10, "event_id": "ev-1", "scopes": ["c:1", "c:2"]});
+    ok(post(first).await, 200).await;
+    // Its retry, scopes in another order: a duplicate.
+    let again =
+        json!({"member": "alice", "value": 10, "event_id": "ev-1", "scopes": ["c:2", "c:1"]});
+    let v = ok(post(again).await, 200).await;
+    assert_eq!(v["duplicate"], true, "{v}");
+    // Another event under it.
+    let bob = json!({"member": "bob", "value": 10, "event_id": "ev-1"});
+    let v = problem(post(bob).await, 409, Some("event_id")).await;
+    assert_eq!(v["type"], "urn:rankd:problem:event-id-reused", "{v}");
+    let v = send_problem(
+        &app,
+        Method::POST,
+        "/v1/scores/batch",
+        json!({"events": [
+            {"board": "reuse", "member": "carol", "value": 1},
+            {"board": "reuse", "member": "alice", "value": 11, "event_id": "ev-1", "scopes": ["c:1", "c:2"]}
+        ]}),
+        409,
+        Some("events[1].event_id"),
+    )
+    .await;
+    assert_eq!(v["type"], "urn:rankd:problem:event-id-reused", "{v}");
+    assert_eq!(app.get("/v1/boards/reuse/members/bob").await.status(), 404);
+    assert_eq!(
+        app.get("/v1/boards/reuse/members/carol").await.status(),
+        404
     );
     app.stop().await;
 }

@@ -18,7 +18,7 @@
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 
@@ -185,7 +185,7 @@ fn windows_of(mask: u8) -> Vec<Window> {
 // ---- strategies -------------------------------------------------------------------------------
 
 fn ev() -> impl Strategy<Value = Ev> {
-    (
+    let any = (
         0..MEMBERS.len(),
         // Mostly small, so that ties are frequent; sometimes negative, sometimes larger.
         prop_oneof![4 => 0_i64..=3, 1 => -3_i64..=-1, 1 => 4_i64..=9],
@@ -197,7 +197,16 @@ fn ev() -> impl Strategy<Value = Ev> {
             value,
             scopes,
             event_id,
-        })
+        });
+    // The one event each id stands for when it is sent (again) as itself: a retry, a duplicate
+    // unless the id was first taken by another event.
+    let retry = (0..EVENT_IDS).prop_map(|id| Ev {
+        member: id % MEMBERS.len(),
+        value: id as i64,
+        scopes: id % SCOPE_LISTS.len(),
+        event_id: Some(id),
+    });
+    prop_oneof![4 => any, 1 => retry]
 }
 
 fn view() -> impl Strategy<Value = ViewSel> {
@@ -368,10 +377,20 @@ impl Rules {
     }
 }
 
+/// What an event id stands for: the member, the value and the set of scopes of the event it was
+/// first accepted with.
+type IdPrint = (usize, i64, Vec<usize>);
+
+fn print_of(ev: &Ev) -> IdPrint {
+    let mut scopes = SCOPE_LISTS[ev.scopes].to_vec();
+    scopes.sort_unstable();
+    (ev.member, ev.value, scopes)
+}
+
 struct Model {
     rules: Rules,
     keys: BTreeMap<KeyId, Vec<Row>>,
-    seen_ids: HashSet<String>,
+    seen_ids: HashMap<String, IdPrint>,
 }
 
 /// The period of `window` containing `now`, and the tick of `now` in it.
@@ -411,11 +430,37 @@ impl Model {
             .map(|r| (r.row.value, r.rank))
     }
 
+    /// The first of `evs` (in order) whose event id stands for another event: one remembered, or
+    /// carried by an earlier event of `evs`, with another member, value or set of scopes.
+    fn first_reused(&self, evs: &[Ev]) -> Option<usize> {
+        let mut claimed: HashMap<String, IdPrint> = HashMap::new();
+        evs.iter().position(|ev| {
+            let Some(id) = ev.event_id else {
+                return false;
+            };
+            let id = format!("e{id}");
+            let mine = print_of(ev);
+            match self.seen_ids.get(&id).or(claimed.get(&id)) {
+                Some(theirs) => *theirs != mine,
+                None => {
+                    claimed.insert(id, mine);
+                    false
+                }
+            }
+        })
+    }
+
     /// Applies one event at `now`; answers (duplicate, one result per key the event names).
     fn submit(&mut self, ev: &Ev, now: i64) -> (bool, Vec<KeyResult>) {
         let duplicate = ev
             .event_id
-            .is_some_and(|id| !self.seen_ids.insert(format!("e{id}")));
+            .is_some_and(|id| match self.seen_ids.entry(format!("e{id}")) {
+                std::collections::hash_map::Entry::Occupied(_) => true,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(print_of(ev));
+                    false
+                }
+            });
         let member = member_name(ev.member);
         let mut results = Vec::new();
         for window in self.rules.windows.clone() {
@@ -678,6 +723,27 @@ impl Run<'_> {
         let board = self.board.clone();
         let b = &board;
         match op {
+            Op::Submit(ev) if self.model.first_reused(std::slice::from_ref(ev)).is_some() => {
+                let got = e.submit(&self.submit_of(ev)).await;
+                reachable(&got, op)?;
+                prop_assert!(
+                    matches!(&got, Err(Error::EventIdReused { field, .. }) if field == "event_id"),
+                    "{op:?}: an id reused for another event must be refused: {got:?}"
+                );
+            }
+            Op::Batch(evs) if self.model.first_reused(evs).is_some() => {
+                let events: Vec<Submit> = evs.iter().map(|ev| self.submit_of(ev)).collect();
+                let got = e.submit_batch(&events).await;
+                reachable(&got, op)?;
+                let want = format!(
+                    "events[{}].event_id",
+                    self.model.first_reused(evs).unwrap_or(0)
+                );
+                prop_assert!(
+                    matches!(&got, Err(Error::EventIdReused { field, .. }) if *field == want),
+                    "{op:?}: {want} reuses an id for another event: {got:?}"
+                );
+            }
             Op::Submit(ev) => {
                 let got = engine_ok(e.submit(&self.submit_of(ev)).await, op)?;
                 let now = self.now();
@@ -955,7 +1021,7 @@ async fn run_case(t: &Ctx, case: &Case) -> Result<(), TestCaseError> {
                 max_members: def.max_members,
             },
             keys: BTreeMap::new(),
-            seen_ids: HashSet::new(),
+            seen_ids: HashMap::new(),
         },
         cursor: None,
     };
