@@ -566,6 +566,23 @@ impl Engine {
         })
     }
 
+    /// An engine of its own over an empty in-process keyspace (the embedded executor, running the
+    /// same scripts), with this engine's keys, clock and settings and no journal: what a board's
+    /// stored log implies can be worked out there without Redis storing or serving any of it.
+    ///
+    /// # Errors
+    /// As [`Engine::new`].
+    pub async fn scratch(&self) -> Result<Self> {
+        let exec = crate::backend::embedded::EmbeddedExecutor::new(self.clock.clone());
+        Self::new(
+            Arc::new(exec),
+            self.keys.clone(),
+            self.clock.clone(),
+            self.config.clone(),
+        )
+        .await
+    }
+
     /// Hands every operation to `journal` from now on (before the engine is shared).
     #[must_use]
     pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {

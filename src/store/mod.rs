@@ -4,7 +4,8 @@
 //! - [`persister`]: the [`crate::engine::Journal`] that commits operations in groups, and the sweep that
 //!   copies what a crash left in the Redis logs
 //! - [`rebuild`]: finds boards Redis lost and replays them from the store
-//! - [`snapshot`]: every key's standing, copied into Postgres for history and trends
+//! - [`snapshot`]: every key's standing, copied into the store for history and trends, and as
+//!   rebuild bases once checked against the log
 
 pub mod persister;
 pub mod postgres;
@@ -19,7 +20,7 @@ pub use sqlite::SqliteStore;
 use async_trait::async_trait;
 
 use crate::board::BoardId;
-use crate::engine::{Base, KeySnapshot, LoggedOp};
+use crate::engine::{Base, BaseKey, KeySnapshot, LoggedOp};
 use crate::error::Result;
 
 /// What the persister, the rebuild and the snapshots need of a durable store.
@@ -57,12 +58,20 @@ pub trait Store: Send + Sync + 'static {
         &self,
         _engine: &crate::engine::Engine,
         _board: &BoardId,
-    ) -> Result<Option<snapshot::SnapshotReport>> {
+    ) -> Result<Option<snapshot::Written>> {
         Ok(None)
     }
-    /// Writes a snapshot run of one board (every key), whole or not at all.
-    async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<()>;
-    /// The latest snapshot of `board` taken at one point of its log no later than `upto` (the last
+    /// Writes a snapshot run of one board (every key), whole or not at all. Returns the run's id
+    /// (`None` when there were no keys to write). The run is no rebuild base until
+    /// [`Store::mark_base`].
+    async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<Option<i64>>;
+    /// The keys of `board`'s snapshot run `run`, each with a reader of its entries (member, stored
+    /// score): what a rebuild starting from the run would write back.
+    async fn run_keys(&self, board: &BoardId, run: i64) -> Result<Vec<BaseKey>>;
+    /// Makes `board`'s snapshot run `run` a rebuild base (see [`snapshot::make_base`]).
+    async fn mark_base(&self, board: &BoardId, run: i64) -> Result<()>;
+    /// The latest rebuild base of `board` (a snapshot run taken at one point of its log and found to
+    /// hold what the log implies there, see [`snapshot::make_base`]) no later than `upto` (the last
     /// stored operation), with what a rebuild needs besides its keys; `None` when there is none (a
     /// rebuild then replays the whole log). Event ids are kept when received after `dedupe_since`.
     async fn restore_base(
@@ -200,6 +209,14 @@ pub(crate) mod sql {
         "DELETE FROM rankd_ops WHERE board = $1 AND NOT EXISTS (
              SELECT 1 FROM rankd_ops WHERE board = $1 AND seq = 1 AND op = 'd' AND extra = $2)",
     ];
+    /// The keys of board `$1`'s snapshot run `$2`: rows of [`super::RunKey`].
+    pub const RUN_KEYS: &str =
+        "SELECT id, window_name, period, scope, expire_ms FROM rankd_snapshots
+         WHERE board = $1 AND run_id = $2 ORDER BY id";
+    /// Board `$1`'s snapshot run `$2` becomes a rebuild base (a run a merge took back has no
+    /// run_id left, and stays history).
+    pub const MARK_BASE: &str =
+        "UPDATE rankd_snapshots SET base = TRUE WHERE board = $1 AND run_id = $2";
     /// Board `$1`'s operations after sequence number `$2`, in order, for each store's `row_to_op`.
     pub const OPS_AFTER: &str =
         "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
@@ -254,11 +271,11 @@ pub(crate) use insert_key_row;
 macro_rules! restore_base {
     ($pool:expr, $board:expr, $upto:expr, $dedupe_since:expr) => {{
         let (pool, board) = ($pool, $board);
-        // The latest run read at one point of the log (every key at the same seq and version) that
-        // the stored log covers.
+        // The latest base (a run read at one point of the log, every key at the same seq and
+        // version, and found to hold what the log implies there) that the stored log covers.
         let run: Option<(i64, i64, String)> = sqlx::query_as(
             "SELECT run_id, min(seq), min(version) FROM rankd_snapshots
-             WHERE board = $1 AND run_id IS NOT NULL
+             WHERE board = $1 AND run_id IS NOT NULL AND base = TRUE
              GROUP BY run_id
              HAVING min(seq) = max(seq) AND min(version) = max(version)
                 AND count(version) = count(*) AND max(seq) <= $2
@@ -305,15 +322,12 @@ macro_rules! restore_base {
             .iter()
             .map(|r| row_to_op(board, r))
             .collect::<Result<Vec<_>>>()?;
-        let keys: Vec<$crate::store::RunKey> = sqlx::query_as(
-            "SELECT id, window_name, period, scope, expire_ms FROM rankd_snapshots
-             WHERE board = $1 AND run_id = $2 ORDER BY id",
-        )
-        .bind(board.as_str())
-        .bind(run)
-        .fetch_all(pool)
-        .await
-        .map_err(unavailable)?;
+        let keys: Vec<$crate::store::RunKey> = sqlx::query_as($crate::store::sql::RUN_KEYS)
+            .bind(board.as_str())
+            .bind(run)
+            .fetch_all(pool)
+            .await
+            .map_err(unavailable)?;
         let pool = pool.clone();
         $crate::store::base(seq, version, definition, before, keys, move |id| {
             stream_entries(pool.clone(), id)
@@ -336,13 +350,28 @@ pub(crate) fn base(
     keys: Vec<RunKey>,
     open: impl Fn(i64) -> crate::engine::EntryChunks + Send + Sync + Clone + 'static,
 ) -> Result<Base> {
+    Ok(Base {
+        seq: seq as u64,
+        version,
+        definition,
+        keys: base_keys(keys, open)?,
+        before,
+    })
+}
+
+/// The keys of a snapshot run as a rebuild reads them; `open` starts reading one snapshot's
+/// entries.
+pub(crate) fn base_keys(
+    keys: Vec<RunKey>,
+    open: impl Fn(i64) -> crate::engine::EntryChunks + Send + Sync + Clone + 'static,
+) -> Result<Vec<BaseKey>> {
     let mut base_keys = Vec::with_capacity(keys.len());
     for (id, window, period, scope, expire_ms) in keys {
         let window = window
             .parse::<crate::window::Window>()
             .map_err(|e| crate::error::Error::Backend(format!("snapshot {id}: {e}")))?;
         let open = open.clone();
-        base_keys.push(crate::engine::BaseKey {
+        base_keys.push(BaseKey {
             window,
             period,
             scope: (!scope.is_empty()).then_some(scope),
@@ -350,13 +379,7 @@ pub(crate) fn base(
             entries: Box::new(move || open(id)),
         });
     }
-    Ok(Base {
-        seq: seq as u64,
-        version,
-        definition,
-        keys: base_keys,
-        before,
-    })
+    Ok(base_keys)
 }
 
 /// What tells two operations at one place of a board's log apart, whichever path offered them

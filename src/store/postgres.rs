@@ -34,8 +34,8 @@ macro_rules! unnested {
 
 /// Snapshots a merge of parked operations disqualifies as rebuild bases: those taken at or after
 /// the first number Redis gave again ($2), which hold Redis' diverged history, not the store's.
-const MERGED_SNAPSHOTS: &str =
-    "UPDATE rankd_snapshots SET run_id = NULL WHERE board = $1 AND seq >= $2 AND run_id IS NOT NULL";
+const MERGED_SNAPSHOTS: &str = "UPDATE rankd_snapshots SET run_id = NULL, base = FALSE
+     WHERE board = $1 AND seq >= $2 AND run_id IS NOT NULL";
 
 /// Holds, until the transaction ends, the lock of each of `boards` (taken in the order of the
 /// locks' keys, so that two commits never wait for each other). Whether an offered operation is stored or parked depends on what the
@@ -695,8 +695,27 @@ impl super::Store for PgStore {
         &self,
         board: &BoardId,
         keys: &[crate::engine::KeySnapshot],
-    ) -> Result<()> {
+    ) -> Result<Option<i64>> {
         PgStore::write_snapshots(self, board, keys).await
+    }
+    async fn run_keys(&self, board: &BoardId, run: i64) -> Result<Vec<crate::engine::BaseKey>> {
+        let keys: Vec<super::RunKey> = sqlx::query_as(super::sql::RUN_KEYS)
+            .bind(board.as_str())
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let pool = self.pool.clone();
+        super::base_keys(keys, move |id| stream_entries(pool.clone(), id))
+    }
+    async fn mark_base(&self, board: &BoardId, run: i64) -> Result<()> {
+        sqlx::query(super::sql::MARK_BASE)
+            .bind(board.as_str())
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
     async fn restore_base(
         &self,
@@ -710,7 +729,7 @@ impl super::Store for PgStore {
         &self,
         engine: &crate::engine::Engine,
         board: &BoardId,
-    ) -> Result<Option<super::snapshot::SnapshotReport>> {
+    ) -> Result<Option<super::snapshot::Written>> {
         PgStore::snapshot_streamed(self, engine, board).await
     }
     async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {

@@ -83,8 +83,9 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
     } else {
         stored_seq
     };
-    // From the latest snapshot taken at one point of the log when there is one (writing each
-    // member once), else from the first operation.
+    // From the latest rebuild base when there is one (a snapshot taken at one point of the log and
+    // found to hold what the log implies there, see snapshot::make_base; writing each member once),
+    // else from the first operation.
     let dedupe_since = engine.now_ms() - engine.dedupe_window_ms();
     let rebuilt = match store.restore_base(board, stored_seq, dedupe_since).await? {
         Some(base) => {

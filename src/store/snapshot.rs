@@ -1,5 +1,7 @@
-//! Snapshots: every key's standing, copied into Postgres for history and trends.
+//! Snapshots: every key's standing, copied into the store for history and trends, and as the bases
+//! rebuilds start from once checked against the stored log ([`make_base`]).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -8,13 +10,29 @@ use sqlx::postgres::PgPoolCopyExt;
 use super::postgres::PgStore;
 use super::Store;
 use crate::board::BoardId;
-use crate::engine::{Engine, KeySnapshot, SnapChunk, SnapEntry, SnapshotKey};
+use crate::engine::{at_one_point, Engine, KeySnapshot, SnapChunk, SnapEntry, SnapshotKey};
 use crate::error::{Error, Result};
 
 /// What one snapshot run wrote.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SnapshotReport {
     /// Keys snapshotted.
+    pub keys: usize,
+    /// Entries written.
+    pub entries: usize,
+    /// Boards whose snapshot became a rebuild base (see [`make_base`]).
+    pub bases: usize,
+}
+
+/// One board's snapshot as a store wrote it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The run's id; `None` when the board had no live key and nothing was written.
+    pub run: Option<i64>,
+    /// The sequence number of the board's log every key was read at; `None` when the keys were
+    /// read at different points (history, never a rebuild base).
+    pub seq: Option<u64>,
+    /// Keys written.
     pub keys: usize,
     /// Entries written.
     pub entries: usize,
@@ -122,13 +140,19 @@ async fn insert_key_row(
 
 impl PgStore {
     /// Writes a snapshot run of one board: a row per key, then every key's entries through one
-    /// COPY, in one transaction (a run is whole or absent, so a rebuild can start from it).
+    /// COPY, in one transaction (a run is whole or absent, so a rebuild can start from it once
+    /// [`make_base`] found it to hold what the log implies). Returns the run's id; `None` when
+    /// there were no keys.
     ///
     /// # Errors
     /// [`Error::Unavailable`].
-    pub async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<()> {
+    pub async fn write_snapshots(
+        &self,
+        board: &BoardId,
+        keys: &[KeySnapshot],
+    ) -> Result<Option<i64>> {
         if keys.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut tx = self.pool().begin().await.map_err(unavailable)?;
         let (run,): (i64,) =
@@ -148,7 +172,8 @@ impl PgStore {
             }
         }
         copy.finish().await?;
-        tx.commit().await.map_err(unavailable)
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(run))
     }
 
     /// Snapshots a board while it is read: entries go into one COPY as the engine reads them from
@@ -161,7 +186,7 @@ impl PgStore {
         &self,
         engine: &Engine,
         board: &BoardId,
-    ) -> Result<Option<SnapshotReport>> {
+    ) -> Result<Option<Written>> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<SnapChunk>(4);
         let read = engine.stream_snapshot(board, tx);
         let write = async {
@@ -191,13 +216,16 @@ impl PgStore {
             ids.push(self.next_snapshot_id().await?);
         }
         let Some(&run) = ids.first() else {
-            return Ok(Some(SnapshotReport::default()));
+            return Ok(Some(Written::default()));
         };
         for (k, &id) in keys.iter().zip(&ids) {
             insert_key_row(&mut txn, Some(id), board, k, run).await?;
         }
         txn.commit().await.map_err(unavailable)?;
-        Ok(Some(SnapshotReport {
+        Ok(Some(Written {
+            run: Some(run),
+            // Every chunk of every key was read at one point.
+            seq: keys.first().map(|k| k.seq),
             keys: keys.len(),
             entries: keys.iter().map(|k| k.members as usize).sum(),
         }))
@@ -288,8 +316,8 @@ pub async fn snapshot(
         let started = Instant::now();
         // Written while read where the store can; else (or when the board changed during that
         // read) read whole, then written.
-        let (keys, entries) = match store.snapshot_streamed(engine, &b).await? {
-            Some(r) => (r.keys, r.entries),
+        let written = match store.snapshot_streamed(engine, &b).await? {
+            Some(w) => w,
             None => {
                 let keys = match engine.snapshot_board(&b).await {
                     Ok(keys) => keys,
@@ -301,18 +329,158 @@ pub async fn snapshot(
                     }
                     Err(e) => return Err(e),
                 };
-                store.write_snapshots(&b, &keys).await?;
-                (
-                    keys.len(),
-                    keys.iter().map(|k| k.entries.len()).sum::<usize>(),
-                )
+                Written {
+                    run: store.write_snapshots(&b, &keys).await?,
+                    seq: at_one_point(&keys).map(|(seq, _)| seq),
+                    keys: keys.len(),
+                    entries: keys.iter().map(|k| k.entries.len()).sum::<usize>(),
+                }
             }
         };
-        report.keys += keys;
-        report.entries += entries;
-        tracing::info!(board = %b, keys, entries, ms = started.elapsed().as_millis() as u64, "snapshot taken");
+        let base = match (written.run, written.seq) {
+            (Some(run), Some(seq)) => match make_base(engine, store, &b, run, seq).await {
+                Ok(base) => base,
+                Err(e) => {
+                    tracing::warn!(board = %b, error = %e, "snapshot not checked against the stored log; kept as history, not as a rebuild base");
+                    false
+                }
+            },
+            _ => false,
+        };
+        report.keys += written.keys;
+        report.entries += written.entries;
+        report.bases += usize::from(base);
+        tracing::info!(board = %b, keys = written.keys, entries = written.entries, base, ms = started.elapsed().as_millis() as u64, "snapshot taken");
     }
     Ok(report)
+}
+
+/// Whether a snapshot run holds what the stored log implies at its point.
+enum Verdict {
+    /// Every key, member and stored score as the log implies.
+    Holds,
+    /// The store does not hold every operation up to the run's point yet (or holds operations
+    /// Redis numbered again aside), so the log does not say yet what the board was there.
+    NotStored,
+    /// The first difference found.
+    Differs(String),
+}
+
+/// Makes `board`'s snapshot run `run`, read at `seq` of the board's log, a rebuild base when it
+/// holds what the stored log implies there. A run holds what Redis held, and Redis may hold what no
+/// stored operation implies (a score written into it directly, a fault): a rebuild starting from
+/// such a run would bring it back. So the log up to `seq` is worked out on a scratch engine
+/// ([`Engine::scratch`]; nothing reaches Redis), from the latest base before the run (itself
+/// checked so) and the operations after it, at the cost of one rebuild of the board in rankd's
+/// memory; and every key of the run is compared with it, member by member, by the stored score a
+/// restore would write. A run that differs, or whose operations are not all stored yet, stays
+/// history. Returns whether the run became a base.
+///
+/// # Errors
+/// When the store cannot be reached, or the stored log does not replay.
+pub async fn make_base(
+    engine: &Engine,
+    store: &dyn Store,
+    board: &BoardId,
+    run: i64,
+    seq: u64,
+) -> Result<bool> {
+    match verdict(engine, store, board, run, seq).await? {
+        Verdict::Holds => {
+            store.mark_base(board, run).await?;
+            Ok(true)
+        }
+        Verdict::NotStored => {
+            tracing::debug!(%board, seq, "snapshot taken before the store held every operation up to it; kept as history, not as a rebuild base");
+            Ok(false)
+        }
+        Verdict::Differs(first) => {
+            tracing::error!(%board, seq, first_difference = %first, "Redis holds this board otherwise than its stored log implies; the snapshot is kept as history, not as a rebuild base (`rankd admin verify` compares the board with its log)");
+            Ok(false)
+        }
+    }
+}
+
+async fn verdict(
+    engine: &Engine,
+    store: &dyn Store,
+    board: &BoardId,
+    run: i64,
+    seq: u64,
+) -> Result<Verdict> {
+    if store.diverged(board).await? {
+        return Ok(Verdict::NotStored);
+    }
+    // No event ids: duplicates do not show in a snapshot.
+    let base = store.restore_base(board, seq, i64::MAX).await?;
+    let from = base.as_ref().map_or(0, |b| b.seq);
+    let mut ops = store.ops_after(board, from).await?;
+    ops.retain(|o| o.seq <= seq);
+    // Redis numbers a board's operations one after another: every number up to seq is stored, or
+    // the log does not say yet what Redis held there.
+    if ops.len() as u64 != seq.saturating_sub(from) {
+        return Ok(Verdict::NotStored);
+    }
+    let scratch = engine.scratch().await?;
+    match base {
+        Some(base) => scratch.restore(board, base, &ops).await?,
+        None => scratch.replay(board, &ops).await?,
+    };
+    let key = |window, period: &str, scope: Option<&str>| {
+        format!("{window} {period} {}", scope.unwrap_or("-"))
+    };
+    let mut implied: BTreeMap<String, BTreeMap<String, f64>> = scratch
+        .snapshot_board(board)
+        .await?
+        .into_iter()
+        .map(|k| {
+            let name = key(k.key.window, &k.key.period, k.key.scope.as_deref());
+            (
+                name,
+                k.entries
+                    .into_iter()
+                    .map(|e| (e.member, e.stored))
+                    .collect(),
+            )
+        })
+        .collect();
+    let now = engine.now_ms();
+    for k in store.run_keys(board, run).await? {
+        // Gone by now, from the scratch engine too.
+        if k.expire_ms.is_some_and(|at| at <= now) {
+            continue;
+        }
+        let name = key(k.window, &k.period, k.scope.as_deref());
+        let mut held = BTreeMap::new();
+        let mut chunks = (k.entries)();
+        while let Some(chunk) = chunks.recv().await {
+            held.extend(chunk?);
+        }
+        let Some(want) = implied.remove(&name) else {
+            return Ok(Verdict::Differs(format!(
+                "{name}: {} members in the snapshot, none in the log",
+                held.len()
+            )));
+        };
+        if let Some(m) = held
+            .keys()
+            .chain(want.keys())
+            .find(|m| held.get(*m) != want.get(*m))
+        {
+            return Ok(Verdict::Differs(format!(
+                "{name} {m}: {:?} in the snapshot, {:?} in the log",
+                held.get(m),
+                want.get(m)
+            )));
+        }
+    }
+    Ok(match implied.into_iter().next() {
+        Some((name, want)) => Verdict::Differs(format!(
+            "{name}: {} members in the log, none in the snapshot",
+            want.len()
+        )),
+        None => Verdict::Holds,
+    })
 }
 
 /// A periodic snapshot, taken by whichever instance holds the snapshot lease.

@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use super::Store;
 use crate::board::BoardId;
-use crate::engine::{Base, KeySnapshot, LoggedOp, Op};
+use crate::engine::{Base, BaseKey, KeySnapshot, LoggedOp, Op};
 use crate::error::{Error, Result};
 
 /// The SQLite store.
@@ -395,7 +395,8 @@ impl Store for SqliteStore {
         .rows_affected();
         for q in [
             "DELETE FROM rankd_parked WHERE board = ?1",
-            "UPDATE rankd_snapshots SET run_id = NULL WHERE board = ?1 AND seq >= ?2 AND run_id IS NOT NULL",
+            "UPDATE rankd_snapshots SET run_id = NULL, base = FALSE
+             WHERE board = ?1 AND seq >= ?2 AND run_id IS NOT NULL",
             "UPDATE rankd_boards SET definition = d.payload, version = d.extra, updated_at = unixepoch()
              FROM (SELECT payload, extra FROM rankd_ops WHERE board = ?1 AND op = 'd'
                    ORDER BY seq DESC LIMIT 1) AS d
@@ -499,7 +500,29 @@ impl Store for SqliteStore {
         super::restore_base!(&self.pool, board, upto, dedupe_since)
     }
 
-    async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<()> {
+    async fn run_keys(&self, board: &BoardId, run: i64) -> Result<Vec<BaseKey>> {
+        let keys: Vec<super::RunKey> = sqlx::query_as(super::sql::RUN_KEYS)
+            .bind(board.as_str())
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let pool = self.pool.clone();
+        super::base_keys(keys, move |id| stream_entries(pool.clone(), id))
+    }
+
+    async fn mark_base(&self, board: &BoardId, run: i64) -> Result<()> {
+        let (_gate, mut tx) = self.write().await?;
+        sqlx::query(super::sql::MARK_BASE)
+            .bind(board.as_str())
+            .bind(run)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn write_snapshots(&self, board: &BoardId, keys: &[KeySnapshot]) -> Result<Option<i64>> {
         let (_gate, mut tx) = self.write().await?;
         // The run is named after its first snapshot row.
         let mut run: Option<i64> = None;
@@ -537,7 +560,8 @@ impl Store for SqliteStore {
                 q.build().execute(&mut *tx).await.map_err(unavailable)?;
             }
         }
-        tx.commit().await.map_err(unavailable)
+        tx.commit().await.map_err(unavailable)?;
+        Ok(run)
     }
 
     async fn prune_snapshots(&self, keep_days: u32) -> Result<u64> {

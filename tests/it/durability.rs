@@ -389,8 +389,14 @@ async fn a_snapshot_read_whole_then_written_is_a_base_for_exact_rebuilds() {
     }
     let keys = e.snapshot_board(&b).await.unwrap();
     assert_eq!(keys.iter().map(|k| k.entries.len()).sum::<usize>(), 20_000);
-    store.write_snapshots(&b, &keys).await.unwrap();
+    let run = store.write_snapshots(&b, &keys).await.unwrap().unwrap();
     let seq = stored_seq(&store, &b).await;
+    assert!(
+        rankd::store::snapshot::make_base(&e, &store, &b, run, seq)
+            .await
+            .unwrap(),
+        "it holds what the log implies"
+    );
     let base = store
         .restore_base(&b, seq, 0)
         .await
@@ -441,6 +447,123 @@ async fn an_embedded_restart_starts_from_the_latest_sqlite_snapshot_exactly() {
     assert_eq!(exact_before, exact(&second, &b).await);
     check_ids_and_names(&second, &b).await;
     drop((first, second, store));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A board whose engine holds a score no stored operation implies: alice 10 and bob 5, snapshotted
+/// (a rebuild base), then `tamper` given the all-time key to write alice 999 into directly, then
+/// carol 1 and another snapshot. That snapshot holds the bad score: it must not be the base, and a
+/// rebuild (what `rankd admin clear-caches --boards` and `warm` do) gives back the board the log
+/// implies.
+async fn a_drifted_board_is_rebuilt_from_its_log<F, Fut>(
+    e: &Engine,
+    store: &dyn rankd::store::Store,
+    tamper: F,
+) where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use rankd::window::Period;
+    let b = BoardId::parse("drift").unwrap();
+    assert!(e.put_board(&b, BoardDef::default()).await.unwrap());
+    for (member, value) in [("alice", 10.0), ("bob", 5.0)] {
+        e.submit(&Submit::new(b.clone(), m(member), score(value)))
+            .await
+            .unwrap();
+    }
+    rankd::store::snapshot::snapshot(e, store, Some(&b))
+        .await
+        .unwrap();
+    let first = store
+        .restore_base(&b, stored_seq(store, &b).await, 0)
+        .await
+        .unwrap()
+        .expect("a snapshot of what the log implies is a base")
+        .seq;
+
+    let all = Period::containing(Window::All, e.now_ms()).unwrap();
+    tamper(e.keys().leaderboard(&b, &all, None).zset).await;
+    let view = View::all_time();
+    let top = e.top(&b, &view, Limit::new(10).unwrap()).await.unwrap();
+    assert_eq!(top.entries[0].member, "alice");
+    assert_eq!(top.entries[0].score, 999.0, "the fault is in place");
+    e.submit(&Submit::new(b.clone(), m("carol"), score(1.0)))
+        .await
+        .unwrap();
+    rankd::store::snapshot::snapshot(e, store, Some(&b))
+        .await
+        .unwrap();
+    let stored = stored_seq(store, &b).await;
+    let base = store
+        .restore_base(&b, stored, 0)
+        .await
+        .unwrap()
+        .expect("the first snapshot is still a base");
+    assert_eq!(
+        base.seq, first,
+        "a snapshot of a board that differs from its log is no rebuild base"
+    );
+
+    e.discard(&b).await.unwrap();
+    assert!(rankd::store::rebuild::rebuild(e, store, &b).await.unwrap());
+    let top = until_ready(|| e.top(&b, &view, Limit::new(10).unwrap())).await;
+    let scores: Vec<(&str, f64)> = top
+        .entries
+        .iter()
+        .map(|x| (x.member.as_str(), x.score))
+        .collect();
+    assert_eq!(
+        scores,
+        [("alice", 10.0), ("bob", 5.0), ("carol", 1.0)],
+        "the board is what its log implies"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_a_redis_that_differs_from_its_log_is_no_rebuild_base() {
+    let redis = PrivateRedis::start().await;
+    let (db, config, store) = durable_on(&redis).await;
+    let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
+    a_drifted_board_is_rebuilt_from_its_log(&e, store.as_ref(), |zset| async move {
+        assert_eq!(redis_cli(redis.port, &["ZADD", &zset, "999", "alice"]), "0");
+    })
+    .await;
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_snapshot_that_differs_from_its_sqlite_log_is_no_rebuild_base() {
+    use rankd::backend::embedded::{EmbeddedExecutor, Value};
+    let dir = std::env::temp_dir().join(format!("rankd-drift-{}", prefix().trim_end_matches(':')));
+    let store = Arc::new(rankd::store::SqliteStore::open(&dir).await.unwrap());
+    rankd::store::Store::migrate(store.as_ref()).await.unwrap();
+    let clock: Arc<dyn rankd::engine::Clock> = Arc::new(SystemClock);
+    let exec = Arc::new(EmbeddedExecutor::new(clock.clone()));
+    let engine = Engine::new(
+        exec.clone(),
+        rankd::keys::Keys::new(&prefix()).unwrap(),
+        clock,
+        rankd::engine::EngineConfig::default(),
+    )
+    .await
+    .unwrap();
+    let persister = rankd::store::Persister::start(
+        store.clone(),
+        Durability::Sync,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let e = Arc::new(engine.with_journal(persister.journal()));
+    persister.attach(&e);
+    a_drifted_board_is_rebuilt_from_its_log(&e, store.as_ref(), |zset| async move {
+        exec.with_keyspace(move |ks, now| match ks.get_mut(zset.as_bytes(), now) {
+            Some(Value::ZSet(z)) => z.insert(b"alice", 999.0),
+            other => panic!("{zset} holds {other:?}"),
+        })
+        .await
+        .unwrap();
+    })
+    .await;
+    drop((e, persister, store));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
