@@ -302,8 +302,15 @@ impl Admin {
                 }
             } else {
                 let r = snapshot::snapshot(&self.engine, &self.store, Some(b)).await?;
+                let base = match (r.keys, r.bases) {
+                    (0, _) => "",
+                    (_, 0) => {
+                        ", history only (read while the board changed, ahead of the store, or not what the stored log implies)"
+                    }
+                    _ => ", a rebuild base",
+                };
                 lines.push(format!(
-                    "snapshot {b}: {} keys, {} entries",
+                    "snapshot {b}: {} keys, {} entries{base}",
                     r.keys, r.entries
                 ));
             }
