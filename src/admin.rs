@@ -219,6 +219,10 @@ impl Admin {
         })?;
         let store = PgStore::connect(url).await?;
         let engine = Arc::new(crate::serve::connect(config, Arc::new(SystemClock)).await?);
+        // Commits and rebuilds go only into the store Redis was built from (see store::identity).
+        if let Some(paired) = engine.store_pairing(None, false).await? {
+            crate::store::Store::expect_id(&store, paired);
+        }
         Ok(Self {
             engine,
             store,
@@ -363,13 +367,28 @@ impl Admin {
         if dry_run {
             return Ok(boards.iter().map(|b| format!("would verify {b}")).collect());
         }
+        if let Err(Error::Unavailable(why)) = crate::store::Store::check_identity(&self.store).await
+        {
+            return Ok(vec![why]);
+        }
+        let mut diffs = Vec::new();
+        // Boards Redis has that the store does not know: a store that lost them, or never had them.
+        if board.is_none() {
+            for b in self.engine.boards().await? {
+                if !boards.contains(&b.board) {
+                    diffs.push(format!(
+                        "{}: in Redis, but the store holds no definition of it",
+                        b.board
+                    ));
+                }
+            }
+        }
         self.catch_up(&boards).await?;
         let scratch_prefix = format!("{}verify{}:", self.config.key_prefix, std::process::id());
         let mut scratch_config = self.config.clone();
         scratch_config.key_prefix = scratch_prefix;
         let scratch = crate::serve::connect(&scratch_config, Arc::new(SystemClock)).await?;
         let progress = Progress::new("verify", boards.len() as u64);
-        let mut diffs = Vec::new();
         for b in &boards {
             if self.store.diverged(b).await? {
                 diffs.push(format!(
@@ -607,6 +626,34 @@ impl Admin {
         .into_iter()
         .filter_map(|(script, ms)| Latency::of(script, ms, boards.len()))
         .collect())
+    }
+
+    /// Pairs Redis with this store when it was built from another (see [`crate::store::identity`]):
+    /// an operator's decision that the history this store lacks stays lost. Running servers follow
+    /// within ten seconds: they store into it again, starting with what the Redis logs kept.
+    ///
+    /// # Errors
+    /// When Redis or Postgres cannot be reached.
+    pub async fn pair_store(&self, dry_run: bool) -> Result<Vec<String>> {
+        let id = crate::store::Store::store_id(&self.store).await?;
+        let paired = self.engine.store_pairing(None, false).await?;
+        if paired.as_deref() == Some(id.as_str()) {
+            return Ok(vec![format!(
+                "Redis is already paired with this store ({id})"
+            )]);
+        }
+        let was = paired.unwrap_or_else(|| "none".into());
+        if dry_run {
+            return Ok(vec![format!(
+                "would pair Redis with this store ({id}) instead of {was}"
+            )]);
+        }
+        self.engine.store_pairing(Some(&id), true).await?;
+        Ok(vec![
+            format!("Redis is now paired with this store ({id}) instead of {was}"),
+            "boards whose definition this store lacks cannot be rebuilt from it: Redis holds              their only whole copy"
+                .into(),
+        ])
     }
 
     /// migrate, snapshot, warm, analyze.

@@ -159,6 +159,13 @@ pub enum AdminCommand {
     },
     /// migrate, warm, snapshot, analyze.
     Optimize,
+    /// Pair Redis with the store RANKD_DATABASE_URL names, when it is another than the store Redis
+    /// was built from (that one lost, this one lacking its history): rankd then stores into it again.
+    PairStore {
+        /// Confirm: the history the store lacks stays lost.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[cfg(test)]

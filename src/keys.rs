@@ -4,7 +4,8 @@
 //! keys one script touches live in one Redis Cluster slot:
 //!
 //! ```text
-//! {prefix}boards                                   set of board ids (the only key outside a board)
+//! {prefix}boards                                   set of board ids (a key outside any board)
+//! {prefix}store                                    string: id of the durable store this Redis feeds
 //! {prefix}{<board>}:def                            hash: v (version), json (definition), created
 //! {prefix}{<board>}:dedupe                         zset: event id -> ms when it is forgotten
 //! {prefix}{<board>}:prints                         hash: event id -> print of the event it stands for
@@ -104,6 +105,11 @@ impl Keys {
     /// A board's definition hash.
     pub fn definition(&self, board: &BoardId) -> String {
         self.board_key(board, "def")
+    }
+
+    /// The id of the durable store this Redis feeds (see [`crate::store::identity`]).
+    pub fn store_pairing(&self) -> String {
+        format!("{}store", self.prefix)
     }
 
     /// A board's recently seen event ids.

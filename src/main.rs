@@ -75,6 +75,14 @@ async fn admin(config: &Config, args: &AdminArgs) -> anyhow::Result<i32> {
             "clear-caches --boards removes every board's Redis keys: add --yes to confirm"
         );
     }
+    if let AdminCommand::PairStore { yes: false } = args.command {
+        if !dry {
+            anyhow::bail!(
+                "pair-store makes rankd store into this store although it lacks the history Redis \
+                 was built from, which then stays lost: add --yes to confirm"
+            );
+        }
+    }
     let a = Admin::connect(config).await?;
     let (lines, code) = match &args.command {
         AdminCommand::Migrate => {
@@ -106,6 +114,7 @@ async fn admin(config: &Config, args: &AdminArgs) -> anyhow::Result<i32> {
             (a.analyze(server.as_ref()).await?, 0)
         }
         AdminCommand::Optimize => (a.optimize(dry).await?, 0),
+        AdminCommand::PairStore { .. } => (a.pair_store(dry).await?, 0),
     };
     for l in lines {
         println!("{l}");

@@ -36,6 +36,9 @@ pub const STORE_LAG: &str = "rankd_store_lag_seconds";
 pub const STORE_COMMITS: &str = "rankd_store_commits_total";
 /// 1 when a durable store is configured, 0 when scores live in Redis only.
 pub const STORE_DURABLE: &str = "rankd_store_durable";
+/// 1 while the durable store is the one Redis was paired with, 0 when it is another (it lost
+/// history: see store::identity).
+pub const STORE_PAIRED: &str = "rankd_store_paired";
 /// Boards rebuilt from the durable store.
 pub const STORE_REBUILDS: &str = "rankd_store_rebuilds_total";
 /// Operations Redis numbered again after losing others, appended after the stored log.
@@ -95,6 +98,10 @@ fn describe() {
     describe_gauge!(
         STORE_DURABLE,
         "1 when a durable store is configured, 0 when scores live in Redis only."
+    );
+    describe_gauge!(
+        STORE_PAIRED,
+        "1 while the durable store is the one Redis was paired with; 0 when it is another, which lacks the history Redis was built from (nothing is stored in it or rebuilt from it)."
     );
     describe_counter!(STORE_REBUILDS, "Boards rebuilt from the durable store.");
     describe_counter!(

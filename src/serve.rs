@@ -135,9 +135,12 @@ pub async fn attach_store(config: &Config, engine: Engine) -> Result<Arc<Engine>
     let engine = Arc::new(engine.with_journal(persister.journal()));
     persister.attach(&engine);
     metrics::gauge!(crate::metrics::STORE_DURABLE).set(1.0);
-    let report = rebuild::check(&engine, store.as_ref()).await?;
-    if !report.rebuilt.is_empty() || !report.finished_deletes.is_empty() {
-        tracing::warn!(rebuilt = ?report.rebuilt, finished_deletes = ?report.finished_deletes, "start-up check repaired Redis from the store");
+    // Nothing is rebuilt from a store that is not the one Redis was built from (it says so).
+    if persister.paired().await? {
+        let report = rebuild::check(&engine, store.as_ref()).await?;
+        if !report.rebuilt.is_empty() || !report.finished_deletes.is_empty() {
+            tracing::warn!(rebuilt = ?report.rebuilt, finished_deletes = ?report.finished_deletes, "start-up check repaired Redis from the store");
+        }
     }
     tokio::spawn(background_store(
         Arc::downgrade(&persister),
@@ -177,12 +180,21 @@ async fn background_store(
         }
         n += 1;
         if n.is_multiple_of(10) {
-            match rebuild::check(&e, p.store()).await {
-                Ok(r) if !r.rebuilt.is_empty() => {
-                    tracing::warn!(rebuilt = ?r.rebuilt, "rebuilt boards Redis lost")
+            let paired = match p.paired().await {
+                Ok(paired) => paired,
+                Err(err) => {
+                    tracing::debug!(error = %err, "store pairing check failed; will retry");
+                    false
                 }
-                Ok(_) => {}
-                Err(err) => tracing::debug!(error = %err, "store check failed; will retry"),
+            };
+            if paired {
+                match rebuild::check(&e, p.store()).await {
+                    Ok(r) if !r.rebuilt.is_empty() => {
+                        tracing::warn!(rebuilt = ?r.rebuilt, "rebuilt boards Redis lost")
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::debug!(error = %err, "store check failed; will retry"),
+                }
             }
         }
         if last_snapshot.elapsed() >= snapshot_every {

@@ -991,6 +991,34 @@ impl Engine {
         Err(Error::Conflict(format!("board {board} kept changing")))
     }
 
+    /// The id of the durable store this Redis feeds; pairs it with `store` first when it feeds
+    /// none (`None`: only reads), or whatever it feeds with `replace`. `None` when it is paired
+    /// with none.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn store_pairing(
+        &self,
+        store: Option<&str>,
+        replace: bool,
+    ) -> Result<Option<String>> {
+        let reply = self
+            .exec
+            .eval(Call {
+                script: &scripts::STORE_PAIR,
+                keys: vec![self.keys.store_pairing()],
+                args: vec![
+                    store.unwrap_or_default().to_owned(),
+                    if replace { "1" } else { "0" }.to_owned(),
+                ],
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(as_str(&reply)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned))
+    }
+
     async fn registry(&self, op: &str, board: &BoardId) -> Result<Reply> {
         self.exec
             .eval(Call {

@@ -34,9 +34,10 @@ script!(RESTORE, "restore");
 script!(SCORE_SPAN, "score_span");
 script!(REBUILD_BEAT, "rebuild_beat");
 script!(DEDUPE_GET, "dedupe_get");
+script!(STORE_PAIR, "store_pair");
 
 /// Every script, for loading at start-up.
-pub fn all() -> [&'static Script; 19] {
+pub fn all() -> [&'static Script; 20] {
     [
         &SUBMIT,
         &READ_PAGE,
@@ -57,5 +58,6 @@ pub fn all() -> [&'static Script; 19] {
         &SCORE_SPAN,
         &REBUILD_BEAT,
         &DEDUPE_GET,
+        &STORE_PAIR,
     ]
 }

@@ -7,6 +7,7 @@
 //! - [`snapshot`]: every key's standing, copied into the store for history and trends, and as
 //!   rebuild bases once checked against the log
 
+pub mod identity;
 pub mod persister;
 pub mod postgres;
 pub mod rebuild;
@@ -39,6 +40,20 @@ pub trait Store: Send + Sync + 'static {
     /// snapshots taken from the diverged Redis stop being rebuild bases. Returns how many it
     /// appended.
     async fn merge_parked(&self, board: &BoardId) -> Result<u64>;
+    /// The store's identity, made when its tables were created (see [`identity`]).
+    async fn store_id(&self) -> Result<String>;
+    /// From now on, [`Store::insert_ops`] commits nothing, in the same transaction that would
+    /// write, unless the store's identity is `id`: the store Redis was paired with.
+    fn expect_id(&self, id: String);
+    /// Whether the store is the one expected ([`Store::expect_id`]; any store while none is).
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`] naming both identities when it is another store.
+    async fn check_identity(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Whether the store holds any operation of `board`, live or not.
+    async fn has_ops(&self, board: &BoardId) -> Result<bool>;
     /// Marks a board deleted, before its Redis keys go.
     async fn tombstone(&self, board: &BoardId) -> Result<()>;
     /// Removes a deleted board's rows.
@@ -198,6 +213,10 @@ pub(crate) mod sql {
     /// Deleted boards: rows of (board).
     pub const TOMBSTONES: &str =
         "SELECT board FROM rankd_boards WHERE deleted = TRUE ORDER BY board";
+    /// The store's identity: one row of (value).
+    pub const STORE_ID: &str = "SELECT value FROM rankd_meta WHERE key = 'store_id'";
+    /// A row when any operation of board `$1` is stored.
+    pub const HAS_OPS: &str = "SELECT 1 FROM rankd_ops WHERE board = $1 LIMIT 1";
     /// A row when board `$1` is stored and live.
     pub const HAS_BOARD: &str = "SELECT 1 FROM rankd_boards WHERE board = $1 AND deleted = FALSE";
     /// A new life of board `$1` starts: what an earlier board of the same id left, parked and

@@ -54,6 +54,8 @@ pub struct Persister {
     queued: Mutex<HashSet<(BoardId, u64)>>,
     /// When the writer's commit under way began (ms since the epoch), 0 while it waits for work.
     committing_since: AtomicI64,
+    /// Which store Redis was built from (see [`super::identity`]).
+    pairing: super::identity::Pairing,
 }
 
 impl Persister {
@@ -72,6 +74,7 @@ impl Persister {
             rebuilding: Mutex::new(HashSet::new()),
             queued: Mutex::new(HashSet::new()),
             committing_since: AtomicI64::new(0),
+            pairing: super::identity::Pairing::default(),
         });
         tokio::spawn(writer(Arc::downgrade(&p), rx, shutdown));
         p
@@ -84,6 +87,19 @@ impl Persister {
 
     fn engine(&self) -> Option<Arc<Engine>> {
         self.engine.get().and_then(Weak::upgrade)
+    }
+
+    /// Pairs Redis with the store, or checks that the store is the one it was paired with (see
+    /// [`super::identity`]). Returns whether it is: when not, nothing is committed into the store
+    /// or rebuilt from it.
+    ///
+    /// # Errors
+    /// When Redis or the store cannot be reached.
+    pub async fn paired(&self) -> Result<bool> {
+        match self.engine() {
+            Some(engine) => self.pairing.check(&engine, self.store.as_ref()).await,
+            None => Ok(false),
+        }
     }
 
     /// Marks operations as the writer's (`on`), or no longer.
@@ -320,9 +336,17 @@ impl Journal for Handle {
     }
 
     async fn lost(&self, board: &BoardId) -> Result<bool> {
+        // Another store than the one Redis was built from knows nothing of its boards.
+        self.0.store.check_identity().await?;
         let stored = self.0.store.has_board(board).await?;
         if stored {
             self.0.rebuild_in_background(board.clone());
+        } else if self.0.store.has_ops(board).await? {
+            // Operations without their board: the store lost the start of its history.
+            tracing::error!(%board, "the store holds operations of this board but not its definition: it has lost history; not rebuilding the board from it");
+            return Err(Error::Unavailable(format!(
+                "store: it holds operations of board {board} but not its definition (it has lost history)"
+            )));
         }
         Ok(stored)
     }

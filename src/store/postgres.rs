@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    expected: super::identity::Expected,
 }
 
 fn unavailable(e: sqlx::Error) -> Error {
@@ -160,7 +161,10 @@ impl PgStore {
                 }
                 _ => unavailable(e),
             })?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            expected: super::identity::Expected::default(),
+        })
     }
 
     /// The pool, for administrative queries.
@@ -200,6 +204,13 @@ impl PgStore {
         names.sort_unstable();
         names.dedup();
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        if self.expected.get().is_some() {
+            let found: Option<String> = sqlx::query_scalar(super::sql::STORE_ID)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            self.expected.judge(found.as_deref())?;
+        }
         lock_boards(&mut tx, &names).await?;
         for (board, version) in ops.iter().filter_map(|o| match &o.op {
             Op::Define { version, .. } if o.seq == 1 => Some((&o.board, version)),
@@ -687,6 +698,33 @@ impl super::Store for PgStore {
     }
     async fn has_board(&self, board: &BoardId) -> Result<bool> {
         PgStore::has_board(self, board).await
+    }
+    async fn store_id(&self) -> Result<String> {
+        sqlx::query_scalar(super::sql::STORE_ID)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+    fn expect_id(&self, id: String) {
+        self.expected.set(id);
+    }
+    async fn check_identity(&self) -> Result<()> {
+        if self.expected.get().is_none() {
+            return Ok(());
+        }
+        let found: Option<String> = sqlx::query_scalar(super::sql::STORE_ID)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        self.expected.judge(found.as_deref())
+    }
+    async fn has_ops(&self, board: &BoardId) -> Result<bool> {
+        Ok(sqlx::query(super::sql::HAS_OPS)
+            .bind(board.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .is_some())
     }
     async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
         PgStore::ops(self, board).await

@@ -22,6 +22,8 @@ pub struct CheckReport {
 /// # Errors
 /// When Redis or Postgres cannot be reached, or the stored log does not replay.
 pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Result<bool> {
+    // Never from another store than the one Redis was built from (see super::identity).
+    store.check_identity().await?;
     let Some(stored_seq) = highest_seq(store, board).await? else {
         return Ok(false);
     };
@@ -95,6 +97,17 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
         }
         None => {
             let ops = store.ops(board).await?;
+            // Redis numbers a board's operations from 1, its definition first: a log that starts
+            // later lost its beginning, and would rebuild a board that never was.
+            if !ops
+                .first()
+                .is_some_and(|o| o.seq == 1 && matches!(o.op, crate::engine::Op::Define { .. }))
+            {
+                tracing::error!(%board, first = ?ops.first().map(|o| o.seq), "the store lacks the start of this board's history; not rebuilding it");
+                return Err(crate::error::Error::Unavailable(format!(
+                    "store: it lacks the start of board {board}'s history"
+                )));
+            }
             engine.replay(board, &ops).await?
         }
     };

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 pub struct SqliteStore {
     pool: SqlitePool,
     gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    expected: super::identity::Expected,
 }
 
 fn unavailable(e: sqlx::Error) -> Error {
@@ -209,6 +210,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             gate: std::sync::Arc::default(),
+            expected: super::identity::Expected::default(),
         })
     }
 
@@ -246,6 +248,13 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let (_gate, mut tx) = self.write().await?;
+        if self.expected.get().is_some() {
+            let found: Option<String> = sqlx::query_scalar(super::sql::STORE_ID)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            self.expected.judge(found.as_deref())?;
+        }
         // A new life of the board, unless this very definition (by its unique version) is offered
         // again: see PgStore::insert_ops.
         for (board, version) in ops.iter().filter_map(|o| match &o.op {
@@ -466,6 +475,37 @@ impl Store for SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(super::tombstones(rows))
+    }
+
+    async fn store_id(&self) -> Result<String> {
+        sqlx::query_scalar(super::sql::STORE_ID)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    fn expect_id(&self, id: String) {
+        self.expected.set(id);
+    }
+
+    async fn check_identity(&self) -> Result<()> {
+        if self.expected.get().is_none() {
+            return Ok(());
+        }
+        let found: Option<String> = sqlx::query_scalar(super::sql::STORE_ID)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        self.expected.judge(found.as_deref())
+    }
+
+    async fn has_ops(&self, board: &BoardId) -> Result<bool> {
+        Ok(sqlx::query(super::sql::HAS_OPS)
+            .bind(board.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .is_some())
     }
 
     async fn has_board(&self, board: &BoardId) -> Result<bool> {

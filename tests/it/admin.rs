@@ -11,15 +11,15 @@ use crate::helpers::{m, prefix, score, Redis};
 use crate::private::TestDb;
 
 fn admin(prefix: &str, db: &TestDb, args: &[&str]) -> (i32, String) {
+    admin_on(&Redis::Standalone.url(), prefix, db, args)
+}
+
+/// `rankd admin` against the Redis at `redis_url`: its exit status and output.
+fn admin_on(redis_url: &str, prefix: &str, db: &TestDb, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_rankd"))
         .arg("admin")
         .args(args)
-        .args([
-            "--redis-url",
-            &Redis::Standalone.url(),
-            "--key-prefix",
-            prefix,
-        ])
+        .args(["--redis-url", redis_url, "--key-prefix", prefix])
         .args(["--database-url", &db.url()])
         .env_remove("RANKD_CONFIG")
         .env("RANKD_LOG", "warn")
@@ -195,5 +195,100 @@ async fn admin_commands_migrate_verify_warm_snapshot_and_analyze_the_store() {
     assert!(out.contains("--yes"), "{out}");
 
     durable.delete_board(&b).await.unwrap();
+    db.drop_now().await;
+}
+
+/// A store dropped and created again under a running rankd holds none of the history Redis was
+/// built from: rankd stores nothing in it and rebuilds nothing from it (a board Redis then loses is
+/// 503, never 404), `verify` says so with exit status 1, until an operator pairs Redis with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_lost_and_created_again_is_not_taken_for_the_one_redis_was_built_from() {
+    use rankd::engine::View;
+    use rankd::store::Store;
+    use std::time::{Duration, Instant};
+
+    let mut redis = crate::private::PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let prefix = prefix();
+    let config = Config {
+        redis_url: Some(redis.url()),
+        database_url: Some(db.url()),
+        key_prefix: prefix.clone(),
+        ..Config::default()
+    };
+    let e = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let b = BoardId::parse("kept").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    for i in 0..20 {
+        e.submit(&Submit::new(b.clone(), m(&format!("u{i}")), score(1.0)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(admin_on(&redis.url(), &prefix, &db, &["verify"]).0, 0);
+
+    // The store is lost, and an empty one created and migrated in its place.
+    db.recreate().await;
+    let fresh = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    fresh.migrate().await.unwrap();
+    let got = e
+        .submit(&Submit::new(b.clone(), m("late"), score(1.0)))
+        .await;
+    assert!(
+        matches!(got, Err(rankd::Error::Unconfirmed { .. })),
+        "a write the store cannot be trusted with is unconfirmed: {got:?}"
+    );
+    let stored = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM rankd_ops")
+            .fetch_one(&db.pool().await)
+            .await
+            .unwrap();
+        n
+    };
+    assert_eq!(stored().await, 0, "nothing is stored into the new store");
+    let (code, out) = admin_on(&redis.url(), &prefix, &db, &["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not the store Redis was paired with"), "{out}");
+
+    // Redis loses the board: the new store knows nothing of it, which is no proof it never was.
+    redis.kill();
+    redis.restart().await;
+    let got = e.standing(&b, &View::all_time(), &m("u1")).await;
+    assert!(
+        matches!(got, Err(rankd::Error::Unavailable(_))),
+        "503, never 404: {got:?}"
+    );
+
+    // An operator decides the history is lost for good.
+    let (code, out) = admin_on(&redis.url(), &prefix, &db, &["pair-store"]);
+    assert_ne!(code, 0, "pair-store asks for --yes: {out}");
+    let (code, out) = admin_on(&redis.url(), &prefix, &db, &["pair-store", "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        e.store_pairing(None, false).await.unwrap(),
+        Some(fresh.store_id().await.unwrap())
+    );
+    // The server follows within its ten-second check, and stores again.
+    let next = BoardId::parse("next").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let wrote = match e.put_board(&next, BoardDef::default()).await {
+            Ok(_) => e
+                .submit(&Submit::new(next.clone(), m("a"), score(1.0)))
+                .await
+                .map(|_| ()),
+            Err(err) => Err(err),
+        };
+        if wrote.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not follow the new pairing: {wrote:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(stored().await >= 2, "the new board is stored");
     db.drop_now().await;
 }

@@ -2739,3 +2739,49 @@ async fn listing_the_stored_boards_costs_the_same_at_any_history_size() {
     drop(store);
     db.drop_now().await;
 }
+
+/// A stored log that lost its beginning (the store restored from a partial copy, rows removed) is
+/// never replayed into a board that never was: a board whose definition the store lacks answers
+/// 503, not 404, and one whose log does not start at its definition is not rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_missing_the_start_of_a_board_is_not_rebuilt_from() {
+    let mut redis = PrivateRedis::start().await;
+    let (db, config, store) = durable_on(&redis).await;
+    let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
+    let (cut, headless) = (
+        BoardId::parse("cut").unwrap(),
+        BoardId::parse("headless").unwrap(),
+    );
+    for b in [&cut, &headless] {
+        e.put_board(b, BoardDef::default()).await.unwrap();
+        for i in 0..20 {
+            e.submit(&Submit::new(b.clone(), m(&format!("u{i}")), score(1.0)))
+                .await
+                .unwrap();
+        }
+    }
+    let pool = db.pool().await;
+    for sql in [
+        "DELETE FROM rankd_ops WHERE board IN ('cut', 'headless') AND seq <= 10",
+        "DELETE FROM rankd_boards WHERE board = 'headless'",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    redis.kill();
+    redis.restart().await;
+    let got = e.standing(&headless, &View::all_time(), &m("u1")).await;
+    assert!(
+        matches!(got, Err(Error::Unavailable(_))),
+        "its operations are stored: 503, not 404: {got:?}"
+    );
+    let got = rankd::store::rebuild::rebuild(&e, store.as_ref(), &cut).await;
+    assert!(
+        matches!(&got, Err(Error::Unavailable(m)) if m.contains("start of board cut")),
+        "{got:?}"
+    );
+    assert!(matches!(
+        e.standing(&cut, &View::all_time(), &m("u15")).await,
+        Err(Error::Unavailable(_))
+    ));
+    db.drop_now().await;
+}

@@ -151,6 +151,22 @@ impl TestDb {
         }
     }
 
+    /// Drops the database and creates it again, empty: the store lost, and a new one in its place.
+    pub async fn recreate(&self) {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin)
+            .await
+            .expect("Postgres answers");
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+            format!("CREATE DATABASE \"{}\"", self.name),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .expect("database dropped and created");
+        }
+    }
+
     pub async fn drop_now(self) {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin)
             .await
