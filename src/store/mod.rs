@@ -356,6 +356,52 @@ macro_rules! restore_base {
 }
 pub(crate) use restore_base;
 
+/// Judges the store's identity against the one expected (see [`identity::Expected`]) on `$conn`
+/// (inside the transaction about to write), returning the error from the enclosing function.
+macro_rules! identity_check {
+    ($expected:expr, $conn:expr) => {
+        if $expected.get().is_some() {
+            let found: Option<String> = sqlx::query_scalar($crate::store::sql::STORE_ID)
+                .fetch_optional($conn)
+                .await
+                .map_err(unavailable)?;
+            $expected.judge(found.as_deref())?;
+        }
+    };
+}
+pub(crate) use identity_check;
+
+/// The queries behind the [`Store`] methods of a store's identity, the same in both stores, as
+/// inherent methods of `$store` (each has a `pool`, an `expected` ([`identity::Expected`]) and its
+/// own `unavailable`); the trait methods call them.
+macro_rules! identity_queries {
+    ($store:ty) => {
+        impl $store {
+            async fn read_store_id(&self) -> Result<String> {
+                sqlx::query_scalar($crate::store::sql::STORE_ID)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)
+            }
+
+            async fn judge_identity(&self) -> Result<()> {
+                $crate::store::identity_check!(self.expected, &self.pool);
+                Ok(())
+            }
+
+            async fn holds_ops(&self, board: &BoardId) -> Result<bool> {
+                Ok(sqlx::query($crate::store::sql::HAS_OPS)
+                    .bind(board.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .is_some())
+            }
+        }
+    };
+}
+pub(crate) use identity_queries;
+
 /// One key of a snapshot run as both stores list it: (snapshot id, window, period, scope, expiry).
 pub(crate) type RunKey = (i64, String, String, String, Option<i64>);
 

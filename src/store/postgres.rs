@@ -204,13 +204,7 @@ impl PgStore {
         names.sort_unstable();
         names.dedup();
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        if self.expected.get().is_some() {
-            let found: Option<String> = sqlx::query_scalar(super::sql::STORE_ID)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            self.expected.judge(found.as_deref())?;
-        }
+        super::identity_check!(self.expected, &mut *tx);
         lock_boards(&mut tx, &names).await?;
         for (board, version) in ops.iter().filter_map(|o| match &o.op {
             Op::Define { version, .. } if o.seq == 1 => Some((&o.board, version)),
@@ -670,6 +664,8 @@ fn row_to_op(board: &BoardId, r: &sqlx::postgres::PgRow) -> Result<LoggedOp> {
     })
 }
 
+super::identity_queries!(PgStore);
+
 #[async_trait::async_trait]
 impl super::Store for PgStore {
     async fn migrate(&self) -> Result<()> {
@@ -700,31 +696,16 @@ impl super::Store for PgStore {
         PgStore::has_board(self, board).await
     }
     async fn store_id(&self) -> Result<String> {
-        sqlx::query_scalar(super::sql::STORE_ID)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)
+        self.read_store_id().await
     }
     fn expect_id(&self, id: String) {
         self.expected.set(id);
     }
     async fn check_identity(&self) -> Result<()> {
-        if self.expected.get().is_none() {
-            return Ok(());
-        }
-        let found: Option<String> = sqlx::query_scalar(super::sql::STORE_ID)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        self.expected.judge(found.as_deref())
+        self.judge_identity().await
     }
     async fn has_ops(&self, board: &BoardId) -> Result<bool> {
-        Ok(sqlx::query(super::sql::HAS_OPS)
-            .bind(board.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .is_some())
+        self.holds_ops(board).await
     }
     async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
         PgStore::ops(self, board).await

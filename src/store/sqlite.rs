@@ -233,6 +233,8 @@ impl SqliteStore {
     }
 }
 
+super::identity_queries!(SqliteStore);
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
@@ -248,13 +250,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let (_gate, mut tx) = self.write().await?;
-        if self.expected.get().is_some() {
-            let found: Option<String> = sqlx::query_scalar(super::sql::STORE_ID)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            self.expected.judge(found.as_deref())?;
-        }
+        super::identity_check!(self.expected, &mut *tx);
         // A new life of the board, unless this very definition (by its unique version) is offered
         // again: see PgStore::insert_ops.
         for (board, version) in ops.iter().filter_map(|o| match &o.op {
@@ -478,34 +474,16 @@ impl Store for SqliteStore {
     }
 
     async fn store_id(&self) -> Result<String> {
-        sqlx::query_scalar(super::sql::STORE_ID)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)
+        self.read_store_id().await
     }
-
     fn expect_id(&self, id: String) {
         self.expected.set(id);
     }
-
     async fn check_identity(&self) -> Result<()> {
-        if self.expected.get().is_none() {
-            return Ok(());
-        }
-        let found: Option<String> = sqlx::query_scalar(super::sql::STORE_ID)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        self.expected.judge(found.as_deref())
+        self.judge_identity().await
     }
-
     async fn has_ops(&self, board: &BoardId) -> Result<bool> {
-        Ok(sqlx::query(super::sql::HAS_OPS)
-            .bind(board.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .is_some())
+        self.holds_ops(board).await
     }
 
     async fn has_board(&self, board: &BoardId) -> Result<bool> {
