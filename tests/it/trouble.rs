@@ -479,23 +479,35 @@ async fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
     bin.cleanup().await;
 }
 
-#[tokio::test]
-async fn without_api_keys_the_server_warns_that_every_route_is_open() {
+/// What the rankd binary logs until `ready_path` answers 200, started as `configure` says.
+async fn start_up_logs(
+    name: &str,
+    ready_path: &str,
+    configure: impl FnOnce(&mut Command),
+) -> String {
     let port = free_port();
-    let log = std::env::temp_dir().join(format!("rankd-it-nokeys-{port}.log"));
+    let log = std::env::temp_dir().join(format!("rankd-it-{name}-{port}.log"));
     let file = std::fs::File::create(&log).unwrap();
-    let mut child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
-        c.args(["--redis-url", &Redis::Standalone.url()])
-            .args(["--key-prefix", &prefix()])
-            .env("RANKD_API_KEYS", "")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
+    let mut child = spawn_rankd(port, ready_path, Duration::from_secs(15), |c| {
+        configure(c);
+        c.stdout(file.try_clone().unwrap()).stderr(file);
     })
     .await;
     let _ = child.kill();
     let _ = child.wait();
     let logs = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
+    logs
+}
+
+#[tokio::test]
+async fn without_api_keys_the_server_warns_that_every_route_is_open() {
+    let logs = start_up_logs("nokeys", "/healthz", |c| {
+        c.args(["--redis-url", &Redis::Standalone.url()])
+            .args(["--key-prefix", &prefix()])
+            .env("RANKD_API_KEYS", "");
+    })
+    .await;
     assert!(
         logs.lines().any(|l| l.contains("WARN")
             && l.contains("NO AUTHENTICATION")
@@ -506,22 +518,13 @@ async fn without_api_keys_the_server_warns_that_every_route_is_open() {
 
 #[tokio::test]
 async fn async_durability_warns_at_start_up_what_it_can_lose() {
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("rankd-it-async-{port}.log"));
-    let dir = std::env::temp_dir().join(format!("rankd-it-async-{port}"));
-    let file = std::fs::File::create(&log).unwrap();
-    let mut child = spawn_rankd(port, "/readyz", Duration::from_secs(15), |c| {
+    let dir = std::env::temp_dir().join(format!("rankd-it-async-{}", free_port()));
+    let logs = start_up_logs("async", "/readyz", |c| {
         c.env("RANKD_DATA_DIR", &dir)
             .env_remove("RANKD_REDIS_URL")
-            .env("RANKD_DURABILITY", "async")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
+            .env("RANKD_DURABILITY", "async");
     })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let logs = std::fs::read_to_string(&log).unwrap();
-    let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         logs.lines().any(|l| l.contains("WARN")
