@@ -165,6 +165,7 @@ impl Persister {
                     oldest = Some(oldest.map_or(first.recv_ms, |o| o.min(first.recv_ms)));
                 }
                 let more = pending.len() == seen + 1000;
+                let young = pending.iter().skip(seen).any(|o| o.recv_ms > now - age_ms);
                 let ripe: Vec<LoggedOp> = {
                     let queued = self.queued.lock().expect("queue set poisoned");
                     pending
@@ -176,8 +177,9 @@ impl Persister {
                         .collect()
                 };
                 if ripe.is_empty() {
-                    // What is left is young, or the writer's: skip past it while more follows.
-                    if more && seen < 100_000 {
+                    // All the writer's: skip past them while more follows (a few pages at most).
+                    // Young entries end the board: those after them are younger still.
+                    if more && !young && seen < 10_000 {
                         seen += 1000;
                         continue;
                     }
@@ -270,18 +272,25 @@ impl Journal for Handle {
                 Ok(())
             }
             Durability::Sync => {
+                // A place in the queue, however long that takes while commits finish.
+                let place = loop {
+                    match tokio::time::timeout(STALL_CHECK, p.tx.reserve()).await {
+                        Ok(Ok(place)) => break place,
+                        Ok(Err(_)) => {
+                            return Err(Error::Unavailable("store: the persister stopped".into()))
+                        }
+                        Err(_) if p.stalled() => {
+                            return Err(Error::Unavailable("store: commit timed out".into()))
+                        }
+                        Err(_) => {}
+                    }
+                };
                 let (done, mut wait) = oneshot::channel();
                 p.mark_queued(&ops, true);
-                if let Err(e) =
-                    p.tx.send(Job {
-                        ops,
-                        done: Some(done),
-                    })
-                    .await
-                {
-                    p.mark_queued(&e.0.ops, false);
-                    return Err(Error::Unavailable("store: the persister stopped".into()));
-                }
+                place.send(Job {
+                    ops,
+                    done: Some(done),
+                });
                 // However long the queue ahead is, while commits finish (back-pressure); 503 once
                 // one commit has run past COMMIT_WAIT (the store is gone).
                 loop {

@@ -85,25 +85,49 @@ async fn insert_rows(
     let head = if parked {
         "INSERT INTO rankd_parked (board, redis_seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra) "
     } else {
-        // Numbers already stored, per board, within the range offered.
-        let mut spans: HashMap<&str, (u64, u64)> = HashMap::new();
+        // Numbers already stored, per board: by one range look-up when the numbers offered are
+        // close together (the usual run of new operations), else by the numbers themselves.
+        let mut offered: HashMap<&str, Vec<u64>> = HashMap::new();
         for o in ops {
-            let span = spans.entry(o.board.as_str()).or_insert((o.seq, o.seq));
-            span.0 = span.0.min(o.seq);
-            span.1 = span.1.max(o.seq);
+            offered.entry(o.board.as_str()).or_default().push(o.seq);
         }
         let mut taken: HashSet<(String, u64)> = HashSet::new();
-        for (board, (lo, hi)) in spans {
-            let seqs: Vec<i64> = sqlx::query_scalar(
-                "SELECT seq FROM rankd_ops WHERE board = ? AND seq BETWEEN ? AND ?",
-            )
-            .bind(board)
-            .bind(lo as i64)
-            .bind(hi as i64)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            taken.extend(seqs.into_iter().map(|s| (board.to_owned(), s as u64)));
+        for (board, seqs) in offered {
+            let (lo, hi) = seqs
+                .iter()
+                .fold((u64::MAX, 0), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+            let found: Vec<i64> = if hi - lo < 2 * seqs.len() as u64 + 1_000 {
+                sqlx::query_scalar(
+                    "SELECT seq FROM rankd_ops WHERE board = ? AND seq BETWEEN ? AND ?",
+                )
+                .bind(board)
+                .bind(lo as i64)
+                .bind(hi as i64)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?
+            } else {
+                let mut found = Vec::new();
+                for part in seqs.chunks(OP_ROWS) {
+                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                        "SELECT seq FROM rankd_ops WHERE board = ",
+                    );
+                    q.push_bind(board).push(" AND seq IN (");
+                    let mut list = q.separated(", ");
+                    for &s in part {
+                        list.push_bind(s as i64);
+                    }
+                    q.push(")");
+                    found.extend(
+                        q.build_query_scalar::<i64>()
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(unavailable)?,
+                    );
+                }
+                found
+            };
+            taken.extend(found.into_iter().map(|s| (board.to_owned(), s as u64)));
         }
         for o in ops {
             let key = (o.board.to_string(), o.seq);

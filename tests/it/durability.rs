@@ -2785,3 +2785,45 @@ async fn a_store_missing_the_start_of_a_board_is_not_rebuilt_from() {
     ));
     db.drop_now().await;
 }
+
+/// SQLite tells the operations it already holds from new ones whether the numbers offered lie
+/// close together (one range look-up) or far apart (looked up by number).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_stores_new_operations_beside_ones_offered_again_near_and_far() {
+    use rankd::engine::{LoggedOp, Op};
+    use rankd::store::Store;
+    let dir = std::env::temp_dir().join(format!("rankd-again-{}", prefix().trim_end_matches(':')));
+    let store = rankd::store::SqliteStore::open(&dir).await.unwrap();
+    store.migrate().await.unwrap();
+    let b = BoardId::parse("again").unwrap();
+    let op = |seq: u64| LoggedOp {
+        board: b.clone(),
+        seq,
+        recv_ms: seq as i64,
+        op: Op::Event {
+            member: format!("m{seq}"),
+            value: 1.0,
+            event_id: None,
+            at_ms: 1,
+            scopes: vec![],
+        },
+    };
+    let first: Vec<LoggedOp> = (1..=10).map(op).collect();
+    store.insert_ops(&first).await.unwrap();
+    // Near: 8..=12 (three held, two new). Far: 5 and 20,000 (one held, one new).
+    store
+        .insert_ops(&(8..=12).map(op).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    store.insert_ops(&[op(5), op(20_000)]).await.unwrap();
+    let seqs: Vec<u64> = store.ops(&b).await.unwrap().iter().map(|o| o.seq).collect();
+    let mut want: Vec<u64> = (1..=12).collect();
+    want.push(20_000);
+    assert_eq!(seqs, want);
+    assert!(
+        !store.diverged(&b).await.unwrap(),
+        "nothing was taken for another operation"
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
