@@ -160,30 +160,28 @@ impl Tree {
                 len,
             };
         }
-        // Leaves three quarters full, so that both inserts and removals have room before they
-        // split or merge.
-        let per_leaf = LEAF_CAP * 3 / 4;
-        let mut level: Vec<Child> = ids
-            .chunks(per_leaf)
-            .map(|c| {
+        // Nodes about three quarters full, so that both inserts and removals have room before
+        // they split or merge, each level spread evenly: a short last node would be below the fill
+        // every node but the root keeps (a level of 49 leaves into nodes of 48 left one child).
+        let mut level: Vec<Child> = even_groups(ids.len(), LEAF_CAP * 3 / 4)
+            .scan(0, |at, n| {
                 let mut v = Vec::with_capacity(LEAF_CAP + 1);
-                v.extend_from_slice(c);
-                Child::of(Node::Leaf(v))
+                v.extend_from_slice(&ids[*at..*at + n]);
+                *at += n;
+                Some(Child::of(Node::Leaf(v)))
             })
             .collect();
-        let per_inner = INNER_CAP * 3 / 4;
         while level.len() > 1 {
-            let mut next = Vec::with_capacity(level.len() / per_inner + 1);
-            let mut it = level.into_iter().peekable();
-            while it.peek().is_some() {
+            let sizes: Vec<usize> = even_groups(level.len(), INNER_CAP * 3 / 4).collect();
+            let mut next = Vec::with_capacity(sizes.len());
+            let mut it = level.into_iter();
+            for n in sizes {
                 let mut group = Vec::with_capacity(INNER_CAP + 1);
-                group.extend(it.by_ref().take(per_inner));
+                group.extend(it.by_ref().take(n));
                 next.push(Child::of(Node::Inner(group)));
             }
             level = next;
         }
-        // Short last chunks can leave a node underfull; that only costs space, never correctness,
-        // and the next removal there rebalances it.
         let root = *level.pop().expect("at least one leaf").node;
         Self { root, len }
     }
@@ -414,7 +412,15 @@ impl Tree {
     pub(crate) fn check(&self, cmp: &impl Fn(u32, u32) -> Ordering) {
         fn walk(node: &Node, root: bool, out: &mut Vec<u32>) -> usize {
             if !root {
-                assert!(node.width() >= 1, "empty non-root node");
+                let min = match node {
+                    Node::Leaf(_) => LEAF_MIN,
+                    Node::Inner(_) => INNER_MIN,
+                };
+                assert!(
+                    node.width() >= min,
+                    "a non-root node of {} below {min}",
+                    node.width()
+                );
             }
             match node {
                 Node::Leaf(v) => {
@@ -429,7 +435,6 @@ impl Tree {
                 }
                 Node::Inner(cs) => {
                     assert!(cs.len() <= INNER_CAP);
-                    assert!(root || cs.len() >= 2 || cs.len() >= INNER_MIN);
                     let mut depth = None;
                     for c in cs {
                         let before = out.len();
@@ -449,6 +454,13 @@ impl Tree {
             assert_eq!(cmp(w[0], w[1]), Ordering::Less, "order");
         }
     }
+}
+
+/// The sizes of the fewest groups of at most `target` that `n` items make, as equal as can be:
+/// each at least half of `target` once there are two or more.
+fn even_groups(n: usize, target: usize) -> impl Iterator<Item = usize> {
+    let groups = n.div_ceil(target).max(1);
+    (0..groups).map(move |g| n / groups + usize::from(g < n % groups))
 }
 
 /// An in-order walk of a [`Tree`].
@@ -544,6 +556,25 @@ mod tests {
         assert_eq!(t.count_before(|id| keys[id as usize] < 5000), {
             left.iter().filter(|&&i| keys[i as usize] < 5000).count()
         });
+    }
+
+    #[test]
+    fn a_tree_built_from_sorted_ids_keeps_every_node_filled_at_any_size() {
+        // 4,609 to 4,704 ids once made 49 leaves, grouped 48 and 1.
+        for n in (0..300)
+            .chain(4_600..4_710)
+            .chain([96 * 48 * 48 + 1, 200_000])
+        {
+            let keys: Vec<i64> = (0..n as i64).collect();
+            let cmp = by_value(&keys);
+            let mut t = Tree::from_sorted((0..n as u32).collect());
+            t.check(&cmp);
+            assert_eq!(t.iter().count(), n);
+            for id in (0..n as u32).step_by(2) {
+                assert!(t.remove(id, &cmp));
+            }
+            t.check(&cmp);
+        }
     }
 
     #[test]
