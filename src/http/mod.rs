@@ -299,6 +299,10 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // A body the handler may leave unread (an early refusal, a route that takes none): hyper then
+    // closes the connection after the answer, which must say so, or a keep-alive client's next
+    // request on it fails.
+    let sent_body = !hyper::body::Body::is_end_stream(req.body());
     let span =
         tracing::info_span!("request", request_id = %id, %method, route = tracing::field::Empty);
     let (route, mut resp) = async {
@@ -343,6 +347,16 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     });
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
+    }
+    // Handlers that take a body read it whole before they succeed; any other answer may leave it.
+    let read_whole = status.is_success()
+        && matches!(
+            method,
+            hyper::Method::POST | hyper::Method::PUT | hyper::Method::PATCH
+        );
+    if sent_body && !read_whole {
+        resp.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }

@@ -77,6 +77,62 @@ async fn a_client_stalling_in_its_headers_is_disconnected_after_the_read_timeout
     app.stop().await;
 }
 
+/// An answer given before the request's body was read (a refused board id, an unknown route, a
+/// body a route does not take) says `Connection: close`, since the connection ends with it: a
+/// keep-alive client would otherwise send its next request into a closed socket. Answers that
+/// read their body whole keep the connection.
+#[tokio::test]
+async fn an_answer_that_leaves_the_body_unread_closes_the_connection_and_says_so() {
+    let app = TestApp::spawn().await;
+    app.put_board("kept", json!({})).await;
+    let body = format!("{{\"member\": \"{}\", \"value\": 1}}", "x".repeat(300_000));
+    let post = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    for first in [
+        post("/v1/boards/bad%20id/scores", &body),
+        post("/v1/no/such/route", &body),
+        format!(
+            "GET /v1/boards/kept HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    ] {
+        let out = raw(
+            app.addr,
+            format!("{first}{healthz}").as_bytes(),
+            Duration::from_secs(5),
+            Duration::from_millis(300),
+        )
+        .await;
+        let got = responses(&out);
+        let head = String::from_utf8_lossy(&out[..out.len().min(4096)]).to_ascii_lowercase();
+        let head = head.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+        assert!(!got.is_empty(), "no answer to {}", &first[..40]);
+        assert!(
+            got.len() == 2 || head.contains("\r\nconnection: close"),
+            "{}: the connection ended after {got:?} without saying so:\n{head}",
+            &first[..40]
+        );
+    }
+    // A body read whole: the connection stays, and the next request on it is answered.
+    let ok = post("/v1/boards/kept/scores", r#"{"member": "a", "value": 1}"#);
+    let out = raw(
+        app.addr,
+        format!("{ok}{healthz}").as_bytes(),
+        Duration::from_secs(5),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(responses(&out), vec![200, 200]);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_client_stalling_in_its_body_gets_408_after_the_read_timeout() {
     let app = TestApp::spawn_with(|c| c.read_timeout = Duration::from_secs(1)).await;
