@@ -1,6 +1,6 @@
 //! Bearer-key authentication: keys compared in constant time, never logged.
 
-use hyper::header::AUTHORIZATION;
+use hyper::header::{AUTHORIZATION, HOST};
 use hyper::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -32,13 +32,17 @@ impl Auth {
         }
     }
 
-    /// Checks that the request may use a route needing `role`.
+    /// Checks that the request may use a route needing `role`. Without keys (rankd then listens
+    /// on loopback only), only requests addressed to a loopback host are taken: a web page the
+    /// user visits can reach 127.0.0.1 too, under a name of its own (DNS rebinding), and that
+    /// name is what its requests carry as Host.
     ///
     /// # Errors
-    /// 401 for a missing or unknown key, 403 for a key without the role.
+    /// 401 for a missing or unknown key, 403 for a key without the role, or without keys for a
+    /// Host that is not loopback.
     pub fn check(&self, headers: &HeaderMap, role: Role) -> Result<(), Problem> {
         if self.keys.is_empty() {
-            return Ok(());
+            return loopback_host(headers);
         }
         let header = headers.get(AUTHORIZATION);
         if header.is_none() && role == Role::Read && self.public_reads {
@@ -89,6 +93,45 @@ impl Auth {
     }
 }
 
+/// Whether a request names a loopback host: `localhost` (or a name under it), an address of
+/// 127.0.0.0/8, or `[::1]`, with or without a port.
+fn loopback_host(headers: &HeaderMap) -> Result<(), Problem> {
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let loopback = name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    let mut p = Problem::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "Forbidden",
+        format!(
+            "host: without API keys rankd answers only requests addressed to a loopback host \
+             (localhost, 127.0.0.1, [::1]), got {host:?}; set RANKD_API_KEYS to serve other names"
+        ),
+    );
+    p = p.with_field("host");
+    Err(p)
+}
+
 fn role_name(r: Role) -> &'static str {
     match r {
         Role::Read => "read",
@@ -107,6 +150,47 @@ mod tests {
             h.insert(AUTHORIZATION, v.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn without_keys_only_requests_to_a_loopback_host_are_taken() {
+        let auth = Auth::new(&[], false);
+        let host = |h: Option<&str>| {
+            let mut m = HeaderMap::new();
+            if let Some(h) = h {
+                m.insert(HOST, h.parse().unwrap());
+            }
+            auth.check(&m, Role::Admin)
+        };
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "localhost:8080",
+            "LOCALHOST.",
+            "app.localhost",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(host(Some(ok)).is_ok(), "{ok}");
+        }
+        for refused in [
+            None,
+            Some("evil.example"),
+            Some("evil.example:8080"),
+            Some("127.0.0.1.evil.example"),
+            Some("localhost.evil.example"),
+            Some("10.0.0.1:8080"),
+            Some("[::2]:8080"),
+        ] {
+            let p = host(refused).unwrap_err();
+            assert_eq!(p.status(), 403, "{refused:?}");
+            assert_eq!(
+                serde_json::to_value(&*p).unwrap()["field"],
+                "host",
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

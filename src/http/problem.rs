@@ -371,17 +371,23 @@ pub async fn read_body(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, Problem> {
-    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        if !is_json(ct) {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-                format!("content-type: must be application/json, got {ct:?}"),
-            )
-            .with_field("content-type"));
-        }
+    // Required, not assumed: a web page may send a body without preflight only as a "simple"
+    // content type (text/plain, forms), never as application/json.
+    let ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .map(|ct| ct.to_str().unwrap_or(""));
+    if !ct.is_some_and(is_json) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            match ct {
+                Some(ct) => format!("content-type: must be application/json, got {ct:?}"),
+                None => "content-type: must be application/json, got none".to_owned(),
+            },
+        )
+        .with_field("content-type"));
     }
     let too_large = || {
         let mut p = Problem::new(

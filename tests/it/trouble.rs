@@ -1269,3 +1269,58 @@ async fn start_up_attempts_that_fail_on_the_store_leave_no_redis_connections_beh
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Without API keys, a web page the user visits must not be able to write: it cannot send JSON
+/// without a preflight (a body without `Content-Type: application/json` is refused, 415), and a
+/// page that reaches 127.0.0.1 under a name of its own (DNS rebinding) carries that name as Host
+/// (refused, 403 naming `host`).
+#[tokio::test]
+async fn without_api_keys_only_json_to_a_loopback_host_is_taken() {
+    let app = TestApp::spawn_with(|c| c.api_keys.clear()).await;
+    let board = |host: &str, ct: Option<&str>| {
+        let ct = ct.map_or(String::new(), |ct| format!("Content-Type: {ct}\r\n"));
+        format!(
+            "PUT /v1/boards/open HTTP/1.1\r\nHost: {host}\r\n{ct}Content-Length: 2\r\n\
+             Connection: close\r\n\r\n{{}}"
+        )
+    };
+    let status = |req: String| async move {
+        responses(
+            &raw(
+                app.addr,
+                req.as_bytes(),
+                Duration::from_secs(5),
+                Duration::from_millis(200),
+            )
+            .await,
+        )
+    };
+    assert_eq!(
+        status(board("evil.example", Some("application/json"))).await,
+        vec![403]
+    );
+    assert_eq!(
+        status(board("127.0.0.1.evil.example:80", Some("application/json"))).await,
+        vec![403]
+    );
+    assert_eq!(status(board("127.0.0.1", None)).await, vec![415]);
+    assert_eq!(
+        status(board("127.0.0.1", Some("text/plain"))).await,
+        vec![415]
+    );
+    assert_eq!(
+        status(board("localhost:8080", Some("application/json"))).await,
+        vec![201]
+    );
+    let got = app
+        .http
+        .get(app.url("/v1/boards/open"))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 403);
+    let v: Value = got.json().await.unwrap();
+    assert_eq!(v["field"], "host", "{v}");
+    app.stop().await;
+}
