@@ -418,17 +418,12 @@ impl Config {
                 let v = value.trim();
                 if v.is_empty() {
                     self.database_url = None;
-                } else if let Some(rest) = v
-                    .strip_prefix("postgres://")
-                    .or_else(|| v.strip_prefix("postgresql://"))
-                {
-                    // Without a user, the Postgres driver logs in as "anonymous": require one.
-                    if !rest.split('/').next().unwrap_or("").contains('@') {
-                        return Err(Invalid::new(
-                            name,
-                            "must name its user, e.g. postgres://postgres@127.0.0.1:5432/rankd",
-                        ));
-                    }
+                } else if v.starts_with("postgres://") || v.starts_with("postgresql://") {
+                    // Every form libpq takes: user, password, host (a Unix socket directory
+                    // too), port and sslmode in the URL or as its parameters; without a user,
+                    // PGUSER, then the operating-system user, as libpq does.
+                    <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(v)
+                        .map_err(|e| Invalid::new(name, format!("not a Postgres URL: {e}")))?;
                     self.database_url = Some(v.to_owned());
                 } else {
                     return Err(Invalid::new(name, "must start with postgres://"));
@@ -579,5 +574,32 @@ mod tests {
         assert!(e.message.contains("from 50 to 600000"), "{e}");
         let c = Config::load(None, env(&[("RANKD_REDIS_TIMEOUT_MS", "250")]), vec![]).unwrap();
         assert_eq!(c.redis_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn database_urls_take_every_form_libpq_takes() {
+        for url in [
+            "postgres://rankd:secret@db.internal:5432/rankd",
+            "postgresql://db.internal/rankd?sslmode=require",
+            "postgres:///rankd?host=/var/run/postgresql&user=root",
+            "postgres://%2Fvar%2Frun%2Fpostgresql/rankd",
+            "postgres://127.0.0.1:5432/rankd",
+            "postgres:///rankd?host=db.internal&port=6432&user=rankd&password=secret&sslmode=verify-full",
+        ] {
+            let c = Config::load(None, env(&[("RANKD_DATABASE_URL", url)]), vec![]);
+            assert_eq!(
+                c.map(|c| c.database_url).unwrap(),
+                Some(url.to_owned()),
+                "{url}"
+            );
+        }
+        for url in [
+            "mysql://x/y",
+            "postgres://x/y?sslmode=sometimes",
+            "postgres://x:notaport/y",
+        ] {
+            let e = Config::load(None, env(&[("RANKD_DATABASE_URL", url)]), vec![]).unwrap_err();
+            assert_eq!(e.field, "database_url", "{url}");
+        }
     }
 }

@@ -139,7 +139,9 @@ impl Columns {
 }
 
 impl PgStore {
-    /// Connects (the URL must name its user: `postgres://user@host:port/db`). Connections are
+    /// Connects, to a URL in any form libpq takes (user, password, host or Unix socket directory,
+    /// port and sslmode in the URL or as its parameters; without a user, `PGUSER`, then the
+    /// operating-system user). Connections are
     /// acquired with a short timeout so that writes fail fast while Postgres is down.
     ///
     /// # Errors

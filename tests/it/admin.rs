@@ -292,3 +292,53 @@ async fn a_store_lost_and_created_again_is_not_taken_for_the_one_redis_was_built
     assert!(stored().await >= 2, "the new board is stored");
     db.drop_now().await;
 }
+
+/// The store's URL in libpq's other forms: the user and a Unix socket as parameters, and no user
+/// at all (PGUSER then stands in, as libpq takes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_url_takes_libpq_forms() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let (dirs,): (String,) = sqlx::query_as("SHOW unix_socket_directories")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let socket = dirs.split(',').next().unwrap().trim().to_owned();
+    let (port,): (String,) = sqlx::query_as("SHOW port").fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    let migrate = |url: String, pguser: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rankd"));
+        c.args(["admin", "migrate"])
+            .env("RANKD_DATABASE_URL", &url)
+            .env_remove("RANKD_REDIS_URL")
+            .env_remove("RANKD_CONFIG")
+            .env("RANKD_LOG", "warn")
+            .current_dir(std::env::temp_dir());
+        match pguser {
+            Some(u) => c.env("PGUSER", u),
+            None => c.env_remove("PGUSER"),
+        };
+        let out = c.output().expect("rankd admin runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let name = &db.name;
+    for (url, pguser) in [
+        (
+            format!("postgres:///{name}?host={socket}&port={port}&user=postgres"),
+            None,
+        ),
+        (
+            format!("postgres://127.0.0.1:{port}/{name}"),
+            Some("postgres"),
+        ),
+    ] {
+        let (code, out) = migrate(url.clone(), pguser);
+        assert_eq!(code, 0, "{url}: {out}");
+    }
+    db.drop_now().await;
+}
