@@ -1836,86 +1836,97 @@ async fn reads_without_a_limit_or_radius_use_the_documented_defaults() {
     app.stop().await;
 }
 
-/// A counter's value in a scrape, by its series as /metrics writes it (`name{labels}`).
-async fn counter(app: &TestApp, series: &str) -> f64 {
-    let text = call(app, Method::GET, "/metrics", None, None)
-        .await
-        .text()
-        .await
-        .unwrap();
-    crate::helpers::series_value(&text, series)
-}
-
 #[tokio::test]
 async fn metrics_count_score_events_by_outcome_and_definition_cache_hits() {
-    let app = TestApp::spawn().await;
-    app.put_board("counted", json!({})).await;
-    // Every test's server shares the process's recorder: deltas, at least what this test did.
+    // A process of its own, so that its recorder counts this test's requests and nothing else.
+    let port = crate::server::free_port();
+    let prefix = crate::helpers::prefix();
+    let mut child = crate::helpers::spawn_rankd(port, "/readyz", Duration::from_secs(20), |c| {
+        c.args(["--redis-url", &crate::helpers::Redis::Standalone.url()])
+            .args(["--key-prefix", &prefix]);
+    })
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| http.post(format!("{base}{path}")).json(&body).send();
+    let scrape = || async {
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
     let series = |o: &str| format!("rankd_score_events_total{{outcome=\"{o}\"}}");
     let hits = "rankd_cache_hits_total{cache=\"definitions\"}";
-    let mut before = Vec::new();
+    let r = http
+        .put(format!("{base}/v1/boards/counted"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let text = scrape().await;
     for o in ["accepted", "duplicate", "rejected"] {
-        before.push(counter(&app, &series(o)).await);
+        assert_eq!(crate::helpers::series_value(&text, &series(o)), 0.0, "{o}");
     }
-    let hits_before = counter(&app, hits).await;
+    let hits_before = crate::helpers::series_value(&text, hits);
     let ev = json!({"board": "counted", "member": "a", "value": 1, "event_id": "once"});
     for _ in 0..2 {
-        let r = app
-            .send_json(
-                Method::POST,
-                "/v1/boards/counted/scores",
-                json!({"member": "a", "value": 1, "event_id": "once"}),
-            )
-            .await;
+        let r = post(
+            "/v1/boards/counted/scores",
+            json!({"member": "a", "value": 1, "event_id": "once"}),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status(), 200);
     }
     let events: Vec<Value> = (0..5)
         .map(|i| json!({"board": "counted", "member": format!("m{i}"), "value": 1, "event_id": format!("b{i}")}))
         .chain([ev.clone(), ev])
         .collect();
-    let r = app
-        .send_json(
-            Method::POST,
-            "/v1/scores/batch",
-            json!({ "events": events }),
-        )
-        .await;
-    assert_eq!(ok(r, 200).await, json!({"accepted": 5, "duplicates": 2}));
-    let r = app
-        .send_json(
-            Method::POST,
-            "/v1/boards/counted/scores",
-            json!({"member": "", "value": 1}),
-        )
-        .await;
-    problem(r, 400, Some("member")).await;
+    let r = post("/v1/scores/batch", json!({ "events": events }))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"accepted": 5, "duplicates": 2})
+    );
+    let r = post(
+        "/v1/boards/counted/scores",
+        json!({"member": "", "value": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
     let bad = json!({"events": [
         {"board": "counted", "member": "x", "value": 1},
         {"board": "counted", "member": "", "value": 1},
         {"board": "counted", "member": "y", "value": 1},
     ]});
-    problem(
-        app.send_json(Method::POST, "/v1/scores/batch", bad).await,
-        400,
-        None,
-    )
-    .await;
-    let mut delta = Vec::new();
-    for (o, b) in ["accepted", "duplicate", "rejected"].iter().zip(before) {
-        delta.push(counter(&app, &series(o)).await - b);
-    }
+    assert_eq!(post("/v1/scores/batch", bad).await.unwrap().status(), 400);
     // One single and five batched accepted; one single and two batched duplicates; one single and
     // the whole refused batch of three rejected.
-    assert!(delta[0] >= 6.0, "accepted: {delta:?}");
-    assert!(delta[1] >= 3.0, "duplicate: {delta:?}");
-    assert!(delta[2] >= 4.0, "rejected: {delta:?}");
+    let text = scrape().await;
+    let got: Vec<f64> = ["accepted", "duplicate", "rejected"]
+        .iter()
+        .map(|o| crate::helpers::series_value(&text, &series(o)))
+        .collect();
+    assert_eq!(got, vec![6.0, 3.0, 4.0]);
     // The board's definition came from the cache for every write after the first.
     assert!(
-        counter(&app, hits).await - hits_before >= 3.0,
+        crate::helpers::series_value(&text, hits) - hits_before >= 3.0,
         "definition cache hits"
     );
-    app.cleanup().await;
-    app.stop().await;
+    let r = http
+        .delete(format!("{base}/v1/boards/counted"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
