@@ -727,10 +727,14 @@ async fn redis_restarted_empty_under_sync_load_keeps_every_acknowledged_event_ex
     .unwrap();
     let writers = 8;
     let per_writer = 150u32;
+    // Acknowledgements and refused attempts, to prove the load spanned the outage.
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for w in 0..writers {
         let e = e.clone();
         let b = b.clone();
+        let (acks, refusals) = (acks.clone(), refusals.clone());
         tasks.push(tokio::spawn(async move {
             let mut acked: Vec<(String, f64)> = Vec::new();
             for i in 0..per_writer {
@@ -748,20 +752,27 @@ async fn redis_restarted_empty_under_sync_load_keeps_every_acknowledged_event_ex
                         Err(Error::Unavailable(_))
                         | Err(Error::Unconfirmed { .. })
                         | Err(Error::Conflict(_)) => {
+                            refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             assert!(Instant::now() < deadline, "never acknowledged");
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                         Err(err) => panic!("{err}"),
                     }
                 }
+                acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 acked.push((member, value));
             }
             acked
         }));
     }
-    // Mid-load, Redis dies and comes back empty.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Mid-load (an eighth of the events acknowledged), Redis dies and comes back empty.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acks.load(std::sync::atomic::Ordering::Relaxed) < 150 {
+        assert!(Instant::now() < deadline, "the load did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     redis.kill();
+    let at_kill = acks.load(std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(200)).await;
     redis.restart().await;
     let mut reference: HashMap<String, f64> = HashMap::new();
@@ -770,6 +781,13 @@ async fn redis_restarted_empty_under_sync_load_keeps_every_acknowledged_event_ex
             *reference.entry(member).or_default() += v;
         }
     }
+    // The load spanned the outage: writes acknowledged before Redis died, refused while it was
+    // gone, and acknowledged after it came back.
+    let total = acks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        at_kill > 0 && total > at_kill && refusals.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the load did not span the outage: {at_kill} acknowledged before it, {total} in all"
+    );
     let all = View::all_time();
     let top = until_ready(|| e.top(&b, &all, Limit::new(1000).unwrap())).await;
     let got: HashMap<String, f64> = top
