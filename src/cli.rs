@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// Read routes need no key (RANKD_PUBLIC_READS): `--public-reads` or `--public-reads=false`.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub public_reads: Option<String>,
+    /// The bearer key /metrics requires (RANKD_METRICS_KEY).
+    #[arg(long)]
+    pub metrics_key: Option<String>,
+    /// One series per board on /metrics (RANKD_METRICS_BOARDS): `--metrics-boards=false` drops them.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub metrics_boards: Option<String>,
     /// Log format, text or json (RANKD_LOG_FORMAT).
     #[arg(long)]
     pub log_format: Option<String>,
@@ -67,6 +73,8 @@ impl ServeArgs {
             ("key_prefix", &self.key_prefix),
             ("api_keys", &self.api_keys),
             ("public_reads", &self.public_reads),
+            ("metrics_key", &self.metrics_key),
+            ("metrics_boards", &self.metrics_boards),
             ("log_format", &self.log_format),
             ("database_url", &self.database_url),
             ("durability", &self.durability),
@@ -215,5 +223,29 @@ mod tests {
         assert!(!serve(&["--public-reads=false"]).public_reads);
         assert!(serve(&["--public-reads=true"]).public_reads);
         assert!(Cli::try_parse_from(["rankd", "serve", "--public-reads", "maybe"]).is_err());
+        let c = Config::load(
+            None,
+            vec![
+                ("RANKD_METRICS_KEY".to_owned(), "env".to_owned()),
+                ("RANKD_METRICS_BOARDS".to_owned(), "true".to_owned()),
+            ],
+            match Cli::try_parse_from([
+                "rankd",
+                "serve",
+                "--metrics-key",
+                "flag",
+                "--metrics-boards=false",
+            ])
+            .unwrap()
+            .command
+            {
+                Command::Serve(s) => s.layer(),
+                Command::Admin(_) => panic!("not serve"),
+            },
+        )
+        .unwrap();
+        assert_eq!(c.metrics_key.as_deref(), Some("flag"));
+        assert!(!c.metrics_boards);
+        assert!(serve(&[]).metrics_boards);
     }
 }

@@ -130,6 +130,11 @@ pub struct Config {
     pub api_keys: Vec<ApiKey>,
     /// Whether reads need no key (`RANKD_PUBLIC_READS`).
     pub public_reads: bool,
+    /// The bearer key `/metrics` requires (`RANKD_METRICS_KEY`); none leaves it open.
+    pub metrics_key: Option<String>,
+    /// Whether `/metrics` has a series per board (`RANKD_METRICS_BOARDS`, default true): the board
+    /// ids are then visible to whoever scrapes it.
+    pub metrics_boards: bool,
     /// Log format (`RANKD_LOG_FORMAT`).
     pub log_format: LogFormat,
     /// Largest request body (`RANKD_MAX_BODY_BYTES`, default 1 MiB).
@@ -173,6 +178,8 @@ impl Default for Config {
             key_prefix: "rankd:".into(),
             api_keys: Vec::new(),
             public_reads: false,
+            metrics_key: None,
+            metrics_boards: true,
             log_format: LogFormat::Text,
             max_body_bytes: 1 << 20,
             max_connections: 1024,
@@ -201,6 +208,8 @@ struct FileConfig {
     key_prefix: Option<String>,
     api_keys: Option<String>,
     public_reads: Option<bool>,
+    metrics_key: Option<String>,
+    metrics_boards: Option<bool>,
     log_format: Option<String>,
     max_body_bytes: Option<u64>,
     max_connections: Option<u64>,
@@ -220,12 +229,14 @@ struct FileConfig {
 /// Raw settings from one layer, all strings, before parsing.
 pub type Layer = Vec<(&'static str, String)>;
 
-const NAMES: [&str; 19] = [
+const NAMES: [&str; 21] = [
     "listen",
     "redis_url",
     "key_prefix",
     "api_keys",
     "public_reads",
+    "metrics_key",
+    "metrics_boards",
     "log_format",
     "max_body_bytes",
     "max_connections",
@@ -296,6 +307,8 @@ impl Config {
         put("key_prefix", f.key_prefix);
         put("api_keys", f.api_keys);
         put("public_reads", f.public_reads.map(|b| b.to_string()));
+        put("metrics_key", f.metrics_key);
+        put("metrics_boards", f.metrics_boards.map(|b| b.to_string()));
         put("log_format", f.log_format);
         put("max_body_bytes", f.max_body_bytes.map(|n| n.to_string()));
         put("max_connections", f.max_connections.map(|n| n.to_string()));
@@ -380,17 +393,17 @@ impl Config {
                 self.key_prefix = value.to_owned();
             }
             "api_keys" => self.api_keys = ApiKey::parse_list(value)?,
-            "public_reads" => {
-                self.public_reads = match value.trim() {
-                    "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" | "" => false,
-                    _ => {
-                        return Err(Invalid::new(
-                            name,
-                            format!("must be true or false, got {value:?}"),
-                        ))
-                    }
+            "public_reads" => self.public_reads = flag(name, value, false)?,
+            "metrics_boards" => self.metrics_boards = flag(name, value, true)?,
+            "metrics_key" => {
+                let v = value.trim();
+                if !v.is_empty() && !v.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(Invalid::new(
+                        name,
+                        "must be visible ASCII characters (no spaces)",
+                    ));
                 }
+                self.metrics_key = (!v.is_empty()).then(|| v.to_owned());
             }
             "log_format" => {
                 self.log_format = match value.trim() {
@@ -471,6 +484,19 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// A true-or-false setting; empty means `empty`.
+fn flag(name: &str, value: &str, empty: bool) -> Result<bool, Invalid> {
+    match value.trim() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        "" => Ok(empty),
+        _ => Err(Invalid::new(
+            name,
+            format!("must be true or false, got {value:?}"),
+        )),
     }
 }
 

@@ -13,6 +13,8 @@ use crate::config::{ApiKey, Role};
 pub struct Auth {
     keys: Vec<([u8; 32], ApiKey)>,
     public_reads: bool,
+    /// The digest of the key `/metrics` requires, if any.
+    metrics_key: Option<[u8; 32]>,
 }
 
 fn digest(s: &[u8]) -> [u8; 32] {
@@ -29,6 +31,32 @@ impl Auth {
                 .map(|k| (digest(k.key.as_bytes()), k.clone()))
                 .collect(),
             public_reads,
+            metrics_key: None,
+        }
+    }
+
+    /// Requires `key` as the bearer key of `/metrics`.
+    #[must_use]
+    pub fn with_metrics_key(mut self, key: Option<&str>) -> Self {
+        self.metrics_key = key.map(|k| digest(k.as_bytes()));
+        self
+    }
+
+    /// Checks a request for `/metrics`: open unless a metrics key is configured.
+    ///
+    /// # Errors
+    /// 401 for a missing or other key.
+    pub fn check_metrics(&self, headers: &HeaderMap) -> Result<(), Problem> {
+        let Some(want) = &self.metrics_key else {
+            return Ok(());
+        };
+        let sent = bearer(headers).unwrap_or("");
+        if bool::from(digest(sent.as_bytes()).ct_eq(want)) {
+            Ok(())
+        } else {
+            Err(Problem::unauthorized(
+                "authorization: /metrics needs the metrics key (RANKD_METRICS_KEY) as `Authorization: Bearer <key>`",
+            ))
         }
     }
 
@@ -48,22 +76,12 @@ impl Auth {
         if header.is_none() && role == Role::Read && self.public_reads {
             return Ok(());
         }
-        let Some(header) = header else {
+        if header.is_none() {
             return Err(Problem::unauthorized(
                 "authorization: send an API key as `Authorization: Bearer <key>`",
             ));
-        };
-        let sent = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                // The scheme is case-insensitive (RFC 9110 §11.1): BEARER and bearer alike.
-                let (scheme, key) = h.trim_start().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(key)
-            })
-            .map(str::trim)
-            .unwrap_or("");
-        let sent = digest(sent.as_bytes());
+        }
+        let sent = digest(bearer(headers).unwrap_or("").as_bytes());
         // Compare against every key, always, so timing says nothing about which one matched.
         let mut found: Option<&ApiKey> = None;
         for (d, key) in &self.keys {
@@ -91,6 +109,14 @@ impl Auth {
             Err(p)
         }
     }
+}
+
+/// The key a request sends as `Authorization: Bearer <key>`. The scheme is case-insensitive
+/// (RFC 9110 §11.1): BEARER and bearer alike.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let h = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = h.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(key.trim())
 }
 
 /// Whether a request names a loopback host: `localhost` (or a name under it), an address of
@@ -150,6 +176,30 @@ mod tests {
             h.insert(AUTHORIZATION, v.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn metrics_need_the_metrics_key_once_one_is_set() {
+        let open = Auth::new(&[], false);
+        assert!(open.check_metrics(&headers(None)).is_ok());
+        let keyed = Auth::new(&ApiKey::parse_list("a:admin").unwrap(), false)
+            .with_metrics_key(Some("scrape"));
+        assert!(keyed.check_metrics(&headers(Some("Bearer scrape"))).is_ok());
+        assert!(keyed
+            .check_metrics(&headers(Some("bearer  scrape")))
+            .is_ok());
+        for sent in [
+            None,
+            Some("Bearer a"),
+            Some("Bearer scrap"),
+            Some("Basic scrape"),
+        ] {
+            assert_eq!(
+                keyed.check_metrics(&headers(sent)).unwrap_err().status(),
+                401,
+                "{sent:?}"
+            );
+        }
     }
 
     #[test]

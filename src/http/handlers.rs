@@ -132,7 +132,9 @@ pub async fn readyz(state: &State) -> Answer {
 
 pub fn metrics(state: &State) -> Response<Body> {
     let mut text = state.metrics.render();
-    state.board_sizes.render(&mut text);
+    if state.config.metrics_boards {
+        state.board_sizes.render(&mut text);
+    }
     super::problem::bytes_response(StatusCode::OK, "text/plain; version=0.0.4", text)
 }
 

@@ -83,7 +83,8 @@ impl App {
     pub fn with_listener(listener: TcpListener, config: Config, engine: Arc<Engine>) -> Self {
         let state = Arc::new(State {
             engine,
-            auth: auth::Auth::new(&config.api_keys, config.public_reads),
+            auth: auth::Auth::new(&config.api_keys, config.public_reads)
+                .with_metrics_key(config.metrics_key.as_deref()),
             metrics: m::install(),
             board_sizes: m::BoardSizes::default(),
             config,

@@ -217,7 +217,10 @@ pub async fn dispatch(
     match route.endpoint {
         Endpoint::Healthz => Ok(h::healthz()),
         Endpoint::Readyz => h::readyz(state).await,
-        Endpoint::Metrics => Ok(h::metrics(state)),
+        Endpoint::Metrics => {
+            state.auth.check_metrics(req.headers())?;
+            Ok(h::metrics(state))
+        }
         Endpoint::OpenApi => Ok(h::openapi()),
         Endpoint::CacheStats => h::cache_stats(state, id).await,
         Endpoint::ListBoards => h::list_boards(state, id).await,

@@ -1324,3 +1324,60 @@ async fn without_api_keys_only_json_to_a_loopback_host_is_taken() {
     assert_eq!(v["field"], "host", "{v}");
     app.stop().await;
 }
+
+/// `/metrics` can require a key of its own, and can leave out the per-board series that name every
+/// board to whoever scrapes it.
+#[tokio::test]
+async fn metrics_take_a_key_of_their_own_and_can_name_no_board() {
+    let app = TestApp::spawn_with(|c| {
+        c.metrics_key = Some("scrape-key".into());
+        c.metrics_boards = false;
+        c.metrics_sample = Duration::from_secs(1);
+    })
+    .await;
+    app.put_board("secretive", json!({})).await;
+    app.submit("secretive", "a", 1.0).await;
+    let metrics = |key: Option<&'static str>| {
+        let mut r = app.http.get(app.url("/metrics"));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    assert_eq!(metrics(None).await.unwrap().status(), 401);
+    assert_eq!(metrics(Some(ADMIN)).await.unwrap().status(), 401);
+    // Past a board-size sample: still no series names the board.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = metrics(Some("scrape-key")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("rankd_http_requests_total"), "{text}");
+    assert!(!text.contains("secretive"), "{text}");
+    app.stop().await;
+
+    // The default: open, one series per board.
+    let app = TestApp::spawn_with(|c| c.metrics_sample = Duration::from_secs(1)).await;
+    app.put_board("visible", json!({})).await;
+    app.submit("visible", "a", 1.0).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("rankd_board_members{board=\"visible\"}") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no series for the board:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await;
+}
