@@ -1381,3 +1381,128 @@ async fn metrics_take_a_key_of_their_own_and_can_name_no_board() {
     }
     app.stop().await;
 }
+
+/// A lookup of a thousand members goes to Redis in calls of at most 64 members, each holding Redis
+/// about a millisecond at most on a big key, and answers as one call would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_of_many_members_holds_redis_a_bounded_time_per_call() {
+    use rankd::board::{BoardDef, BoardId, Member, Score};
+    use rankd::engine::{Engine, EngineConfig, Submit, SystemClock, View};
+    use std::sync::{Arc, Mutex};
+
+    use crate::helpers::{Hooked, Sending};
+
+    let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let seen = sizes.clone();
+    let exec = Hooked::on(
+        &Redis::Standalone.url(),
+        Box::new(move |sending| {
+            if let Sending::One(call) = sending {
+                if call.script.name() == rankd::engine::scripts::READ_MEMBERS.name() {
+                    // Five arguments before the members.
+                    seen.lock().unwrap().push(call.args.len() - 5);
+                }
+            }
+            None
+        }),
+    )
+    .await;
+    let e = Engine::new(
+        Arc::new(exec),
+        rankd::keys::Keys::new(&prefix()).unwrap(),
+        Arc::new(SystemClock),
+        EngineConfig::default(),
+    )
+    .await
+    .unwrap();
+    let b = BoardId::parse("many").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    let events: Vec<Submit> = (0..1000)
+        .map(|i| {
+            Submit::new(
+                b.clone(),
+                Member::parse(&format!("u{i}")).unwrap(),
+                Score::new("value", f64::from(i)).unwrap(),
+            )
+        })
+        .collect();
+    e.submit_batch(&events).await.unwrap();
+    let asked: Vec<Member> = (0..500)
+        .map(|i| Member::parse(&format!("u{}", i * 2)).unwrap())
+        .chain((0..500).map(|i| Member::parse(&format!("ghost{i}")).unwrap()))
+        .collect();
+    sizes.lock().unwrap().clear();
+    let got = e.lookup(&b, &View::all_time(), &asked).await.unwrap();
+    assert_eq!(got.total, 1000);
+    assert_eq!(got.missing.len(), 500);
+    let ranks: Vec<(u64, String)> = got
+        .entries
+        .iter()
+        .map(|x| (x.rank, x.member.clone()))
+        .collect();
+    let want: Vec<(u64, String)> = (0..500)
+        .rev()
+        .map(|i| (1000 - 2 * i as u64, format!("u{}", i * 2)))
+        .collect();
+    assert_eq!(ranks, want);
+    let sizes = sizes.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 1000, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 64), "{sizes:?}");
+    e.delete_board(&b).await.unwrap();
+}
+
+/// A board found undefined is answered "not found" from memory for a second, without a Redis call
+/// (or, with a store, a store query) each time; defining it on the same instance ends that at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_a_board_that_does_not_exist_are_answered_from_memory_briefly() {
+    use rankd::board::{BoardDef, BoardId, Member};
+    use rankd::engine::{Engine, EngineConfig, SystemClock, View};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use crate::helpers::{Hooked, Sending};
+
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let seen = fetches.clone();
+    let exec = Hooked::on(
+        &Redis::Standalone.url(),
+        Box::new(move |sending| {
+            if let Sending::One(call) = sending {
+                if call.script.name() == rankd::engine::scripts::BOARD_GET.name() {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            None
+        }),
+    )
+    .await;
+    let e = Engine::new(
+        Arc::new(exec),
+        rankd::keys::Keys::new(&prefix()).unwrap(),
+        Arc::new(SystemClock),
+        EngineConfig::default(),
+    )
+    .await
+    .unwrap();
+    let b = BoardId::parse("nosuch").unwrap();
+    let who = Member::parse("a").unwrap();
+    let all = View::all_time();
+    let read = || e.standing(&b, &all, &who);
+    for _ in 0..20 {
+        assert!(matches!(read().await, Err(rankd::Error::BoardNotFound(_))));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "one look, then memory");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(matches!(read().await, Err(rankd::Error::BoardNotFound(_))));
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "looked again after a second"
+    );
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    assert!(
+        matches!(read().await, Err(rankd::Error::MemberNotFound { .. })),
+        "defined here: seen at once"
+    );
+    e.delete_board(&b).await.unwrap();
+}
