@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// One series per board on /metrics (RANKD_METRICS_BOARDS): `--metrics-boards=false` drops them.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub metrics_boards: Option<String>,
+    /// Requests a second per API key, and for callers without one (RANKD_RATE_LIMIT; 0: none).
+    #[arg(long)]
+    pub rate_limit: Option<String>,
     /// Log format, text or json (RANKD_LOG_FORMAT).
     #[arg(long)]
     pub log_format: Option<String>,
@@ -75,6 +78,7 @@ impl ServeArgs {
             ("public_reads", &self.public_reads),
             ("metrics_key", &self.metrics_key),
             ("metrics_boards", &self.metrics_boards),
+            ("rate_limit", &self.rate_limit),
             ("log_format", &self.log_format),
             ("database_url", &self.database_url),
             ("durability", &self.durability),

@@ -132,6 +132,9 @@ pub struct Config {
     pub public_reads: bool,
     /// The bearer key `/metrics` requires (`RANKD_METRICS_KEY`); none leaves it open.
     pub metrics_key: Option<String>,
+    /// Requests a second each API key may make, and callers without a key together
+    /// (`RANKD_RATE_LIMIT`, default 0: no limit).
+    pub rate_limit: u32,
     /// Whether `/metrics` has a series per board (`RANKD_METRICS_BOARDS`, default true): the board
     /// ids are then visible to whoever scrapes it.
     pub metrics_boards: bool,
@@ -180,6 +183,7 @@ impl Default for Config {
             public_reads: false,
             metrics_key: None,
             metrics_boards: true,
+            rate_limit: 0,
             log_format: LogFormat::Text,
             max_body_bytes: 1 << 20,
             max_connections: 1024,
@@ -210,6 +214,7 @@ struct FileConfig {
     public_reads: Option<bool>,
     metrics_key: Option<String>,
     metrics_boards: Option<bool>,
+    rate_limit: Option<u64>,
     log_format: Option<String>,
     max_body_bytes: Option<u64>,
     max_connections: Option<u64>,
@@ -229,7 +234,7 @@ struct FileConfig {
 /// Raw settings from one layer, all strings, before parsing.
 pub type Layer = Vec<(&'static str, String)>;
 
-const NAMES: [&str; 21] = [
+const NAMES: [&str; 22] = [
     "listen",
     "redis_url",
     "key_prefix",
@@ -237,6 +242,7 @@ const NAMES: [&str; 21] = [
     "public_reads",
     "metrics_key",
     "metrics_boards",
+    "rate_limit",
     "log_format",
     "max_body_bytes",
     "max_connections",
@@ -309,6 +315,7 @@ impl Config {
         put("public_reads", f.public_reads.map(|b| b.to_string()));
         put("metrics_key", f.metrics_key);
         put("metrics_boards", f.metrics_boards.map(|b| b.to_string()));
+        put("rate_limit", f.rate_limit.map(|n| n.to_string()));
         put("log_format", f.log_format);
         put("max_body_bytes", f.max_body_bytes.map(|n| n.to_string()));
         put("max_connections", f.max_connections.map(|n| n.to_string()));
@@ -395,6 +402,7 @@ impl Config {
             "api_keys" => self.api_keys = ApiKey::parse_list(value)?,
             "public_reads" => self.public_reads = flag(name, value, false)?,
             "metrics_boards" => self.metrics_boards = flag(name, value, true)?,
+            "rate_limit" => self.rate_limit = num(0, 1_000_000)? as u32,
             "metrics_key" => {
                 let v = value.trim();
                 if !v.is_empty() && !v.bytes().all(|b| b.is_ascii_graphic()) {

@@ -15,6 +15,50 @@ pub struct Auth {
     public_reads: bool,
     /// The digest of the key `/metrics` requires, if any.
     metrics_key: Option<[u8; 32]>,
+    /// Requests a second each caller may make (`RANKD_RATE_LIMIT`); none when 0.
+    limiter: Option<Limiter>,
+}
+
+/// Who a request comes from, for rate limits: a configured key (by its place in the list), or
+/// anyone without one (public reads, or every request when no key is configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The configured key at this index.
+    Key(usize),
+    /// No key.
+    Anonymous,
+}
+
+/// One token bucket per caller: `rate` requests a second, up to a second's worth at once.
+struct Limiter {
+    rate: f64,
+    /// Tokens and when they were counted, per key, then one for anonymous callers.
+    buckets: std::sync::Mutex<Vec<(f64, std::time::Instant)>>,
+}
+
+impl Limiter {
+    fn new(rate: u32, callers: usize) -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            rate: f64::from(rate),
+            buckets: std::sync::Mutex::new(vec![(f64::from(rate), now); callers + 1]),
+        }
+    }
+
+    /// Takes a token for `at`; `Err` with the whole seconds until one is there.
+    fn take(&self, at: usize) -> Result<(), u32> {
+        let mut buckets = self.buckets.lock().expect("rate buckets poisoned");
+        let (tokens, counted) = &mut buckets[at];
+        let now = std::time::Instant::now();
+        *tokens = (*tokens + now.duration_since(*counted).as_secs_f64() * self.rate).min(self.rate);
+        *counted = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - *tokens) / self.rate).ceil() as u32).max(1))
+        }
+    }
 }
 
 fn digest(s: &[u8]) -> [u8; 32] {
@@ -32,7 +76,43 @@ impl Auth {
                 .collect(),
             public_reads,
             metrics_key: None,
+            limiter: None,
         }
+    }
+
+    /// Limits every caller to `rate` requests a second (0: no limit).
+    #[must_use]
+    pub fn with_rate_limit(mut self, rate: u32) -> Self {
+        self.limiter = (rate > 0).then(|| Limiter::new(rate, self.keys.len()));
+        self
+    }
+
+    /// Counts a request of `caller` against its rate limit.
+    ///
+    /// # Errors
+    /// 429, with Retry-After, when the caller has used its requests for now.
+    pub fn admit(&self, caller: Caller) -> Result<(), Problem> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        let at = match caller {
+            Caller::Key(i) => i,
+            Caller::Anonymous => self.keys.len(),
+        };
+        limiter.take(at).map_err(|wait| {
+            Problem::rate_limited(
+                &format!(
+                    "rate: at most {} requests a second for this {}; retry in {wait} s",
+                    limiter.rate,
+                    if caller == Caller::Anonymous {
+                        "caller without a key"
+                    } else {
+                        "API key"
+                    }
+                ),
+                wait,
+            )
+        })
     }
 
     /// Requires `key` as the bearer key of `/metrics`.
@@ -68,13 +148,13 @@ impl Auth {
     /// # Errors
     /// 401 for a missing or unknown key, 403 for a key without the role, or without keys for a
     /// Host that is not loopback.
-    pub fn check(&self, headers: &HeaderMap, role: Role) -> Result<(), Problem> {
+    pub fn check(&self, headers: &HeaderMap, role: Role) -> Result<Caller, Problem> {
         if self.keys.is_empty() {
-            return loopback_host(headers);
+            return loopback_host(headers).map(|()| Caller::Anonymous);
         }
         let header = headers.get(AUTHORIZATION);
         if header.is_none() && role == Role::Read && self.public_reads {
-            return Ok(());
+            return Ok(Caller::Anonymous);
         }
         if header.is_none() {
             return Err(Problem::unauthorized(
@@ -83,13 +163,13 @@ impl Auth {
         }
         let sent = digest(bearer(headers).unwrap_or("").as_bytes());
         // Compare against every key, always, so timing says nothing about which one matched.
-        let mut found: Option<&ApiKey> = None;
-        for (d, key) in &self.keys {
+        let mut found: Option<(usize, &ApiKey)> = None;
+        for (i, (d, key)) in self.keys.iter().enumerate() {
             if bool::from(d.ct_eq(&sent)) {
-                found = Some(key);
+                found = Some((i, key));
             }
         }
-        let Some(key) = found else {
+        let Some((at, key)) = found else {
             return Err(Problem::unauthorized(
                 "authorization: the API key is not known",
             ));
@@ -97,7 +177,7 @@ impl Auth {
         // Public reads are open to anyone, a known key without the read role included; an unknown
         // key is still refused above, as it says something is misconfigured.
         if key.grants(role) || (role == Role::Read && self.public_reads) {
-            Ok(())
+            Ok(Caller::Key(at))
         } else {
             let mut p = Problem::new(
                 StatusCode::FORBIDDEN,
@@ -176,6 +256,36 @@ mod tests {
             h.insert(AUTHORIZATION, v.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn each_key_and_the_callers_without_one_have_a_rate_of_their_own() {
+        let keys = ApiKey::parse_list("a:admin,b:read").unwrap();
+        let auth = Auth::new(&keys, true).with_rate_limit(2);
+        let a = auth.check(&headers(Some("Bearer a")), Role::Write).unwrap();
+        let b = auth.check(&headers(Some("Bearer b")), Role::Read).unwrap();
+        let anon = auth.check(&headers(None), Role::Read).unwrap();
+        assert_eq!(
+            (a, b, anon),
+            (Caller::Key(0), Caller::Key(1), Caller::Anonymous)
+        );
+        assert!(auth.admit(a).is_ok() && auth.admit(a).is_ok());
+        let p = auth.admit(a).unwrap_err();
+        assert_eq!(p.status(), 429);
+        let body = serde_json::to_value(&*p).unwrap();
+        assert_eq!(body["field"], "rate", "{body}");
+        // The others' buckets are their own.
+        for c in [b, b, anon, anon] {
+            assert!(auth.admit(c).is_ok(), "{c:?}");
+        }
+        assert!(auth.admit(anon).is_err());
+        // A second later a whole second's worth is back.
+        std::thread::sleep(std::time::Duration::from_millis(1050));
+        assert!(auth.admit(a).is_ok() && auth.admit(a).is_ok());
+        assert!(auth.admit(a).is_err());
+        // No limit configured: never refused.
+        let open = Auth::new(&keys, false);
+        assert!((0..1000).all(|_| open.admit(Caller::Key(0)).is_ok()));
     }
 
     #[test]

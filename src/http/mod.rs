@@ -84,7 +84,8 @@ impl App {
         let state = Arc::new(State {
             engine,
             auth: auth::Auth::new(&config.api_keys, config.public_reads)
-                .with_metrics_key(config.metrics_key.as_deref()),
+                .with_metrics_key(config.metrics_key.as_deref())
+                .with_rate_limit(config.rate_limit),
             metrics: m::install(),
             board_sizes: m::BoardSizes::default(),
             config,

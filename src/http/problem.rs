@@ -143,6 +143,19 @@ impl Problem {
         p
     }
 
+    /// 429: the caller made its requests for now; retry after `wait` seconds.
+    pub fn rate_limited(detail: &str, wait: u32) -> Self {
+        let mut p = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            detail,
+        );
+        p.field = Some("rate".into());
+        p.retry_after = Some(wait);
+        p
+    }
+
     /// 404 for a path no route serves.
     pub fn no_route(path: &str) -> Self {
         Self::new(

@@ -207,7 +207,8 @@ pub async fn dispatch(
     id: &str,
 ) -> Result<Response<Body>, Problem> {
     if let Some(role) = route.role {
-        state.auth.check(req.headers(), role)?;
+        let caller = state.auth.check(req.headers(), role)?;
+        state.auth.admit(caller)?;
     }
     let params = params?;
     if !route.endpoint.may_have_query() {

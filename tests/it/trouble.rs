@@ -1506,3 +1506,38 @@ async fn reads_of_a_board_that_does_not_exist_are_answered_from_memory_briefly()
     );
     e.delete_board(&b).await.unwrap();
 }
+
+/// With `RANKD_RATE_LIMIT`, a key that sends more requests a second than that gets 429 with
+/// Retry-After; other keys are not affected, and the key is served again a second later.
+#[tokio::test]
+async fn a_key_over_its_rate_gets_429_with_retry_after_and_others_go_on() {
+    let app = TestApp::spawn_with(|c| c.rate_limit = 3).await;
+    app.put_board("limited", json!({})).await;
+    let read = |key: &'static str| {
+        app.req(Method::GET, "/v1/boards/limited/top", Some(key))
+            .send()
+    };
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..6 {
+        let r = read(READER).await.unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 && limited.is_none() {
+            limited = Some(r);
+        }
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let r = limited.unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "urn:rankd:problem:rate-limited", "{v}");
+    assert_eq!(
+        read(ADMIN).await.unwrap().status(),
+        200,
+        "another key has its own rate"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(read(READER).await.unwrap().status(), 200);
+    app.stop().await;
+}
