@@ -287,6 +287,18 @@ impl rankd::backend::Executor for Hooked {
     }
 }
 
+/// An engine with default settings and the system clock on `exec`, under a fresh key prefix.
+pub async fn engine_on(exec: Arc<dyn rankd::backend::Executor>) -> rankd::Engine {
+    rankd::Engine::new(
+        exec,
+        rankd::keys::Keys::new(&prefix()).unwrap(),
+        Arc::new(rankd::engine::SystemClock),
+        rankd::engine::EngineConfig::default(),
+    )
+    .await
+    .unwrap()
+}
+
 /// The value of one series in a Prometheus text scrape, by the series as it is written there
 /// (`name` or `name{labels}`).
 pub fn series_value(scrape: &str, series: &str) -> f64 {

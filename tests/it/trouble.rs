@@ -824,7 +824,7 @@ async fn when_redis_returns_empty_the_server_recovers_by_itself_and_reloads_its_
 async fn a_batch_over_several_boards_redis_leaves_unanswered_is_unconfirmed_never_unavailable() {
     use rankd::backend::Executor;
     use rankd::board::{BoardDef, BoardId, EventId, Member, Score};
-    use rankd::engine::{Engine, EngineConfig, Submit, SystemClock, View};
+    use rankd::engine::{Submit, View};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -856,14 +856,7 @@ async fn a_batch_over_several_boards_redis_leaves_unanswered_is_unconfirmed_neve
         }),
     };
     let exec: Arc<dyn Executor> = Arc::new(exec);
-    let e = Engine::new(
-        exec,
-        rankd::keys::Keys::new(&prefix()).unwrap(),
-        Arc::new(SystemClock),
-        EngineConfig::default(),
-    )
-    .await
-    .unwrap();
+    let e = crate::helpers::engine_on(exec).await;
     let boards: Vec<BoardId> = (1..=3)
         .map(|n| BoardId::parse(&format!("pb{n}")).unwrap())
         .collect();
@@ -1387,7 +1380,7 @@ async fn metrics_take_a_key_of_their_own_and_can_name_no_board() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_of_many_members_holds_redis_a_bounded_time_per_call() {
     use rankd::board::{BoardDef, BoardId, Member, Score};
-    use rankd::engine::{Engine, EngineConfig, Submit, SystemClock, View};
+    use rankd::engine::{Submit, View};
     use std::sync::{Arc, Mutex};
 
     use crate::helpers::{Hooked, Sending};
@@ -1407,14 +1400,7 @@ async fn a_lookup_of_many_members_holds_redis_a_bounded_time_per_call() {
         }),
     )
     .await;
-    let e = Engine::new(
-        Arc::new(exec),
-        rankd::keys::Keys::new(&prefix()).unwrap(),
-        Arc::new(SystemClock),
-        EngineConfig::default(),
-    )
-    .await
-    .unwrap();
+    let e = crate::helpers::engine_on(Arc::new(exec)).await;
     let b = BoardId::parse("many").unwrap();
     e.put_board(&b, BoardDef::default()).await.unwrap();
     let events: Vec<Submit> = (0..1000)
@@ -1456,7 +1442,7 @@ async fn a_lookup_of_many_members_holds_redis_a_bounded_time_per_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_of_a_board_that_does_not_exist_are_answered_from_memory_briefly() {
     use rankd::board::{BoardDef, BoardId, Member};
-    use rankd::engine::{Engine, EngineConfig, SystemClock, View};
+    use rankd::engine::View;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -1476,14 +1462,7 @@ async fn reads_of_a_board_that_does_not_exist_are_answered_from_memory_briefly()
         }),
     )
     .await;
-    let e = Engine::new(
-        Arc::new(exec),
-        rankd::keys::Keys::new(&prefix()).unwrap(),
-        Arc::new(SystemClock),
-        EngineConfig::default(),
-    )
-    .await
-    .unwrap();
+    let e = crate::helpers::engine_on(Arc::new(exec)).await;
     let b = BoardId::parse("nosuch").unwrap();
     let who = Member::parse("a").unwrap();
     let all = View::all_time();
