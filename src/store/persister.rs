@@ -9,7 +9,7 @@
 //! keyed by (board, seq) and inserted with ON CONFLICT DO NOTHING, so both paths may offer the same
 //! operation.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -51,7 +51,7 @@ pub struct Persister {
     rebuilding: Mutex<HashSet<BoardId>>,
     /// Operations handed to the writer and not yet committed or failed: the sweep leaves them to
     /// it, rather than offering the same rows again and queueing behind it for the store.
-    queued: Mutex<HashSet<(BoardId, u64)>>,
+    queued: Mutex<HashMap<BoardId, HashSet<u64>>>,
     /// When the writer's commit under way began (ms since the epoch), 0 while it waits for work.
     committing_since: AtomicI64,
     /// Which store Redis was built from (see [`super::identity`]).
@@ -72,7 +72,7 @@ impl Persister {
             tx,
             engine: OnceLock::new(),
             rebuilding: Mutex::new(HashSet::new()),
-            queued: Mutex::new(HashSet::new()),
+            queued: Mutex::new(HashMap::new()),
             committing_since: AtomicI64::new(0),
             pairing: super::identity::Pairing::default(),
         });
@@ -107,9 +107,19 @@ impl Persister {
         let mut queued = self.queued.lock().expect("queue set poisoned");
         for o in ops {
             if on {
-                queued.insert((o.board.clone(), o.seq));
-            } else {
-                queued.remove(&(o.board.clone(), o.seq));
+                match queued.get_mut(&o.board) {
+                    Some(seqs) => {
+                        seqs.insert(o.seq);
+                    }
+                    None => {
+                        queued.insert(o.board.clone(), HashSet::from([o.seq]));
+                    }
+                }
+            } else if let Some(seqs) = queued.get_mut(&o.board) {
+                seqs.remove(&o.seq);
+                if seqs.is_empty() {
+                    queued.remove(&o.board);
+                }
             }
         }
     }
@@ -172,7 +182,8 @@ impl Persister {
                         .into_iter()
                         .skip(seen)
                         .filter(|o| {
-                            o.recv_ms <= now - age_ms && !queued.contains(&(o.board.clone(), o.seq))
+                            o.recv_ms <= now - age_ms
+                                && !queued.get(&o.board).is_some_and(|s| s.contains(&o.seq))
                         })
                         .collect()
                 };
