@@ -1876,6 +1876,9 @@ impl Engine {
     ) -> Result<Option<Error>> {
         // Per board, each id's first print in the batch, in order of first use.
         let mut claims: Vec<(&BoardId, Vec<(&str, String)>)> = Vec::new();
+        // Where each (board, id) stands in `claims`: found in constant time, as a batch may carry
+        // thousands of ids.
+        let mut claimed: HashMap<(&BoardId, &str), (usize, usize)> = HashMap::new();
         let mut first: Option<(usize, &str)> = None;
         for (b, idx) in pending {
             let at = match claims.iter().position(|(cb, _)| *cb == b) {
@@ -1895,14 +1898,17 @@ impl Engine {
                     ev.value.get(),
                     ev.scopes.iter().map(Scope::as_str),
                 );
-                match claims[at].1.iter().find(|(cid, _)| *cid == id) {
-                    Some((_, theirs)) if *theirs != print => {
+                match claimed.get(&(b, id)) {
+                    Some(&(a, n)) if claims[a].1[n].1 != print => {
                         if first.is_none_or(|(f, _)| i < f) {
                             first = Some((i, id));
                         }
                     }
                     Some(_) => {}
-                    None => claims[at].1.push((id, print)),
+                    None => {
+                        claimed.insert((b, id), (at, claims[at].1.len()));
+                        claims[at].1.push((id, print));
+                    }
                 }
             }
         }
