@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Invalid;
+use crate::invalid::Invalid;
 use crate::window::Window;
 
 /// Longest board id, scope, in characters.

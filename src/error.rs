@@ -1,60 +1,9 @@
 //! The library's errors: typed, with no HTTP in them.
 
-use std::fmt;
-
+use crate::backend::{ExecError, Refusal};
 use crate::board::{BoardId, Member};
-use crate::window::WindowError;
 
-/// Bad input: the field it was found in and what is wrong with it, limit included.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    /// The offending field, as the caller named it (`value`, `scopes[2]`, `events[7].member`).
-    pub field: String,
-    /// What is wrong, naming the limit.
-    pub message: String,
-}
-
-impl Invalid {
-    /// An error about `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The same message about another field (for example `at` for a period computed from it).
-    #[must_use]
-    pub fn renamed(mut self, field: &str) -> Self {
-        self.field = field.to_owned();
-        self
-    }
-
-    /// The same error, found inside `outer` (for example `events[3]`).
-    #[must_use]
-    pub fn within(mut self, outer: &str) -> Self {
-        self.field = format!("{outer}.{}", self.field);
-        self
-    }
-}
-
-impl fmt::Display for Invalid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for Invalid {}
-
-impl From<WindowError> for Invalid {
-    fn from(e: WindowError) -> Self {
-        let text = e.to_string();
-        match text.split_once(": ") {
-            Some((field, message)) => Invalid::new(field, message),
-            None => Invalid::new("period", text),
-        }
-    }
-}
+pub use crate::invalid::Invalid;
 
 /// Everything the engine can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -113,6 +62,44 @@ impl Error {
         Error::Unconfirmed {
             detail: "the leaderboard backend did not answer in time".into(),
             cause,
+        }
+    }
+}
+
+/// The one conversion of a failed script call: not sent is unavailable; sent and not answered may
+/// have run (see [`Error::unanswered`]); an error reply is the script's refusal, typed, or else the
+/// backend's own error. A caller that knows the board reads [`Refusal::NoBoard`] and the retryable
+/// refusals itself first (the engine's definition cache does).
+impl From<ExecError> for Error {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Unavailable(m) => Error::Unavailable(m),
+            ExecError::Unanswered(m) => Error::unanswered(m),
+            ExecError::Reply(m) => match Refusal::parse(&m) {
+                Some(r) => r.into(),
+                None => Error::Backend(m),
+            },
+        }
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Range { invalid, .. } => Error::Invalid(invalid),
+            Refusal::Reused { event_id, .. } => Error::EventIdReused {
+                field: "event_id".into(),
+                event_id,
+            },
+            Refusal::NoBoard => {
+                Error::Conflict("the board was deleted while this request ran".into())
+            }
+            Refusal::Stale(_) | Refusal::Exists(_) | Refusal::Retry => {
+                Error::Conflict("the board kept changing under this request".into())
+            }
+            Refusal::Args(m) | Refusal::Unknown(m) => {
+                Error::Backend(format!("a script refused its arguments: {m}"))
+            }
         }
     }
 }

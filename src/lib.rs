@@ -12,15 +12,19 @@
 //! - [`serve`]: wires configuration, backend, engine and server together
 //! - [`store`]: the durable store (Postgres): operation log, persister, rebuild
 //! - [`error`]: typed errors
+//! - [`invalid`]: bad input, naming the field and the limit (a leaf: it imports nothing of the crate)
+//! - [`clock`]: where the time is read (a leaf), injectable for tests
 
 pub mod admin;
 pub mod backend;
 pub mod board;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod invalid;
 pub mod keys;
 pub mod metrics;
 pub mod serve;

@@ -1,5 +1,6 @@
 //! UTC leaderboard windows (all-time, daily, weekly, monthly) and the periods they cut time into.
 
+use crate::invalid::Invalid;
 use std::fmt;
 use std::str::FromStr;
 
@@ -506,6 +507,16 @@ fn digits(b: &[u8]) -> u32 {
 /// The four-digit year leading a shape-checked period id.
 fn year(id: &[u8]) -> i32 {
     i32::try_from(digits(&id[0..4])).expect("four digits fit in an i32")
+}
+
+impl From<WindowError> for Invalid {
+    fn from(e: WindowError) -> Self {
+        let text = e.to_string();
+        match text.split_once(": ") {
+            Some((field, message)) => Invalid::new(field, message),
+            None => Invalid::new("period", text),
+        }
+    }
 }
 
 #[cfg(test)]

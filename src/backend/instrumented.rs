@@ -44,7 +44,7 @@ impl Instrumented {
             let kind = match e {
                 // The script's own refusal (a stale definition, a value out of range, ...): part of
                 // normal traffic, kept apart from errors Redis itself answered.
-                ExecError::Reply(msg) if msg.contains("RANKD_") => "refused",
+                ExecError::Reply(_) if e.refusal().is_some() => "refused",
                 ExecError::Reply(_) => "reply",
                 ExecError::Unavailable(_) => {
                     metrics::counter!(m::BACKEND_ERRORS).increment(1);

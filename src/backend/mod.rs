@@ -4,6 +4,9 @@
 pub mod embedded;
 pub mod instrumented;
 pub mod redis;
+mod refusal;
+
+pub use refusal::Refusal;
 
 use std::sync::OnceLock;
 
@@ -69,6 +72,23 @@ pub enum ExecError {
     /// have run, or may yet run.
     #[error("unanswered: {0}")]
     Unanswered(String),
+}
+
+impl ExecError {
+    /// The script's refusal this error reply carries, typed; `None` for any other failure.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::Reply(m) => Refusal::parse(m),
+            Self::Unavailable(_) | Self::Unanswered(_) => None,
+        }
+    }
+
+    /// What went wrong, without the kind's prefix that `Display` adds.
+    pub fn detail(&self) -> &str {
+        match self {
+            Self::Reply(m) | Self::Unavailable(m) | Self::Unanswered(m) => m,
+        }
+    }
 }
 
 /// One script call of a pipeline.

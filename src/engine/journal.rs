@@ -1,4 +1,5 @@
-//! The journal: where the engine hands every operation Redis applied, so a durable store can keep it.
+//! The journal: where the engine hands every operation Redis applied, so a durable store can keep
+//! it.
 //!
 //! Each mutating script, when journaling is on, takes the board's next sequence number and appends the
 //! operation to the board's log stream in the same atomic call. The engine then passes the operation

@@ -1,6 +1,8 @@
-//! Reading every key of a board consistently, for snapshots (and the rebuilds that start from them).
+//! Reading every key of a board consistently, for snapshots (and the rebuilds that start from
+//! them).
 
-use super::{as_array, as_f64, as_str, as_u64, decode_stored, scripts, unavailable, Engine};
+use super::reply::{as_array, as_f64, as_str, as_u64, decode_stored, unavailable};
+use super::{scripts, Engine};
 use crate::backend::{Call, Reply};
 use crate::board::BoardId;
 use crate::error::{Error, Result};

@@ -24,6 +24,20 @@ use crate::board::BoardId;
 use crate::engine::{Base, BaseKey, KeySnapshot, LoggedOp};
 use crate::error::Result;
 
+/// One board's snapshot as a store wrote it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The run's id; `None` when the board had no live key and nothing was written.
+    pub run: Option<i64>,
+    /// The sequence number of the board's log every key was read at; `None` when the keys were
+    /// read at different points (history, never a rebuild base).
+    pub seq: Option<u64>,
+    /// Keys written.
+    pub keys: usize,
+    /// Entries written.
+    pub entries: usize,
+}
+
 /// What the persister, the rebuild and the snapshots need of a durable store.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -73,7 +87,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         _engine: &crate::engine::Engine,
         _board: &BoardId,
-    ) -> Result<Option<snapshot::Written>> {
+    ) -> Result<Option<Written>> {
         Ok(None)
     }
     /// Writes a snapshot run of one board (every key), whole or not at all. Returns the run's id

@@ -750,7 +750,7 @@ impl super::Store for PgStore {
         &self,
         engine: &crate::engine::Engine,
         board: &BoardId,
-    ) -> Result<Option<super::snapshot::Written>> {
+    ) -> Result<Option<super::Written>> {
         PgStore::snapshot_streamed(self, engine, board).await
     }
     async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {

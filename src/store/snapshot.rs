@@ -8,7 +8,7 @@ use std::time::Instant;
 use sqlx::postgres::PgPoolCopyExt;
 
 use super::postgres::PgStore;
-use super::Store;
+use super::{Store, Written};
 use crate::board::BoardId;
 use crate::engine::{at_one_point, Engine, KeySnapshot, SnapChunk, SnapEntry, SnapshotKey};
 use crate::error::{Error, Result};
@@ -22,20 +22,6 @@ pub struct SnapshotReport {
     pub entries: usize,
     /// Boards whose snapshot became a rebuild base (see [`make_base`]).
     pub bases: usize,
-}
-
-/// One board's snapshot as a store wrote it.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
-    /// The run's id; `None` when the board had no live key and nothing was written.
-    pub run: Option<i64>,
-    /// The sequence number of the board's log every key was read at; `None` when the keys were
-    /// read at different points (history, never a rebuild base).
-    pub seq: Option<u64>,
-    /// Keys written.
-    pub keys: usize,
-    /// Entries written.
-    pub entries: usize,
 }
 
 fn unavailable(e: sqlx::Error) -> Error {

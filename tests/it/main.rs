@@ -13,5 +13,6 @@ mod model;
 mod private;
 mod promtool;
 mod readme;
+mod refusals;
 mod server;
 mod trouble;

@@ -62,7 +62,7 @@ pub use zset::ZSet;
 
 use self::lua::{Scripting, Store};
 use super::{Call, ExecError, Executor, Reply, Script};
-use crate::engine::Clock;
+use crate::clock::Clock;
 
 /// Settings of the embedded store.
 #[derive(Debug, Clone)]

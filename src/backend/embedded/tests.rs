@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::engine::ManualClock;
+use crate::clock::ManualClock;
 
 fn script(src: &str) -> &'static Script {
     Box::leak(Box::new(Script::new(

@@ -1,21 +1,22 @@
-//! Rebuilding a board from its stored operation log, through the very scripts that first applied it.
+//! Rebuilding a board from its stored operation log, through the very scripts that first applied
+//! it, under a lease that one instance holds at a time.
 
-use super::{
-    as_array, as_u64, fmt_num, scripts, unavailable, CachedDef, Engine, LoggedOp, Op, Prepared,
-    Slots,
-};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backend::{Call, ExecError, Reply};
+use super::defs::CachedDef;
+use super::reply::{as_u64, fmt_num, unavailable};
+use super::submit::{event_print, Prepared, Slots, SubmitReply};
+use super::Submit;
+use super::{scripts, Engine};
+use super::{LoggedOp, Op};
+use crate::backend::{Call, ExecError, Refusal, Reply};
 use crate::board::{BoardDef, BoardId, EventId, Member, Scope, Score};
-use crate::engine::Submit;
 use crate::error::{Error, Result};
 use crate::window::{Period, Window};
 
 /// Members per restore call (one ZADD of this many pairs, as a raw bulk load would send).
 const RESTORE_PAIRS: usize = 1_000;
-/// Sequence numbers one log trim call forgets.
-const TRIM_CHUNK: usize = 1_000;
+
 /// Restore calls sent in one pipeline.
 const RESTORE_PIPELINE: usize = 16;
 
@@ -67,7 +68,7 @@ impl std::fmt::Debug for Base {
     }
 }
 
-fn parse_def(board: &BoardId, json: &str) -> Result<BoardDef> {
+pub(super) fn parse_def(board: &BoardId, json: &str) -> Result<BoardDef> {
     serde_json::from_str::<BoardDef>(json)
         .map_err(|e| Error::Backend(format!("stored definition of {board}: {e}")))
 }
@@ -78,7 +79,7 @@ tokio::task_local! {
 }
 
 /// Counts a completed call of the rebuild this task runs, if it runs one.
-fn step() {
+pub(super) fn step() {
     let _ = REBUILD_STEPS.try_with(|s| s.fetch_add(1, Ordering::Relaxed));
 }
 
@@ -116,122 +117,7 @@ pub enum RedisState {
     Live(u64),
 }
 
-/// One operation read back from a board's Redis log.
-fn stream_op(board: &BoardId, entry: &Reply) -> Option<LoggedOp> {
-    let [_, Reply::Array(fields)] = as_array(entry)? else {
-        return None;
-    };
-    let mut get = std::collections::HashMap::new();
-    for pair in fields.chunks(2) {
-        if let [Reply::Bulk(k), Reply::Bulk(v)] = pair {
-            get.insert(k.as_str(), v.as_str());
-        }
-    }
-    let text = |k: &str| get.get(k).map(|s| (*s).to_owned());
-    let opt = |k: &str| text(k).filter(|s| !s.is_empty());
-    let op = match *get.get("o")? {
-        "d" => Op::Define {
-            version: text("x")?,
-            json: text("j")?,
-        },
-        "e" => Op::Event {
-            member: text("m")?,
-            value: get.get("v")?.parse().ok()?,
-            event_id: opt("i"),
-            at_ms: get.get("a")?.parse().ok()?,
-            scopes: get
-                .get("c")
-                .map(|c| {
-                    c.split(' ')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
-        },
-        "r" => Op::Remove { member: text("m")? },
-        "p" => Op::Display {
-            member: text("m")?,
-            name: opt("d"),
-            data: opt("j"),
-        },
-        _ => return None,
-    };
-    Some(LoggedOp {
-        board: board.clone(),
-        seq: get.get("s")?.parse().ok()?,
-        recv_ms: get.get("n")?.parse().ok()?,
-        op,
-    })
-}
-
 impl Engine {
-    async fn raw(&self, call: Call) -> Result<Reply> {
-        self.exec.eval(call).await.map_err(unavailable)
-    }
-
-    /// The oldest operations still in a board's Redis log (not yet confirmed by the store).
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] when Redis cannot be reached.
-    pub async fn log_pending(&self, board: &BoardId, max: usize) -> Result<Vec<LoggedOp>> {
-        let reply = self
-            .raw(Call {
-                script: &scripts::LOG_READ,
-                keys: vec![self.keys.log(board)],
-                args: vec![max.to_string()],
-            })
-            .await?;
-        Ok(as_array(&reply)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|e| stream_op(board, e))
-            .collect())
-    }
-
-    /// Forgets operations the store committed, from their boards' Redis logs (one pipeline).
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] when Redis cannot be reached.
-    pub async fn log_confirm(&self, ops: &[LoggedOp]) -> Result<()> {
-        let mut by_board: std::collections::BTreeMap<&BoardId, Vec<String>> = Default::default();
-        for o in ops {
-            by_board
-                .entry(&o.board)
-                .or_default()
-                .push(o.seq.to_string());
-        }
-        // Bounded calls: each holds Redis briefly, and passes Lua's unpack far fewer values than
-        // its limit (about 8,000).
-        let calls = by_board
-            .into_iter()
-            .flat_map(|(b, seqs)| {
-                let key = self.keys.log(b);
-                seqs.chunks(TRIM_CHUNK)
-                    .map(|part| Call {
-                        script: &scripts::LOG_TRIM,
-                        keys: vec![key.clone()],
-                        args: part.to_vec(),
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for r in self.exec.eval_many(calls).await.map_err(unavailable)? {
-            r.map_err(unavailable)?;
-        }
-        // Saving a seized board's log is rebuild work too (see Engine::beating).
-        step();
-        Ok(())
-    }
-
-    /// Forgets expired keys from a board's key index; returns how many live keys it lists.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] when Redis cannot be reached.
-    pub async fn prune_index(&self, board: &BoardId) -> Result<usize> {
-        Ok(self.live_zsets(board, self.now_ms()).await?.len())
-    }
-
     /// What Redis holds of a board.
     ///
     /// # Errors
@@ -324,50 +210,11 @@ impl Engine {
         for r in self.exec.eval_many(calls).await.map_err(unavailable)? {
             match r {
                 Ok(_) => {}
-                Err(ExecError::Reply(m)) if m.contains("RANKD_STALE") => return Ok(false),
+                Err(e) if matches!(e.refusal(), Some(Refusal::Stale(_))) => return Ok(false),
                 Err(e) => return Err(Error::Backend(format!("discard {board}: {e}"))),
             }
         }
         Ok(true)
-    }
-
-    async fn fetch_def_raw(&self, board: &BoardId) -> Result<Option<std::sync::Arc<CachedDef>>> {
-        let reply = self
-            .raw(Call {
-                script: &scripts::BOARD_GET,
-                keys: vec![self.keys.definition(board)],
-                args: vec![],
-            })
-            .await?;
-        Self::parse_def(&reply)
-    }
-
-    /// The board_put call that sets a board's definition when its current version is `expected`
-    /// ("" to create it); `log` is "1" to append it to the board's log, "0" for a replay.
-    pub(super) fn put_def_call(
-        &self,
-        board: &BoardId,
-        expected: &str,
-        version: &str,
-        json: &str,
-        log: &str,
-        now: i64,
-    ) -> Call {
-        Call {
-            script: &scripts::BOARD_PUT,
-            keys: vec![
-                self.keys.definition(board),
-                self.keys.sequence(board),
-                self.keys.log(board),
-            ],
-            args: vec![
-                expected.into(),
-                version.into(),
-                json.into(),
-                now.to_string(),
-                log.into(),
-            ],
-        }
     }
 
     /// Rebuilds a board Redis lacks from its stored operations, in order, through the same scripts.
@@ -446,7 +293,7 @@ impl Engine {
     /// work makes progress (its own Redis calls complete), so that another instance takes the board
     /// over only from a rebuild that stopped or hangs (on a store that no longer answers, say),
     /// however long a working one takes.
-    async fn beating(
+    pub(super) async fn beating(
         &self,
         board: &BoardId,
         token: &str,
@@ -520,7 +367,7 @@ impl Engine {
                     }));
                 }
                 // Its definition changed meanwhile: take the new one.
-                Err(ExecError::Reply(m)) if m.contains("RANKD_STALE") => {}
+                Err(e) if matches!(e.refusal(), Some(Refusal::Stale(_))) => {}
                 Err(e) => return Err(unavailable(e)),
             }
         }
@@ -571,7 +418,7 @@ impl Engine {
                 self.forget(board);
                 Ok(Some(token))
             }
-            Err(ExecError::Reply(m)) if m.contains("RANKD_EXISTS") => Ok(None),
+            Err(e) if matches!(e.refusal(), Some(Refusal::Exists(_))) => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -600,6 +447,7 @@ impl Engine {
             }
         }
     }
+
     /// Replays stored operations, in order, into a board the rebuild holds under `token`.
     async fn replay_ops(
         &self,
@@ -677,7 +525,7 @@ impl Engine {
                         current,
                         &slots,
                         &prepared,
-                        super::SubmitReply::Replay,
+                        SubmitReply::Replay,
                         recv,
                     ));
                     if pending.len() >= 256 {
@@ -737,39 +585,6 @@ impl Engine {
         self.forget(board);
         self.registry("add", board).await?;
         Ok(())
-    }
-
-    /// The display_put call that sets a member's display name and data, under definition version
-    /// `version`; `log` is "1" to append it to the board's log, "0" for a replay.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn display_call(
-        &self,
-        board: &BoardId,
-        version: &str,
-        member: &str,
-        name: Option<&str>,
-        data: Option<&str>,
-        log: &str,
-        now: i64,
-    ) -> Call {
-        Call {
-            script: &scripts::DISPLAY_PUT,
-            keys: vec![
-                self.keys.definition(board),
-                self.keys.display_names(board),
-                self.keys.display_data(board),
-                self.keys.sequence(board),
-                self.keys.log(board),
-            ],
-            args: vec![
-                version.to_owned(),
-                member.to_owned(),
-                name.unwrap_or_default().to_owned(),
-                data.unwrap_or_default().to_owned(),
-                log.to_owned(),
-                now.to_string(),
-            ],
-        }
     }
 
     /// Writes one key of a snapshot back, chunk by chunk as the store reads it, several chunks to a
@@ -886,7 +701,7 @@ impl Engine {
                 } if o.recv_ms + ttl > now => Some((
                     o.recv_ms + ttl,
                     id.as_str(),
-                    super::event_print(member, *value, scopes.iter().map(String::as_str)),
+                    event_print(member, *value, scopes.iter().map(String::as_str)),
                 )),
                 _ => None,
             })
@@ -957,16 +772,13 @@ impl Engine {
         Ok(())
     }
 
-    async fn checked(&self, call: Call) -> Result<Reply> {
-        let r = self.exec.eval(call).await.map_err(|e| match e {
-            ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
-            ExecError::Reply(m) => Error::Backend(format!("replay: {m}")),
-        });
+    pub(super) async fn checked(&self, call: Call) -> Result<Reply> {
+        let r = self.exec.eval(call).await.map_err(unavailable);
         step();
         r
     }
 
-    async fn flush(&self, board: &BoardId, pending: &mut Vec<Call>) -> Result<()> {
+    pub(super) async fn flush(&self, board: &BoardId, pending: &mut Vec<Call>) -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
@@ -977,16 +789,5 @@ impl Engine {
             r.map_err(|e| Error::Backend(format!("replay of {board}: {e}")))?;
         }
         Ok(())
-    }
-
-    async fn replay_remove(
-        &self,
-        board: &BoardId,
-        d: &CachedDef,
-        member: &Member,
-        now: i64,
-    ) -> Result<()> {
-        let call = self.remove_call(board, d, member, now, "0").await?;
-        self.checked(call).await.map(|_| ())
     }
 }
