@@ -10,7 +10,7 @@
 //! operation.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -31,6 +31,10 @@ pub const SWEEP_AGE_MS: i64 = 2_000;
 /// finish waits for its turn however long that is (back-pressure), never failing while the store
 /// is merely busy.
 pub const COMMIT_WAIT: Duration = Duration::from_secs(5);
+/// What each operation of a commit adds to [`COMMIT_WAIT`]: a commit of a large group (a batch of
+/// 10,000 events) on a loaded machine may take longer than a single event's and still be making
+/// progress (1 ms an operation is about 20 times what a commit of one takes on an idle machine).
+const COMMIT_WAIT_PER_OP: Duration = Duration::from_millis(1);
 /// How often a sync-mode write waiting for its commit checks that the store is not stalled.
 const STALL_CHECK: Duration = Duration::from_millis(200);
 /// Most operations one group commit carries, so that a commit stays short even when a backlog
@@ -54,6 +58,8 @@ pub struct Persister {
     queued: Mutex<HashMap<BoardId, HashSet<u64>>>,
     /// When the writer's commit under way began (ms since the epoch), 0 while it waits for work.
     committing_since: AtomicI64,
+    /// Operations the commit under way carries.
+    committing_ops: AtomicUsize,
     /// Which store Redis was built from (see [`super::identity`]).
     pairing: super::identity::Pairing,
 }
@@ -74,6 +80,7 @@ impl Persister {
             rebuilding: Mutex::new(HashSet::new()),
             queued: Mutex::new(HashMap::new()),
             committing_since: AtomicI64::new(0),
+            committing_ops: AtomicUsize::new(0),
             pairing: super::identity::Pairing::default(),
         });
         tokio::spawn(writer(Arc::downgrade(&p), rx, shutdown));
@@ -124,10 +131,13 @@ impl Persister {
         }
     }
 
-    /// Whether the writer's commit under way has run longer than [`COMMIT_WAIT`].
+    /// Whether the writer's commit under way has run longer than [`COMMIT_WAIT`], plus
+    /// [`COMMIT_WAIT_PER_OP`] for each operation it carries.
     fn stalled(&self) -> bool {
         let since = self.committing_since.load(Ordering::Acquire);
-        since != 0 && chrono::Utc::now().timestamp_millis() - since > COMMIT_WAIT.as_millis() as i64
+        let ops = self.committing_ops.load(Ordering::Acquire) as u128;
+        let limit = COMMIT_WAIT.as_millis() + ops * COMMIT_WAIT_PER_OP.as_millis();
+        since != 0 && (chrono::Utc::now().timestamp_millis() - since).max(0) as u128 > limit
     }
 
     /// The store.
@@ -399,6 +409,7 @@ async fn writer(p: Weak<Persister>, mut rx: mpsc::Receiver<Job>, shutdown: Cance
             .iter_mut()
             .flat_map(|j| std::mem::take(&mut j.ops))
             .collect();
+        p.committing_ops.store(ops.len(), Ordering::Release);
         p.committing_since.store(
             chrono::Utc::now().timestamp_millis().max(1),
             Ordering::Release,
