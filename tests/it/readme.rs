@@ -300,10 +300,10 @@ fn the_readme_example_rankd_toml_loads_as_it_reads() {
 
 #[test]
 fn the_readme_configuration_table_names_every_setting() {
-    let source = include_str!("../../src/config.rs");
+    let source = include_str!("../../src/config/mod.rs");
     let start = source
         .find("const NAMES")
-        .expect("src/config.rs lists its settings in NAMES");
+        .expect("src/config/mod.rs lists its settings in NAMES");
     let end = start + source[start..].find("];").expect("NAMES ends");
     let names: Vec<&str> = source[start..end].split('"').skip(1).step_by(2).collect();
     assert!(names.len() >= 10, "found only {names:?} in NAMES");
