@@ -300,15 +300,10 @@ fn the_readme_example_rankd_toml_loads_as_it_reads() {
 
 #[test]
 fn the_readme_configuration_table_names_every_setting() {
-    let source = include_str!("../../src/config/mod.rs");
-    let start = source
-        .find("const NAMES")
-        .expect("src/config/mod.rs lists its settings in NAMES");
-    let end = start + source[start..].find("];").expect("NAMES ends");
-    let names: Vec<&str> = source[start..end].split('"').skip(1).step_by(2).collect();
-    assert!(names.len() >= 10, "found only {names:?} in NAMES");
-    for name in names {
-        let var = format!("`RANKD_{}`", name.to_ascii_uppercase());
+    let settings = rankd::config::SETTINGS;
+    assert!(settings.len() >= 10, "found only {settings:?}");
+    for s in settings {
+        let var = format!("`{}`", s.env_var());
         assert!(README.contains(&var), "README.md does not document {var}");
     }
 }
