@@ -1,5 +1,8 @@
 //! Configuration: defaults, then a rankd.toml file, then `RANKD_*` environment variables, then flags;
-//! validated once, so that a bad setting fails the start with a message naming it.
+//! validated once, so that a bad setting fails the start with a message naming it and its limit.
+//!
+//! Every setting is declared once, in src/config/settings.rs: [`Config`], the rankd.toml keys, the
+//! variables, the flags ([`crate::cli::SettingFlags`]) and the README's table come from there.
 
 use std::path::{Path, PathBuf};
 
