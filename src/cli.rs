@@ -1,10 +1,11 @@
 //! The command line: `rankd serve` and `rankd admin …`.
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
-use clap::{Parser, Subcommand};
+use clap::{Arg, ArgMatches, Parser, Subcommand};
 
-use crate::config::Layer;
+use crate::config::{FlagIn, Layer, Setting, SETTINGS};
 
 /// A Redis-native leaderboard engine.
 #[derive(Debug, Parser)]
@@ -27,67 +28,18 @@ pub enum Command {
     Admin(AdminArgs),
 }
 
-/// Flags of `rankd serve`; each overrides its `RANKD_*` variable and the file.
+/// Flags of `rankd serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on (RANKD_LISTEN; default 127.0.0.1:8080).
-    #[arg(long)]
-    pub listen: Option<String>,
-    /// Redis URL (RANKD_REDIS_URL): redis://host:port or redis-cluster://host:port?node=host:port.
-    #[arg(long)]
-    pub redis_url: Option<String>,
-    /// Prefix of every Redis key (RANKD_KEY_PREFIX; default rankd:).
-    #[arg(long)]
-    pub key_prefix: Option<String>,
-    /// API keys, KEY:ROLES,… (RANKD_API_KEYS). Other users of the host can read a process's
-    /// arguments: RANKD_API_KEYS or the file keeps keys out of sight.
-    #[arg(long)]
-    pub api_keys: Option<String>,
-    /// Read routes need no key (RANKD_PUBLIC_READS): `--public-reads` or `--public-reads=false`.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub public_reads: Option<String>,
-    /// The bearer key /metrics requires (RANKD_METRICS_KEY).
-    #[arg(long)]
-    pub metrics_key: Option<String>,
-    /// One series per board on /metrics (RANKD_METRICS_BOARDS): `--metrics-boards=false` drops them.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub metrics_boards: Option<String>,
-    /// Requests a second per API key, and for callers without one (RANKD_RATE_LIMIT; 0: none).
-    #[arg(long)]
-    pub rate_limit: Option<String>,
-    /// Log format, text or json (RANKD_LOG_FORMAT).
-    #[arg(long)]
-    pub log_format: Option<String>,
-    /// The durable store (RANKD_DATABASE_URL): postgres://user@host:port/db.
-    #[arg(long)]
-    pub database_url: Option<String>,
-    /// sync or async (RANKD_DURABILITY).
-    #[arg(long)]
-    pub durability: Option<String>,
+    /// The settings' flags.
+    #[command(flatten)]
+    pub settings: SettingFlags,
 }
 
 impl ServeArgs {
     /// The flags given, as a configuration layer.
     pub fn layer(&self) -> Layer {
-        let mut l = Layer::new();
-        for (name, v) in [
-            ("listen", &self.listen),
-            ("redis_url", &self.redis_url),
-            ("key_prefix", &self.key_prefix),
-            ("api_keys", &self.api_keys),
-            ("public_reads", &self.public_reads),
-            ("metrics_key", &self.metrics_key),
-            ("metrics_boards", &self.metrics_boards),
-            ("rate_limit", &self.rate_limit),
-            ("log_format", &self.log_format),
-            ("database_url", &self.database_url),
-            ("durability", &self.durability),
-        ] {
-            if let Some(v) = v {
-                l.push((name, v.clone()));
-            }
-        }
-        l
+        self.settings.layer()
     }
 }
 
@@ -97,15 +49,9 @@ pub struct AdminArgs {
     /// Print what would be done; change nothing.
     #[arg(long, global = true)]
     pub dry_run: bool,
-    /// Redis URL (RANKD_REDIS_URL).
-    #[arg(long, global = true)]
-    pub redis_url: Option<String>,
-    /// The durable store (RANKD_DATABASE_URL).
-    #[arg(long, global = true)]
-    pub database_url: Option<String>,
-    /// Prefix of every Redis key (RANKD_KEY_PREFIX).
-    #[arg(long, global = true)]
-    pub key_prefix: Option<String>,
+    /// The settings' flags, taken by every admin command.
+    #[command(flatten)]
+    pub settings: SettingFlags,
     /// The command.
     #[command(subcommand)]
     pub command: AdminCommand,
@@ -114,17 +60,133 @@ pub struct AdminArgs {
 impl AdminArgs {
     /// The flags given, as a configuration layer.
     pub fn layer(&self) -> Layer {
-        let mut l = Layer::new();
-        for (name, v) in [
-            ("redis_url", &self.redis_url),
-            ("database_url", &self.database_url),
-            ("key_prefix", &self.key_prefix),
-        ] {
-            if let Some(v) = v {
-                l.push((name, v.clone()));
+        self.settings.layer()
+    }
+}
+
+/// The flags of the settings that declare one for the command this is flattened into (`serve`,
+/// `admin`: see [`FlagIn`]), each overriding its `RANKD_*` variable and the file. They are made
+/// from [`SETTINGS`]: a flag's help is the first paragraph of its setting's doc.
+#[derive(Debug, Clone, Default)]
+pub struct SettingFlags {
+    given: Layer,
+}
+
+impl SettingFlags {
+    /// The flags given, as a configuration layer.
+    pub fn layer(&self) -> Layer {
+        self.given.clone()
+    }
+}
+
+/// Each setting's long flag and value name (`redis-url`, `REDIS_URL`), kept for the life of the
+/// process since clap borrows them.
+static FLAG_NAMES: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+    SETTINGS
+        .iter()
+        .map(|s| (s.flag(), s.name.to_ascii_uppercase()))
+        .collect()
+});
+
+/// `text` with its Markdown code spans as plain text.
+fn plain(text: &str) -> String {
+    text.replace('`', "")
+}
+
+/// A paragraph of a setting's doc as help: plain text, a sentence's first letter capitalised (not
+/// a code span's: `redis://…` stays as it is).
+fn sentence(paragraph: &str) -> String {
+    let mut chars = paragraph.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_lowercase() => {
+            c.to_ascii_uppercase().to_string() + &plain(chars.as_str())
+        }
+        _ => plain(paragraph),
+    }
+}
+
+/// The flag of `setting`.
+fn flag_arg(setting: &'static Setting, (long, value_name): &'static (String, String)) -> Arg {
+    let default = match setting.default {
+        "" => "none",
+        d => d,
+    };
+    let values = match plain(&setting.values()) {
+        v if v.is_empty() => String::new(),
+        v => format!("{v}; "),
+    };
+    let about = format!("({}; {values}default {default})", setting.env_var());
+    let paragraphs = setting.paragraphs();
+    let mut arg = Arg::new(setting.name)
+        .long(long.as_str())
+        .value_name(value_name.as_str())
+        .value_parser(clap::value_parser!(String))
+        .help(format!(
+            "{} {about}",
+            sentence(paragraphs.first().map_or("", String::as_str))
+        ));
+    if paragraphs.len() > 1 {
+        let text: Vec<String> = paragraphs.iter().map(|p| sentence(p)).collect();
+        arg = arg.long_help(format!("{}\n\n{about}", text.join("\n\n")));
+    }
+    if setting.switch {
+        // `--public-reads` alone is true; `--public-reads=false` says otherwise.
+        arg = arg
+            .num_args(0..=1)
+            .require_equals(true)
+            .default_missing_value("true");
+    }
+    arg
+}
+
+impl clap::Args for SettingFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let on = FlagIn::of(cmd.get_name()).unwrap_or_else(|| {
+            panic!(
+                "settings declare no flags for the command {:?}",
+                cmd.get_name()
+            )
+        });
+        // A subcommand of `admin` takes them too: `rankd admin warm --redis-url …`.
+        let global = on == FlagIn::Admin;
+        let args: Vec<Arg> = SETTINGS
+            .iter()
+            .zip(FLAG_NAMES.iter())
+            .filter(|(s, _)| s.flags.contains(&on))
+            .map(|(s, names)| flag_arg(s, names).global(global))
+            .collect();
+        cmd.args(args)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Self::default();
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        // In the order of the declarations, as the other layers; a flag given replaces the one
+        // held. A setting without a flag here is no argument of these matches.
+        let mut given = Layer::new();
+        for s in SETTINGS {
+            let now = matches.try_get_one::<String>(s.name).ok().flatten();
+            let held = self
+                .given
+                .iter()
+                .find(|(n, _)| *n == s.name)
+                .map(|(_, v)| v);
+            if let Some(v) = now.or(held) {
+                given.push((s.name, v.clone()));
             }
         }
-        l
+        self.given = given;
+        Ok(())
     }
 }
 
@@ -251,5 +313,66 @@ mod tests {
         assert_eq!(c.metrics_key.as_deref(), Some("flag"));
         assert!(!c.metrics_boards);
         assert!(serve(&[]).metrics_boards);
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn each_command_takes_the_flags_its_settings_declare_and_no_other() {
+        for on in [FlagIn::Serve, FlagIn::Admin] {
+            for s in SETTINGS {
+                let flag = format!("--{}={}", s.flag(), s.default);
+                let mut args = vec!["rankd", on.command(), flag.as_str()];
+                if on == FlagIn::Admin {
+                    args.push("migrate");
+                }
+                let layer = Cli::try_parse_from(&args).map(|cli| match cli.command {
+                    Command::Serve(s) => s.layer(),
+                    Command::Admin(a) => a.layer(),
+                });
+                if s.flags.contains(&on) {
+                    assert_eq!(
+                        layer.unwrap(),
+                        vec![(s.name, s.default.to_owned())],
+                        "{args:?}"
+                    );
+                } else {
+                    assert!(layer.is_err(), "{args:?} should be refused");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn admin_flags_come_before_or_after_its_command() {
+        let cli = Cli::try_parse_from([
+            "rankd",
+            "admin",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "warm",
+            "--key-prefix",
+            "p:",
+            "--database-url",
+            "postgres://db/rankd",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::Admin(a) = cli.command else {
+            panic!("not admin")
+        };
+        assert!(a.dry_run);
+        assert_eq!(
+            a.layer(),
+            vec![
+                ("redis_url", "redis://127.0.0.1:1".to_owned()),
+                ("key_prefix", "p:".to_owned()),
+                ("database_url", "postgres://db/rankd".to_owned()),
+            ]
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The README, checked against the code so that it cannot rot: its walkthrough runs against a real
-//! server, and its tables name every route and every setting.
+//! server, its API table names every route, and its configuration table is the settings of
+//! src/config/settings.rs rendered.
 //!
 //! A walkthrough block is a ```sh fence right after a `<!-- readme-test -->` line. Blocks run in
 //! order, each as `bash -euo pipefail -c BLOCK` with `RANKD_URL` set to the spawned server and
@@ -298,17 +299,74 @@ fn the_readme_example_rankd_toml_loads_as_it_reads() {
     assert_eq!(c.log_format, rankd::config::LogFormat::Json);
 }
 
+/// A Markdown table row of `cells`.
+fn table_row(cells: &[String]) -> String {
+    let mut row = String::from("|");
+    for cell in cells {
+        row.push(' ');
+        if !cell.is_empty() {
+            row.push_str(&cell.replace('|', "\\|"));
+            row.push(' ');
+        }
+        row.push('|');
+    }
+    row
+}
+
+/// The configuration table the README must show: every setting of src/config/settings.rs, in the
+/// order declared, rendered from its declaration.
+fn configuration_table() -> Vec<String> {
+    let mut table = vec![
+        "| Variable | Flag | Default | Values | Meaning |".to_owned(),
+        "| --- | --- | --- | --- | --- |".to_owned(),
+    ];
+    for s in rankd::config::SETTINGS {
+        let flag = match s.flags {
+            [] => String::new(),
+            [rankd::config::FlagIn::Serve] => format!("`--{}`", s.flag()),
+            commands => format!(
+                "`--{}` ({})",
+                s.flag(),
+                commands
+                    .iter()
+                    .map(|c| c.command())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let default = match s.default {
+            "" => "none".to_owned(),
+            d => format!("`{d}`"),
+        };
+        table.push(table_row(&[
+            format!("`{}`", s.env_var()),
+            flag,
+            default,
+            s.values(),
+            s.help(),
+        ]));
+    }
+    table
+}
+
 #[test]
-fn the_readme_configuration_table_names_every_setting() {
-    let source = include_str!("../../src/config.rs");
-    let start = source
-        .find("const NAMES")
-        .expect("src/config.rs lists its settings in NAMES");
-    let end = start + source[start..].find("];").expect("NAMES ends");
-    let names: Vec<&str> = source[start..end].split('"').skip(1).step_by(2).collect();
-    assert!(names.len() >= 10, "found only {names:?} in NAMES");
-    for name in names {
-        let var = format!("`RANKD_{}`", name.to_ascii_uppercase());
-        assert!(README.contains(&var), "README.md does not document {var}");
+fn the_readme_configuration_table_is_the_declared_settings() {
+    let expected = configuration_table();
+    assert!(expected.len() >= 12, "found only {expected:?}");
+    let shown: Vec<&str> = README
+        .lines()
+        .skip_while(|l| *l != expected[0])
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    let differs = (0..expected.len().max(shown.len()))
+        .find(|&i| shown.get(i).copied() != expected.get(i).map(String::as_str));
+    if let Some(i) = differs {
+        panic!(
+            "README.md's configuration table is not the settings src/config/settings.rs declares: \
+             row {i} reads\n{}\nbut should read\n{}\nThe whole table, to paste into README.md:\n\n{}\n",
+            shown.get(i).copied().unwrap_or("(no row)"),
+            expected.get(i).map_or("(no row)", String::as_str),
+            expected.join("\n")
+        );
     }
 }
