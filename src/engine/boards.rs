@@ -5,8 +5,8 @@ use super::defs::{Next, ATTEMPTS};
 use super::rebuild::REBUILD_PREFIX;
 use super::reply::{as_array, as_str, as_u64, bad_reply, unavailable};
 use super::BoardInfo;
+use super::Op;
 use super::{scripts, Engine};
-use super::{LoggedOp, Op};
 use crate::backend::{Call, Reply};
 use crate::board::{BoardDef, BoardId};
 use crate::error::{Error, Result};
@@ -51,18 +51,11 @@ impl Engine {
                         .and_then(|a| a.get(1))
                         .and_then(as_u64)
                         .unwrap_or(0);
-                    if seq > 0 {
-                        self.journal(vec![LoggedOp {
-                            board: board.clone(),
-                            seq,
-                            recv_ms: now,
-                            op: Op::Define {
-                                version,
-                                json: json.clone(),
-                            },
-                        }])
-                        .await?;
-                    }
+                    let op = Op::Define {
+                        version,
+                        json: json.clone(),
+                    };
+                    self.log_one(board, seq, now, op).await?;
                     return Ok(current.is_none());
                 }
                 Err(e) => match self.on_error(board, e) {

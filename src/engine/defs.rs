@@ -41,25 +41,25 @@ impl Engine {
     }
 
     fn remember(&self, board: &BoardId, def: &Arc<CachedDef>) {
-        self.absent
-            .lock()
-            .expect("absent boards poisoned")
-            .remove(board);
-        self.defs
-            .write()
-            .expect("definition cache poisoned")
-            .insert(board.clone(), def.clone());
+        self.cache(board, Some(def));
     }
 
     pub(super) fn forget(&self, board: &BoardId) {
+        self.cache(board, None);
+    }
+
+    /// Caches `def` as the board's definition, or drops the board's entry; either way the board
+    /// is no longer remembered as undefined.
+    fn cache(&self, board: &BoardId, def: Option<&Arc<CachedDef>>) {
         self.absent
             .lock()
             .expect("absent boards poisoned")
             .remove(board);
-        self.defs
-            .write()
-            .expect("definition cache poisoned")
-            .remove(board);
+        let mut defs = self.defs.write().expect("definition cache poisoned");
+        match def {
+            Some(d) => defs.insert(board.clone(), d.clone()),
+            None => defs.remove(board),
+        };
     }
 
     /// Whether `board` was found undefined less than [`ABSENT_FOR`] ago.

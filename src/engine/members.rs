@@ -73,17 +73,10 @@ impl Engine {
                         _ => (None, 0),
                     };
                     let removed = removed.ok_or_else(|| bad_reply("remove_member", &r))?;
-                    if seq > 0 {
-                        self.journal(vec![LoggedOp {
-                            board: board.clone(),
-                            seq,
-                            recv_ms: now,
-                            op: Op::Remove {
-                                member: member.to_string(),
-                            },
-                        }])
-                        .await?;
-                    }
+                    let op = Op::Remove {
+                        member: member.to_string(),
+                    };
+                    self.log_one(board, seq, now, op).await?;
                     return Ok(removed);
                 }
                 Err(e) => match self.on_error(board, e) {
@@ -128,20 +121,12 @@ impl Engine {
             })
             .await?;
         let seq = as_u64(&reply).unwrap_or(0);
-        if seq > 0 {
-            self.journal(vec![LoggedOp {
-                board: board.clone(),
-                seq,
-                recv_ms: now,
-                op: Op::Display {
-                    member: member.to_string(),
-                    name: display.display_name.clone(),
-                    data: (!data.is_empty()).then_some(data),
-                },
-            }])
-            .await?;
-        }
-        Ok(())
+        let op = Op::Display {
+            member: member.to_string(),
+            name: display.display_name.clone(),
+            data: (!data.is_empty()).then_some(data),
+        };
+        self.log_one(board, seq, now, op).await
     }
 
     /// The display_put call that sets a member's display name and data, under definition version
@@ -175,6 +160,28 @@ impl Engine {
                 now.to_string(),
             ],
         }
+    }
+
+    /// The call that replays a stored display operation `o` under rebuild token `token` (nothing
+    /// logged again); `None` when `o` is not one.
+    pub(super) fn replay_display(
+        &self,
+        board: &BoardId,
+        token: &str,
+        o: &LoggedOp,
+    ) -> Option<Call> {
+        let Op::Display { member, name, data } = &o.op else {
+            return None;
+        };
+        Some(self.display_call(
+            board,
+            token,
+            member,
+            name.as_deref(),
+            data.as_deref(),
+            "0",
+            o.recv_ms,
+        ))
     }
 
     pub(super) async fn replay_remove(

@@ -85,6 +85,21 @@ impl Engine {
         }
     }
 
+    /// Hands one operation Redis applied as number `seq` of `board`'s log to the journal; `seq` 0
+    /// means the script logged nothing (no journal, or nothing changed).
+    pub(super) async fn log_one(&self, board: &BoardId, seq: u64, now: i64, op: Op) -> Result<()> {
+        if seq == 0 {
+            return Ok(());
+        }
+        self.journal(vec![LoggedOp {
+            board: board.clone(),
+            seq,
+            recv_ms: now,
+            op,
+        }])
+        .await
+    }
+
     /// Before a duplicate is answered in sync mode: makes sure the operation it repeats is
     /// committed. The first acceptance of an event id may have been answered 503 `unconfirmed`
     /// (the store out of reach) and still be only in the board's Redis log, which keeps every

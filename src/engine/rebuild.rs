@@ -541,18 +541,11 @@ impl Engine {
                         .await?;
                     i += 1;
                 }
-                Op::Display { member, name, data } => {
+                Op::Display { .. } => {
                     self.flush(board, &mut pending).await?;
-                    self.checked(self.display_call(
-                        board,
-                        token,
-                        member,
-                        name.as_deref(),
-                        data.as_deref(),
-                        "0",
-                        ops[i].recv_ms,
-                    ))
-                    .await?;
+                    if let Some(call) = self.replay_display(board, token, &ops[i]) {
+                        self.checked(call).await?;
+                    }
                     i += 1;
                 }
             }
@@ -748,17 +741,9 @@ impl Engine {
             }
         }
         for o in before {
-            if let Op::Display { member, name, data } = &o.op {
+            if let Op::Display { member, .. } = &o.op {
                 if removed_at.get(member.as_str()).is_none_or(|&r| r < o.seq) {
-                    pending.push(self.display_call(
-                        board,
-                        token,
-                        member,
-                        name.as_deref(),
-                        data.as_deref(),
-                        "0",
-                        o.recv_ms,
-                    ));
+                    pending.extend(self.replay_display(board, token, o));
                 }
             }
         }

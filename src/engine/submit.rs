@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use super::defs::CachedDef;
 use super::reply::{as_array, as_f64, as_int, as_u64, bad_reply, decode_stored, fmt_num};
-use super::LoggedOp;
 use super::{scripts, Engine};
 use super::{KeyResult, Submit, Submitted};
 use crate::backend::{Call, Reply};
@@ -346,13 +345,7 @@ impl Engine {
             });
         }
         if seq > 0 {
-            self.journal(vec![LoggedOp {
-                board: ev.board.clone(),
-                seq,
-                recv_ms: now,
-                op: ev.logged(now),
-            }])
-            .await?;
+            self.log_one(&ev.board, seq, now, ev.logged(now)).await?;
         }
         if duplicate {
             self.confirm_logged(&ev.board).await?;
