@@ -317,3 +317,34 @@ fn recommendations(f: &Figures, server: Option<&ServerStats>) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(hits: u64, misses: u64) -> ServerStats {
+        ServerStats {
+            url: "http://x".into(),
+            definitions: (hits, misses),
+            scripts: (0, 0),
+        }
+    }
+
+    #[test]
+    fn a_definition_cache_is_judged_only_once_it_has_seen_enough_lookups() {
+        let advised = |s: &ServerStats| {
+            recommendations(&Figures::default(), Some(s))
+                .iter()
+                .any(|r| r.contains("redefined often"))
+        };
+        assert!(!advised(&server(0, 0)), "idle");
+        assert!(!advised(&server(0, 3)), "each board's first lookup");
+        assert!(!advised(&server(10, 900)), "too few lookups to judge");
+        assert!(advised(&server(100, 5000)), "a cache that keeps missing");
+        assert!(!advised(&server(5000, 100)), "a cache that hits");
+        assert_eq!(
+            recommendations(&Figures::default(), None),
+            ["nothing; sizes, lag and plans look healthy"]
+        );
+    }
+}
