@@ -24,7 +24,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API.
     Serve(ServeArgs),
-    /// Operate the durable store and Redis.
+    /// Operate the durable store and Redis (exit status 2 on an error).
     Admin(AdminArgs),
 }
 
@@ -207,7 +207,8 @@ pub enum AdminCommand {
         #[arg(long)]
         board: Option<String>,
     },
-    /// Compare Redis with the store; exit status 1 on any difference.
+    /// Compare Redis with the store (without Redis, the store with itself); exit status 1 on any
+    /// difference, 2 when it cannot compare.
     Verify {
         /// Only this board.
         #[arg(long)]

@@ -13,7 +13,7 @@ use crate::engine::{Clock, Engine, EngineConfig, SystemClock};
 use crate::error::Error;
 use crate::http::App;
 use crate::keys::Keys;
-use crate::store::{rebuild, Persister, PgStore, SqliteStore, Store};
+use crate::store::{rebuild, Configured, Persister};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -96,31 +96,22 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, E
 /// # Errors
 /// [`Error::Unavailable`] when Postgres or Redis cannot be reached.
 pub async fn attach_store(config: &Config, engine: Engine) -> Result<Arc<Engine>, Error> {
-    let store: Arc<dyn Store> = match (&config.database_url, &config.redis_url, &config.data_dir) {
-        (Some(url), _, _) => {
-            tracing::info!("durable store: Postgres");
-            Arc::new(PgStore::connect(url).await?)
-        }
-        (None, None, Some(dir)) => {
-            tracing::info!(data_dir = %dir.display(), "durable store: SQLite");
-            Arc::new(SqliteStore::open(dir).await?)
-        }
-        (None, Some(_), _) => {
-            tracing::warn!(
-                "NOT DURABLE: no RANKD_DATABASE_URL is set, so scores live only in Redis and a Redis \
-                 restart without persistence loses them. Set RANKD_DATABASE_URL=postgres://user@host:port/db"
-            );
-            metrics::gauge!(crate::metrics::STORE_DURABLE).set(0.0);
-            return Ok(Arc::new(engine));
-        }
-        (None, None, None) => {
-            tracing::warn!(
-                "NOT DURABLE: RANKD_DATA_DIR is empty, so the embedded engine keeps scores in memory \
-                 only and a restart loses them"
-            );
-            metrics::gauge!(crate::metrics::STORE_DURABLE).set(0.0);
-            return Ok(Arc::new(engine));
-        }
+    let configured = Configured::of(config);
+    match &configured {
+        Configured::Postgres(_) => tracing::info!("durable store: Postgres"),
+        Configured::Sqlite(dir) => tracing::info!(data_dir = %dir.display(), "durable store: SQLite"),
+        Configured::RedisOnly => tracing::warn!(
+            "NOT DURABLE: no RANKD_DATABASE_URL is set, so scores live only in Redis and a Redis \
+             restart without persistence loses them. Set RANKD_DATABASE_URL=postgres://user@host:port/db"
+        ),
+        Configured::MemoryOnly => tracing::warn!(
+            "NOT DURABLE: RANKD_DATA_DIR is empty, so the embedded engine keeps scores in memory \
+             only and a restart loses them"
+        ),
+    }
+    let Some(store) = configured.open().await? else {
+        metrics::gauge!(crate::metrics::STORE_DURABLE).set(0.0);
+        return Ok(Arc::new(engine));
     };
     store.migrate().await?;
     if config.durability == crate::engine::Durability::Async {
@@ -204,6 +195,36 @@ async fn background_store(
             {
                 tracing::warn!(error = %err, "periodic snapshot failed");
             }
+        }
+    }
+}
+
+/// `rankd serve`: runs the server until SIGINT or SIGTERM. Returns the process's exit status: 0, or
+/// 1 with the reason on standard error when it could not start.
+pub async fn main(config: Config) -> std::process::ExitCode {
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot handle SIGTERM; stopping");
+                    token.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+        token.cancel();
+    });
+    match serve(config, shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rankd serve: {e}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

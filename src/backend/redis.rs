@@ -77,10 +77,10 @@ fn classify(e: &Error) -> ExecError {
         // No answer in time, or the connection lost with the command on it: it may have been
         // written, and Redis may have run it (a score applied), or may yet run it.
         ErrorKind::Timeout | ErrorKind::IO | ErrorKind::Canceled => {
-            ExecError::Unanswered(e.to_string())
+            ExecError::Unanswered(in_words(e))
         }
         ErrorKind::Cluster | ErrorKind::Routing | ErrorKind::Backpressure => {
-            ExecError::Unavailable(e.to_string())
+            ExecError::Unavailable(in_words(e))
         }
         // Redis answering that it cannot serve right now (still loading its data, busy with a
         // script, a cluster without a quorum): the request may be retried, it is not wrong.
@@ -93,6 +93,40 @@ fn classify(e: &Error) -> ExecError {
             ExecError::Unavailable(e.details().to_string())
         }
         _ => ExecError::Reply(e.details().to_string()),
+    }
+}
+
+/// A fred error in words. fred keeps an I/O error as its debug text (`Os { code: 111, kind:
+/// ConnectionRefused, message: "Connection refused" }`): only its message is kept.
+fn in_words(e: &Error) -> String {
+    let details = e.details();
+    let quoted = |field: &str| {
+        let (_, rest) = details.split_once(field)?;
+        rest.split('"').next().map(str::to_owned)
+    };
+    let io = if details.starts_with("Os {") {
+        quoted("message: \"")
+    } else if details.starts_with("Custom {") {
+        quoted("error: \"")
+    } else {
+        details
+            .strip_prefix("Kind(")
+            .and_then(|k| k.strip_suffix(')'))
+            .map(|k| {
+                // ConnectionReset: connection reset.
+                k.chars().fold(String::new(), |mut w, c| {
+                    if c.is_uppercase() && !w.is_empty() {
+                        w.push(' ');
+                    }
+                    w.push(c);
+                    w
+                })
+            })
+    };
+    match (e.kind(), io) {
+        (_, Some(io)) => format!("I/O error: {}", io.to_lowercase()),
+        (ErrorKind::Timeout, None) => format!("no answer in time: {details}"),
+        _ => e.to_string(),
     }
 }
 
@@ -234,15 +268,15 @@ impl RedisExecutor {
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
             .build_pool(config.pool_size.max(1))
-            .map_err(|e| ExecError::Unavailable(e.to_string()))?;
+            .map_err(|e| ExecError::Unavailable(in_words(&e)))?;
         let clustered = config.url.starts_with("redis-cluster://");
         // Nothing was sent yet. A refused password or a bad setting will not mend by waiting;
         // anything else is Redis out of reach.
         pool.init().await.map_err(|e| match e.kind() {
             ErrorKind::Auth | ErrorKind::Config | ErrorKind::Url | ErrorKind::InvalidArgument => {
-                ExecError::Reply(e.to_string())
+                ExecError::Reply(in_words(&e))
             }
-            _ => ExecError::Unavailable(e.to_string()),
+            _ => ExecError::Unavailable(in_words(&e)),
         })?;
         Ok(Self {
             pool,
@@ -638,6 +672,17 @@ impl Executor for RedisExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_io_error_is_told_in_words_not_as_debug_text() {
+        let e = Error::new(
+            ErrorKind::IO,
+            r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#,
+        );
+        assert_eq!(in_words(&e), "I/O error: connection refused");
+        let e = Error::new(ErrorKind::IO, "Kind(UnexpectedEof)");
+        assert_eq!(in_words(&e), "I/O error: unexpected eof");
+    }
 
     #[test]
     fn redis_saying_it_cannot_serve_for_now_is_unavailable_not_a_wrong_request() {

@@ -121,6 +121,90 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_snapshots(&self, keep_days: u32) -> Result<u64>;
     /// Claims (or renews) the lease `name` for `holder` for `ms`; false when another holds it.
     async fn try_lease(&self, name: &str, holder: &str, ms: i64) -> Result<bool>;
+    /// Gives the lease `name` up, when `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// Whether one server owns the store (the embedded engine's SQLite file, which no second server
+    /// shares): work that one instance at a time does needs no lease to pick that instance.
+    fn single_server(&self) -> bool {
+        false
+    }
+    /// The migrations not applied yet, each as `version description`.
+    async fn pending_migrations(&self) -> Result<Vec<String>>;
+    /// The sequence number of `board`'s latest rebuild base (see [`Store::restore_base`]); `None`
+    /// when it has none, and a rebuild replays its whole log.
+    async fn base_seq(&self, board: &BoardId) -> Result<Option<u64>>;
+    /// What `rankd admin analyze` reports of the store itself, a line each: where it is, its
+    /// tables' sizes and the plans of the history queries.
+    async fn describe(&self) -> Result<Vec<String>>;
+}
+
+/// The durable store a configuration names, as `rankd serve` picks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Configured {
+    /// `RANKD_DATABASE_URL`.
+    Postgres(String),
+    /// The embedded engine's file in `RANKD_DATA_DIR` (no `RANKD_REDIS_URL`, no database URL).
+    Sqlite(std::path::PathBuf),
+    /// Redis without a store: scores live in Redis only.
+    RedisOnly,
+    /// The embedded engine with an empty `RANKD_DATA_DIR`: scores live in memory only.
+    MemoryOnly,
+}
+
+impl Configured {
+    /// The store `config` names.
+    pub fn of(config: &crate::config::Config) -> Self {
+        match (&config.database_url, &config.redis_url, &config.data_dir) {
+            (Some(url), _, _) => Self::Postgres(url.clone()),
+            (None, None, Some(dir)) => Self::Sqlite(dir.clone()),
+            (None, Some(_), _) => Self::RedisOnly,
+            (None, None, None) => Self::MemoryOnly,
+        }
+    }
+
+    /// Opens the store; `None` when the configuration names none.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`] when it cannot be reached or opened.
+    pub async fn open(&self) -> Result<Option<std::sync::Arc<dyn Store>>> {
+        Ok(match self {
+            Self::Postgres(url) => Some(std::sync::Arc::new(PgStore::connect(url).await?)),
+            Self::Sqlite(dir) => Some(std::sync::Arc::new(SqliteStore::open(dir).await?)),
+            Self::RedisOnly | Self::MemoryOnly => None,
+        })
+    }
+}
+
+/// The queries of the history `rankd admin analyze` shows the plans of: (what, SQL both stores run).
+pub(crate) const HISTORY_QUERIES: [(&str, &str); 3] = [
+    (
+        "latest ranks of a key",
+        "SELECT e.rank, e.member, e.score FROM rankd_snapshot_entries e WHERE e.snapshot_id = \
+         (SELECT id FROM rankd_snapshots WHERE board = 'x' AND window_name = 'all' AND scope = '' ORDER BY taken_at DESC LIMIT 1) \
+         AND e.rank <= 20 ORDER BY e.rank",
+    ),
+    (
+        "rank history of a member",
+        "SELECT s.taken_at, e.rank, e.score FROM rankd_snapshot_entries e JOIN rankd_snapshots s ON s.id = e.snapshot_id \
+         WHERE e.member = 'u42' AND s.board = 'x' AND s.window_name = 'all' AND s.scope = '' ORDER BY s.taken_at",
+    ),
+    (
+        "activity of a member",
+        "SELECT board, at_ms, value FROM rankd_ops WHERE member = 'u42' AND op = 'e' AND at_ms > 0 ORDER BY at_ms",
+    ),
+];
+
+/// The versions of the migrations a store applied: rows of (version); a store without a migrations
+/// table yet applied none.
+pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+
+/// The migrations of `migrator` not among `applied`, each as `version description`.
+pub(crate) fn pending(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Vec<String> {
+    migrator
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect()
 }
 
 /// An operation as both stores keep it: one row of `rankd_ops`, without board and seq.
@@ -250,6 +334,24 @@ pub(crate) mod sql {
     /// run_id left, and stays history).
     pub const MARK_BASE: &str =
         "UPDATE rankd_snapshots SET base = TRUE WHERE board = $1 AND run_id = $2";
+    /// The latest rebuild base of board `$1` that the stored log covers up to sequence number `$2`
+    /// (a run read at one point of the log, every key at the same seq and version, and found to hold
+    /// what the log implies there): one row of (run_id, seq, version), or none.
+    pub const LATEST_BASE: &str = "SELECT run_id, min(seq), min(version) FROM rankd_snapshots
+         WHERE board = $1 AND run_id IS NOT NULL AND base = TRUE
+         GROUP BY run_id
+         HAVING min(seq) = max(seq) AND min(version) = max(version)
+            AND count(version) = count(*) AND max(seq) <= $2
+         ORDER BY run_id DESC LIMIT 1";
+    /// Claims lease `$1` for holder `$2` until `$3` (Unix ms), where it is free at `$4` or `$2`'s
+    /// already: a row when it was claimed.
+    pub const TRY_LEASE: &str =
+        "INSERT INTO rankd_leases (name, holder, until_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until_ms = EXCLUDED.until_ms
+         WHERE rankd_leases.until_ms < $4 OR rankd_leases.holder = EXCLUDED.holder
+         RETURNING 1";
+    /// Gives lease `$1` up, when holder `$2` holds it.
+    pub const RELEASE_LEASE: &str = "DELETE FROM rankd_leases WHERE name = $1 AND holder = $2";
     /// Board `$1`'s operations after sequence number `$2`, in order, for each store's `row_to_op`.
     pub const OPS_AFTER: &str =
         "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
@@ -304,21 +406,12 @@ pub(crate) use insert_key_row;
 macro_rules! restore_base {
     ($pool:expr, $board:expr, $upto:expr, $dedupe_since:expr) => {{
         let (pool, board) = ($pool, $board);
-        // The latest base (a run read at one point of the log, every key at the same seq and
-        // version, and found to hold what the log implies there) that the stored log covers.
-        let run: Option<(i64, i64, String)> = sqlx::query_as(
-            "SELECT run_id, min(seq), min(version) FROM rankd_snapshots
-             WHERE board = $1 AND run_id IS NOT NULL AND base = TRUE
-             GROUP BY run_id
-             HAVING min(seq) = max(seq) AND min(version) = max(version)
-                AND count(version) = count(*) AND max(seq) <= $2
-             ORDER BY run_id DESC LIMIT 1",
-        )
-        .bind(board.as_str())
-        .bind($upto as i64)
-        .fetch_optional(pool)
-        .await
-        .map_err(unavailable)?;
+        let run: Option<(i64, i64, String)> = sqlx::query_as(super::sql::LATEST_BASE)
+            .bind(board.as_str())
+            .bind($upto as i64)
+            .fetch_optional(pool)
+            .await
+            .map_err(unavailable)?;
         let Some((run, seq, version)) = run else {
             return Ok(None);
         };

@@ -761,20 +761,73 @@ impl super::Store for PgStore {
     }
     async fn try_lease(&self, name: &str, holder: &str, ms: i64) -> Result<bool> {
         let now = chrono::Utc::now().timestamp_millis();
-        let row = sqlx::query(
-            "INSERT INTO rankd_leases (name, holder, until_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until_ms = EXCLUDED.until_ms
-             WHERE rankd_leases.until_ms < $4 OR rankd_leases.holder = EXCLUDED.holder
-             RETURNING 1",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now + ms)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let row = sqlx::query(super::sql::TRY_LEASE)
+            .bind(name)
+            .bind(holder)
+            .bind(now + ms)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(row.is_some())
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query(super::sql::RELEASE_LEASE)
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+    async fn pending_migrations(&self) -> Result<Vec<String>> {
+        let applied: Vec<i64> = sqlx::query_as::<_, (i64,)>(super::APPLIED_MIGRATIONS)
+            .fetch_all(&self.pool)
+            .await
+            .map(|rows| rows.into_iter().map(|(v,)| v).collect())
+            .unwrap_or_default();
+        Ok(super::pending(
+            &sqlx::migrate!("./migrations/postgres"),
+            &applied,
+        ))
+    }
+    async fn base_seq(&self, board: &BoardId) -> Result<Option<u64>> {
+        let run: Option<(i64, i64, String)> = sqlx::query_as(super::sql::LATEST_BASE)
+            .bind(board.as_str())
+            .bind(i64::MAX)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(run.map(|(_, seq, _)| seq as u64))
+    }
+    async fn describe(&self) -> Result<Vec<String>> {
+        let mut out = vec!["store: Postgres".to_owned()];
+        for table in [
+            "rankd_ops",
+            "rankd_boards",
+            "rankd_snapshots",
+            "rankd_snapshot_entries",
+        ] {
+            let (total, idx): (i64, i64) = sqlx::query_as(
+                "SELECT pg_total_relation_size($1::regclass), pg_indexes_size($1::regclass)",
+            )
+            .bind(table)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            out.push(format!(
+                "table {table}: {total} bytes, of which indexes {idx} bytes"
+            ));
+        }
+        for (what, sql) in super::HISTORY_QUERIES {
+            let plan = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            out.push(format!("plan of {what}:"));
+            out.extend(plan.iter().map(|r| format!("  {}", r.get::<String, _>(0))));
+        }
+        Ok(out)
     }
 }
 

@@ -469,7 +469,84 @@ async fn verdict(
     })
 }
 
-/// A periodic snapshot, taken by whichever instance holds the snapshot lease.
+/// The lease a snapshot run holds while it runs, periodic or `rankd admin snapshot` alike: two runs
+/// at once would each write every key.
+pub const RUN_LEASE: &str = "snapshot-run";
+
+/// How long a snapshot run's lease lasts without renewal; the run renews it after every board, so it
+/// lapses this long after a run that died.
+pub const RUN_LEASE_MS: i64 = 10 * 60 * 1000;
+
+/// [`RUN_LEASE`], held: renew it as the run goes, and release it when the run ends.
+#[derive(Debug)]
+pub struct RunLease {
+    holder: String,
+}
+
+impl RunLease {
+    /// Claims the run lease for `holder`; `None` while another run holds it.
+    ///
+    /// # Errors
+    /// When the store cannot be reached.
+    pub async fn claim(store: &dyn Store, holder: &str) -> Result<Option<Self>> {
+        Ok(store
+            .try_lease(RUN_LEASE, holder, RUN_LEASE_MS)
+            .await?
+            .then(|| Self {
+                holder: holder.to_owned(),
+            }))
+    }
+
+    /// Extends the lease by [`RUN_LEASE_MS`] from now.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the store cannot be reached, or another run took the lease
+    /// over (this one went [`RUN_LEASE_MS`] without renewing it).
+    pub async fn renew(&self, store: &dyn Store) -> Result<()> {
+        if store
+            .try_lease(RUN_LEASE, &self.holder, RUN_LEASE_MS)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(
+                "another snapshot run took the lease over".into(),
+            ))
+        }
+    }
+
+    /// Gives the lease up.
+    ///
+    /// # Errors
+    /// When the store cannot be reached (the lease then lapses after [`RUN_LEASE_MS`]).
+    pub async fn release(self, store: &dyn Store) -> Result<()> {
+        store.release_lease(RUN_LEASE, &self.holder).await
+    }
+}
+
+/// Snapshots `boards` one after another under a claimed [`RunLease`], renewing it after each board.
+///
+/// # Errors
+/// As [`snapshot`], and when the lease cannot be renewed.
+pub async fn snapshot_leased(
+    engine: &Engine,
+    store: &dyn Store,
+    lease: &RunLease,
+    boards: &[BoardId],
+) -> Result<SnapshotReport> {
+    let mut report = SnapshotReport::default();
+    for b in boards {
+        let r = snapshot(engine, store, Some(b)).await?;
+        report.keys += r.keys;
+        report.entries += r.entries;
+        report.bases += r.bases;
+        lease.renew(store).await?;
+    }
+    Ok(report)
+}
+
+/// A periodic snapshot, taken by whichever instance holds the snapshot lease (any store one server
+/// owns needs none), and skipped while another run (`rankd admin snapshot`) holds [`RUN_LEASE`].
 ///
 /// # Errors
 /// When Redis or the store cannot be reached.
@@ -480,10 +557,24 @@ pub async fn periodic(
     keep_days: u32,
 ) -> Result<Option<SnapshotReport>> {
     // The lease outlives one run comfortably; the holder renews it at its next run.
-    if !store.try_lease("snapshots", holder, 30 * 60 * 1000).await? {
+    if !store.single_server() && !store.try_lease("snapshots", holder, 30 * 60 * 1000).await? {
         return Ok(None);
     }
-    let r = snapshot(engine, store, None).await?;
+    let Some(lease) = RunLease::claim(store, holder).await? else {
+        tracing::info!("another snapshot run is in progress; this periodic snapshot is skipped");
+        return Ok(None);
+    };
+    let boards: Vec<BoardId> = match engine.boards().await {
+        Ok(boards) => boards.into_iter().map(|b| b.board).collect(),
+        Err(e) => {
+            let _ = lease.release(store).await;
+            return Err(e);
+        }
+    };
+    let r = snapshot_leased(engine, store, &lease, &boards).await;
+    let released = lease.release(store).await;
+    let r = r?;
+    released?;
     store.prune_snapshots(keep_days).await?;
     Ok(Some(r))
 }

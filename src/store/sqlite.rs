@@ -25,9 +25,14 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file.
+    file: std::path::PathBuf,
     gate: std::sync::Arc<tokio::sync::Mutex<()>>,
     expected: super::identity::Expected,
 }
+
+/// The store's file in its data directory.
+pub const FILE: &str = "rankd.sqlite3";
 
 fn unavailable(e: sqlx::Error) -> Error {
     Error::Unavailable(format!("store: {e}"))
@@ -218,7 +223,7 @@ impl SqliteStore {
     pub async fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Unavailable(format!("data_dir {}: {e}", dir.display())))?;
-        let file = dir.join("rankd.sqlite3");
+        let file = dir.join(FILE);
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))
             .map_err(unavailable)?
             .create_if_missing(true)
@@ -233,6 +238,7 @@ impl SqliteStore {
             .map_err(unavailable)?;
         Ok(Self {
             pool,
+            file,
             gate: std::sync::Arc::default(),
             expected: super::identity::Expected::default(),
         })
@@ -617,8 +623,93 @@ impl Store for SqliteStore {
         Ok(r.rows_affected())
     }
 
-    async fn try_lease(&self, _name: &str, _holder: &str, _ms: i64) -> Result<bool> {
-        // One process owns an SQLite store: the lease is always its own.
-        Ok(true)
+    async fn try_lease(&self, name: &str, holder: &str, ms: i64) -> Result<bool> {
+        // `rankd admin` opens the file beside the server that owns it: the lease is a row, as in
+        // Postgres.
+        let now = chrono::Utc::now().timestamp_millis();
+        let (_gate, mut tx) = self.write().await?;
+        let row = sqlx::query(super::sql::TRY_LEASE)
+            .bind(name)
+            .bind(holder)
+            .bind(now + ms)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let (_gate, mut tx) = self.write().await?;
+        sqlx::query(super::sql::RELEASE_LEASE)
+            .bind(name)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    fn single_server(&self) -> bool {
+        true
+    }
+
+    async fn pending_migrations(&self) -> Result<Vec<String>> {
+        let applied: Vec<i64> = sqlx::query_as::<_, (i64,)>(super::APPLIED_MIGRATIONS)
+            .fetch_all(&self.pool)
+            .await
+            .map(|rows| rows.into_iter().map(|(v,)| v).collect())
+            .unwrap_or_default();
+        Ok(super::pending(
+            &sqlx::migrate!("./migrations/sqlite"),
+            &applied,
+        ))
+    }
+
+    async fn base_seq(&self, board: &BoardId) -> Result<Option<u64>> {
+        let run: Option<(i64, i64, String)> = sqlx::query_as(super::sql::LATEST_BASE)
+            .bind(board.as_str())
+            .bind(i64::MAX)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(run.map(|(_, seq, _)| seq as u64))
+    }
+
+    async fn describe(&self) -> Result<Vec<String>> {
+        let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let wal = self.file.with_extension("sqlite3-wal");
+        let mut out = vec![format!(
+            "store: SQLite, {} ({} bytes, and {} bytes of write-ahead log)",
+            self.file.display(),
+            size(&self.file),
+            size(&wal)
+        )];
+        for table in [
+            "rankd_ops",
+            "rankd_boards",
+            "rankd_snapshots",
+            "rankd_snapshot_entries",
+        ] {
+            let (rows,): (i64,) =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+            out.push(format!("table {table}: {rows} rows"));
+        }
+        for (what, sql) in super::HISTORY_QUERIES {
+            let plan = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            out.push(format!("plan of {what}:"));
+            out.extend(
+                plan.iter()
+                    .map(|r| format!("  {}", r.get::<String, _>("detail"))),
+            );
+        }
+        Ok(out)
     }
 }
