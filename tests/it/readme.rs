@@ -370,3 +370,51 @@ fn the_readme_configuration_table_is_the_declared_settings() {
         );
     }
 }
+
+/// The README's "Layout" section, up to the next `## ` heading.
+fn layout_section() -> &'static str {
+    let start = README
+        .find("\n## Layout\n")
+        .expect("README.md has a `## Layout` section");
+    let rest = &README[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 4);
+    &rest[..end]
+}
+
+#[test]
+fn the_readme_layout_names_every_file_and_only_files_that_exist() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("git")
+        .args(["ls-files", "--cached", "--others", "--exclude-standard"])
+        .args(["src", "lua", "tests", "bench", "scripts", "migrations"])
+        .current_dir(root)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git ls-files failed");
+    let layout = layout_section();
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let mut missing = Vec::new();
+    for f in listed.lines() {
+        // One row may name a folder of migrations as a whole.
+        let folder = f.rsplit_once('/').map_or(f, |(d, _)| d);
+        if !layout.contains(&format!("`{f}`")) && !layout.contains(&format!("`{folder}/`")) {
+            missing.push(f.to_owned());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md's Layout section does not name: {missing:?}"
+    );
+    // Every path it names exists.
+    for named in layout.split('`').skip(1).step_by(2) {
+        let looks_like_path = ["src/", "lua/", "tests/", "bench/", "scripts/", "migrations/"]
+            .iter()
+            .any(|p| named.starts_with(p));
+        if looks_like_path {
+            assert!(
+                std::path::Path::new(root).join(named).exists(),
+                "README.md's Layout section names {named}, which does not exist"
+            );
+        }
+    }
+}
