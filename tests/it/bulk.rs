@@ -17,7 +17,7 @@ const BATCHES: usize = 10;
 const SINGLES: usize = 4;
 
 /// The rankd binary with nothing configured but its data directory.
-async fn embedded(port: u16, dir: &std::path::Path) -> std::process::Child {
+async fn embedded(port: u16, dir: &std::path::Path) -> crate::helpers::RankdProcess {
     spawn_rankd(port, "/readyz", Duration::from_secs(60), |c| {
         c.env("RANKD_DATA_DIR", dir)
             .env_remove("RANKD_REDIS_URL")

@@ -11,7 +11,8 @@ use rankd::engine::{Durability, Limit, Submit, SystemClock, View};
 use rankd::window::Window;
 use rankd::{Engine, Error};
 
-use crate::helpers::{m, prefix, scope, score, spawn_rankd, Hooked, Sending};
+use crate::cleanup::{Keyspace, ScratchDir};
+use crate::helpers::{m, prefix, scope, score, spawn_rankd, Hooked, Redis, Sending};
 use crate::private::{PrivateRedis, TestDb};
 
 async fn engine(redis: &PrivateRedis, db: &TestDb, durability: Durability) -> Arc<Engine> {
@@ -139,7 +140,6 @@ async fn a_board_redis_lost_is_rebuilt_exactly_from_the_store() {
             .as_deref(),
         Some("Five")
     );
-    db.drop_now().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +175,6 @@ async fn a_trimmed_board_whose_running_sum_would_leave_its_range_untrimmed_is_re
     let views = [View::all_time()];
     until_ready(|| everything(&e, &b, &views)).await;
     assert_eq!(exact(&e, &b).await, before);
-    db.drop_now().await;
 }
 
 /// The members of a page, in rank order.
@@ -362,7 +361,6 @@ async fn a_rebuild_from_the_latest_snapshot_and_the_operations_after_it_is_exact
     assert_eq!(before, after);
     assert_eq!(exact_before, exact(&e, &b).await);
     check_ids_and_names(&e, &b).await;
-    db.drop_now().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,27 +409,19 @@ async fn a_snapshot_read_whole_then_written_is_a_base_for_exact_rebuilds() {
     let views = [View::all_time()];
     until_ready(|| everything(&e, &b, &views)).await;
     assert_eq!(exact_before, exact(&e, &b).await);
-    db.drop_now().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_restart_starts_from_the_latest_sqlite_snapshot_exactly() {
-    let dir = std::env::temp_dir().join(format!(
-        "rankd-sqlite-restore-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let dir = ScratchDir::new("sqlite-restore");
     let config = Config {
-        data_dir: Some(dir.clone()),
+        data_dir: Some(dir.path().to_path_buf()),
         ..Config::default()
     };
     let first = rankd::serve::build_engine(&config, Arc::new(SystemClock))
         .await
         .expect("embedded engine starts");
-    let store = rankd::store::SqliteStore::open(&dir).await.unwrap();
+    let store = rankd::store::SqliteStore::open(dir.path()).await.unwrap();
     let b = BoardId::parse("termly").unwrap();
     around_a_snapshot(&first, &store, &b).await;
     let views: Vec<View> = TERMLY_VIEWS.iter().map(|v| v()).collect();
@@ -446,8 +436,6 @@ async fn an_embedded_restart_starts_from_the_latest_sqlite_snapshot_exactly() {
     assert_eq!(before, after);
     assert_eq!(exact_before, exact(&second, &b).await);
     check_ids_and_names(&second, &b).await;
-    drop((first, second, store));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A board whose engine holds a score no stored operation implies: alice 10 and bob 5, snapshotted
@@ -522,20 +510,19 @@ async fn a_drifted_board_is_rebuilt_from_its_log<F, Fut>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_of_a_redis_that_differs_from_its_log_is_no_rebuild_base() {
     let redis = PrivateRedis::start().await;
-    let (db, config, store) = durable_on(&redis).await;
+    let (_db, config, store) = durable_on(&redis).await;
     let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
     a_drifted_board_is_rebuilt_from_its_log(&e, store.as_ref(), |zset| async move {
         assert_eq!(redis_cli(redis.port, &["ZADD", &zset, "999", "alice"]), "0");
     })
     .await;
-    db.drop_now().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_snapshot_that_differs_from_its_sqlite_log_is_no_rebuild_base() {
     use rankd::backend::embedded::{EmbeddedExecutor, Value};
-    let dir = std::env::temp_dir().join(format!("rankd-drift-{}", prefix().trim_end_matches(':')));
-    let store = Arc::new(rankd::store::SqliteStore::open(&dir).await.unwrap());
+    let dir = ScratchDir::new("drift");
+    let store = Arc::new(rankd::store::SqliteStore::open(dir.path()).await.unwrap());
     rankd::store::Store::migrate(store.as_ref()).await.unwrap();
     let clock: Arc<dyn rankd::engine::Clock> = Arc::new(SystemClock);
     let exec = Arc::new(EmbeddedExecutor::new(clock.clone()));
@@ -563,19 +550,18 @@ async fn an_embedded_snapshot_that_differs_from_its_sqlite_log_is_no_rebuild_bas
         .unwrap();
     })
     .await;
-    drop((e, persister, store));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_read_while_the_board_changes_is_not_offered_as_one_point() {
     // Durable, as every engine that takes snapshots is: its writes move the board's sequence number.
+    let keys = Keyspace::new(Redis::Standalone);
     let db = TestDb::create().await;
     let config = Config {
-        redis_url: Some(crate::helpers::Redis::Standalone.url()),
+        redis_url: Some(Redis::Standalone.url()),
         database_url: Some(db.url()),
         durability: Durability::Async,
-        key_prefix: prefix(),
+        key_prefix: keys.prefix().to_owned(),
         ..Config::default()
     };
     let e = rankd::serve::build_engine(&config, Arc::new(SystemClock))
@@ -626,8 +612,6 @@ async fn a_snapshot_read_while_the_board_changes_is_not_offered_as_one_point() {
     };
     assert_eq!(e.stream_snapshot(&b, tx).await.unwrap(), None);
     assert!(writer.await.unwrap() > 0);
-    e.delete_board(&b).await.unwrap();
-    db.drop_now().await;
 }
 
 /// An event between a snapshot's listing of the board's keys and its reads creates a key (a new
@@ -636,13 +620,14 @@ async fn a_snapshot_read_while_the_board_changes_is_not_offered_as_one_point() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_that_missed_a_key_created_during_its_read_is_not_offered_as_one_point() {
     use std::sync::atomic::{AtomicU32, Ordering};
+    let keys = Keyspace::new(Redis::Standalone);
     let db = TestDb::create().await;
-    let url = crate::helpers::Redis::Standalone.url();
+    let url = Redis::Standalone.url();
     let config = Config {
         redis_url: Some(url.clone()),
         database_url: Some(db.url()),
         durability: Durability::Async,
-        key_prefix: prefix(),
+        key_prefix: keys.prefix().to_owned(),
         ..Config::default()
     };
     let other = rankd::serve::build_engine(&config, Arc::new(SystemClock))
@@ -706,8 +691,6 @@ async fn a_snapshot_that_missed_a_key_created_during_its_read_is_not_offered_as_
     );
     assert!(rankd::engine::at_one_point(&keys).is_some());
     assert_eq!(armed.load(Ordering::Relaxed), 0, "the hook fired");
-    e.delete_board(&b).await.unwrap();
-    db.drop_now().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -804,7 +787,6 @@ async fn redis_restarted_empty_under_sync_load_keeps_every_acknowledged_event_ex
     want.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
     let order: Vec<String> = top.entries.iter().map(|x| x.member.clone()).collect();
     assert_eq!(order, want.into_iter().map(|(m, _)| m).collect::<Vec<_>>());
-    db.drop_now().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -852,19 +834,18 @@ async fn every_operation_reaches_the_store_in_order_and_deletion_is_durable() {
         .unwrap();
     assert_eq!(boards, 0);
     pool.close().await;
-    db.drop_now().await;
 }
 
 /// The rankd binary as a child process, against the shared Redis (own prefix) and a test database.
 struct Binary {
-    child: std::process::Child,
+    child: crate::helpers::RankdProcess,
     base: String,
 }
 
 impl Binary {
     async fn start(prefix: &str, db: &TestDb, durability: &str, port: u16) -> Self {
         let child = spawn_rankd(port, "/readyz", Duration::from_secs(20), |c| {
-            c.args(["--redis-url", &crate::helpers::Redis::Standalone.url()])
+            c.args(["--redis-url", &Redis::Standalone.url()])
                 .args(["--key-prefix", prefix])
                 .env("RANKD_DATABASE_URL", db.url())
                 .env("RANKD_DURABILITY", durability);
@@ -877,12 +858,6 @@ impl Binary {
     fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -979,10 +954,11 @@ fn assert_holds(got: &HashMap<String, f64>, acked: &[(String, u32)], what: &str)
 }
 
 async fn killed_rankd_loses_nothing_acknowledged(durability: &str) {
+    let keys = Keyspace::new(Redis::Standalone);
     let db = TestDb::create().await;
-    let prefix = prefix();
+    let prefix = keys.prefix();
     let port = crate::server::free_port();
-    let mut bin = Binary::start(&prefix, &db, durability, port).await;
+    let mut bin = Binary::start(prefix, &db, durability, port).await;
     let http = reqwest::Client::new();
     let r = http
         .put(format!("{}/v1/boards/k9", bin.base))
@@ -1005,7 +981,7 @@ async fn killed_rankd_loses_nothing_acknowledged(durability: &str) {
     tokio::time::sleep(Duration::from_millis(700)).await;
     bin.kill9();
     let acked = writers.acknowledged().await;
-    let bin = Binary::start(&prefix, &db, durability, port).await;
+    let bin = Binary::start(prefix, &db, durability, port).await;
     let metrics = http
         .get(format!("{}/metrics", bin.base))
         .send()
@@ -1049,12 +1025,6 @@ async fn killed_rankd_loses_nothing_acknowledged(durability: &str) {
             .unwrap();
     assert!(n_events >= n_acked);
     pool.close().await;
-    let _ = http
-        .delete(format!("{}/v1/boards/k9", bin.base))
-        .send()
-        .await;
-    drop(bin);
-    db.drop_now().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1069,13 +1039,14 @@ async fn rankd_killed_under_async_load_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_under_load_fails_sync_writes_fast_and_async_writes_catch_up() {
+    let keys = Keyspace::new(Redis::Standalone);
     let pg = crate::private::PrivatePostgres::start().await;
     let db_url = pg.url("postgres");
     let config = |durability| Config {
-        redis_url: Some(crate::helpers::Redis::Standalone.url()),
+        redis_url: Some(Redis::Standalone.url()),
         database_url: Some(db_url.clone()),
         durability,
-        key_prefix: prefix(),
+        key_prefix: keys.prefix().to_owned(),
         ..Config::default()
     };
     let sync_cfg = config(Durability::Sync);
@@ -1144,11 +1115,10 @@ async fn postgres_stopped_under_load_fails_sync_writes_fast_and_async_writes_cat
         "the event that answered 503 was applied, and is stored too"
     );
     pool.close().await;
-    sync.delete_board(&b).await.unwrap();
 }
 
 /// The rankd binary on the embedded engine, its store an SQLite file in `dir`.
-async fn embedded_binary(dir: &std::path::Path, port: u16) -> std::process::Child {
+async fn embedded_binary(dir: &std::path::Path, port: u16) -> crate::helpers::RankdProcess {
     spawn_rankd(port, "/readyz", Duration::from_secs(20), |c| {
         c.env("RANKD_DATA_DIR", dir)
             .env_remove("RANKD_REDIS_URL")
@@ -1159,10 +1129,10 @@ async fn embedded_binary(dir: &std::path::Path, port: u16) -> std::process::Chil
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_rankd_killed_and_restarted_keeps_every_acknowledged_event() {
-    let dir = std::env::temp_dir().join(format!("rankd-data-{}", prefix().trim_end_matches(':')));
+    let dir = ScratchDir::new("data");
     let port = crate::server::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = embedded_binary(&dir, port).await;
+    let mut child = embedded_binary(dir.path(), port).await;
     let http = reqwest::Client::new();
     let r = http
         .put(format!("{base}/v1/boards/emb"))
@@ -1181,7 +1151,7 @@ async fn embedded_rankd_killed_and_restarted_keeps_every_acknowledged_event() {
     let _ = child.kill();
     let _ = child.wait();
     let acked = writers.acknowledged().await;
-    let mut child = embedded_binary(&dir, port).await;
+    let _child = embedded_binary(dir.path(), port).await;
     // Sync durability: everything acknowledged was committed before its answer; anything more was
     // applied and committed but its answer was lost with the process.
     for path in [
@@ -1206,19 +1176,16 @@ async fn embedded_rankd_killed_and_restarted_keeps_every_acknowledged_event() {
         .await
         .unwrap();
     assert_eq!(r["duplicate"], true, "{r}");
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_async_rankd_stopped_by_sigterm_stores_every_answered_write() {
     use futures::StreamExt;
-    let dir = std::env::temp_dir().join(format!("rankd-async-{}", prefix().trim_end_matches(':')));
+    let dir = ScratchDir::new("async");
     let port = crate::server::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut child = spawn_rankd(port, "/readyz", Duration::from_secs(20), |c| {
-        c.env("RANKD_DATA_DIR", &dir)
+        c.env("RANKD_DATA_DIR", dir.path())
             .env("RANKD_DURABILITY", "async")
             .env_remove("RANKD_REDIS_URL")
             .env_remove("RANKD_DATABASE_URL");
@@ -1263,7 +1230,7 @@ async fn embedded_async_rankd_stopped_by_sigterm_stores_every_answered_write() {
     }
     assert!(answered >= 300, "{answered}");
     crate::helpers::exit_status(&mut child, Duration::from_secs(20)).await;
-    let mut child = embedded_binary(&dir, port).await;
+    let _child = embedded_binary(dir.path(), port).await;
     let v: serde_json::Value = http
         .get(format!("{base}/v1/boards/quit/top?limit=1"))
         .send()
@@ -1277,9 +1244,6 @@ async fn embedded_async_rankd_stopped_by_sigterm_stores_every_answered_write() {
         total >= answered,
         "{answered} writes were answered, {total} survived the stop: {v}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Offers `ops` to `store`, then what it holds of board `b`, as (seq, kind) pairs.
@@ -1362,20 +1326,13 @@ macro_rules! on_both_stores {
             let db = TestDb::create().await;
             let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
             $check(&store).await;
-            db.drop_now().await;
         }
 
         #[tokio::test]
         async fn $sqlite() {
-            let dir = std::env::temp_dir().join(format!(
-                "rankd-{}-{}",
-                stringify!($check),
-                prefix().trim_end_matches(':')
-            ));
-            let store = rankd::store::SqliteStore::open(&dir).await.unwrap();
+            let dir = ScratchDir::new(stringify!($check));
+            let store = rankd::store::SqliteStore::open(dir.path()).await.unwrap();
             $check(&store).await;
-            drop(store);
-            let _ = std::fs::remove_dir_all(&dir);
         }
     };
 }
@@ -1558,7 +1515,6 @@ async fn commits_of_one_board_take_turns_in_postgres() {
     assert_eq!(merging.await.unwrap(), 0);
     assert_eq!(store.ops(&b).await.unwrap().len(), 1);
     pool.close().await;
-    db.drop_now().await;
 }
 
 /// Concurrent commits on SQLite wait for the write lock rather than fail: each reads before it
@@ -1566,8 +1522,8 @@ async fn commits_of_one_board_take_turns_in_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_to_sqlite_all_succeed() {
     use rankd::engine::{LoggedOp, Op};
-    let dir = std::env::temp_dir().join(format!("rankd-busy-{}", prefix().trim_end_matches(':')));
-    let store = Arc::new(rankd::store::SqliteStore::open(&dir).await.unwrap());
+    let dir = ScratchDir::new("busy");
+    let store = Arc::new(rankd::store::SqliteStore::open(dir.path()).await.unwrap());
     rankd::store::Store::migrate(store.as_ref()).await.unwrap();
     let writers: Vec<_> = (0..8)
         .map(|w| {
@@ -1607,8 +1563,6 @@ async fn concurrent_commits_to_sqlite_all_succeed() {
             &o.op, Op::Event { member, .. } if *member == format!("m{}", i + 1)
         )));
     }
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Runs redis-cli against a private instance; its answer.
@@ -1772,7 +1726,6 @@ async fn writes_after_a_failover_to_a_replica_that_was_behind_are_kept_with_the_
         "the store holds each once"
     );
     drop(e);
-    db.drop_now().await;
 }
 
 /// A board behind its store, on a private Redis and Postgres: a, stored; b, answered 503
@@ -1882,7 +1835,7 @@ impl rankd::engine::Journal for Dropping {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_during_the_rebuild_of_a_live_board_is_refused_or_kept() {
     let redis = PrivateRedis::start().await;
-    let (db, config, store) = durable_on(&redis).await;
+    let (_db, config, store) = durable_on(&redis).await;
     let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
     let b = BoardId::parse("live").unwrap();
     e.put_board(&b, BoardDef::default()).await.unwrap();
@@ -1959,7 +1912,6 @@ async fn a_write_during_the_rebuild_of_a_live_board_is_refused_or_kept() {
         "the write meets the rebuild: {answer:?}"
     );
     assert_eq!(members, ["c", "a"]);
-    db.drop_now().await;
 }
 
 /// A rebuild that took a live board and then cannot save its log (the store went away) gives the
@@ -2076,7 +2028,6 @@ async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_c
         "the board is gone now: {r:?}"
     );
     assert!(!store.has_board(&b).await.unwrap());
-    db.drop_now().await;
 }
 
 /// [`journaled`] over `exec`, with a rebuild lease of `lease`.
@@ -2145,7 +2096,7 @@ async fn long_rebuild(progressing: bool) -> (String, String, Vec<String>) {
     use std::sync::atomic::{AtomicU32, Ordering};
     let Leased {
         mut redis,
-        db,
+        db: _db,
         config,
         store,
         lease,
@@ -2205,7 +2156,6 @@ async fn long_rebuild(progressing: bool) -> (String, String, Vec<String>) {
     let all = View::all_time();
     let top = until_ready(|| other.top(&b, &all, Limit::new(10).unwrap())).await;
     let members = top.entries.iter().map(|x| x.member.clone()).collect();
-    db.drop_now().await;
     let taken = taken.lock().unwrap().clone().unwrap_or_default();
     (taken, format!("{r:?}"), members)
 }
@@ -2241,7 +2191,7 @@ async fn a_rebuild_longer_than_its_lease_keeps_the_board_while_it_works() {
 async fn a_hung_rebuild_beside_a_working_one_is_taken_over() {
     let Leased {
         mut redis,
-        db,
+        db: _db,
         config,
         store,
         lease,
@@ -2306,7 +2256,6 @@ async fn a_hung_rebuild_beside_a_working_one_is_taken_over() {
     );
     assert!(h.is_err(), "the hung rebuild lost its hold: {h:?}");
     assert!(matches!(w, Ok(true)), "the working rebuild finished: {w:?}");
-    db.drop_now().await;
 }
 
 /// Two instances take over one abandoned rebuild at once. The one that removes the board's
@@ -2316,7 +2265,7 @@ async fn a_hung_rebuild_beside_a_working_one_is_taken_over() {
 async fn two_takeovers_of_one_abandoned_rebuild_leave_the_winners_board_alone() {
     let Leased {
         mut redis,
-        db,
+        db: _db,
         config,
         store,
         lease,
@@ -2412,7 +2361,6 @@ async fn two_takeovers_of_one_abandoned_rebuild_leave_the_winners_board_alone() 
     let top = until_ready(|| other.top(&b, &all, Limit::new(10).unwrap())).await;
     let members = ranked(&top);
     assert_eq!(members, ["late", "b", "a"]);
-    db.drop_now().await;
 }
 
 /// A test database beside `redis`, a configuration naming both, and the store, migrated.
@@ -2466,7 +2414,7 @@ fn with_persister(engine: Engine, store: Arc<rankd::store::PgStore>) -> Arc<Engi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone() {
     let mut redis = PrivateRedis::start().await;
-    let (db, config, store) = durable_on(&redis).await;
+    let (_db, config, store) = durable_on(&redis).await;
     let b = BoardId::parse("leased").unwrap();
     let other = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
     other.put_board(&b, BoardDef::default()).await.unwrap();
@@ -2516,7 +2464,6 @@ async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone
         .unwrap();
     let members = ranked(&top);
     assert_eq!(members, ["c", "b", "a"]);
-    db.drop_now().await;
 }
 
 /// A rebuild replays what the store holds, and must not log it again: the sweep would offer those
@@ -2525,7 +2472,7 @@ async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_leaves_nothing_in_the_redis_log_to_store_again() {
     let mut redis = PrivateRedis::start().await;
-    let (db, config, store) = durable_on(&redis).await;
+    let (_db, config, store) = durable_on(&redis).await;
     let e = journaled(&config, store.clone(), Arc::new(SystemClock), None).await;
     let b = BoardId::parse("replayed").unwrap();
     e.put_board(&b, BoardDef::default()).await.unwrap();
@@ -2553,7 +2500,6 @@ async fn a_rebuild_leaves_nothing_in_the_redis_log_to_store_again() {
         .unwrap();
     assert!(!store.diverged(&b).await.unwrap());
     assert_eq!(store.ops(&b).await.unwrap().len(), 5);
-    db.drop_now().await;
 }
 
 /// A single-board batch of 10,000 events is trimmed from the Redis log once the store has it, not
@@ -2597,10 +2543,10 @@ async fn a_batch_of_ten_thousand_events_is_trimmed_from_the_redis_log_once_store
 /// operation not yet stored (the alert on it must fire), and falls back once the store is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_lag_grows_while_the_store_is_out_of_reach() {
+    let keys = Keyspace::new(Redis::Standalone);
     let db = TestDb::create().await;
-    let prefix = prefix();
     let port = crate::server::free_port();
-    let bin = Binary::start(&prefix, &db, "async", port).await;
+    let bin = Binary::start(keys.prefix(), &db, "async", port).await;
     let http = reqwest::Client::new();
     let lag = || async {
         let scrape = http
@@ -2654,8 +2600,6 @@ async fn the_store_lag_grows_while_the_store_is_out_of_reach() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    drop(bin);
-    db.drop_now().await;
 }
 
 /// Sync durability: a retried write answered as a duplicate gets 200 only once the operation it
@@ -2712,7 +2656,6 @@ async fn a_duplicate_is_answered_only_once_the_write_it_repeats_is_stored() {
     let alice = until_ready(|| e.standing(&b, &all, &alice_id)).await;
     assert_eq!(alice.score, 10.0);
     assert_eq!(stored().await, 1);
-    db.drop_now().await;
 }
 
 /// The checks that run every few seconds read each board's last stored number by one descent of
@@ -2755,7 +2698,6 @@ async fn listing_the_stored_boards_costs_the_same_at_any_history_size() {
         assert_eq!(got, vec![("new".into(), 1), ("old".into(), 1_000_000)]);
     }
     drop(store);
-    db.drop_now().await;
 }
 
 /// A stored log that lost its beginning (the store restored from a partial copy, rows removed) is
@@ -2801,7 +2743,6 @@ async fn a_store_missing_the_start_of_a_board_is_not_rebuilt_from() {
         e.standing(&cut, &View::all_time(), &m("u15")).await,
         Err(Error::Unavailable(_))
     ));
-    db.drop_now().await;
 }
 
 /// SQLite tells the operations it already holds from new ones whether the numbers offered lie
@@ -2810,8 +2751,8 @@ async fn a_store_missing_the_start_of_a_board_is_not_rebuilt_from() {
 async fn sqlite_stores_new_operations_beside_ones_offered_again_near_and_far() {
     use rankd::engine::{LoggedOp, Op};
     use rankd::store::Store;
-    let dir = std::env::temp_dir().join(format!("rankd-again-{}", prefix().trim_end_matches(':')));
-    let store = rankd::store::SqliteStore::open(&dir).await.unwrap();
+    let dir = ScratchDir::new("again");
+    let store = rankd::store::SqliteStore::open(dir.path()).await.unwrap();
     store.migrate().await.unwrap();
     let b = BoardId::parse("again").unwrap();
     let op = |seq: u64| LoggedOp {
@@ -2842,6 +2783,4 @@ async fn sqlite_stores_new_operations_beside_ones_offered_again_near_and_far() {
         !store.diverged(&b).await.unwrap(),
         "nothing was taken for another operation"
     );
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
 }

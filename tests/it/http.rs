@@ -99,9 +99,6 @@ async fn a_board_can_be_created_scored_and_read_over_http() {
     assert_eq!(v["entries"].as_array().unwrap().len(), 3);
     let (s, v) = body(app.get("/v1/boards/xp").await).await;
     assert_eq!((s, v["members"].clone()), (200, json!(3)));
-    app.send_json(Method::DELETE, "/v1/boards/xp", Value::Null)
-        .await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -156,7 +153,6 @@ async fn keys_and_roles_are_enforced() {
             .status(),
         204
     );
-    app.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,8 +376,6 @@ async fn every_route_answers_each_role_as_its_table_says() {
             }
         }
     }
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -401,7 +395,6 @@ async fn a_path_that_does_not_decode_is_judged_after_the_key() {
         v["detail"].as_str().unwrap().contains("UTF-8"),
         "the limit is named: {v}"
     );
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -473,8 +466,6 @@ async fn public_reads_need_no_key_but_writes_and_admin_routes_still_do() {
     problem(r, 401, Some("authorization")).await;
     let r = call(&app, Method::DELETE, "/v1/boards/pub", None, None).await;
     problem(r, 401, Some("authorization")).await;
-    app.cleanup().await;
-    app.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -492,7 +483,6 @@ async fn probes_answer_without_a_key() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
     r.json::<Value>().await.expect("openapi.json is JSON");
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -563,8 +553,6 @@ async fn boards_are_listed_read_updated_and_deleted() {
     let r = call(&app, Method::DELETE, "/v1/boards/life", Some(ADMIN), None).await;
     problem(r, 404, Some("board")).await;
     get_problem(&app, "/v1/boards/bad%20id", 400, Some("board")).await;
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -632,8 +620,6 @@ async fn unknown_boards_and_members_answer_404_naming_them() {
         v["detail"].as_str().unwrap().contains("/v2/anything"),
         "{v}"
     );
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -790,8 +776,6 @@ async fn reads_answer_top_entries_score_ranges_members_around_and_lookups() {
     )
     .await;
     assert_eq!(v["member"], "ünï cödé/42");
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -814,8 +798,6 @@ async fn event_ids_make_submissions_idempotent() {
     .await;
     assert_eq!(v["duplicate"], true);
     assert_eq!(v["results"][0]["score"], 5.0);
-    app.cleanup().await;
-    app.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -891,8 +873,6 @@ async fn limits_radius_and_offset_are_enforced_naming_the_field_and_the_limit() 
     )
     .await;
     assert!(v["detail"].as_str().unwrap().contains("1000"), "{v}");
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -926,8 +906,6 @@ async fn bad_windows_periods_scopes_and_score_bounds_are_rejected_naming_the_fie
     // A window the board does not keep.
     let v = app.get("/v1/boards/views/top?window=daily").await;
     assert_eq!(v.status(), 400);
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -1139,8 +1117,6 @@ async fn bad_bodies_are_rejected_naming_the_field() {
         ok(r, 200).await;
     }
     get_problem(&app, "/v1/boards/newdef", 404, Some("board")).await;
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -1181,8 +1157,6 @@ async fn routes_without_query_parameters_refuse_any_rather_than_ignore_it() {
     // Probes ignore what probes and scrapers add.
     assert_eq!(app.get("/healthz?probe=1").await.status(), 200);
     assert_eq!(app.get("/metrics?x=1").await.status(), 200);
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -1214,7 +1188,6 @@ async fn a_method_a_path_does_not_serve_answers_405_with_an_allow_header() {
             problem(r, 405, None).await;
         }
     }
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -1253,8 +1226,6 @@ async fn bodies_over_the_default_limit_answer_413() {
         text.contains("application/problem+json") && text.contains("1048576"),
         "{text}"
     );
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -1295,8 +1266,6 @@ async fn bodies_over_a_configured_limit_answer_413_declared_or_chunked() {
     ok(r, 200).await;
     let v = ok(app.get("/v1/boards/small/top").await, 200).await;
     assert_eq!(v["total"], 1, "nothing of the rejected batches was written");
-    app.cleanup().await;
-    app.stop().await;
 }
 
 /// Sums that would leave a `tie_break: first` board's range are refused only by the current
@@ -1408,8 +1377,6 @@ async fn a_batch_whose_sums_leave_a_range_writes_nothing_and_lists_every_such_ev
                 && l.contains("kind=\"refused\"")),
         "{text}"
     );
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -1516,8 +1483,6 @@ async fn a_trimmed_board_judges_each_event_after_the_trims_before_it_and_a_refus
         )
         .await;
     assert_eq!(ok(r, 200).await["accepted"], 2);
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -1644,8 +1609,6 @@ async fn a_batch_is_validated_whole_and_lists_every_invalid_event() {
     let v = ok(app.get("/v1/boards/batch/top?limit=1").await, 200).await;
     assert_eq!(v["total"], 500);
     assert_eq!(v["entries"][0]["score"], 20.0);
-    app.cleanup().await;
-    app.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1756,8 +1719,6 @@ async fn the_cursor_sees_every_unchanging_member_exactly_once_while_others_chang
         stable, want,
         "every unchanging member exactly once, in order"
     );
-    app.cleanup().await;
-    app.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1798,8 +1759,6 @@ async fn metrics_expose_http_script_and_score_event_series() {
         text.contains("rankd_http_request_duration_seconds_bucket"),
         "durations are histograms"
     );
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -1832,18 +1791,16 @@ async fn reads_without_a_limit_or_radius_use_the_documented_defaults() {
         .map(|e| e["rank"].as_u64().unwrap())
         .collect();
     assert_eq!(ranks, (26..=36).collect::<Vec<u64>>());
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
 async fn metrics_count_score_events_by_outcome_and_definition_cache_hits() {
     // A process of its own, so that its recorder counts this test's requests and nothing else.
     let port = crate::server::free_port();
-    let prefix = crate::helpers::prefix();
-    let mut child = crate::helpers::spawn_rankd(port, "/readyz", Duration::from_secs(20), |c| {
+    let keys = crate::cleanup::Keyspace::new(crate::helpers::Redis::Standalone);
+    let _rankd = crate::helpers::spawn_rankd(port, "/readyz", Duration::from_secs(20), |c| {
         c.args(["--redis-url", &crate::helpers::Redis::Standalone.url()])
-            .args(["--key-prefix", &prefix]);
+            .args(["--key-prefix", keys.prefix()]);
     })
     .await;
     let base = format!("http://127.0.0.1:{port}");
@@ -1925,8 +1882,6 @@ async fn metrics_count_score_events_by_outcome_and_definition_cache_hits() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1957,8 +1912,6 @@ async fn board_sizes_on_metrics_follow_the_boards_and_forget_deleted_ones() {
         })
         .await;
     assert!(text.contains(&line("sized", 3)), "{text}");
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -1988,7 +1941,6 @@ async fn cache_stats_name_the_embedded_backend_and_count_its_keys() {
     // The board's definition and its all-time key, at least.
     assert!(keys(&after) >= keys(&before) + 2, "{before} then {after}");
     assert!(after["backend"]["used_memory_bytes"].is_null(), "{after}");
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -2025,8 +1977,6 @@ async fn cache_stats_report_definitions_scripts_and_the_backend() {
         "{v}"
     );
     assert!(v["backend"]["keys"].as_u64().is_some(), "{v}");
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -2046,7 +1996,6 @@ async fn every_route_of_the_router_appears_in_openapi_json() {
         missing.is_empty(),
         "openapi.json does not document: {missing:#?}"
     );
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -2084,5 +2033,4 @@ async fn an_event_id_reused_for_another_event_is_a_409_naming_it() {
         app.get("/v1/boards/reuse/members/carol").await.status(),
         404
     );
-    app.stop().await;
 }
