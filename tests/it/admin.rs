@@ -7,6 +7,7 @@ use rankd::board::{BoardDef, BoardId};
 use rankd::config::Config;
 use rankd::engine::{Submit, SystemClock};
 
+use crate::cleanup::Keyspace;
 use crate::helpers::{m, prefix, score, Redis};
 use crate::private::TestDb;
 
@@ -36,8 +37,10 @@ fn admin_on(redis_url: &str, prefix: &str, db: &TestDb, args: &[&str]) -> (i32, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_migrate_verify_warm_snapshot_and_analyze_the_store() {
+    // Dropped after the database: no store is left to rebuild the board's keys from.
+    let keys = Keyspace::new(Redis::Standalone);
     let db = TestDb::create().await;
-    let prefix = prefix();
+    let prefix = keys.prefix().to_owned();
     let config = Config {
         redis_url: Some(Redis::Standalone.url()),
         database_url: Some(db.url()),
@@ -193,9 +196,6 @@ async fn admin_commands_migrate_verify_warm_snapshot_and_analyze_the_store() {
     let (code, out) = admin(&prefix, &db, &["clear-caches", "--boards"]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("--yes"), "{out}");
-
-    durable.delete_board(&b).await.unwrap();
-    db.drop_now().await;
 }
 
 /// A store dropped and created again under a running rankd holds none of the history Redis was
@@ -290,7 +290,6 @@ async fn a_store_lost_and_created_again_is_not_taken_for_the_one_redis_was_built
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(stored().await >= 2, "the new board is stored");
-    db.drop_now().await;
 }
 
 /// The store's URL in libpq's other forms: the user and a Unix socket as parameters, and no user
@@ -340,7 +339,6 @@ async fn the_store_url_takes_libpq_forms() {
         let (code, out) = migrate(url.clone(), pguser);
         assert_eq!(code, 0, "{url}: {out}");
     }
-    db.drop_now().await;
 }
 
 /// What one `rankd admin` run printed, apart, and how it exited.

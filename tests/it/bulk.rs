@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cleanup::ScratchDir;
 use crate::helpers::spawn_rankd;
 use crate::server::free_port;
 
@@ -17,7 +18,7 @@ const BATCHES: usize = 10;
 const SINGLES: usize = 4;
 
 /// The rankd binary with nothing configured but its data directory.
-async fn embedded(port: u16, dir: &std::path::Path) -> std::process::Child {
+async fn embedded(port: u16, dir: &std::path::Path) -> crate::helpers::RankdProcess {
     spawn_rankd(port, "/readyz", Duration::from_secs(60), |c| {
         c.env("RANKD_DATA_DIR", dir)
             .env_remove("RANKD_REDIS_URL")
@@ -60,10 +61,9 @@ async fn all_scores(http: &reqwest::Client, base: &str) -> HashMap<String, f64> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bulk_import_into_the_embedded_default_answers_every_request_and_survives_a_kill() {
-    let dir = std::env::temp_dir().join(format!("rankd-bulk-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = ScratchDir::new("bulk");
     let port = free_port();
-    let mut child = embedded(port, &dir).await;
+    let mut child = embedded(port, dir.path()).await;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let r = http
@@ -160,7 +160,7 @@ async fn a_bulk_import_into_the_embedded_default_answers_every_request_and_survi
     // Killed without a chance to flush: only what was committed before each 200 is on disk.
     child.kill().unwrap();
     child.wait().unwrap();
-    let mut child = embedded(port, &dir).await;
+    let mut child = embedded(port, dir.path()).await;
     let scores = all_scores(&http, &base).await;
     for n in 0..BATCHES * BATCH {
         let want = (1 + n % 7) as f64;
@@ -181,5 +181,4 @@ async fn a_bulk_import_into_the_embedded_default_answers_every_request_and_survi
     assert_eq!(scores.len(), BATCHES * BATCH + acked.len());
     child.kill().unwrap();
     child.wait().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }

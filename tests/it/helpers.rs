@@ -11,6 +11,8 @@ use rankd::engine::{EngineConfig, ManualClock, Submit};
 use rankd::keys::Keys;
 use rankd::Engine;
 
+use crate::cleanup::Keyspace;
+
 /// Which Redis a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Redis {
@@ -49,11 +51,17 @@ pub struct Ctx {
     pub engine: Engine,
     pub clock: Arc<ManualClock>,
     pub prefix: String,
+    /// The prefix's keys, deleted when the context is dropped: held by the context that made the
+    /// prefix, not by those given one ([`Ctx::with_prefix`], [`Ctx::twin`]).
+    _keys: Option<Keyspace>,
 }
 
 impl Ctx {
     pub async fn new(redis: Redis) -> Self {
-        Self::with_prefix(redis, &prefix(), EngineConfig::default()).await
+        let keys = Keyspace::new(redis);
+        let mut ctx = Self::with_prefix(redis, keys.prefix(), EngineConfig::default()).await;
+        ctx._keys = Some(keys);
+        ctx
     }
 
     pub async fn with_prefix(redis: Redis, prefix: &str, config: EngineConfig) -> Self {
@@ -76,6 +84,7 @@ impl Ctx {
             engine,
             clock,
             prefix: prefix.to_owned(),
+            _keys: None,
         }
     }
 
@@ -153,9 +162,6 @@ macro_rules! on_both {
     )*};
 }
 
-/// `rankd serve` on 127.0.0.1:`port` as a child process, with no config file, no API keys and no
-/// output unless `configure` adds them (it runs last, so what it sets wins). Returns once
-/// `GET ready_path` answers 200; panics when `within` passes first or the process exits.
 /// Waits for `child` to exit, at most `within`, and returns how it exited.
 pub async fn exit_status(
     child: &mut std::process::Child,
@@ -174,12 +180,40 @@ pub async fn exit_status(
     }
 }
 
+/// A rankd child process, killed (and reaped) when dropped, however the test ended.
+pub struct RankdProcess(std::process::Child);
+
+impl std::ops::Deref for RankdProcess {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RankdProcess {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for RankdProcess {
+    fn drop(&mut self) {
+        // Nothing is signalled once the child was reaped: std keeps its status.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `rankd serve` on 127.0.0.1:`port` as a child process, with no config file, no API keys and no
+/// output unless `configure` adds them (it runs last, so what it sets wins). Returns once
+/// `GET ready_path` answers 200; panics when `within` passes first or the process exits.
 pub async fn spawn_rankd(
     port: u16,
     ready_path: &str,
     within: std::time::Duration,
     configure: impl FnOnce(&mut std::process::Command),
-) -> std::process::Child {
+) -> RankdProcess {
     use std::process::{Command, Stdio};
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rankd"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -190,7 +224,7 @@ pub async fn spawn_rankd(
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     configure(&mut cmd);
-    let mut child = cmd.spawn().expect("the rankd binary starts");
+    let mut child = RankdProcess(cmd.spawn().expect("the rankd binary starts"));
     let url = format!("http://127.0.0.1:{port}{ready_path}");
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + within;
@@ -207,8 +241,6 @@ pub async fn spawn_rankd(
             panic!("rankd exited with {status} before {ready_path} answered 200");
         }
         if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             panic!("rankd's {ready_path} did not answer 200 within {within:?}");
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;

@@ -1,5 +1,6 @@
 //! rankd's integration suite: one binary, real Redis (standalone and cluster), no mocks.
 
+mod cleanup;
 mod helpers;
 
 mod admin;

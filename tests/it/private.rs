@@ -85,7 +85,7 @@ impl Drop for PrivateRedis {
     }
 }
 
-/// A database of one test's own on the shared Postgres, dropped at the end.
+/// A database of one test's own on the shared Postgres, dropped with the guard.
 pub struct TestDb {
     pub name: String,
     admin: String,
@@ -166,16 +166,27 @@ impl TestDb {
                 .expect("database dropped and created");
         }
     }
+}
 
-    pub async fn drop_now(self) {
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin)
-            .await
-            .expect("Postgres answers");
-        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .expect("test database dropped");
+impl Drop for TestDb {
+    /// Drops the database, however the test ended.
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        crate::cleanup::blocking(
+            format!("dropping database {name}"),
+            Duration::from_secs(30),
+            move || async move {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .map_err(|e| format!("Postgres answers: {e}"))?;
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+        );
     }
 }
 

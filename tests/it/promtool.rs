@@ -116,5 +116,4 @@ async fn the_metrics_of_a_server_that_served_traffic_pass_promtool_check_metrics
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    app.stop().await;
 }

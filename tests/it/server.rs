@@ -8,6 +8,7 @@ use rankd::engine::SystemClock;
 use rankd::http::App;
 use tokio_util::sync::CancellationToken;
 
+use crate::cleanup::Keyspace;
 use crate::helpers::{prefix, Redis};
 
 /// Keys every test server accepts.
@@ -15,13 +16,18 @@ pub const ADMIN: &str = "test-admin-key";
 pub const WRITER: &str = "test-writer-key";
 pub const READER: &str = "test-reader-key";
 
-/// A running server.
+/// A running server, and the guard of what it made: dropped, it stops the server and deletes the
+/// keys of its key prefix.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
     pub config: Config,
+    /// The keys of the prefix the server was made with, deleted once it is told to stop (fields
+    /// drop after [`Drop::drop`]). None when `tweak` pointed it at a prefix or a Redis that is not
+    /// its own: whoever made that one cleans it.
+    _keys: Option<Keyspace>,
 }
 
 impl TestApp {
@@ -31,10 +37,11 @@ impl TestApp {
     }
 
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let (shared, own) = (Redis::Standalone.url(), prefix());
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
-            redis_url: Some(Redis::Standalone.url()),
-            key_prefix: prefix(),
+            redis_url: Some(shared.clone()),
+            key_prefix: own.clone(),
             api_keys: ApiKey::parse_list(&format!(
                 "{ADMIN}:admin,{WRITER}:read+write,{READER}:read"
             ))
@@ -42,6 +49,8 @@ impl TestApp {
             ..Config::default()
         };
         tweak(&mut config);
+        let keys = (config.key_prefix == own && config.redis_url.as_deref() == Some(&*shared))
+            .then(|| Keyspace::adopt(shared, own));
         let engine = rankd::serve::build_engine(&config, Arc::new(SystemClock))
             .await
             .expect("engine starts");
@@ -53,8 +62,9 @@ impl TestApp {
             addr,
             http: reqwest::Client::new(),
             shutdown,
-            task,
+            task: Some(task),
             config,
+            _keys: keys,
         }
     }
 
@@ -112,9 +122,19 @@ impl TestApp {
         }
     }
 
-    pub async fn stop(self) {
+    /// Stops the server and waits until it has: for a test that goes on without it. A test that
+    /// ends with its server leaves stopping it to [`Drop`].
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        self.task.await.unwrap();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 
@@ -143,24 +163,6 @@ impl TestApp {
             .await;
         assert_eq!(r.status(), 200, "submit to {board}");
         r.json().await.unwrap()
-    }
-
-    /// Deletes every board this server's key prefix holds, so the shared Redis does not fill up.
-    pub async fn cleanup(&self) {
-        let v: serde_json::Value = self.get("/v1/boards").await.json().await.unwrap();
-        for b in v["boards"].as_array().into_iter().flatten() {
-            let b = b["board"].as_str().unwrap();
-            let r = self
-                .req(
-                    reqwest::Method::DELETE,
-                    &format!("/v1/boards/{b}"),
-                    Some(ADMIN),
-                )
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status() == 204 || r.status() == 404, "DELETE {b}");
-        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{prefix, series_value, spawn_rankd, Redis};
+use crate::cleanup::Keyspace;
+use crate::helpers::{prefix, series_value, spawn_rankd, RankdProcess, Redis};
 use crate::private::PrivateRedis;
 use crate::server::{free_port, raw, responses, TestApp, ADMIN, READER};
 
@@ -74,7 +75,6 @@ async fn a_client_stalling_in_its_headers_is_disconnected_after_the_read_timeout
     );
     let r = app.req(Method::GET, "/healthz", None).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    app.stop().await;
 }
 
 /// An answer given before the request's body was read (a refused board id, an unknown route, a
@@ -130,7 +130,6 @@ async fn an_answer_that_leaves_the_body_unread_closes_the_connection_and_says_so
     )
     .await;
     assert_eq!(responses(&out), vec![200, 200]);
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -162,8 +161,6 @@ async fn a_client_stalling_in_its_body_gets_408_after_the_read_timeout() {
     );
     let v: Value = app.get("/v1/boards/slow/top").await.json().await.unwrap();
     assert_eq!(v["total"], 0);
-    app.cleanup().await;
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -205,7 +202,6 @@ async fn a_client_that_never_reads_its_answers_is_disconnected_and_frees_its_slo
             Err(_) => panic!("the connection stayed open, silent"),
         }
     }
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -232,7 +228,6 @@ async fn connections_past_the_cap_wait_and_are_served_once_earlier_ones_close() 
     drop((b, c));
     let r = app.req(Method::GET, "/healthz", None).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    app.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -245,10 +240,11 @@ const BIN_WRONG: &str = "bin-wrong-key-71b2a9d0";
 
 /// `rankd serve` as a child process on a free port, logging at debug level to a file.
 struct Binary {
-    child: Child,
+    child: RankdProcess,
     addr: SocketAddr,
     log: PathBuf,
-    prefix: String,
+    /// Its key prefix on the shared Redis, whose keys go when the binary does.
+    keys: Keyspace,
     http: reqwest::Client,
 }
 
@@ -261,15 +257,15 @@ impl Binary {
     async fn start_with(configure: impl FnOnce(&mut Command)) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let prefix = prefix();
+        let keys = Keyspace::new(Redis::Standalone);
         let log = std::env::temp_dir().join(format!(
             "rankd-it-{}-{port}.log",
-            prefix.trim_end_matches(':')
+            keys.prefix().trim_end_matches(':')
         ));
         let file = std::fs::File::create(&log).unwrap();
         let child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
             c.args(["--redis-url", &Redis::Standalone.url()])
-                .args(["--key-prefix", &prefix])
+                .args(["--key-prefix", keys.prefix()])
                 .env(
                     "RANKD_API_KEYS",
                     format!("{BIN_ADMIN}:admin,{BIN_READER}:read"),
@@ -285,7 +281,7 @@ impl Binary {
             child,
             addr,
             log,
-            prefix,
+            keys,
             http: reqwest::Client::new(),
         }
     }
@@ -342,14 +338,6 @@ impl Binary {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-    }
-
-    /// Deletes what the binary wrote, through a test server on the same key prefix.
-    async fn cleanup(&self) {
-        let prefix = self.prefix.clone();
-        let app = TestApp::spawn_with(|c| c.key_prefix = prefix).await;
-        app.cleanup().await;
-        app.stop().await;
     }
 
     /// Asserts the log has lines in it and no API key anywhere.
@@ -522,7 +510,7 @@ async fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
     assert!(logs.contains("SIGTERM received"), "{logs}");
     bin.assert_no_key_in_logs();
     // What the request wrote is there.
-    let prefix = bin.prefix.clone();
+    let prefix = bin.keys.prefix().to_owned();
     let app = TestApp::spawn_with(|c| c.key_prefix = prefix).await;
     let v: Value = app
         .get("/v1/boards/sig/members/inflight")
@@ -531,8 +519,6 @@ async fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
         .await
         .unwrap();
     assert_eq!(v["score"], 42.0, "{v}");
-    app.stop().await;
-    bin.cleanup().await;
 }
 
 /// What the rankd binary logs until `ready_path` answers 200, started as `configure` says.
@@ -608,7 +594,6 @@ async fn sigint_stops_the_server_and_exits_0() {
     bin.assert_no_key_in_logs();
     let r = TcpStream::connect(bin.addr).await;
     assert!(r.is_err(), "nothing listens after exit");
-    bin.cleanup().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -703,7 +688,6 @@ async fn when_redis_dies_requests_fail_fast_with_503_retry_after_and_the_request
     }
     // Probes that need no backend still answer.
     assert_eq!(app.get("/healthz").await.status(), 200);
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -728,7 +712,6 @@ async fn readyz_loads_the_scripts_redis_lost_before_it_answers_200() {
     assert_eq!(exists(), "0");
     assert_eq!(app.get("/readyz").await.status(), 200);
     assert_eq!(exists(), "1", "ready means the scripts are loaded again");
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -815,8 +798,6 @@ async fn when_redis_returns_empty_the_server_recovers_by_itself_and_reloads_its_
         hits < 30,
         "{hits} script hits counted, outage included: {v}"
     );
-    app.cleanup().await;
-    app.stop().await;
     redis.kill();
 }
 
@@ -1004,7 +985,6 @@ async fn a_write_redis_leaves_unanswered_is_unconfirmed_and_its_event_id_applies
         .await
         .unwrap();
     assert_eq!(v["score"], 6.0, "{v}");
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1139,7 +1119,7 @@ async fn while_starting_connections_past_the_cap_wait_too() {
     let redis_port = free_port();
     let port = free_port();
     // Nothing listens on redis_port: rankd stays in its start-up responder.
-    let mut child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
+    let _child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
         c.args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}")])
             .env("RANKD_MAX_CONNECTIONS", "2")
             .env("RANKD_API_KEYS", format!("{BIN_ADMIN}:admin"));
@@ -1158,8 +1138,6 @@ async fn while_starting_connections_past_the_cap_wait_too() {
     );
     drop(a);
     assert_eq!(read_responses(&mut c, Duration::from_secs(3)).await, [200]);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]
@@ -1240,7 +1218,7 @@ async fn start_up_attempts_that_fail_on_the_store_leave_no_redis_connections_beh
     // Redis answers, the store does not (nothing listens on a fresh free port): every attempt
     // connects to Redis, then gives up on the store.
     let store = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
-    let mut child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
+    let _child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
         c.args(["--redis-url", &redis.url()])
             .args(["--database-url", &store]);
     })
@@ -1259,8 +1237,6 @@ async fn start_up_attempts_that_fail_on_the_store_leave_no_redis_connections_beh
         n <= 4,
         "{n} connections: the abandoned attempts' pools stayed connected"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Without API keys, a web page the user visits must not be able to write: it cannot send JSON
@@ -1315,7 +1291,6 @@ async fn without_api_keys_only_json_to_a_loopback_host_is_taken() {
     assert_eq!(got.status(), 403);
     let v: Value = got.json().await.unwrap();
     assert_eq!(v["field"], "host", "{v}");
-    app.stop().await;
 }
 
 /// `/metrics` can require a key of its own, and can leave out the per-board series that name every
@@ -1372,7 +1347,6 @@ async fn metrics_take_a_key_of_their_own_and_can_name_no_board() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    app.stop().await;
 }
 
 /// A lookup of a thousand members goes to Redis in calls of at most 64 members, each holding Redis
@@ -1518,5 +1492,4 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_others_go_on() {
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(read(READER).await.unwrap().status(), 200);
-    app.stop().await;
 }
