@@ -500,7 +500,6 @@ async fn verify_waits_out_a_busy_redis_and_its_errors_exit_2_in_words() {
     );
     assert!(r.stdout.is_empty(), "{r}");
     in_words(&r);
-    db.drop_now().await;
 }
 
 /// The keys of every scratch copy under `prefix` (what `verify` used to leave behind).
@@ -607,7 +606,6 @@ async fn verify_leaves_no_scratch_keys_and_clear_caches_removes_old_ones() {
         0
     );
     e.delete_board(&b).await.unwrap();
-    db.drop_now().await;
 }
 
 /// Each command connects to what it uses, and names what is missing: without Redis, verify checks
@@ -665,7 +663,6 @@ async fn each_command_needs_exactly_what_it_uses_and_names_what_is_missing() {
         );
     }
     e.delete_board(&b).await.unwrap();
-    db.drop_now().await;
 }
 
 /// Results on stdout, a line per board, logs on stderr, no colour codes when piped, states and
@@ -748,7 +745,6 @@ async fn output_is_one_line_per_board_on_stdout_logs_on_stderr_and_no_colour_whe
     in_words(&r);
     e.delete_board(&b).await.unwrap();
     let _ = e.delete_board(&two).await;
-    db.drop_now().await;
 }
 
 /// One rule for every command: a board the store does not hold is an error naming it.
@@ -773,7 +769,6 @@ async fn an_unknown_board_is_an_error_naming_it_for_every_command() {
         }
     }
     e.delete_board(&b).await.unwrap();
-    db.drop_now().await;
 }
 
 /// `admin snapshot` takes the snapshot run lease that the periodic snapshot takes: while another
@@ -834,7 +829,6 @@ async fn admin_snapshot_takes_the_snapshot_run_lease() {
     assert!(took.is_none() && runs().await == before);
     pool.close().await;
     e.delete_board(&b).await.unwrap();
-    db.drop_now().await;
 }
 
 /// A busy Lua script of `ms` milliseconds on the Redis at `port`: a slowlog entry.
@@ -908,7 +902,6 @@ async fn optimize_does_not_take_what_runs_during_it_for_advice() {
     let r = run(on(&redis.url(), &prefix, &db, &["analyze"]));
     assert!(r.stdout.contains("commands over 100 ms"), "{r}");
     pool.close().await;
-    db.drop_now().await;
 }
 
 /// An idle server (its definition cache has seen a few lookups, most of them each board's first)
@@ -946,17 +939,6 @@ async fn analyze_gives_an_idle_server_no_cache_advice() {
     assert!(!r.stdout.contains("redefined often"), "{r}");
     server.stop().await;
     e.delete_board(&b).await.unwrap();
-    db.drop_now().await;
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `rankd serve` with no settings at all (the embedded engine, its store in ./rankd-data), and
@@ -981,7 +963,7 @@ async fn admin_runs_on_the_embedded_engines_store_with_no_settings() {
         })
         .await
     };
-    let mut server = Reaped(serve(dir.clone()).await);
+    let mut server = serve(dir.clone()).await;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let put = http
@@ -1070,10 +1052,10 @@ async fn admin_runs_on_the_embedded_engines_store_with_no_settings() {
     };
     let before = top(base.clone()).await;
     let _ = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
+        .args(["-TERM", &server.id().to_string()])
         .status();
-    crate::helpers::exit_status(&mut server.0, Duration::from_secs(15)).await;
-    let server = Reaped(serve(dir.clone()).await);
+    crate::helpers::exit_status(&mut server, Duration::from_secs(15)).await;
+    let server = serve(dir.clone()).await;
     assert_eq!(top(base.clone()).await, before);
 
     // A base that does not hold what the log implies is found.

@@ -139,7 +139,6 @@ async fn a_refusal_from_each_script_reaches_http_with_its_own_status() {
     let (status, v) = call(&b, Method::DELETE, "/v1/boards/gone", None).await;
     assert_eq!(status, 404, "{v}");
 
-    a.cleanup().await;
     b.stop().await;
     a.stop().await;
 }
