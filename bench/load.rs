@@ -16,6 +16,8 @@
 //!   `--deadline`; every key lives under `--prefix` and is unlinked at the end, on error and on
 //!   SIGINT/SIGTERM.
 
+#![allow(clippy::unwrap_used)]
+
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;

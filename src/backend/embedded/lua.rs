@@ -261,6 +261,11 @@ return run, visible, env
 
 /// `raising(f)`: a C closure over `f` that calls it and, when its second result is true, raises its
 /// first result as the error (unchanged, so `pcall(redis.call, …)` still gets the `{err=…}` table).
+///
+/// The one place rankd allows `unsafe`: the error must be raised by a C function, as in Redis, so
+/// that a failing call leaves the script's own frame in place for the error position (see the
+/// sandbox's comment on `raising`), and that takes the Lua C API.
+#[allow(unsafe_code)]
 unsafe extern "C-unwind" fn raising(state: *mut ffi::lua_State) -> c_int {
     unsafe extern "C-unwind" fn call(state: *mut ffi::lua_State) -> c_int {
         let n = ffi::lua_gettop(state);
@@ -523,6 +528,7 @@ impl Scripting {
         // SAFETY: `raising` only uses the Lua C API on the state it is called with, within the stack
         // space Lua guarantees a C function (LUA_MINSTACK), and holds no Rust value across the
         // `lua_call`/`lua_error` that may unwind through it.
+        #[allow(unsafe_code)]
         let raising = unsafe { lua.create_c_function(raising)? };
         let (run, visible, env): (Function, Table, Table) = lua
             .load(SANDBOX_SOURCE)
