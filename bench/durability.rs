@@ -11,6 +11,8 @@
 //! RANKD_TEST_DATABASE_URL set (scripts/services up). It uses its own key prefix and its own
 //! database, and removes both at the end. Every loop is bounded in count and time.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -20,6 +20,10 @@
 //! Two member shapes: `member:<n>` (8 to 14 bytes, stored inline in the slot) and 36-byte UUID-like
 //! ids (stored in their own heap block).
 
+// A global allocator that counts what it forwards to mimalloc is unsafe by its trait.
+#![allow(unsafe_code)]
+#![allow(clippy::unwrap_used)]
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

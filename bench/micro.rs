@@ -8,6 +8,8 @@
 //! medians are also written to `path` as a markdown table for bench/RESULTS.md. Run by `cargo test`
 //! (without `--bench`), criterion runs each benchmark once, as a test.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};

@@ -19,6 +19,8 @@
 //! This file runs it (the server, the clients, every workload in turn); the parts are its modules:
 //! options, client, fixtures, sides, measuring and report.
 
+#![allow(clippy::unwrap_used)]
+
 mod client;
 mod fixtures;
 mod measuring;

@@ -4,21 +4,20 @@
 //! - [`handlers`]: one async fn per endpoint
 //! - [`auth`]: Bearer keys
 //! - [`problem`]: problem+json answers and body helpers
-//! - [`stall`]: the bound on answers a client leaves unread
 
 pub mod auth;
 pub mod handlers;
 pub mod problem;
 pub mod routes;
-pub mod stall;
 
 use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
@@ -28,8 +27,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
@@ -132,10 +133,7 @@ impl App {
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(state.config.read_timeout)
-                .serve_connection(
-                    TokioIo::new(stall::WriteDeadline::new(stream, state.config.read_timeout)),
-                    svc,
-                );
+                .serve_connection(with_write_deadline(stream, state.config.read_timeout), svc);
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 let _permit = permit;
@@ -153,6 +151,23 @@ impl App {
             }
         }
     }
+}
+
+/// A connection whose writes may not stall forever.
+///
+/// hyper bounds how long a client may take to send a request, not how long it may leave its answers
+/// unread. A client that sends requests and never reads (or reads too slowly for the answers to
+/// drain) fills the socket's send buffer; every write then waits, and without a bound the connection
+/// and its slot under the connection cap are held for good. A write (or flush, or shutdown) that has
+/// made no progress for `limit` fails with `TimedOut`, which ends the connection; any progress starts
+/// the count again, so a slow reader that keeps reading is served however long the whole takes.
+fn with_write_deadline<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    limit: Duration,
+) -> TokioIo<Pin<Box<TimeoutWriter<S>>>> {
+    let mut w = TimeoutWriter::new(stream);
+    w.set_timeout(Some(limit));
+    TokioIo::new(Box::pin(w))
 }
 
 /// The next connection. A failed accept (out of file descriptors and the like) is logged and
@@ -231,10 +246,7 @@ pub async fn answer_while_starting(
             .timer(TokioTimer::new())
             .header_read_timeout(config.read_timeout)
             .keep_alive(false)
-            .serve_connection(
-                TokioIo::new(stall::WriteDeadline::new(stream, config.read_timeout)),
-                svc,
-            );
+            .serve_connection(with_write_deadline(stream, config.read_timeout), svc);
         tokio::spawn(async move {
             let _permit = permit;
             let _ = conn.await;
@@ -361,4 +373,42 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_nobody_reads_fails_after_the_limit_and_one_that_drains_does_not() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut w = with_write_deadline(ours, Duration::from_millis(300)).into_inner();
+        // A slow reader, but one that keeps reading: each write progresses within the limit, so the
+        // whole may take longer than the limit.
+        let started = tokio::time::Instant::now();
+        let reader = tokio::spawn(async move {
+            let mut got = [0u8; 64];
+            for _ in 0..16 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                theirs.read_exact(&mut got).await.unwrap();
+            }
+            theirs
+        });
+        w.write_all(&[7u8; 1024]).await.unwrap();
+        let _theirs = reader.await.unwrap();
+        assert!(started.elapsed() > Duration::from_millis(600));
+        // Nobody reads now: the buffer fills, and the write fails once the limit has passed.
+        let started = tokio::time::Instant::now();
+        let e = w.write_all(&[7u8; 4096]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
 }

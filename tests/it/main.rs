@@ -1,5 +1,7 @@
 //! rankd's integration suite: one binary, real Redis (standalone and cluster), no mocks.
 
+#![allow(clippy::unwrap_used)]
+
 mod cleanup;
 mod helpers;
 

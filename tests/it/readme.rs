@@ -407,9 +407,16 @@ fn the_readme_layout_names_every_file_and_only_files_that_exist() {
     );
     // Every path it names exists.
     for named in layout.split('`').skip(1).step_by(2) {
-        let looks_like_path = ["src/", "lua/", "tests/", "bench/", "scripts/", "migrations/"]
-            .iter()
-            .any(|p| named.starts_with(p));
+        let looks_like_path = [
+            "src/",
+            "lua/",
+            "tests/",
+            "bench/",
+            "scripts/",
+            "migrations/",
+        ]
+        .iter()
+        .any(|p| named.starts_with(p));
         if looks_like_path {
             assert!(
                 std::path::Path::new(root).join(named).exists(),

@@ -45,7 +45,6 @@ use mlua::{ffi, Function, Lua, LuaOptions, LuaString, MultiValue, StdLib, Table,
 use super::commands::{self, Ctx, RValue};
 use super::keyspace::Keyspace;
 use super::num::{fmt_g17, lua_number_to_int};
-use super::sha1::sha1_hex;
 use crate::backend::{Call, ExecError, Reply, Script};
 
 /// What scripts read and write: the keyspace and the instant the running script sees.
@@ -262,6 +261,11 @@ return run, visible, env
 
 /// `raising(f)`: a C closure over `f` that calls it and, when its second result is true, raises its
 /// first result as the error (unchanged, so `pcall(redis.call, …)` still gets the `{err=…}` table).
+///
+/// The one place rankd allows `unsafe`: the error must be raised by a C function, as in Redis, so
+/// that a failing call leaves the script's own frame in place for the error position (see the
+/// sandbox's comment on `raising`), and that takes the Lua C API.
+#[allow(unsafe_code)]
 unsafe extern "C-unwind" fn raising(state: *mut ffi::lua_State) -> c_int {
     unsafe extern "C-unwind" fn call(state: *mut ffi::lua_State) -> c_int {
         let n = ffi::lua_gettop(state);
@@ -290,6 +294,18 @@ pub(super) struct Scripting {
     run: Function,
     /// Compiled scripts by SHA-1.
     scripts: HashMap<String, Function>,
+}
+
+/// The lowercase hex SHA-1 of `data`, for `redis.sha1hex` (Redis hashes the raw bytes of a Lua string).
+fn sha1_hex(data: &[u8]) -> String {
+    use sha1::Digest;
+    use std::fmt::Write;
+    let mut hex = String::with_capacity(40);
+    for byte in sha1::Sha1::digest(data) {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -512,6 +528,7 @@ impl Scripting {
         // SAFETY: `raising` only uses the Lua C API on the state it is called with, within the stack
         // space Lua guarantees a C function (LUA_MINSTACK), and holds no Rust value across the
         // `lua_call`/`lua_error` that may unwind through it.
+        #[allow(unsafe_code)]
         let raising = unsafe { lua.create_c_function(raising)? };
         let (run, visible, env): (Function, Table, Table) = lua
             .load(SANDBOX_SOURCE)
@@ -598,5 +615,22 @@ impl Scripting {
     /// The store, for work outside scripts (sweeping, snapshots).
     pub(super) fn store(&self) -> &Rc<RefCell<Store>> {
         &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha1_matches_known_digests_and_fred_on_text() {
+        assert_eq!(sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(sha1_hex(b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        let long = "x".repeat(1000);
+        assert_eq!(sha1_hex(long.as_bytes()), fred::util::sha1_hash(&long));
+        assert_eq!(
+            sha1_hex(crate::engine::scripts::SUBMIT.source().as_bytes()),
+            crate::engine::scripts::SUBMIT.sha1()
+        );
     }
 }

@@ -44,7 +44,6 @@ mod commands;
 mod keyspace;
 mod lua;
 mod num;
-mod sha1;
 mod tree;
 mod zset;
 

@@ -372,7 +372,9 @@ pub(crate) fn lua_number_to_int(x: f64) -> i64 {
     }
 }
 
+// The C library is the reference these tests compare against, called through FFI.
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
     use std::ffi::{c_char, c_int, CStr, CString};

@@ -4,9 +4,8 @@
 //!
 //! - a slab of slots (`score` + member bytes, members of up to 22 bytes stored inline, longer ones in
 //!   one heap allocation), addressed by `u32` ids and reused through a free list;
-//! - a hash index, member → id: open addressing with linear probing, one control byte (7 bits of the
-//!   member's hash, or empty/deleted) and one `u32` id per bucket; lookups compare the member bytes in
-//!   the slab;
+//! - a hash index, member → id: a [`hashbrown::HashTable`] of bare `u32` ids (one control byte and
+//!   one id per bucket, at most 7/8 full), hashed and compared through the member bytes in the slab;
 //! - an order-statistic B+ tree of ids ([`super::tree`]) ordered by (score, member bytes), as Redis
 //!   orders a sorted set (equal scores by `memcmp` of the members, shorter first on a common prefix).
 //!
@@ -24,6 +23,8 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
+
+use hashbrown::HashTable;
 
 use super::tree::{self, Tree};
 
@@ -93,109 +94,55 @@ fn hash_of(member: &[u8]) -> u64 {
     KEYS.get_or_init(RandomState::new).hash_one(member)
 }
 
-const EMPTY: u8 = 0x80;
-const DELETED: u8 = 0xFE;
-
-fn tag(hash: u64) -> u8 {
-    (hash >> 57) as u8
+/// The hash of an id's member, for the index to move its ids when it grows or shrinks.
+fn rehash(slots: &[Slot]) -> impl Fn(&u32) -> u64 + '_ {
+    |&id| hash_of(slots[id as usize].name.as_bytes())
 }
 
-/// member → slot id.
-struct Index {
-    ctrl: Box<[u8]>,
-    ids: Box<[u32]>,
-    items: usize,
-    deleted: usize,
-}
+/// member → slot id. Only the `u32` id is stored: hashing and comparing go through the slab, so each
+/// member's bytes are kept once.
+struct Index(HashTable<u32>);
 
 impl Index {
     fn new() -> Self {
-        Self {
-            ctrl: Box::new([]),
-            ids: Box::new([]),
-            items: 0,
-            deleted: 0,
-        }
+        Self(HashTable::new())
     }
 
-    /// The bucket and id of `member`.
-    fn find(&self, slots: &[Slot], member: &[u8], hash: u64) -> Option<(usize, u32)> {
-        if self.ctrl.is_empty() {
-            return None;
-        }
-        let mask = self.ctrl.len() - 1;
-        let t = tag(hash);
-        let mut i = hash as usize & mask;
-        loop {
-            let c = self.ctrl[i];
-            if c == EMPTY {
-                return None;
-            }
-            if c == t {
-                let id = self.ids[i];
-                if slots[id as usize].name.as_bytes() == member {
-                    return Some((i, id));
-                }
-            }
-            i = (i + 1) & mask;
-        }
+    /// Room for `n` members without growing.
+    fn with_capacity(n: usize) -> Self {
+        Self(HashTable::with_capacity(n))
+    }
+
+    /// The id of `member`.
+    fn find(&self, slots: &[Slot], member: &[u8], hash: u64) -> Option<u32> {
+        self.0
+            .find(hash, |&id| slots[id as usize].name.as_bytes() == member)
+            .copied()
     }
 
     /// Adds `id`, whose member is absent.
     fn insert(&mut self, slots: &[Slot], hash: u64, id: u32) {
-        if (self.items + self.deleted + 1) * 4 > self.ctrl.len() * 3 {
-            self.resize(slots, self.items + 1);
-        }
-        self.place(hash, id);
-        self.items += 1;
+        self.0.insert_unique(hash, id, rehash(slots));
     }
 
-    fn place(&mut self, hash: u64, id: u32) {
-        let mask = self.ctrl.len() - 1;
-        let mut i = hash as usize & mask;
-        loop {
-            let c = self.ctrl[i];
-            if c == EMPTY || c == DELETED {
-                if c == DELETED {
-                    self.deleted -= 1;
-                }
-                self.ctrl[i] = tag(hash);
-                self.ids[i] = id;
-                return;
-            }
-            i = (i + 1) & mask;
+    /// Removes `member`. Returns its id.
+    fn remove(&mut self, slots: &[Slot], member: &[u8], hash: u64) -> Option<u32> {
+        let entry = self
+            .0
+            .find_entry(hash, |&id| slots[id as usize].name.as_bytes() == member)
+            .ok()?;
+        let (id, _) = entry.remove();
+        // Give the room back once the table is at most 1/8 full, as it would have been sized for
+        // the members left.
+        if self.0.capacity() > 8 && self.0.len() * 8 < self.0.capacity() {
+            self.0.shrink_to(self.0.len(), rehash(slots));
         }
+        Some(id)
     }
 
-    fn remove_at(&mut self, slots: &[Slot], bucket: usize) {
-        let mask = self.ctrl.len() - 1;
-        // A bucket followed by an empty one ends no probe chain: it can become empty itself.
-        if self.ctrl[(bucket + 1) & mask] == EMPTY {
-            self.ctrl[bucket] = EMPTY;
-        } else {
-            self.ctrl[bucket] = DELETED;
-            self.deleted += 1;
-        }
-        self.items -= 1;
-        if self.ctrl.len() > 8 && self.items * 8 < self.ctrl.len() {
-            self.resize(slots, self.items);
-        }
-    }
-
-    /// Rehashes into the smallest power of two ≥ 8 that holds `need` items at most 3/4 full.
-    fn resize(&mut self, slots: &[Slot], need: usize) {
-        let mut cap = 8;
-        while need * 4 > cap * 3 {
-            cap *= 2;
-        }
-        let old_ctrl = std::mem::replace(&mut self.ctrl, vec![EMPTY; cap].into_boxed_slice());
-        let old_ids = std::mem::replace(&mut self.ids, vec![0; cap].into_boxed_slice());
-        self.deleted = 0;
-        for (c, id) in old_ctrl.iter().zip(old_ids.iter()) {
-            if *c < EMPTY {
-                self.place(hash_of(slots[*id as usize].name.as_bytes()), *id);
-            }
-        }
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -257,7 +204,7 @@ impl ZSet {
 
     /// The score of `member`.
     pub fn score(&self, member: &[u8]) -> Option<f64> {
-        let (_, id) = self.index.find(&self.slots, member, hash_of(member))?;
+        let id = self.index.find(&self.slots, member, hash_of(member))?;
         Some(self.slots[id as usize].score)
     }
 
@@ -268,7 +215,7 @@ impl ZSet {
             "NaN scores are refused before they get here"
         );
         let hash = hash_of(member);
-        if let Some((_, id)) = self.index.find(&self.slots, member, hash) {
+        if let Some(id) = self.index.find(&self.slots, member, hash) {
             let old = self.slots[id as usize].score;
             if old == score {
                 // Same place in the order (-0 and 0 compare equal): only the stored bits change.
@@ -305,10 +252,9 @@ impl ZSet {
 
     /// Removes `member`. Returns its score.
     pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
-        let (bucket, id) = self.index.find(&self.slots, member, hash_of(member))?;
+        let id = self.index.remove(&self.slots, member, hash_of(member))?;
         let slots = &self.slots;
         self.tree.remove(id, &|a, b| cmp_ids(slots, a, b));
-        self.index.remove_at(&self.slots, bucket);
         let slot = std::mem::replace(&mut self.slots[id as usize], Slot::vacant());
         self.free.push(id);
         if self.free.len() > 32 && self.free.len() * 2 > self.slots.len() {
@@ -331,18 +277,16 @@ impl ZSet {
         self.free = Vec::new();
         let n = self.slots.len() as u32;
         self.tree = Tree::from_sorted((0..n).collect());
-        self.index = Index::new();
-        self.index.resize(&self.slots, n as usize);
+        self.index = Index::with_capacity(n as usize);
         for id in 0..n {
             let hash = hash_of(self.slots[id as usize].name.as_bytes());
-            self.index.place(hash, id);
+            self.index.insert(&self.slots, hash, id);
         }
-        self.index.items = n as usize;
     }
 
     /// The 0-based rank of `member` in ascending order.
     pub fn rank(&self, member: &[u8]) -> Option<usize> {
-        let (_, id) = self.index.find(&self.slots, member, hash_of(member))?;
+        let id = self.index.find(&self.slots, member, hash_of(member))?;
         self.tree.rank(id, &self.cmp())
     }
 
@@ -384,7 +328,7 @@ impl ZSet {
     #[cfg(test)]
     fn check(&self) {
         self.tree.check(&self.cmp());
-        assert_eq!(self.index.items, self.len());
+        assert_eq!(self.index.len(), self.len());
         assert_eq!(self.slots.len(), self.len() + self.free.len());
         for (m, s) in self.iter() {
             assert_eq!(self.score(m).map(f64::to_bits), Some(s.to_bits()));
