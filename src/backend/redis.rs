@@ -294,6 +294,19 @@ impl RedisExecutor {
         &self.pool
     }
 
+    /// Where a command every primary must answer goes, through `client`: each primary of a
+    /// cluster (as `client` last saw the cluster), or `None` for the one server.
+    pub fn primaries(&self, client: &Client) -> Vec<Option<Server>> {
+        if self.clustered {
+            client
+                .cached_cluster_state()
+                .map(|s| s.unique_primary_nodes().into_iter().map(Some).collect())
+                .unwrap_or_default()
+        } else {
+            vec![None]
+        }
+    }
+
     /// True when any connection of the pool is down. Redis going away drops every connection, but
     /// each notices on its own time: a request routed to one that has not noticed yet would wait out
     /// the command timeout, so the first connection to notice speaks for all of them.
@@ -508,17 +521,7 @@ impl Executor for RedisExecutor {
         let mut args: Vec<&str> = vec!["EXISTS"];
         args.extend(scripts.iter().map(|s| s.sha1()));
         // Every primary of a cluster keeps its own script cache.
-        let nodes: Vec<Option<_>> = if self.clustered {
-            client
-                .cached_cluster_state()
-                .map(|s| s.unique_primary_nodes())
-                .unwrap_or_default()
-                .into_iter()
-                .map(Some)
-                .collect()
-        } else {
-            vec![None]
-        };
+        let nodes = self.primaries(client);
         let mut missing: Vec<&'static Script> = Vec::new();
         for node in nodes {
             let r: Result<Value, Error> = match node {
@@ -615,14 +618,7 @@ impl Executor for RedisExecutor {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
         let client = self.pool.next();
-        let nodes: Vec<Option<Server>> = if self.clustered {
-            client
-                .cached_cluster_state()
-                .map(|s| s.unique_primary_nodes().into_iter().map(Some).collect())
-                .unwrap_or_default()
-        } else {
-            vec![None]
-        };
+        let nodes = self.primaries(client);
         let mut memory = 0u64;
         let mut keys = 0u64;
         let (mut hits, mut misses) = (0u64, 0u64);
