@@ -389,10 +389,7 @@ impl RedisExecutor {
 
     /// Sends calls as one pipeline on one connection (per node in a cluster), so that calls of one
     /// slot run in order; calls whose node had lost the script are loaded and sent again, in order.
-    async fn pipeline(
-        &self,
-        calls: &[PipelinedCall],
-    ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
+    async fn pipeline(&self, calls: &[PipelinedCall]) -> super::Replies {
         let client = self.pool.next();
         let pipeline = client.pipeline();
         for call in calls {
@@ -492,10 +489,7 @@ impl Executor for RedisExecutor {
         r
     }
 
-    async fn eval_many(
-        &self,
-        calls: Vec<Call>,
-    ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
+    async fn eval_many(&self, calls: Vec<Call>) -> super::Replies {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
