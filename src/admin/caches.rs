@@ -35,14 +35,7 @@ impl Redis {
     /// Every key whose name matches `pattern`, on every primary.
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, Failure> {
         let client = self.exec.pool().next();
-        let nodes: Vec<Option<fred::types::config::Server>> = if self.clustered {
-            client
-                .cached_cluster_state()
-                .map(|s| s.unique_primary_nodes().into_iter().map(Some).collect())
-                .unwrap_or_default()
-        } else {
-            vec![None]
-        };
+        let nodes = self.exec.primaries(client);
         let scan = CustomCommand::new_static("SCAN", ClusterHash::Random, false);
         let mut keys = Vec::new();
         for node in nodes {

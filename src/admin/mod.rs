@@ -93,7 +93,6 @@ pub struct Redis {
     pub engine: Arc<Engine>,
     /// Its connections, for the commands no script runs (SCAN, UNLINK).
     exec: Arc<RedisExecutor>,
-    clustered: bool,
 }
 
 /// What the commands work on.
@@ -298,7 +297,6 @@ impl Admin {
         Ok(Redis {
             engine: Arc::new(engine),
             exec,
-            clustered: url.starts_with("redis-cluster://"),
         })
     }
 

@@ -74,10 +74,7 @@ impl Executor for Instrumented {
         r
     }
 
-    async fn eval_many(
-        &self,
-        calls: Vec<Call>,
-    ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
+    async fn eval_many(&self, calls: Vec<Call>) -> super::Replies {
         let names: Vec<&'static str> = calls.iter().map(|c| c.script.name()).collect();
         let started = Instant::now();
         let r = self.inner.eval_many(calls).await;

@@ -59,6 +59,10 @@ pub enum Reply {
     Array(Vec<Reply>),
 }
 
+/// What a batch of calls ([`Executor::eval_many`]) answers: each call's own result, or the error
+/// that kept the batch from running.
+pub type Replies = Result<Vec<Result<Reply, ExecError>>, ExecError>;
+
 /// Why a script call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExecError {
@@ -146,8 +150,7 @@ pub trait Executor: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`ExecError::Unavailable`] when the backend is out of reach before anything ran.
-    async fn eval_many(&self, calls: Vec<Call>)
-        -> Result<Vec<Result<Reply, ExecError>>, ExecError>;
+    async fn eval_many(&self, calls: Vec<Call>) -> Replies;
 
     /// Checks that the backend answers.
     ///

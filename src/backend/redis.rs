@@ -294,6 +294,19 @@ impl RedisExecutor {
         &self.pool
     }
 
+    /// Where a command every primary must answer goes, through `client`: each primary of a
+    /// cluster (as `client` last saw the cluster), or `None` for the one server.
+    pub fn primaries(&self, client: &Client) -> Vec<Option<Server>> {
+        if self.clustered {
+            client
+                .cached_cluster_state()
+                .map(|s| s.unique_primary_nodes().into_iter().map(Some).collect())
+                .unwrap_or_default()
+        } else {
+            vec![None]
+        }
+    }
+
     /// True when any connection of the pool is down. Redis going away drops every connection, but
     /// each notices on its own time: a request routed to one that has not noticed yet would wait out
     /// the command timeout, so the first connection to notice speaks for all of them.
@@ -376,10 +389,7 @@ impl RedisExecutor {
 
     /// Sends calls as one pipeline on one connection (per node in a cluster), so that calls of one
     /// slot run in order; calls whose node had lost the script are loaded and sent again, in order.
-    async fn pipeline(
-        &self,
-        calls: &[PipelinedCall],
-    ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
+    async fn pipeline(&self, calls: &[PipelinedCall]) -> super::Replies {
         let client = self.pool.next();
         let pipeline = client.pipeline();
         for call in calls {
@@ -479,10 +489,7 @@ impl Executor for RedisExecutor {
         r
     }
 
-    async fn eval_many(
-        &self,
-        calls: Vec<Call>,
-    ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
+    async fn eval_many(&self, calls: Vec<Call>) -> super::Replies {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
@@ -508,17 +515,7 @@ impl Executor for RedisExecutor {
         let mut args: Vec<&str> = vec!["EXISTS"];
         args.extend(scripts.iter().map(|s| s.sha1()));
         // Every primary of a cluster keeps its own script cache.
-        let nodes: Vec<Option<_>> = if self.clustered {
-            client
-                .cached_cluster_state()
-                .map(|s| s.unique_primary_nodes())
-                .unwrap_or_default()
-                .into_iter()
-                .map(Some)
-                .collect()
-        } else {
-            vec![None]
-        };
+        let nodes = self.primaries(client);
         let mut missing: Vec<&'static Script> = Vec::new();
         for node in nodes {
             let r: Result<Value, Error> = match node {
@@ -615,14 +612,7 @@ impl Executor for RedisExecutor {
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
         let client = self.pool.next();
-        let nodes: Vec<Option<Server>> = if self.clustered {
-            client
-                .cached_cluster_state()
-                .map(|s| s.unique_primary_nodes().into_iter().map(Some).collect())
-                .unwrap_or_default()
-        } else {
-            vec![None]
-        };
+        let nodes = self.primaries(client);
         let mut memory = 0u64;
         let mut keys = 0u64;
         let (mut hits, mut misses) = (0u64, 0u64);

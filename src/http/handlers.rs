@@ -23,6 +23,14 @@ fn engine_err(e: Error, id: &str) -> Problem {
     Problem::from_error(&e, id)
 }
 
+/// 200 with what the engine answered as JSON, or the problem its error is.
+fn ok<T: Serialize>(answer: crate::error::Result<T>, id: &str) -> Answer {
+    Ok(json(
+        StatusCode::OK,
+        &answer.map_err(|e| engine_err(e, id))?,
+    ))
+}
+
 /// Query parameters, each at most once, none unknown.
 struct Query(HashMap<String, String>);
 
@@ -283,34 +291,51 @@ pub async fn delete_board(state: &State, b: &str, id: &str) -> Answer {
     Ok(no_content())
 }
 
-/// A score event as posted.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventIn {
-    member: String,
-    value: f64,
-    #[serde(default)]
-    scopes: Vec<String>,
-    #[serde(default)]
-    event_id: Option<String>,
-    #[serde(default)]
-    at: Option<String>,
+/// Declares a score event as a body holds it: the fields named first (in this order: serde's
+/// errors list them so), then those of every event, none other allowed; and its [`Submit`].
+macro_rules! event_in {
+    ($(#[$doc:meta])* $name:ident { $($first:ident: $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $($first: $ty,)*
+            member: String,
+            value: f64,
+            #[serde(default)]
+            scopes: Vec<String>,
+            #[serde(default)]
+            event_id: Option<String>,
+            #[serde(default)]
+            at: Option<String>,
+        }
+
+        impl $name {
+            /// The event submitted to `board`.
+            fn submit(&self, board: &str) -> Result<Submit, Invalid> {
+                let at = parse_at(self.at.as_deref())?;
+                Submit::parse(
+                    board,
+                    &self.member,
+                    self.value,
+                    &self.scopes,
+                    self.event_id.as_deref(),
+                    at,
+                )
+            }
+        }
+    };
 }
 
-/// A score event of a batch.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchEventIn {
-    board: String,
-    member: String,
-    value: f64,
-    #[serde(default)]
-    scopes: Vec<String>,
-    #[serde(default)]
-    event_id: Option<String>,
-    #[serde(default)]
-    at: Option<String>,
-}
+event_in!(
+    /// A score event as posted.
+    EventIn {}
+);
+
+event_in!(
+    /// A score event of a batch.
+    BatchEventIn { board: String, }
+);
 
 /// A serde error's message without the " at line L column C" it ends with: positions inside one
 /// event's text would mislead, as the event is not the whole body.
@@ -337,23 +362,11 @@ fn parse_at(at: Option<&str>) -> Result<Option<i64>, Invalid> {
     .transpose()
 }
 
-fn event(board: &str, e: EventIn) -> Result<Submit, Invalid> {
-    let at = parse_at(e.at.as_deref())?;
-    Submit::parse(
-        board,
-        &e.member,
-        e.value,
-        &e.scopes,
-        e.event_id.as_deref(),
-        at,
-    )
-}
-
 pub async fn submit(state: &State, b: &str, req: Request<Incoming>, id: &str) -> Answer {
     let b = board(b)?;
     let body = read_body(req, state.config.max_body_bytes, state.config.read_timeout).await?;
     let parsed =
-        parse_json::<EventIn>(&body).and_then(|e| event(b.as_str(), e).map_err(Problem::from));
+        parse_json::<EventIn>(&body).and_then(|e| e.submit(b.as_str()).map_err(Problem::from));
     let ev = match parsed {
         Ok(ev) => ev,
         Err(p) => {
@@ -431,17 +444,7 @@ pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, Problem> {
                 let msg = without_position(e.into_inner());
                 Invalid::new(super::problem::serde_field(&path, &msg, "event"), msg)
             })
-            .and_then(|e| {
-                let at = parse_at(e.at.as_deref())?;
-                Submit::parse(
-                    &e.board,
-                    &e.member,
-                    e.value,
-                    &e.scopes,
-                    e.event_id.as_deref(),
-                    at,
-                )
-            });
+            .and_then(|e| e.submit(&e.board));
         match parsed {
             Ok(s) => events.push((i, s)),
             Err(inv) => errors.push(BatchError::new(i, inv)),
@@ -597,12 +600,7 @@ pub async fn member(
 ) -> Answer {
     let q = Query::parse(req, &VIEW)?;
     let (b, mem) = (board(b)?, member_id(mem)?);
-    let s = state
-        .engine
-        .standing(&b, &q.view()?, &mem)
-        .await
-        .map_err(|e| engine_err(e, id))?;
-    Ok(json(StatusCode::OK, &s))
+    ok(state.engine.standing(&b, &q.view()?, &mem).await, id)
 }
 
 pub async fn around(
@@ -615,12 +613,7 @@ pub async fn around(
     let q = Query::parse(req, &with_view(&["radius"]))?;
     let (b, mem) = (board(b)?, member_id(mem)?);
     let radius = Radius::new(q.int("radius", 5)?)?;
-    let page = state
-        .engine
-        .around(&b, &q.view()?, &mem, radius)
-        .await
-        .map_err(|e| engine_err(e, id))?;
-    Ok(json(StatusCode::OK, &page))
+    ok(state.engine.around(&b, &q.view()?, &mem, radius).await, id)
 }
 
 #[derive(Deserialize)]

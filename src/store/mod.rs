@@ -7,6 +7,7 @@
 //! - [`snapshot`]: every key's standing, copied into the store for history and trends, and as
 //!   rebuild bases once checked against the log
 
+mod common;
 pub mod identity;
 pub mod persister;
 pub mod postgres;
@@ -313,6 +314,8 @@ pub(crate) mod sql {
         "SELECT board FROM rankd_boards WHERE deleted = TRUE ORDER BY board";
     /// The store's identity: one row of (value).
     pub const STORE_ID: &str = "SELECT value FROM rankd_meta WHERE key = 'store_id'";
+    /// A row when board `$1` has parked operations.
+    pub const DIVERGED: &str = "SELECT 1 FROM rankd_parked WHERE board = $1 LIMIT 1";
     /// A row when any operation of board `$1` is stored.
     pub const HAS_OPS: &str = "SELECT 1 FROM rankd_ops WHERE board = $1 LIMIT 1";
     /// A row when board `$1` is stored and live.
@@ -401,68 +404,6 @@ macro_rules! insert_key_row {
 }
 pub(crate) use insert_key_row;
 
-/// The body of `restore_base`, the same in both stores: their SQL shares `$N` parameters, and each
-/// names its own `row_to_op`, `stream_entries` and `unavailable`.
-macro_rules! restore_base {
-    ($pool:expr, $board:expr, $upto:expr, $dedupe_since:expr) => {{
-        let (pool, board) = ($pool, $board);
-        let run: Option<(i64, i64, String)> = sqlx::query_as(super::sql::LATEST_BASE)
-            .bind(board.as_str())
-            .bind($upto as i64)
-            .fetch_optional(pool)
-            .await
-            .map_err(unavailable)?;
-        let Some((run, seq, version)) = run else {
-            return Ok(None);
-        };
-        // The definition in force at seq must be the one the run recorded: snapshots of an earlier
-        // board of the same name (deleted, then created again) never qualify.
-        let def: Option<(String, Option<String>)> = sqlx::query_as(
-            "SELECT payload, extra FROM rankd_ops WHERE board = $1 AND op = 'd' AND seq <= $2
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(board.as_str())
-        .bind(seq)
-        .fetch_optional(pool)
-        .await
-        .map_err(unavailable)?;
-        let Some((definition, Some(def_version))) = def else {
-            return Ok(None);
-        };
-        if def_version != version {
-            return Ok(None);
-        }
-        let rows = sqlx::query(
-            "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
-             FROM rankd_ops WHERE board = $1 AND seq <= $2
-               AND (op IN ('p', 'r') OR (op = 'e' AND event_id IS NOT NULL AND recv_ms > $3))
-             ORDER BY seq",
-        )
-        .bind(board.as_str())
-        .bind(seq)
-        .bind($dedupe_since)
-        .fetch_all(pool)
-        .await
-        .map_err(unavailable)?;
-        let before = rows
-            .iter()
-            .map(|r| row_to_op(board, r))
-            .collect::<Result<Vec<_>>>()?;
-        let keys: Vec<$crate::store::RunKey> = sqlx::query_as($crate::store::sql::RUN_KEYS)
-            .bind(board.as_str())
-            .bind(run)
-            .fetch_all(pool)
-            .await
-            .map_err(unavailable)?;
-        let pool = pool.clone();
-        $crate::store::base(seq, version, definition, before, keys, move |id| {
-            stream_entries(pool.clone(), id)
-        })
-        .map(Some)
-    }};
-}
-pub(crate) use restore_base;
-
 /// Judges the store's identity against the one expected (see [`identity::Expected`]) on `$conn`
 /// (inside the transaction about to write), returning the error from the enclosing function.
 macro_rules! identity_check {
@@ -477,37 +418,6 @@ macro_rules! identity_check {
     };
 }
 pub(crate) use identity_check;
-
-/// The queries behind the [`Store`] methods of a store's identity, the same in both stores, as
-/// inherent methods of `$store` (each has a `pool`, an `expected` ([`identity::Expected`]) and its
-/// own `unavailable`); the trait methods call them.
-macro_rules! identity_queries {
-    ($store:ty) => {
-        impl $store {
-            async fn read_store_id(&self) -> Result<String> {
-                sqlx::query_scalar($crate::store::sql::STORE_ID)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(unavailable)
-            }
-
-            async fn judge_identity(&self) -> Result<()> {
-                $crate::store::identity_check!(self.expected, &self.pool);
-                Ok(())
-            }
-
-            async fn holds_ops(&self, board: &BoardId) -> Result<bool> {
-                Ok(sqlx::query($crate::store::sql::HAS_OPS)
-                    .bind(board.as_str())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(unavailable)?
-                    .is_some())
-            }
-        }
-    };
-}
-pub(crate) use identity_queries;
 
 /// One key of a snapshot run as both stores list it: (snapshot id, window, period, scope, expiry).
 pub(crate) type RunKey = (i64, String, String, String, Option<i64>);

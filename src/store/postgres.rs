@@ -7,7 +7,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
 
 use crate::board::BoardId;
-use crate::engine::{LoggedOp, Op};
+use crate::engine::LoggedOp;
 use crate::error::{Error, Result};
 
 /// The Postgres store.
@@ -37,6 +37,28 @@ macro_rules! unnested {
 /// the first number Redis gave again ($2), which hold Redis' diverged history, not the store's.
 const MERGED_SNAPSHOTS: &str = "UPDATE rankd_snapshots SET run_id = NULL, base = FALSE
      WHERE board = $1 AND seq >= $2 AND run_id IS NOT NULL";
+
+/// Inserts or updates board `$1`'s row with definition `$2` of version `$3`, stored at sequence
+/// number `$4`, unless a later definition is stored.
+const UPSERT_BOARD: &str =
+    "INSERT INTO rankd_boards (board, definition, version) VALUES ($1, $2, $3)
+     ON CONFLICT (board) DO UPDATE SET definition = EXCLUDED.definition, version = EXCLUDED.version,
+         deleted = FALSE, updated_at = now()
+     WHERE NOT EXISTS (SELECT 1 FROM rankd_ops WHERE board = $1 AND op = 'd' AND seq > $4)";
+
+/// What [`PgStore::purge`] deletes of a deleted board `$1`, in order: its parked and stored
+/// operations, and its snapshots (entries first: they hold no foreign key), so that a board created
+/// again under the same name starts without history, and a rebuild can never start from the
+/// snapshot of another board. Then its board row.
+const PURGE: [&str; 5] = [
+    "DELETE FROM rankd_parked WHERE board = $1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted)",
+    "DELETE FROM rankd_ops WHERE board = $1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted)",
+    "DELETE FROM rankd_snapshot_entries WHERE snapshot_id IN (SELECT id FROM rankd_snapshots
+       WHERE board = $1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted))",
+    "DELETE FROM rankd_snapshots WHERE board = $1
+       AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted)",
+    "DELETE FROM rankd_boards WHERE board = $1 AND deleted",
+];
 
 /// Holds, until the transaction ends, the lock of each of `boards` (taken in the order of the
 /// locks' keys, so that two commits never wait for each other). Whether an offered operation is stored or parked depends on what the
@@ -100,6 +122,31 @@ async fn insert_rows(
 
 /// A stored operation's place and identity: board, seq, op, recv_ms, member, extra.
 type IdentRow = (String, i64, String, i64, Option<String>, Option<String>);
+
+/// The identities of the stored operations `sql` finds (rows of [`IdentRow`]) at the offered
+/// places: boards `$1` and numbers `$2`, pairwise.
+async fn idents_at(
+    tx: &mut sqlx::PgConnection,
+    sql: &'static str,
+    boards: &[String],
+    seqs: &[i64],
+) -> Result<Vec<((String, u64), super::Ident)>> {
+    let rows: Vec<IdentRow> = sqlx::query_as(sql)
+        .bind(boards)
+        .bind(seqs)
+        .fetch_all(tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(rows
+        .into_iter()
+        .map(|(b, s, kind, recv, member, extra)| {
+            (
+                (b, s as u64),
+                super::Ident::stored(&kind, recv, member, extra),
+            )
+        })
+        .collect())
+}
 
 /// Operations as columns, for `unnested!`.
 #[derive(Default)]
@@ -208,19 +255,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         super::identity_check!(self.expected, &mut *tx);
         lock_boards(&mut tx, &names).await?;
-        for (board, version) in ops.iter().filter_map(|o| match &o.op {
-            Op::Define { version, .. } if o.seq == 1 => Some((&o.board, version)),
-            _ => None,
-        }) {
-            for sql in super::sql::NEW_LIFE {
-                sqlx::query(sql)
-                    .bind(board.as_str())
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-            }
-        }
+        super::common::new_lives!(&mut *tx, ops);
         // Boards with parked operations: none of theirs is stored at the number Redis gave it.
         let diverged: HashSet<String> =
             sqlx::query_scalar("SELECT DISTINCT board FROM rankd_parked WHERE board = ANY($1)")
@@ -250,40 +285,30 @@ impl PgStore {
             .unzip();
         let mut stored = HashMap::new();
         if !probe.is_empty() {
-            let rows: Vec<IdentRow> =
-                sqlx::query_as(
+            stored.extend(
+                idents_at(
+                    &mut tx,
                     "SELECT o.board, o.seq, o.op, o.recv_ms, o.member, o.extra FROM rankd_ops o
                      JOIN UNNEST($1::text[], $2::bigint[]) AS t(b, s) ON o.board = t.b AND o.seq = t.s",
+                    &pb,
+                    &ps,
                 )
-                .bind(&pb)
-                .bind(&ps)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            for (b, s, kind, recv, member, extra) in rows {
-                stored.insert(
-                    (b, s as u64),
-                    super::Ident::stored(&kind, recv, member, extra),
-                );
-            }
+                .await?,
+            );
         }
         let mut merged: HashMap<_, Vec<_>> = HashMap::new();
         if !stored.is_empty() {
-            let rows: Vec<IdentRow> = sqlx::query_as(
+            let found = idents_at(
+                &mut tx,
                 "SELECT o.board, o.redis_seq, o.op, o.recv_ms, o.member, o.extra FROM rankd_ops o
                  JOIN UNNEST($1::text[], $2::bigint[]) AS t(b, s) ON o.board = t.b AND o.redis_seq = t.s
                  WHERE o.redis_seq IS NOT NULL",
+                &pb,
+                &ps,
             )
-            .bind(&pb)
-            .bind(&ps)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            for (b, s, kind, recv, member, extra) in rows {
-                merged
-                    .entry((b, s as u64))
-                    .or_default()
-                    .push(super::Ident::stored(&kind, recv, member, extra));
+            .await?;
+            for (at, ident) in found {
+                merged.entry(at).or_default().push(ident);
             }
         }
         let d = super::diverging(ops, &inserted, &stored, &merged, &diverged);
@@ -308,42 +333,9 @@ impl PgStore {
         }
         // The board row follows its latest definition stored at its own number (a parked one
         // takes over when it is merged).
-        let parked: HashSet<(&BoardId, u64)> = d.park.iter().map(|o| (&o.board, o.seq)).collect();
-        for o in ops.iter().filter(|o| !parked.contains(&(&o.board, o.seq))) {
-            if let Op::Define { version, json } = &o.op {
-                if diverged.contains(o.board.as_str()) {
-                    continue;
-                }
-                sqlx::query(
-                    "INSERT INTO rankd_boards (board, definition, version) VALUES ($1, $2, $3)
-                     ON CONFLICT (board) DO UPDATE SET definition = EXCLUDED.definition, version = EXCLUDED.version,
-                         deleted = FALSE, updated_at = now()
-                     WHERE NOT EXISTS (SELECT 1 FROM rankd_ops WHERE board = $1 AND op = 'd' AND seq > $4)",
-                )
-                .bind(o.board.as_str())
-                .bind(json)
-                .bind(version)
-                .bind(o.seq as i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            }
-        }
+        super::common::upsert_boards!(UPSERT_BOARD, &mut *tx, ops, &d.park, &diverged);
         tx.commit().await.map_err(unavailable)?;
         Ok(d.boards)
-    }
-
-    /// Whether `board` has parked operations (see [`PgStore::insert_ops`]).
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`].
-    pub async fn diverged(&self, board: &BoardId) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM rankd_parked WHERE board = $1 LIMIT 1")
-            .bind(board.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(row.is_some())
     }
 
     /// Appends `board`'s parked operations after its stored log, in the order Redis numbered them,
@@ -414,112 +406,55 @@ impl PgStore {
     /// [`Error::Unavailable`].
     pub async fn purge(&self, board: &BoardId) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query("DELETE FROM rankd_parked WHERE board = $1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted)")
-            .bind(board.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        sqlx::query("DELETE FROM rankd_ops WHERE board = $1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted)")
-            .bind(board.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        // Its snapshots go too: a board created again under the same name starts without history,
-        // and a rebuild can never start from the snapshot of another board.
-        sqlx::query(
-            "DELETE FROM rankd_snapshot_entries WHERE snapshot_id IN (SELECT id FROM rankd_snapshots
-               WHERE board = $1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted))",
-        )
-        .bind(board.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        sqlx::query(
-            "DELETE FROM rankd_snapshots WHERE board = $1
-               AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = $1 AND NOT deleted)",
-        )
-        .bind(board.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        sqlx::query("DELETE FROM rankd_boards WHERE board = $1 AND deleted")
-            .bind(board.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        super::common::execute_each!(&mut *tx, PURGE, board.as_str());
         tx.commit().await.map_err(unavailable)
     }
 
-    /// Live boards (not deleted) with their highest stored sequence number.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`].
-    pub async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
-        let rows = sqlx::query_as(super::sql::LIVE_BOARDS)
-            .fetch_all(&self.pool)
+    /// See [`super::Store::mark_base`].
+    async fn mark_base(&self, board: &BoardId, run: i64) -> Result<()> {
+        super::common::execute_one!(&self.pool, super::sql::MARK_BASE, board.as_str(), run)
+    }
+
+    /// See [`super::Store::try_lease`].
+    async fn try_lease(&self, name: &str, holder: &str, ms: i64) -> Result<bool> {
+        let now = chrono::Utc::now().timestamp_millis();
+        super::common::try_lease!(&self.pool, name, holder, now, ms)
+    }
+
+    /// See [`super::Store::release_lease`].
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        super::common::execute_one!(&self.pool, super::sql::RELEASE_LEASE, name, holder)
+    }
+
+    /// See [`super::Store::describe`].
+    async fn describe(&self) -> Result<Vec<String>> {
+        let mut out = vec!["store: Postgres".to_owned()];
+        for table in [
+            "rankd_ops",
+            "rankd_boards",
+            "rankd_snapshots",
+            "rankd_snapshot_entries",
+        ] {
+            let (total, idx): (i64, i64) = sqlx::query_as(
+                "SELECT pg_total_relation_size($1::regclass), pg_indexes_size($1::regclass)",
+            )
+            .bind(table)
+            .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
-        super::live_boards(rows)
-    }
-
-    /// Deleted boards whose deletion may not have reached Redis yet.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`].
-    pub async fn tombstones(&self) -> Result<Vec<BoardId>> {
-        let rows = sqlx::query_as(super::sql::TOMBSTONES)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(super::tombstones(rows))
-    }
-
-    /// Whether the store holds a live board of this id.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`].
-    pub async fn has_board(&self, board: &BoardId) -> Result<bool> {
-        let row = sqlx::query(super::sql::HAS_BOARD)
-            .bind(board.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(row.is_some())
-    }
-
-    /// A board's operations in order.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`], [`Error::Backend`] for a row that does not parse.
-    pub async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
-        self.ops_after(board, 0).await
-    }
-
-    /// A board's operations after `seq`, in order.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`]; [`Error::Backend`] for a row that does not decode.
-    pub async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
-        let rows = sqlx::query(super::sql::OPS_AFTER)
-            .bind(board.as_str())
-            .bind(seq as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(|r| row_to_op(board, r)).collect()
-    }
-
-    /// See [`super::Store::restore_base`].
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`]; [`Error::Backend`] for a row that does not decode.
-    pub async fn restore_base(
-        &self,
-        board: &BoardId,
-        upto: u64,
-        dedupe_since: i64,
-    ) -> Result<Option<crate::engine::Base>> {
-        super::restore_base!(&self.pool, board, upto, dedupe_since)
+            out.push(format!(
+                "table {table}: {total} bytes, of which indexes {idx} bytes"
+            ));
+        }
+        for (what, sql) in super::HISTORY_QUERIES {
+            let plan = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            out.push(format!("plan of {what}:"));
+            out.extend(plan.iter().map(|r| format!("  {}", r.get::<String, _>(0))));
+        }
+        Ok(out)
     }
 }
 
@@ -648,104 +583,10 @@ fn copy_row(line: &[u8]) -> Result<(String, f64)> {
 }
 
 fn row_to_op(board: &BoardId, r: &sqlx::postgres::PgRow) -> Result<LoggedOp> {
-    let row = super::OpRow {
-        kind: r.get::<String, _>("op").trim().to_owned(),
-        member: r.get("member"),
-        value: r.get("value"),
-        event_id: r.get("event_id"),
-        at_ms: r.get("at_ms"),
-        scopes: r.get("scopes"),
-        payload: r.get("payload"),
-        extra: r.get("extra"),
-    };
-    Ok(LoggedOp {
-        board: board.clone(),
-        seq: r.get::<i64, _>("seq") as u64,
-        recv_ms: r.get("recv_ms"),
-        op: row.into_op(board)?,
-    })
+    super::common::row_to_op(board, r, r.get("scopes"))
 }
 
-super::identity_queries!(PgStore);
-
-#[async_trait::async_trait]
-impl super::Store for PgStore {
-    async fn migrate(&self) -> Result<()> {
-        PgStore::migrate(self).await
-    }
-    async fn insert_ops(&self, ops: &[LoggedOp]) -> Result<Vec<BoardId>> {
-        PgStore::insert_ops(self, ops).await
-    }
-    async fn diverged(&self, board: &BoardId) -> Result<bool> {
-        PgStore::diverged(self, board).await
-    }
-    async fn merge_parked(&self, board: &BoardId) -> Result<u64> {
-        PgStore::merge_parked(self, board).await
-    }
-    async fn tombstone(&self, board: &BoardId) -> Result<()> {
-        PgStore::tombstone(self, board).await
-    }
-    async fn purge(&self, board: &BoardId) -> Result<()> {
-        PgStore::purge(self, board).await
-    }
-    async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
-        PgStore::boards(self).await
-    }
-    async fn tombstones(&self) -> Result<Vec<BoardId>> {
-        PgStore::tombstones(self).await
-    }
-    async fn has_board(&self, board: &BoardId) -> Result<bool> {
-        PgStore::has_board(self, board).await
-    }
-    async fn store_id(&self) -> Result<String> {
-        self.read_store_id().await
-    }
-    fn expect_id(&self, id: String) {
-        self.expected.set(id);
-    }
-    async fn check_identity(&self) -> Result<()> {
-        self.judge_identity().await
-    }
-    async fn has_ops(&self, board: &BoardId) -> Result<bool> {
-        self.holds_ops(board).await
-    }
-    async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
-        PgStore::ops(self, board).await
-    }
-    async fn write_snapshots(
-        &self,
-        board: &BoardId,
-        keys: &[crate::engine::KeySnapshot],
-    ) -> Result<Option<i64>> {
-        PgStore::write_snapshots(self, board, keys).await
-    }
-    async fn run_keys(&self, board: &BoardId, run: i64) -> Result<Vec<crate::engine::BaseKey>> {
-        let keys: Vec<super::RunKey> = sqlx::query_as(super::sql::RUN_KEYS)
-            .bind(board.as_str())
-            .bind(run)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let pool = self.pool.clone();
-        super::base_keys(keys, move |id| stream_entries(pool.clone(), id))
-    }
-    async fn mark_base(&self, board: &BoardId, run: i64) -> Result<()> {
-        sqlx::query(super::sql::MARK_BASE)
-            .bind(board.as_str())
-            .bind(run)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-    async fn restore_base(
-        &self,
-        board: &BoardId,
-        upto: u64,
-        dedupe_since: i64,
-    ) -> Result<Option<crate::engine::Base>> {
-        PgStore::restore_base(self, board, upto, dedupe_since).await
-    }
+super::common::sql_store!(PgStore, "./migrations/postgres", {
     async fn snapshot_streamed(
         &self,
         engine: &crate::engine::Engine,
@@ -753,83 +594,7 @@ impl super::Store for PgStore {
     ) -> Result<Option<super::Written>> {
         PgStore::snapshot_streamed(self, engine, board).await
     }
-    async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
-        PgStore::ops_after(self, board, seq).await
-    }
-    async fn prune_snapshots(&self, keep_days: u32) -> Result<u64> {
-        PgStore::prune_snapshots(self, keep_days).await
-    }
-    async fn try_lease(&self, name: &str, holder: &str, ms: i64) -> Result<bool> {
-        let now = chrono::Utc::now().timestamp_millis();
-        let row = sqlx::query(super::sql::TRY_LEASE)
-            .bind(name)
-            .bind(holder)
-            .bind(now + ms)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(row.is_some())
-    }
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        sqlx::query(super::sql::RELEASE_LEASE)
-            .bind(name)
-            .bind(holder)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-    async fn pending_migrations(&self) -> Result<Vec<String>> {
-        let applied: Vec<i64> = sqlx::query_as::<_, (i64,)>(super::APPLIED_MIGRATIONS)
-            .fetch_all(&self.pool)
-            .await
-            .map(|rows| rows.into_iter().map(|(v,)| v).collect())
-            .unwrap_or_default();
-        Ok(super::pending(
-            &sqlx::migrate!("./migrations/postgres"),
-            &applied,
-        ))
-    }
-    async fn base_seq(&self, board: &BoardId) -> Result<Option<u64>> {
-        let run: Option<(i64, i64, String)> = sqlx::query_as(super::sql::LATEST_BASE)
-            .bind(board.as_str())
-            .bind(i64::MAX)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(run.map(|(_, seq, _)| seq as u64))
-    }
-    async fn describe(&self) -> Result<Vec<String>> {
-        let mut out = vec!["store: Postgres".to_owned()];
-        for table in [
-            "rankd_ops",
-            "rankd_boards",
-            "rankd_snapshots",
-            "rankd_snapshot_entries",
-        ] {
-            let (total, idx): (i64, i64) = sqlx::query_as(
-                "SELECT pg_total_relation_size($1::regclass), pg_indexes_size($1::regclass)",
-            )
-            .bind(table)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-            out.push(format!(
-                "table {table}: {total} bytes, of which indexes {idx} bytes"
-            ));
-        }
-        for (what, sql) in super::HISTORY_QUERIES {
-            let plan = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            out.push(format!("plan of {what}:"));
-            out.extend(plan.iter().map(|r| format!("  {}", r.get::<String, _>(0))));
-        }
-        Ok(out)
-    }
-}
+});
 
 #[cfg(test)]
 mod tests {

@@ -4,15 +4,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 
-use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::Row;
 
-use super::Store;
 use crate::board::BoardId;
-use crate::engine::{Base, BaseKey, KeySnapshot, LoggedOp, Op};
+use crate::engine::{KeySnapshot, LoggedOp};
 use crate::error::{Error, Result};
 
 /// The SQLite store.
@@ -41,31 +39,37 @@ fn unavailable(e: sqlx::Error) -> Error {
 /// Snapshot entries per INSERT (five parameters each, well under SQLite's limit).
 const ENTRY_ROWS: usize = 1_000;
 
+/// Inserts or updates board `?1`'s row with definition `?2` of version `?3`, stored at sequence
+/// number `?4`, unless a later definition is stored.
+const UPSERT_BOARD: &str =
+    "INSERT INTO rankd_boards (board, definition, version) VALUES (?1, ?2, ?3)
+     ON CONFLICT (board) DO UPDATE SET definition = excluded.definition, version = excluded.version,
+         deleted = 0, updated_at = unixepoch()
+     WHERE NOT EXISTS (SELECT 1 FROM rankd_ops WHERE board = ?1 AND op = 'd' AND seq > ?4)";
+
+/// What [`SqliteStore::purge`] deletes of a deleted board `?1`, in order: its parked and stored
+/// operations, and its snapshots (their entries by cascade), so that a board created again under
+/// the same name starts without history, and never restores another board's snapshot. Then its
+/// board row.
+const PURGE: [&str; 4] = [
+    "DELETE FROM rankd_parked WHERE board = ?1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = ?1 AND deleted = 0)",
+    "DELETE FROM rankd_ops WHERE board = ?1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = ?1 AND deleted = 0)",
+    "DELETE FROM rankd_snapshots WHERE board = ?1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = ?1 AND deleted = 0)",
+    "DELETE FROM rankd_boards WHERE board = ?1 AND deleted = 1",
+];
+
 /// Entries sent at a time while a restore reads them.
 const ENTRY_CHUNK: usize = 5_000;
 
 fn row_to_op(board: &BoardId, r: &sqlx::sqlite::SqliteRow) -> Result<LoggedOp> {
-    let row = super::OpRow {
-        kind: r.get("op"),
-        member: r.get("member"),
-        value: r.get("value"),
-        event_id: r.get("event_id"),
-        at_ms: r.get("at_ms"),
-        scopes: r.get::<Option<String>, _>("scopes").map(|s| {
-            s.split(' ')
-                .filter(|x| !x.is_empty())
-                .map(str::to_owned)
-                .collect()
-        }),
-        payload: r.get("payload"),
-        extra: r.get("extra"),
-    };
-    Ok(LoggedOp {
-        board: board.clone(),
-        seq: r.get::<i64, _>("seq") as u64,
-        recv_ms: r.get("recv_ms"),
-        op: row.into_op(board)?,
-    })
+    // Scopes are kept space-joined (scopes never contain spaces).
+    let scopes = r.get::<Option<String>, _>("scopes").map(|s| {
+        s.split(' ')
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+    super::common::row_to_op(board, r, scopes)
 }
 
 /// Operations per INSERT: eleven parameters each, well under SQLite's 32,766.
@@ -263,10 +267,13 @@ impl SqliteStore {
     }
 }
 
-super::identity_queries!(SqliteStore);
+super::common::sql_store!(SqliteStore, "./migrations/sqlite", {
+    fn single_server(&self) -> bool {
+        true
+    }
+});
 
-#[async_trait]
-impl Store for SqliteStore {
+impl SqliteStore {
     async fn migrate(&self) -> Result<()> {
         let _gate = self.gate.lock().await;
         sqlx::migrate!("./migrations/sqlite")
@@ -283,19 +290,7 @@ impl Store for SqliteStore {
         super::identity_check!(self.expected, &mut *tx);
         // A new life of the board, unless this very definition (by its unique version) is offered
         // again: see PgStore::insert_ops.
-        for (board, version) in ops.iter().filter_map(|o| match &o.op {
-            Op::Define { version, .. } if o.seq == 1 => Some((&o.board, version)),
-            _ => None,
-        }) {
-            for sql in super::sql::NEW_LIFE {
-                sqlx::query(sql)
-                    .bind(board.as_str())
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-            }
-        }
+        super::common::new_lives!(&mut *tx, ops);
         // Boards with parked operations: none of theirs is stored at the number Redis gave it.
         let mut diverged = HashSet::new();
         let names: HashSet<&str> = ops.iter().map(|o| o.board.as_str()).collect();
@@ -367,39 +362,9 @@ impl Store for SqliteStore {
         }
         insert_rows(true, &mut tx, &d.park).await?;
         // The board row follows its latest definition stored at its own number.
-        let parked: HashSet<(&BoardId, u64)> = d.park.iter().map(|o| (&o.board, o.seq)).collect();
-        for o in ops {
-            let Op::Define { version, json } = &o.op else {
-                continue;
-            };
-            if parked.contains(&(&o.board, o.seq)) || diverged.contains(o.board.as_str()) {
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO rankd_boards (board, definition, version) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (board) DO UPDATE SET definition = excluded.definition, version = excluded.version,
-                     deleted = 0, updated_at = unixepoch()
-                 WHERE NOT EXISTS (SELECT 1 FROM rankd_ops WHERE board = ?1 AND op = 'd' AND seq > ?4)",
-            )
-            .bind(o.board.as_str())
-            .bind(json)
-            .bind(version)
-            .bind(o.seq as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
+        super::common::upsert_boards!(UPSERT_BOARD, &mut *tx, ops, &d.park, &diverged);
         tx.commit().await.map_err(unavailable)?;
         Ok(d.boards)
-    }
-
-    async fn diverged(&self, board: &BoardId) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM rankd_parked WHERE board = ? LIMIT 1")
-            .bind(board.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(row.is_some())
     }
 
     async fn merge_parked(&self, board: &BoardId) -> Result<u64> {
@@ -428,22 +393,20 @@ impl Store for SqliteStore {
         .await
         .map_err(unavailable)?
         .rows_affected();
-        for q in [
-            "DELETE FROM rankd_parked WHERE board = ?1",
-            "UPDATE rankd_snapshots SET run_id = NULL, base = FALSE
-             WHERE board = ?1 AND seq >= ?2 AND run_id IS NOT NULL",
-            "UPDATE rankd_boards SET definition = d.payload, version = d.extra, updated_at = unixepoch()
-             FROM (SELECT payload, extra FROM rankd_ops WHERE board = ?1 AND op = 'd'
-                   ORDER BY seq DESC LIMIT 1) AS d
-             WHERE rankd_boards.board = ?1",
-        ] {
-            sqlx::query(q)
-                .bind(board.as_str())
-                .bind(from)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
+        super::common::execute_each!(
+            &mut *tx,
+            [
+                "DELETE FROM rankd_parked WHERE board = ?1",
+                "UPDATE rankd_snapshots SET run_id = NULL, base = FALSE
+                 WHERE board = ?1 AND seq >= ?2 AND run_id IS NOT NULL",
+                "UPDATE rankd_boards SET definition = d.payload, version = d.extra, updated_at = unixepoch()
+                 FROM (SELECT payload, extra FROM rankd_ops WHERE board = ?1 AND op = 'd'
+                       ORDER BY seq DESC LIMIT 1) AS d
+                 WHERE rankd_boards.board = ?1",
+            ],
+            board.as_str(),
+            from
+        );
         tx.commit().await.map_err(unavailable)?;
         Ok(moved)
     }
@@ -462,111 +425,13 @@ impl Store for SqliteStore {
 
     async fn purge(&self, board: &BoardId) -> Result<()> {
         let (_gate, mut tx) = self.write().await?;
-        sqlx::query("DELETE FROM rankd_parked WHERE board = ?1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = ?1 AND deleted = 0)")
-            .bind(board.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        sqlx::query("DELETE FROM rankd_ops WHERE board = ?1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = ?1 AND deleted = 0)")
-            .bind(board.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        // Its snapshots go too (their entries by cascade): a board created again under the same
-        // name starts without history, and never restores another board's snapshot.
-        sqlx::query("DELETE FROM rankd_snapshots WHERE board = ?1 AND NOT EXISTS (SELECT 1 FROM rankd_boards WHERE board = ?1 AND deleted = 0)")
-            .bind(board.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        sqlx::query("DELETE FROM rankd_boards WHERE board = ? AND deleted = 1")
-            .bind(board.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        super::common::execute_each!(&mut *tx, PURGE, board.as_str());
         tx.commit().await.map_err(unavailable)
-    }
-
-    async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
-        let rows = sqlx::query_as(super::sql::LIVE_BOARDS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        super::live_boards(rows)
-    }
-
-    async fn tombstones(&self) -> Result<Vec<BoardId>> {
-        let rows = sqlx::query_as(super::sql::TOMBSTONES)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(super::tombstones(rows))
-    }
-
-    async fn store_id(&self) -> Result<String> {
-        self.read_store_id().await
-    }
-    fn expect_id(&self, id: String) {
-        self.expected.set(id);
-    }
-    async fn check_identity(&self) -> Result<()> {
-        self.judge_identity().await
-    }
-    async fn has_ops(&self, board: &BoardId) -> Result<bool> {
-        self.holds_ops(board).await
-    }
-
-    async fn has_board(&self, board: &BoardId) -> Result<bool> {
-        let row = sqlx::query(super::sql::HAS_BOARD)
-            .bind(board.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(row.is_some())
-    }
-
-    async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
-        self.ops_after(board, 0).await
-    }
-
-    async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
-        let rows = sqlx::query(super::sql::OPS_AFTER)
-            .bind(board.as_str())
-            .bind(seq as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(|r| row_to_op(board, r)).collect()
-    }
-
-    async fn restore_base(
-        &self,
-        board: &BoardId,
-        upto: u64,
-        dedupe_since: i64,
-    ) -> Result<Option<Base>> {
-        super::restore_base!(&self.pool, board, upto, dedupe_since)
-    }
-
-    async fn run_keys(&self, board: &BoardId, run: i64) -> Result<Vec<BaseKey>> {
-        let keys: Vec<super::RunKey> = sqlx::query_as(super::sql::RUN_KEYS)
-            .bind(board.as_str())
-            .bind(run)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let pool = self.pool.clone();
-        super::base_keys(keys, move |id| stream_entries(pool.clone(), id))
     }
 
     async fn mark_base(&self, board: &BoardId, run: i64) -> Result<()> {
         let (_gate, mut tx) = self.write().await?;
-        sqlx::query(super::sql::MARK_BASE)
-            .bind(board.as_str())
-            .bind(run)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        super::common::execute_one!(&mut *tx, super::sql::MARK_BASE, board.as_str(), run)?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -628,53 +493,15 @@ impl Store for SqliteStore {
         // Postgres.
         let now = chrono::Utc::now().timestamp_millis();
         let (_gate, mut tx) = self.write().await?;
-        let row = sqlx::query(super::sql::TRY_LEASE)
-            .bind(name)
-            .bind(holder)
-            .bind(now + ms)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        let claimed = super::common::try_lease!(&mut *tx, name, holder, now, ms)?;
         tx.commit().await.map_err(unavailable)?;
-        Ok(row.is_some())
+        Ok(claimed)
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         let (_gate, mut tx) = self.write().await?;
-        sqlx::query(super::sql::RELEASE_LEASE)
-            .bind(name)
-            .bind(holder)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        super::common::execute_one!(&mut *tx, super::sql::RELEASE_LEASE, name, holder)?;
         tx.commit().await.map_err(unavailable)
-    }
-
-    fn single_server(&self) -> bool {
-        true
-    }
-
-    async fn pending_migrations(&self) -> Result<Vec<String>> {
-        let applied: Vec<i64> = sqlx::query_as::<_, (i64,)>(super::APPLIED_MIGRATIONS)
-            .fetch_all(&self.pool)
-            .await
-            .map(|rows| rows.into_iter().map(|(v,)| v).collect())
-            .unwrap_or_default();
-        Ok(super::pending(
-            &sqlx::migrate!("./migrations/sqlite"),
-            &applied,
-        ))
-    }
-
-    async fn base_seq(&self, board: &BoardId) -> Result<Option<u64>> {
-        let run: Option<(i64, i64, String)> = sqlx::query_as(super::sql::LATEST_BASE)
-            .bind(board.as_str())
-            .bind(i64::MAX)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(run.map(|(_, seq, _)| seq as u64))
     }
 
     async fn describe(&self) -> Result<Vec<String>> {

@@ -209,20 +209,18 @@ visible.setmetatable = raising(function(t, mt)
   end
   return setmetatable(t, mt)
 end)
-function visible.loadstring(s, name)
-  local f, e = loadstring(s, name)
-  if f then
-    setfenv(f, env)
+-- A loader whose chunks run in the sandbox, not in the real globals.
+local function sandboxed(loader)
+  return function(s, name)
+    local f, e = loader(s, name)
+    if f then
+      setfenv(f, env)
+    end
+    return f, e
   end
-  return f, e
 end
-function visible.load(s, name)
-  local f, e = load(s, name)
-  if f then
-    setfenv(f, env)
-  end
-  return f, e
-end
+visible.loadstring = sandboxed(loadstring)
+visible.load = sandboxed(load)
 visible.string = readonly(string)
 visible.math = readonly(math)
 visible.table = readonly(table)

@@ -225,10 +225,7 @@ impl Executor for EmbeddedExecutor {
         self.ask(|tx| Msg::Eval(call, tx)).await?
     }
 
-    async fn eval_many(
-        &self,
-        calls: Vec<Call>,
-    ) -> Result<Vec<Result<Reply, ExecError>>, ExecError> {
+    async fn eval_many(&self, calls: Vec<Call>) -> super::Replies {
         if calls.is_empty() {
             return Ok(Vec::new());
         }

@@ -564,17 +564,8 @@ mod tests {
         assert_eq!(parse_score(b"Infinity"), Some(f64::INFINITY));
         assert_eq!(parse_score(b"1e-310"), Some(1e-310));
         assert_eq!(parse_score(b"0e-400"), Some(0.0));
-        for bad in [
-            &b""[..],
-            b" 1",
-            b"1 ",
-            b"nan",
-            b"1e400",
-            b"1e-400",
-            b"x",
-            b"1\0",
-        ] {
-            assert_eq!(parse_score(bad), None, "{bad:?}");
+        for bad in ["", " 1", "1 ", "nan", "1e400", "1e-400", "x", "1\0"] {
+            assert_eq!(parse_score(bad.as_bytes()), None, "{bad:?}");
         }
     }
 
