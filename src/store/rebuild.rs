@@ -74,6 +74,11 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
                 return Ok(false);
             }
         }
+        // The embedded engine keeps its boards in the process: at each start it loads them from
+        // its own store, which is normal, not a loss.
+        RedisState::Missing if store.single_server() => {
+            tracing::info!(%board, "loading the board from the store");
+        }
         RedisState::Missing => tracing::warn!(%board, "Redis lost the board; rebuilding"),
     }
     // The operations Redis numbered again follow the store's own, in the order Redis gave them.

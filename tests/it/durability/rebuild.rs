@@ -308,3 +308,66 @@ async fn a_store_missing_the_start_of_a_board_is_not_rebuilt_from() {
         Err(Error::Unavailable(_))
     ));
 }
+
+/// The embedded engine loads its boards from its own store at every start: said at INFO, never as
+/// a board Redis lost.
+#[tokio::test]
+async fn the_embedded_engine_loading_its_store_at_start_is_no_warning() {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let dir = crate::cleanup::ScratchDir::new("embedded-start");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let port = crate::server::free_port();
+    let serve = |log: &str| {
+        let log = std::fs::File::create(dir.path().join(log)).unwrap();
+        let data = dir.path().join("data");
+        crate::helpers::spawn_rankd(port, "/readyz", Duration::from_secs(30), move |c| {
+            for (k, _) in std::env::vars() {
+                if k.starts_with("RANKD_") {
+                    c.env_remove(k);
+                }
+            }
+            c.env("RANKD_DATA_DIR", data).stdout(Stdio::from(log));
+        })
+    };
+    let server = serve("first.log").await;
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let r = http
+        .put(format!("{base}/v1/boards/xp"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .post(format!("{base}/v1/boards/xp/scores"))
+        .json(&serde_json::json!({"member": "u1", "value": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(server);
+
+    let _server = serve("second.log").await;
+    let r = http
+        .get(format!("{base}/v1/boards/xp/members/u1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the board was loaded from the store");
+    let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    let loading: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("loading the board from the store"))
+        .collect();
+    assert!(
+        loading.len() == 1 && loading[0].contains(" INFO ") && loading[0].contains("xp"),
+        "one INFO line for the board loaded:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.contains(" WARN ") && l.contains("lost")),
+        "no warning of a loss:\n{log}"
+    );
+}
