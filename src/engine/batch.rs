@@ -7,9 +7,7 @@ use std::sync::Arc;
 use super::defs::{CachedDef, Next, ATTEMPTS};
 use super::reply::{as_array, as_f64, as_str, as_u64, bad_reply, unavailable};
 use super::submit::{event_print, refusal, Prepared, Refusing, Slots, SubmitReply};
-use super::LoggedOp;
-use super::{scripts, Engine};
-use super::{BatchOutcome, Submit, MAX_BATCH};
+use super::{scripts, BatchOutcome, Engine, LoggedOp, Submit, MAX_BATCH};
 use crate::backend::{Call, ExecError, Refusal};
 use crate::board::{BoardId, Policy, Scope};
 use crate::error::{Error, Invalid, Result};
@@ -17,16 +15,16 @@ use crate::error::{Error, Invalid, Result};
 /// One board of a batch of several calls whose events add up (policy `incr`): what
 /// [`Engine::refused_sums`] checks before the batch writes.
 struct SumSpan {
-    pub(super) board: BoardId,
-    pub(super) def: Arc<CachedDef>,
+    board: BoardId,
+    def: Arc<CachedDef>,
     /// The board's leaderboard keys the batch touches, with their tick bits.
-    pub(super) keys: Vec<String>,
-    pub(super) bits: Vec<String>,
-    pub(super) seen: std::collections::HashSet<String>,
+    keys: Vec<String>,
+    bits: Vec<String>,
+    seen: std::collections::HashSet<String>,
     /// Every |value| the batch adds to the board, summed.
-    pub(super) added: f64,
+    added: f64,
     /// The board's events, in batch order.
-    pub(super) events: Vec<usize>,
+    events: Vec<usize>,
 }
 
 impl SumSpan {
@@ -118,11 +116,11 @@ fn partly_applied(wrote: usize, total: usize, left: Left, failure: Option<Error>
 /// The events of a batch that an attempt left unapplied.
 struct Left {
     /// Not applied: a failed call, or one never made.
-    pub(super) unapplied: Vec<usize>,
+    unapplied: Vec<usize>,
     /// Sent and not answered: applied or not, nobody can say.
-    pub(super) unknown: Vec<usize>,
+    unknown: Vec<usize>,
     /// Refused, with the reason (also not applied).
-    pub(super) refused: Vec<(usize, Invalid)>,
+    refused: Vec<(usize, Invalid)>,
 }
 
 /// Sorted indexes as ranges: "0-4, 7, 9-10".

@@ -4,9 +4,7 @@
 use super::defs::{Next, ATTEMPTS};
 use super::rebuild::REBUILD_PREFIX;
 use super::reply::{as_array, as_str, as_u64, bad_reply, unavailable};
-use super::BoardInfo;
-use super::Op;
-use super::{scripts, Engine};
+use super::{scripts, BoardInfo, Engine, Op};
 use crate::backend::{Call, Reply};
 use crate::board::{BoardDef, BoardId};
 use crate::error::{Error, Result};

@@ -2,8 +2,7 @@
 
 use super::defs::{CachedDef, Next, ATTEMPTS};
 use super::reply::{as_array, as_u64, bad_reply};
-use super::{scripts, Engine};
-use super::{LoggedOp, Op};
+use super::{scripts, Engine, LoggedOp, Op};
 use crate::backend::Call;
 use crate::board::{BoardId, Display, Member, RankMode};
 use crate::error::{Error, Result};

@@ -3,8 +3,7 @@
 
 use super::rebuild::{step, RedisState};
 use super::reply::{as_array, unavailable};
-use super::{scripts, Engine};
-use super::{LoggedOp, Op};
+use super::{scripts, Engine, LoggedOp, Op};
 use crate::backend::{Call, Reply};
 use crate::board::BoardId;
 use crate::error::{Error, Result};

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use super::defs::CachedDef;
 use super::reply::{as_array, as_f64, as_str, as_u64, bad_reply, decode_stored, fmt_num};
-use super::{scripts, Engine};
-use super::{Cursor, Entry, Limit, Lookup, Offset, Page, Radius, Standing, View, MAX_LOOKUP};
+use super::{
+    scripts, Cursor, Engine, Entry, Limit, Lookup, Offset, Page, Radius, Standing, View, MAX_LOOKUP,
+};
 use crate::backend::{Call, Reply};
 use crate::board::{BoardDef, BoardId, Member, Score};
 use crate::error::{Error, Invalid, Result};

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use super::defs::CachedDef;
 use super::reply::{as_array, as_f64, as_int, as_u64, bad_reply, decode_stored, fmt_num};
-use super::{scripts, Engine};
-use super::{KeyResult, Submit, Submitted};
+use super::{scripts, Engine, KeyResult, Submit, Submitted};
 use crate::backend::{Call, Reply};
 use crate::board::{BoardDef, BoardId, Member, RankMode, Scope, Score, TieBreak};
 use crate::error::{Invalid, Result};

@@ -367,7 +367,8 @@ async fn the_embedded_engine_loading_its_store_at_start_is_no_warning() {
         "one INFO line for the board loaded:\n{log}"
     );
     assert!(
-        !log.lines().any(|l| l.contains(" WARN ") && l.contains("lost")),
+        !log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("lost")),
         "no warning of a loss:\n{log}"
     );
 }
