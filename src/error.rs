@@ -42,6 +42,10 @@ pub enum Error {
     /// The backend cannot be reached now; the request was not applied.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The board is being rebuilt from the durable store; the request was not applied. Redis is
+    /// up: the board is not served until the rebuild is done, rather than from half of it.
+    #[error("board {0} is being rebuilt from the durable store")]
+    Rebuilding(BoardId),
     /// The request may have been applied, and nobody can say for sure: a call was sent to Redis
     /// and no answer came in time, or the durable store did not confirm a write Redis applied.
     #[error("{detail}")]

@@ -21,7 +21,9 @@ impl Engine {
         for _ in 0..ATTEMPTS {
             let current = self.fetch_def(board).await?;
             if current.is_none() && self.journal.is_some() {
-                if let err @ Error::Unavailable(_) = self.missing(board).await {
+                if let err @ (Error::Unavailable(_) | Error::Rebuilding(_)) =
+                    self.missing(board).await
+                {
                     return Err(err);
                 }
             }

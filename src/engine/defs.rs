@@ -184,9 +184,7 @@ impl Engine {
     }
 
     pub(super) fn rebuilding(board: &BoardId) -> Error {
-        Error::Unavailable(format!(
-            "board {board} is being rebuilt from the durable store"
-        ))
+        Error::Rebuilding(board.clone())
     }
 
     /// The error for a board Redis does not hold: not found, unless the durable store holds it, in

@@ -249,6 +249,14 @@ impl Problem {
                 p.request_id = Some(request_id.to_owned());
                 p
             }
+            Error::Rebuilding(b) => {
+                tracing::info!(request_id, board = %b, "board being rebuilt");
+                let mut p = Self::unavailable(&format!(
+                    "board {b} is being rebuilt from the durable store; retry shortly"
+                ));
+                p.request_id = Some(request_id.to_owned());
+                p
+            }
             Error::Unconfirmed { detail, cause } => {
                 tracing::warn!(request_id, error = %cause, "outcome unconfirmed");
                 let mut p = Self::new(
@@ -496,5 +504,28 @@ pub fn serde_field(path: &str, msg: &str, whole: &str) -> String {
         (Some(u), Some(p)) if !p.ends_with(u) => format!("{p}.{u}"),
         (_, None) => whole.to_owned(),
         (_, Some(p)) => p.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::board::BoardId;
+
+    #[test]
+    fn a_board_being_rebuilt_is_a_503_that_says_so_and_when_to_retry() {
+        let p = Problem::from_error(&Error::Rebuilding(BoardId::parse("xp").unwrap()), "r1");
+        assert_eq!(p.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            p.detail,
+            "board xp is being rebuilt from the durable store; retry shortly"
+        );
+        assert_eq!(p.retry_after, Some(1));
+        // Redis out of reach is another answer.
+        let p = Problem::from_error(&Error::Unavailable("refused".into()), "r2");
+        assert_eq!(
+            p.detail,
+            "the leaderboard backend is unreachable; retry shortly"
+        );
     }
 }

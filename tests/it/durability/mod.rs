@@ -55,7 +55,7 @@ where
     loop {
         match f().await {
             Ok(v) => return v,
-            Err(Error::Unavailable(_)) if Instant::now() < deadline => {
+            Err(Error::Unavailable(_) | Error::Rebuilding(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("not ready: {e}"),

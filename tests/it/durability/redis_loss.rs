@@ -175,7 +175,7 @@ async fn redis_restarted_empty_under_sync_load_keeps_every_acknowledged_event_ex
                         Ok(_) => break,
                         // Unconfirmed: Redis may have applied it; the same event id makes the
                         // retry apply it at most once, as the answer says.
-                        Err(Error::Unavailable(_))
+                        Err(Error::Unavailable(_) | Error::Rebuilding(_))
                         | Err(Error::Unconfirmed { .. })
                         | Err(Error::Conflict(_)) => {
                             refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -309,9 +309,9 @@ async fn writes_after_a_failover_to_a_replica_that_was_behind_are_kept_with_the_
             loop {
                 match e.submit(&ev).await {
                     Ok(_) => return,
-                    Err(Error::Unavailable(_) | Error::Unconfirmed { .. })
-                        if Instant::now() < deadline =>
-                    {
+                    Err(
+                        Error::Unavailable(_) | Error::Rebuilding(_) | Error::Unconfirmed { .. },
+                    ) if Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     Err(err) => panic!("{who}: {err}"),
