@@ -2,8 +2,12 @@
 --
 -- KEYS  [1] key index zset (data key -> expire-at ms, +inf for none)
 -- ARGV  [1] now ms
--- Reply the data keys whose expiry lies after now.
--- Cost  O(log K + K) for K keys.
+--       [2] optional: 'prune' to forget expired keys only
+-- Reply the data keys whose expiry lies after now; with 'prune', how many keys it forgot.
+-- Cost  O(log K + K) for K keys; with 'prune', O(log K + E) for E expired keys.
 
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local forgot = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if ARGV[2] == 'prune' then
+  return forgot
+end
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')

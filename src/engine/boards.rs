@@ -342,4 +342,23 @@ impl Engine {
     pub async fn prune_index(&self, board: &BoardId) -> Result<usize> {
         Ok(self.live_zsets(board, self.now_ms()).await?.len())
     }
+
+    /// Forgets expired keys from a board's key index, without listing the live ones: what the
+    /// server does for every board at each metrics sample, so the index never holds more than a
+    /// sample's worth of expired keys. Returns how many it forgot.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn forget_expired_keys(&self, board: &BoardId) -> Result<u64> {
+        let reply = self
+            .exec
+            .eval(Call {
+                script: &scripts::KEY_INDEX,
+                keys: vec![self.keys.index(board)],
+                args: vec![self.now_ms().to_string(), "prune".into()],
+            })
+            .await
+            .map_err(unavailable)?;
+        as_u64(&reply).ok_or_else(|| bad_reply("key_index", &reply))
+    }
 }

@@ -256,7 +256,9 @@ pub async fn answer_while_starting(
 
 /// Every `metrics_sample`: backend health (through the readiness check, which sets its gauge) and
 /// the size of every board, so that a scrape costs the backend nothing. A board whose count fails
-/// keeps its last size; a board that no longer exists leaves the sample.
+/// keeps its last size; a board that no longer exists leaves the sample. Each board's key index
+/// also forgets its expired keys here (one bounded call a board), so it does not grow with every
+/// period ever written until someone runs `clear-caches`.
 async fn sample(state: Arc<State>, shutdown: CancellationToken) {
     let engine = &state.engine;
     let mut tick = tokio::time::interval(state.config.metrics_sample);
@@ -278,6 +280,7 @@ async fn sample(state: Arc<State>, shutdown: CancellationToken) {
             } else {
                 b.definition.windows[0]
             };
+            let _ = engine.forget_expired_keys(&b.board).await;
             let id = b.board.to_string();
             match engine.count(&b.board, &View::current(window)).await {
                 Ok(n) => sizes.push((id, n)),

@@ -262,3 +262,44 @@ async fn every_route_of_the_router_appears_in_openapi_json() {
         "openapi.json does not document: {missing:#?}"
     );
 }
+
+/// Expired keys leave a board's key index as the server goes (at each metrics sample), not only
+/// when an operator runs `clear-caches`; live keys stay.
+#[tokio::test]
+async fn the_key_index_forgets_expired_keys_as_the_server_goes() {
+    use fred::prelude::{Builder, ClientLike, Config, SortedSetsInterface};
+
+    let app = TestApp::spawn_with(|c| c.metrics_sample = Duration::from_millis(100)).await;
+    app.put_board("xp", json!({"windows": ["all", "daily"]}))
+        .await;
+    app.submit("xp", "u1", 5.0).await;
+    let keys = rankd::keys::Keys::new(&app.config.key_prefix).unwrap();
+    let index = keys.index(&rankd::board::BoardId::parse("xp").unwrap());
+    let client =
+        Builder::from_config(Config::from_url(app.config.redis_url.as_deref().unwrap()).unwrap())
+            .build()
+            .unwrap();
+    client.init().await.unwrap();
+    let live: u64 = client.zcard(&index).await.unwrap();
+    assert!(live >= 2, "the board's keys are indexed");
+    // A key whose period expired long ago, as a board written last month leaves.
+    let _: () = client
+        .zadd(&index, None, None, false, false, (1_000.0, "expired-key"))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let gone: Option<f64> = client.zscore(&index, "expired-key").await.unwrap();
+        if gone.is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired key is still indexed after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after: u64 = client.zcard(&index).await.unwrap();
+    assert_eq!(after, live, "live keys stay indexed");
+    let _ = client.quit().await;
+}
