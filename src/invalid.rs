@@ -20,6 +20,13 @@ impl Invalid {
         }
     }
 
+    /// A script's reason for refusing an event as it writes it, `<field>: <detail>` (the field
+    /// `value` when it names none).
+    pub fn from_reason(why: &str) -> Self {
+        let (field, message) = why.split_once(": ").unwrap_or(("value", why));
+        Self::new(field, message)
+    }
+
     /// The same message about another field (for example `at` for a period computed from it).
     #[must_use]
     pub fn renamed(mut self, field: &str) -> Self {

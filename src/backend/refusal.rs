@@ -57,10 +57,9 @@ impl Refusal {
             "RETRY" => Self::Retry,
             "RANGE" => {
                 let (index, why) = indexed();
-                let (field, message) = why.split_once(": ").unwrap_or(("value", why));
                 Self::Range {
                     index,
-                    invalid: Invalid::new(field, message),
+                    invalid: Invalid::from_reason(why),
                 }
             }
             "REUSED" => {

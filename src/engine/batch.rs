@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::defs::{CachedDef, Next, ATTEMPTS};
 use super::reply::{as_array, as_f64, as_str, as_u64, bad_reply, unavailable};
-use super::submit::{event_print, refusal, Prepared, Refusing, Slots, SubmitReply};
+use super::submit::{event_print, Prepared, Refusing, Slots, SubmitReply};
 use super::{scripts, BatchOutcome, Engine, LoggedOp, Submit, MAX_BATCH};
 use crate::backend::{Call, ExecError, Refusal};
 use crate::board::{BoardId, Policy, Scope};
@@ -672,7 +672,7 @@ impl Engine {
                     return Err(bad_reply("submit check", &reply));
                 };
                 let local = as_u64(at).ok_or_else(|| bad_reply("submit check", &reply))?;
-                let why = refusal(as_str(why).unwrap_or_default());
+                let why = Invalid::from_reason(as_str(why).unwrap_or_default());
                 let i = idx
                     .get(local as usize)
                     .copied()

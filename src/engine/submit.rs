@@ -13,12 +13,6 @@ use crate::error::{Invalid, Result};
 use crate::keys::{BoardKey, Keys};
 use crate::window::{Period, Window};
 
-/// A submit script's reason for refusing an event, `<field>: <detail>`, as the invalid input.
-pub(super) fn refusal(why: &str) -> Invalid {
-    let (field, message) = why.split_once(": ").unwrap_or(("value", why));
-    Invalid::new(field, message)
-}
-
 /// What a submit call answers (`ARGV[9]` of lua/submit.lua).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum SubmitReply {
