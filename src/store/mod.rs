@@ -124,6 +124,12 @@ pub trait Store: Send + Sync + 'static {
     async fn try_lease(&self, name: &str, holder: &str, ms: i64) -> Result<bool>;
     /// Gives the lease `name` up, when `holder` holds it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// When the store's writes last moved (ms since the epoch; 0: not tracked): a store that
+    /// serialises its writers sets it as each one gets its turn and as its statements finish, so
+    /// that a commit waiting behind another writer's long one is seen as busy, not stalled.
+    fn progress_ms(&self) -> i64 {
+        0
+    }
     /// Whether one server owns the store (the embedded engine's SQLite file, which no second server
     /// shares): work that one instance at a time does needs no lease to pick that instance.
     fn single_server(&self) -> bool {

@@ -133,11 +133,16 @@ impl Persister {
 
     /// Whether the writer's commit under way has run longer than [`COMMIT_WAIT`], plus
     /// [`COMMIT_WAIT_PER_OP`] for each operation it carries.
+    /// A store that tracks its progress ([`Store::progress_ms`]) is stalled only when its writes
+    /// have not moved for [`COMMIT_WAIT`] either: a commit queued behind another writer's long one
+    /// (a sweep, a snapshot) on a busy machine is waiting its turn, not lost.
     fn stalled(&self) -> bool {
         let since = self.committing_since.load(Ordering::Acquire);
         let ops = self.committing_ops.load(Ordering::Acquire) as u128;
         let limit = COMMIT_WAIT.as_millis() + ops * COMMIT_WAIT_PER_OP.as_millis();
-        since != 0 && (chrono::Utc::now().timestamp_millis() - since).max(0) as u128 > limit
+        let now = chrono::Utc::now().timestamp_millis();
+        let idle = (now - self.store.progress_ms()).max(0) as u128;
+        since != 0 && (now - since).max(0) as u128 > limit && idle > COMMIT_WAIT.as_millis()
     }
 
     /// The store.

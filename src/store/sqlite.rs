@@ -26,6 +26,9 @@ pub struct SqliteStore {
     /// The database file.
     file: std::path::PathBuf,
     gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// When a write last moved (see [`super::Store::progress_ms`]): a writer took the gate, or a
+    /// statement of the operations' inserts finished.
+    progress: std::sync::Arc<std::sync::atomic::AtomicI64>,
     expected: super::identity::Expected,
 }
 
@@ -86,6 +89,7 @@ async fn insert_rows(
     parked: bool,
     tx: &mut sqlx::SqliteConnection,
     ops: &[&LoggedOp],
+    progress: &std::sync::atomic::AtomicI64,
 ) -> Result<HashSet<(String, u64)>> {
     let mut written = HashSet::with_capacity(ops.len());
     if ops.is_empty() {
@@ -172,6 +176,7 @@ async fn insert_rows(
             .await
             .map_err(unavailable)?
             .rows_affected();
+        moved(progress);
     }
     if !parked && rows != written.len() as u64 {
         return Err(Error::Backend(format!(
@@ -180,6 +185,14 @@ async fn insert_rows(
         )));
     }
     Ok(written)
+}
+
+/// Records that a write moved now.
+fn moved(progress: &std::sync::atomic::AtomicI64) {
+    progress.store(
+        chrono::Utc::now().timestamp_millis(),
+        std::sync::atomic::Ordering::Release,
+    );
 }
 
 /// Reads a snapshot's entries (member, stored score) in a task of its own, so that they are written
@@ -244,6 +257,7 @@ impl SqliteStore {
             pool,
             file,
             gate: std::sync::Arc::default(),
+            progress: std::sync::Arc::default(),
             expected: super::identity::Expected::default(),
         })
     }
@@ -258,6 +272,7 @@ impl SqliteStore {
         sqlx::Transaction<'static, sqlx::Sqlite>,
     )> {
         let gate = self.gate.lock().await;
+        moved(&self.progress);
         let tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -270,6 +285,10 @@ impl SqliteStore {
 super::common::sql_store!(SqliteStore, "./migrations/sqlite", {
     fn single_server(&self) -> bool {
         true
+    }
+
+    fn progress_ms(&self) -> i64 {
+        self.progress.load(std::sync::atomic::Ordering::Acquire)
     }
 });
 
@@ -309,7 +328,7 @@ impl SqliteStore {
             .iter()
             .filter(|o| !diverged.contains(o.board.as_str()))
             .collect();
-        let inserted = insert_rows(false, &mut tx, &plain).await?;
+        let inserted = insert_rows(false, &mut tx, &plain, &self.progress).await?;
         // What the store holds wherever this commit did not write: the same operation offered
         // again, or another one (Redis numbered it again). Rare: one look-up each.
         let mut stored = HashMap::new();
@@ -360,7 +379,7 @@ impl SqliteStore {
                 .await
                 .map_err(unavailable)?;
         }
-        insert_rows(true, &mut tx, &d.park).await?;
+        insert_rows(true, &mut tx, &d.park, &self.progress).await?;
         // The board row follows its latest definition stored at its own number.
         super::common::upsert_boards!(UPSERT_BOARD, &mut *tx, ops, &d.park, &diverged);
         tx.commit().await.map_err(unavailable)?;
