@@ -604,6 +604,7 @@ impl Engine {
             token.to_owned(),
             "zset".into(),
             key.expire_ms.unwrap_or(0).to_string(),
+            self.now_ms().to_string(),
             def.rank_mode.as_str().into(),
             def.tick_bits(key.window).to_string(),
         ];
@@ -702,6 +703,7 @@ impl Engine {
             let mut args = vec![
                 token.to_owned(),
                 kind.to_owned(),
+                "0".into(),
                 "0".into(),
                 String::new(),
                 "0".into(),

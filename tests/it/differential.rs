@@ -817,6 +817,8 @@ fn cmd() -> impl Strategy<Value = Cmd> {
     const RANGE_OPTS: &[&str] = &["WITHSCORES", "LIMIT", "REV", "BYSCORE", "withscores", "FOO"];
     const EXPIRE_OPTS: &[&str] = &["NX", "XX", "GT", "LT", "FOO"];
     const TIMES: &[&str] = &["1", "99999999999999", "99999999999998", "x", "-5"];
+    // Relative: far enough ahead that neither side's clock reaches it, or already past.
+    const SPANS: &[&str] = &["99999999999", "0", "-5", "x", "9223372036854775807"];
     let key = || pick(KEYS);
     let member = || pick(MEMBERS);
     let members = || prop::collection::vec(pick(MEMBERS), 0..4);
@@ -914,6 +916,7 @@ fn cmd() -> impl Strategy<Value = Cmd> {
                 v.extend(opts);
                 with("PEXPIREAT", v)
             }),
+        1 => (key(), pick(SPANS)).prop_map(move |(k, t)| with("PEXPIRE", vec![k, t])),
         1 => key().prop_map(move |k| with("PTTL", vec![k])),
         1 => (prop::sample::select(&["NOPE", "zadd", "ZaDd"][..]), members()).prop_map(move |(c, ms)| with(c, ms)),
     ]

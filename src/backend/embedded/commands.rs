@@ -60,6 +60,7 @@ commands! {
     "del" -2 del,
     "unlink" -2 del,
     "exists" -2 exists,
+    "pexpire" -3 pexpire,
     "pexpireat" -3 pexpireat,
     "pttl" 2 pttl,
     "hget" 3 hget,
@@ -371,7 +372,16 @@ fn exists(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
     ))
 }
 
+fn pexpire(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
+    set_expiry(ctx, a, true)
+}
+
 fn pexpireat(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
+    set_expiry(ctx, a, false)
+}
+
+/// PEXPIRE (`relative`: milliseconds from now) and PEXPIREAT (a Unix time in ms).
+fn set_expiry(ctx: &mut Ctx<'_>, a: &[&[u8]], relative: bool) -> CmdResult {
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for opt in &a[3..] {
         match () {
@@ -393,7 +403,12 @@ fn pexpireat(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
     if gt && lt {
         return Err("ERR GT and LT options at the same time are not compatible".into());
     }
-    let when = int_arg(a[2])?;
+    let mut when = int_arg(a[2])?;
+    if relative {
+        when = when
+            .checked_add(ctx.now)
+            .ok_or("ERR invalid expire time in 'pexpire' command")?;
+    }
     let key = a[1];
     if !ctx.ks.contains(key, ctx.now) {
         return Ok(RValue::Int(0));
