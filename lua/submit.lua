@@ -7,7 +7,7 @@
 --       last, the event print hash (event id -> print of the event it was first accepted with).
 -- ARGV  [1] definition version  [2] now ms  [3] dedupe ttl ms  [4] policy incr|best|set  [5] order desc|asc
 --       [6] rank mode ordinal|competition|dense  [7] score bound (0: any finite score)  [8] max members
---       (0: unbounded)  [9] reply full|count|check  [10] log 1|0  [11] S, then S pairs (expire-at ms or 0, tick
+--       (0: unbounded)  [9] reply full|each|count|check  [10] log 1|0  [11] S, then S pairs (expire-at ms or 0, tick
 --       bits), then E and E events: member, value, event id ('' for none), at ms, scopes (space-separated),
 --       now ms (when the event was received: dedupe decisions use it, so a rebuild can replay events of
 --       different times in one call), k, then k pairs (slot, tick), then the event's print (a digest of
@@ -17,8 +17,13 @@
 --       (fields o=e s=seq m v i a n=now c=scopes), for the durable store to copy.
 -- Reply count: {accepted, duplicates, first sequence number (0 without log), per-event flags '1' accepted
 --       '0' duplicate}.
---       full (one event): {duplicate 0|1, {{score|nil, rank|nil, previous rank|nil} per slot of the event},
---       sequence number (0 without log or when duplicate)}.
+--       full (one event): {duplicate 0|1, sequence number (0 without log or when duplicate), then per
+--       slot of the event its score|nil, rank|nil, previous rank|nil}, flat: one table costs Redis less
+--       to turn into a reply than one per slot.
+--       each: every event's own answer, in order: as full, and for a refused event {2, '<field>: <detail>'};
+--       one event's refusal (a value or sum out of range, a reused id) refuses that event only, as if it
+--       had been sent alone at its place, and the others are applied. Concurrent single writes share a
+--       call this way.
 --       check: writes nothing and answers {event index, '<field>: <detail>', ...} for every event the
 --       chunk would refuse, each judged as if the events before it were applied and the refused ones
 --       were not; {} when it would take them all. It lets a caller about to make several calls find
@@ -43,36 +48,49 @@ local desc = ARGV[5] == 'desc'
 local mode = ARGV[6]
 local bound = tonumber(ARGV[7])
 local max_members = tonumber(ARGV[8])
-local full = ARGV[9] == 'full'
+local each = ARGV[9] == 'each'
+local full = ARGV[9] == 'full' or each
 local check = ARGV[9] == 'check'
+-- Refusals are listed (check) or answered per event (each), not an error for the whole call.
+local lists = check or each
 local logged = ARGV[10] == '1'
 local dense = mode == 'dense'
 local width = dense and 3 or 1
 
+-- A small non-negative integer argument (a slot number, a tick, a count). One digit is read without
+-- tonumber, whose strtod costs more than a whole redis.call of the work around it.
+local byte = string.byte
+local function int(text)
+  if #text == 1 then
+    local b = byte(text)
+    if b >= 48 and b <= 57 then
+      return b - 48
+    end
+  end
+  return tonumber(text)
+end
+
+-- Each slot as board_ctx (lib.lua) has it, with its distinct-value counts (dc) and x, the index in ARGV of
+-- its expiry (Unix ms, 0: never).
 local slots = {}
 local a = 12
-for s = 1, tonumber(ARGV[11]) do
+for s = 1, int(ARGV[11]) do
   local base = 5 + (s - 1) * width
-  local ctx = board_ctx(KEYS[base + 1], KEYS[base + 2], desc, mode, tonumber(ARGV[a + 1]))
-  ctx.dc = KEYS[base + 3]
-  ctx.expire = tonumber(ARGV[a])
-  slots[s] = ctx
+  local bits = ARGV[a + 1]
+  slots[s] = {
+    key = KEYS[base + 1],
+    dv = KEYS[base + 2],
+    dc = KEYS[base + 3],
+    desc = desc,
+    mode = mode,
+    pow = bits == '0' and 1 or 2 ^ int(bits),
+    x = a,
+  }
   a = a + 2
 end
 
--- Events stay in ARGV: pos[e] is the index of event e's member there, its other fields follow it (see
--- the layout above), its (slot, tick) pairs run from pos[e] + 7 to last[e], and its print is at
--- last[e] + 2. No table per event: a chunk holds hundreds of events, and each table costs more than the
--- fields it would save reading.
-local pos, last, values = {}, {}, {}
-local count = tonumber(ARGV[a])
-a = a + 1
-for e = 1, count do
-  pos[e] = a
-  values[e] = tonumber(ARGV[a + 1])
-  a = a + 8 + 2 * tonumber(ARGV[a + 6])
-  last[e] = a - 3
-end
+-- Names per ZMSCORE or pairs per ZADD: far below the Lua stack's limit on unpacked arguments.
+local MULTI = 1000
 local prints_key = KEYS[#KEYS]
 
 local function out_of_bound(v)
@@ -109,20 +127,203 @@ local function next_score(ctx, old, value, tick)
   return encode(newv, ctx.pow, tick, desc)
 end
 
--- Names per ZMSCORE or pairs per ZADD: far below the Lua stack's limit on unpacked arguments.
-local MULTI = 1000
 
+-- On dense boards, moves one member's count in the distinct-value index from `old` (nil: none) to `new`
+-- (nil: none).
+local function dense_move(ctx, old, new)
+  if dense then
+    if old then
+      dense_count(ctx, ctx.dc, old, -1)
+    end
+    if new then
+      dense_count(ctx, ctx.dc, new, 1)
+    end
+  end
+end
+
+-- Ids past their window are forgotten a bounded number at a time (a chunk remembers at most as many),
+-- with their prints; one still held past its time is already no duplicate (see is_dup). A single event
+-- takes that step one call in 16 (by its time), a chunk of several every call: each step forgets up to
+-- MULTI ids, far more than the calls in between remember.
+local function forget_step(always)
+  if ttl > 0 and (always or now % 16 == 0) then
+    local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, MULTI)
+    if #gone > 0 then
+      redis.call('ZREM', KEYS[2], unpack(gone))
+      redis.call('HDEL', prints_key, unpack(gone))
+    end
+  end
+end
+
+-- Every written key is in the index (so removals and deletion find it) with its expiry, set when the key
+-- may be new (a write added a member to it: fresh[slot]) or its expiry differs from the one the index
+-- holds (the board's retention changed): one ZMSCORE of the index, not a write per key per event. The
+-- expiry is set relative to the call's time, so that Redis expires the key when rankd meant it to go,
+-- counted on Redis's clock: a skew between the two clocks shifts when the key goes, and never deletes it
+-- as it is written. `written` lists the slots written to, each once.
+local function register(written, fresh)
+  if #written == 0 then
+    return
+  end
+  local names = {}
+  for i, s in ipairs(written) do
+    names[i] = slots[s].key
+  end
+  local held = redis.call('ZMSCORE', KEYS[3], unpack(names))
+  for i, s in ipairs(written) do
+    local ctx = slots[s]
+    local expire = ARGV[ctx.x]
+    -- The index holds the expiry as Redis writes a score in a reply: 'inf' for never.
+    if fresh[s] or held[i] ~= (expire == '0' and 'inf' or expire) then
+      if expire ~= '0' then
+        local ttl_ms = tonumber(expire) - now
+        if dense then
+          redis.call('PEXPIRE', ctx.dv, ttl_ms)
+          redis.call('PEXPIRE', ctx.dc, ttl_ms)
+        end
+        redis.call('ZADD', KEYS[3], expire, ctx.key)
+      else
+        redis.call('ZADD', KEYS[3], '+inf', ctx.key)
+      end
+    end
+  end
+end
+
+-- The first sequence number of `n` accepted events, taken from the board's counter (0 without log).
+local function take_seqs(n)
+  if not logged or n == 0 then
+    return 0
+  end
+  return redis.call('INCRBY', KEYS[4], n) - n + 1
+end
+
+-- Appends the accepted event whose member is at ARGV[p] to the log as entry 0-<seq>.
+local function log_event(p, seq)
+  redis.call('XADD', KEYS[5], '0-' .. seq, 'o', 'e', 's', seq, 'm', ARGV[p], 'v', ARGV[p + 1], 'i', ARGV[p + 2],
+    'a', ARGV[p + 3], 'n', tonumber(ARGV[p + 5]), 'c', ARGV[p + 4])
+end
+
+-- One event with a full reply, on a board that does not trim: the common single write. It decides exactly
+-- as the general path below does, in the same order (a reused id, then the value, then a duplicate), and
+-- writes the same, but reads each score once and builds no table beyond its answer. The event's member is
+-- at ARGV[p]. An event that names one key twice (a scope given twice) takes the general path,
+-- which applies it in turn.
+if full and ARGV[8] == '0' and ARGV[a] == '1' then
+  local p = a + 1
+  local first, stop = p + 7, p + 5 + 2 * int(ARGV[p + 6])
+  local twice = false
+  for q = first + 2, stop, 2 do
+    for r = first, q - 2, 2 do
+      twice = twice or ARGV[q] == ARGV[r]
+    end
+  end
+  if not twice then
+    local member, value, id, mine = ARGV[p], tonumber(ARGV[p + 1]), ARGV[p + 2], ARGV[stop + 2]
+    local received = tonumber(ARGV[p + 5])
+    local dup = false
+    if id ~= '' then
+      local forget_at = tonumber(redis.call('ZSCORE', KEYS[2], id))
+      if forget_at and forget_at > received then
+        local theirs = redis.call('HGET', prints_key, id)
+        if theirs and mine ~= '' and theirs ~= mine then
+          return fail('REUSED', '0 ' .. id)
+        end
+        dup = true
+      end
+    end
+    if value == nil or out_of_bound(value) or (bound > 0 and value ~= math.floor(value)) then
+      return fail('RANGE', '0 value: must be ' .. bound_text())
+    end
+    -- The answer, flat (see the layout above): {duplicate, sequence number, then per key its score, rank
+    -- and rank before}.
+    local out = { 0, 0 }
+    if dup then
+      forget_step(false)
+      out[1] = 1
+      for q = first, stop, 2 do
+        local ctx = slots[int(ARGV[q])]
+        local sc = tonumber(redis.call('ZSCORE', ctx.key, member))
+        local n = #out
+        if sc then
+          local r = rank_of(ctx, member, sc)
+          out[n + 1], out[n + 2], out[n + 3] = fmt(sc), r, r
+        else
+          out[n + 1], out[n + 2], out[n + 3] = false, false, false
+        end
+      end
+      return out
+    end
+    -- Every new score is worked out, and the event refused, before the first write. Until the writes,
+    -- each key's three places in the answer hold its score before (false: absent) and after.
+    for q = first, stop, 2 do
+      local ctx = slots[int(ARGV[q])]
+      local old = tonumber(redis.call('ZSCORE', ctx.key, member))
+      local new, bad = next_score(ctx, old, value, int(ARGV[q + 1]))
+      if not new then
+        return fail('RANGE', '0 value: ' .. bad)
+      end
+      local n = #out
+      out[n + 1], out[n + 2], out[n + 3] = old or false, new, false
+    end
+    forget_step(false)
+    local written, fresh = {}, {}
+    local n, i = 0, 2
+    for q = first, stop, 2 do
+      n = n + 1
+      local slot = int(ARGV[q])
+      local ctx = slots[slot]
+      local old, new = out[i + 1], out[i + 2]
+      written[n] = slot
+      if old == new then
+        local r = rank_of(ctx, member, new)
+        out[i + 1], out[i + 2], out[i + 3] = fmt(new), r, r
+      else
+        local prev = old and rank_of(ctx, member, old)
+        local text = fmt(new)
+        redis.call('ZADD', ctx.key, text, member)
+        dense_move(ctx, old or nil, new)
+        fresh[slot] = not old
+        out[i + 1], out[i + 2], out[i + 3] = text, rank_of(ctx, member, new), prev
+      end
+      i = i + 3
+    end
+    out[2] = take_seqs(1)
+    if out[2] > 0 then
+      log_event(p, out[2])
+    end
+    if id ~= '' and ttl > 0 then
+      redis.call('ZADD', KEYS[2], received + ttl, id)
+      if mine ~= '' then
+        redis.call('HSET', prints_key, id, mine)
+      end
+    end
+    register(written, fresh)
+    return out
+  end
+end
+
+-- Events stay in ARGV: pos[e] is the index of event e's member there, its other fields follow it (see
+-- the layout above), its (slot, tick) pairs run from pos[e] + 7 to last[e], and its print is at
+-- last[e] + 2. No table per event: a chunk holds hundreds of events, and each table costs more than the
+-- fields it would save reading.
+local pos, last, values = {}, {}, {}
+local count = tonumber(ARGV[a])
+a = a + 1
+for e = 1, count do
+  pos[e] = a
+  values[e] = tonumber(ARGV[a + 1])
+  a = a + 8 + 2 * int(ARGV[a + 6])
+  last[e] = a - 3
+end
 -- Reads `names` from zset `key` in as few calls as the argument limit allows: one ZMSCORE answers a list
--- for much less than a ZSCORE call per name. Returns name -> score, false where absent.
-local function scores_of(key, names)
-  local out = {}
+-- for much less than a ZSCORE call per name. Sets out[name] to its score, false where absent.
+local function scores_of(key, names, out)
   for i = 1, #names, MULTI do
     local got = redis.call('ZMSCORE', key, unpack(names, i, math.min(i + MULTI - 1, #names)))
     for j = 1, #got do
       out[names[i + j - 1]] = tonumber(got[j]) or false
     end
   end
-  return out
 end
 
 -- Every score pass 1 may need, read up front: each slot's members (first-seen order) and the event ids.
@@ -140,7 +341,7 @@ for e = 1, count do
     ids[#ids + 1] = id
   end
   for q = p + 7, last[e], 2 do
-    local slot = tonumber(ARGV[q])
+    local slot = int(ARGV[q])
     if initial[slot][member] == nil then
       initial[slot][member] = false
       order[slot][#order[slot] + 1] = member
@@ -148,9 +349,9 @@ for e = 1, count do
   end
 end
 for s = 1, #slots do
-  initial[s] = scores_of(slots[s].key, order[s])
+  scores_of(slots[s].key, order[s], initial[s])
 end
-forget = scores_of(KEYS[2], ids)
+scores_of(KEYS[2], ids, forget)
 -- The prints the remembered ids were accepted with (false where none was kept).
 local known = {}
 for i = 1, #ids, MULTI do
@@ -169,6 +370,9 @@ local trims = max_members > 0
 -- Pass 1: decide duplicates and check every event against the scores it would produce, writing nothing.
 -- pending[s][member] holds the member's stored score in slot s after the accepted events so far.
 local dup = {}
+-- Full replies: per accepted event, its (score before or false, score after) per key it touches, in
+-- its order of keys: pass 2 writes them without reading any score again.
+local steps = {}
 local seen = {}
 local pending = {}
 -- Check mode: the refused events, {index, reason, ...}.
@@ -191,7 +395,7 @@ end
 local function sum_refusal(e)
   local p = pos[e]
   for q = p + 7, last[e], 2 do
-    local nxt, why = next_in(tonumber(ARGV[q]), ARGV[p], values[e], tonumber(ARGV[q + 1]))
+    local nxt, why = next_in(int(ARGV[q]), ARGV[p], values[e], int(ARGV[q + 1]))
     if not nxt then
       return 'value: ' .. why
     end
@@ -207,7 +411,7 @@ end
 local function refuse(e, why)
   refused[#refused + 1] = e - 1
   refused[#refused + 1] = why
-  skip[e] = true
+  skip[e] = why
 end
 -- An event id stands for one event (its print). An id the board remembers with another print, or that
 -- an earlier event of this chunk carries with another, is a client reusing it for another event: refused
@@ -223,7 +427,7 @@ for e = 1, count do
       theirs = known[id]
     end
     if theirs and mine ~= '' and theirs ~= mine then
-      if not check then
+      if not lists then
         return fail('REUSED', (e - 1) .. ' ' .. id)
       end
       refuse(e, 'event_id: reused')
@@ -237,32 +441,55 @@ for e = 1, count do
   if skip[e] then
     -- Refused above.
   elseif value == nil or out_of_bound(value) or (bound > 0 and value ~= math.floor(value)) then
-    if not check then
+    if not lists then
       return fail('RANGE', (e - 1) .. ' value: must be ' .. bound_text())
     end
     refuse(e, 'value: must be ' .. bound_text())
   elseif not trims then
     local d = is_dup(e)
     -- A refused event leaves no trace: neither its id nor its scores.
-    local why = check and not d and sum_refusal(e)
+    local why = lists and not d and sum_refusal(e)
     if why then
       refuse(e, why)
     else
       if ARGV[p + 2] ~= '' then
         seen[ARGV[p + 2]] = true
       end
+      local member = ARGV[p]
       if d then
         dup[e] = true
+        -- A duplicate's answer: the scores as they stand at its place in the chunk.
+        if full then
+          local st = {}
+          for q = p + 7, last[e], 2 do
+            local slot = int(ARGV[q])
+            local cur = pending[slot][member]
+            if cur == nil then
+              cur = initial[slot][member]
+            end
+            st[#st + 1] = cur
+          end
+          steps[e] = st
+        end
       else
-        local member = ARGV[p]
+        local st = full and {}
         for q = p + 7, last[e], 2 do
-          local slot = tonumber(ARGV[q])
-          local nxt, bad = next_in(slot, member, value, tonumber(ARGV[q + 1]))
+          local slot = int(ARGV[q])
+          local cur = pending[slot][member]
+          if cur == nil then
+            cur = initial[slot][member]
+          end
+          local nxt, bad = next_score(slots[slot], cur or nil, value, int(ARGV[q + 1]))
           if not nxt then
             return fail('RANGE', (e - 1) .. ' value: ' .. bad)
           end
           pending[slot][member] = nxt
+          if st then
+            st[#st + 1] = cur
+            st[#st + 1] = nxt
+          end
         end
+        steps[e] = st
       end
     end
   end
@@ -277,19 +504,6 @@ end
 -- With trimming, every change to a leaderboard key, {ctx, member, score before, score after} (false:
 -- absent), so that a refusal can undo them (Redis does not roll a script back).
 local undo = {}
-
--- On dense boards, moves one member's count in the distinct-value index from `old` (nil: none) to `new`
--- (nil: none).
-local function dense_move(ctx, old, new)
-  if dense then
-    if old then
-      dense_count(ctx, ctx.dc, old, -1)
-    end
-    if new then
-      dense_count(ctx, ctx.dc, new, 1)
-    end
-  end
-end
 
 local function trim(ctx)
   local n = redis.call('ZCARD', ctx.key) - max_members
@@ -323,35 +537,66 @@ local function rollback(keep)
   end
 end
 
-local function standing(e)
-  local rows = {}
+-- Without trimming, what pass 1 worked out is exactly what each write leaves (nothing else writes in
+-- between): full replies and count-mode batches use it instead of reading scores again.
+local reuse = not trims
+-- Slots where a write added a member: the key may be new, so it is registered whatever the index says.
+local fresh = {}
+
+-- Appends to `out` the score and rank of event e's member in every key it touches, as they stand, each
+-- twice (a duplicate's answer).
+local function standing(e, out)
   local member = ARGV[pos[e]]
+  local i = 0
   for q = pos[e] + 7, last[e], 2 do
-    local ctx = slots[tonumber(ARGV[q])]
-    local sc = tonumber(redis.call('ZSCORE', ctx.key, member))
+    i = i + 1
+    local ctx = slots[int(ARGV[q])]
+    local sc
+    if trims then
+      sc = tonumber(redis.call('ZSCORE', ctx.key, member))
+    else
+      sc = steps[e][i]
+    end
+    local n = #out
     if sc then
       local r = rank_of(ctx, member, sc)
-      rows[#rows + 1] = { fmt(sc), r, r }
+      out[n + 1], out[n + 2], out[n + 3] = fmt(sc), r, r
     else
-      rows[#rows + 1] = { false, false, false }
+      out[n + 1], out[n + 2], out[n + 3] = false, false, false
     end
   end
-  return rows
 end
 
--- Ids past their window are forgotten a bounded number at a time (a chunk remembers at most as many),
--- with their prints; one still held past its time is already no duplicate (see is_dup).
-if ttl > 0 and not check then
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, MULTI)
-  if #gone > 0 then
-    redis.call('ZREM', KEYS[2], unpack(gone))
-    redis.call('HDEL', prints_key, unpack(gone))
+-- Event e's writes as pass 1 worked them out (steps[e]). Appends to `out` the score, rank and rank before
+-- in every key it touches. A key whose score does not change costs one rank lookup.
+local function apply_steps(e, out)
+  local member, st = ARGV[pos[e]], steps[e]
+  local i = 1
+  for q = pos[e] + 7, last[e], 2 do
+    local slot = int(ARGV[q])
+    local ctx = slots[slot]
+    local old, new = st[i], st[i + 1]
+    i = i + 2
+    local n = #out
+    if old == new then
+      local r = rank_of(ctx, member, new)
+      out[n + 1], out[n + 2], out[n + 3] = fmt(new), r, r
+    else
+      local prev = old and rank_of(ctx, member, old)
+      local text = fmt(new)
+      redis.call('ZADD', ctx.key, text, member)
+      dense_move(ctx, old or nil, new)
+      if not old then
+        fresh[slot] = true
+      end
+      out[n + 1], out[n + 2], out[n + 3] = text, rank_of(ctx, member, new), prev
+    end
   end
 end
 
--- Without trimming, every member's score after each event is exactly what pass 1 worked out (nothing
--- else writes in between): count-mode batches reuse it instead of reading it again.
-local reuse = not full and not trims
+if not check then
+  forget_step(count > 1)
+end
 
 -- (score, member) pairs for one variadic ZADD per call of at most MULTI pairs.
 local function zadd_pairs(key, args)
@@ -368,6 +613,8 @@ local duplicates = 0
 local taken = {}
 local flags = {}
 local reply
+-- Each event's answer (full replies), by event.
+local answers = {}
 local touched = {}
 for e = 1, count do
   local p = pos[e]
@@ -380,48 +627,53 @@ for e = 1, count do
     duplicates = duplicates + 1
     flags[e] = '0'
     if full then
-      reply = { 1, standing(e), 0 }
+      reply = { 1, 0 }
+      standing(e, reply)
+      answers[e] = reply
     end
   else
     local member, id = ARGV[p], ARGV[p + 2]
-    local rows = full and {}
+    local rows = full and { 0, 0 }
     local mark = #undo
     local why = nil
-    -- Reused scores are written after this loop, once per member.
-    if not reuse then
+    if steps[e] then
+      apply_steps(e, rows)
+    elseif trims then
+      -- Count-mode batches without trimming write each member's final score after this loop.
       for q = p + 7, last[e], 2 do
-        local ctx = slots[tonumber(ARGV[q])]
+        local slot = int(ARGV[q])
+        local ctx = slots[slot]
         local old = tonumber(redis.call('ZSCORE', ctx.key, member))
         local prev = false
         if full and old then
           prev = rank_of(ctx, member, old)
         end
-        local new, bad = next_score(ctx, old, values[e], tonumber(ARGV[q + 1]))
+        local new, bad = next_score(ctx, old, values[e], int(ARGV[q + 1]))
         if not new then
           why = bad
           break
         end
         if new ~= old then
-          if trims then
-            undo[#undo + 1] = { ctx, member, old or false, new }
-          end
+          undo[#undo + 1] = { ctx, member, old or false, new }
           redis.call('ZADD', ctx.key, fmt(new), member)
           dense_move(ctx, old, new)
-          if trims then
-            trim(ctx)
+          if not old then
+            fresh[slot] = true
           end
+          trim(ctx)
         end
         if full then
           local sc = tonumber(redis.call('ZSCORE', ctx.key, member))
+          local n = #rows
           if sc then
-            rows[#rows + 1] = { fmt(sc), rank_of(ctx, member, sc), prev }
+            rows[n + 1], rows[n + 2], rows[n + 3] = fmt(sc), rank_of(ctx, member, sc), prev
           else
-            rows[#rows + 1] = { false, false, prev }
+            rows[n + 1], rows[n + 2], rows[n + 3] = false, false, prev
           end
         end
       end
     end
-    if why and not check then
+    if why and not lists then
       rollback(0)
       return fail('RANGE', (e - 1) .. ' value: ' .. why)
     elseif why then
@@ -430,7 +682,7 @@ for e = 1, count do
       flags[e] = '-'
     else
       for q = p + 7, last[e], 2 do
-        touched[tonumber(ARGV[q])] = true
+        touched[int(ARGV[q])] = true
       end
       if id ~= '' then
         seen[id] = true
@@ -446,7 +698,8 @@ for e = 1, count do
       taken[#taken + 1] = e
       flags[e] = '1'
       if full then
-        reply = { 0, rows, 0 }
+        reply = rows
+        answers[e] = rows
       end
     end
   end
@@ -458,18 +711,15 @@ if check then
 end
 
 -- The chunk stands: every accepted event takes the next sequence number and is logged, in order.
-local first_seq = 0
-if logged and #taken > 0 then
-  local seq = redis.call('INCRBY', KEYS[4], #taken) - #taken
-  first_seq = seq + 1
-  for _, e in ipairs(taken) do
-    local p = pos[e]
-    seq = seq + 1
-    redis.call('XADD', KEYS[5], '0-' .. seq, 'o', 'e', 's', seq, 'm', ARGV[p], 'v', ARGV[p + 1], 'i', ARGV[p + 2],
-      'a', ARGV[p + 3], 'n', tonumber(ARGV[p + 5]), 'c', ARGV[p + 4])
+local first_seq = take_seqs(#taken)
+if first_seq > 0 then
+  for i, e in ipairs(taken) do
+    log_event(pos[e], first_seq + i - 1)
   end
-  if full and reply[1] == 0 then
-    reply[3] = seq
+  for i, e in ipairs(taken) do
+    if full then
+      answers[e][2] = first_seq + i - 1
+    end
   end
 end
 
@@ -478,10 +728,10 @@ for i = 1, #prints, 2 * MULTI do
   redis.call('HSET', prints_key, unpack(prints, i, math.min(i + 2 * MULTI - 1, #prints)))
 end
 
--- Reused scores: each member's final score in one write, in first-seen order. A member's
--- intermediate scores within the chunk were never read by anything, so only its first and last
+-- Count-mode batches without trimming: each member's final score in one write, in first-seen order. A
+-- member's intermediate scores within the chunk were never read by anything, so only its first and last
 -- matter, to the sorted set and to the distinct-value counts alike.
-if reuse then
+if reuse and not full then
   for s, ctx in ipairs(slots) do
     local args = {}
     for _, member in ipairs(order[s]) do
@@ -490,28 +740,33 @@ if reuse then
         args[#args + 1] = fmt(new)
         args[#args + 1] = member
         dense_move(ctx, old, new)
+        if not old then
+          fresh[s] = true
+        end
       end
     end
     zadd_pairs(ctx.key, args)
   end
 end
 
--- Register every written key in the index (so removals and deletion find it) and set its expiry.
-for s, ctx in ipairs(slots) do
+local written = {}
+for s = 1, #slots do
   if touched[s] then
-    if ctx.expire > 0 then
-      redis.call('PEXPIREAT', ctx.key, ctx.expire)
-      if dense then
-        redis.call('PEXPIREAT', ctx.dv, ctx.expire)
-        redis.call('PEXPIREAT', ctx.dc, ctx.expire)
-      end
-      redis.call('ZADD', KEYS[3], ctx.expire, ctx.key)
-    else
-      redis.call('ZADD', KEYS[3], '+inf', ctx.key)
-    end
+    written[#written + 1] = s
   end
 end
+register(written, fresh)
 
+if each then
+  local out = {}
+  for e = 1, count do
+    local part = answers[e] or { 2, skip[e] }
+    for i = 1, #part do
+      out[#out + 1] = part[i]
+    end
+  end
+  return out
+end
 if full then
   return reply
 end

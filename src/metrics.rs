@@ -13,6 +13,10 @@ pub const HTTP_DURATION: &str = "rankd_http_request_duration_seconds";
 /// Script call latency by script.
 pub const SCRIPT_DURATION: &str = "rankd_script_duration_seconds";
 /// Script calls that failed, by script and kind (reply, unavailable).
+/// Events each single-write script call carried (concurrent score events of one board share one).
+pub const WRITE_CALL_EVENTS: &str = "rankd_write_call_events";
+/// Reads each coalesced single-member read call answered.
+pub const READ_CALL_READS: &str = "rankd_read_call_reads";
 pub const SCRIPT_ERRORS: &str = "rankd_script_errors_total";
 /// Calls that could not reach the backend.
 pub const BACKEND_ERRORS: &str = "rankd_backend_errors_total";
@@ -49,6 +53,11 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// How many requests one coalesced script call served.
+const SHARE_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once) and describes every metric. Returns the handle that
@@ -62,6 +71,10 @@ pub fn install() -> PrometheusHandle {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
                 .expect("latency buckets are not empty")
+                .set_buckets_for_metric(Matcher::Suffix("_call_events".into()), &SHARE_BUCKETS)
+                .expect("share buckets are not empty")
+                .set_buckets_for_metric(Matcher::Suffix("_call_reads".into()), &SHARE_BUCKETS)
+                .expect("share buckets are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe();
@@ -121,6 +134,14 @@ fn describe() {
         SCRIPT_DURATION,
         Unit::Seconds,
         "Lua script call latency, by script."
+    );
+    describe_histogram!(
+        WRITE_CALL_EVENTS,
+        "Single score events each write script call carried: concurrent writes to one board share a call."
+    );
+    describe_histogram!(
+        READ_CALL_READS,
+        "Single-member reads each read script call answered: concurrent reads of one key share a call."
     );
     describe_counter!(
         SCRIPT_ERRORS,

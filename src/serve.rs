@@ -85,6 +85,7 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, E
     let keys = Keys::new(&config.key_prefix)?;
     let engine_config = EngineConfig {
         dedupe_window: config.dedupe_window,
+        write_share: config.write_share,
         ..EngineConfig::default()
     };
     Engine::new(exec, keys, clock, engine_config).await

@@ -76,6 +76,13 @@ settings! {
     /// how many seconds event ids are remembered
     dedupe_window_secs => dedupe_window: Duration = "86400", Secs<0, 2_592_000>;
 
+    /// most single score events of one board that one script call carries.
+    ///
+    /// Events posted to a board while a call for it is in flight go together as its next call, in
+    /// arrival order, each answered as if sent alone; an idle server sends each at once. 1 sends
+    /// every event alone
+    write_share: usize = "64", Whole<1, 1000>;
+
     /// Redis connections.
     ///
     /// Each pipelines the commands in flight on it: more connections cost Redis and rankd a

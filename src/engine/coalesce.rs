@@ -1,4 +1,5 @@
-//! Coalescing: concurrent reads of one key become one script call.
+//! Coalescing: concurrent reads of one key become one script call, and so do concurrent single
+//! writes to one board ([`Coalescer::run_detached`]).
 //!
 //! A read that finds no call for its key in flight makes the call at once, alone. Reads that arrive
 //! while a call is in flight queue, and when it returns they go out together as the next call, made
@@ -10,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -31,8 +32,8 @@ struct Waiter<I, O> {
 enum Turn<I, O> {
     /// Its answer.
     Done(O),
-    /// It makes the next call, for itself and these.
-    Lead(Vec<Waiter<I, O>>),
+    /// It makes the next call, for its own item (handed back) and these.
+    Lead(I, Vec<Waiter<I, O>>),
 }
 
 impl<K: Hash + Eq + Clone, I: Clone, O> Coalescer<K, I, O> {
@@ -42,13 +43,6 @@ impl<K: Hash + Eq + Clone, I: Clone, O> Coalescer<K, I, O> {
             max: max.max(1),
             queues: Mutex::new(HashMap::new()),
         }
-    }
-
-    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<K, VecDeque<Waiter<I, O>>>> {
-        // Nothing panics while the lock is held; a poisoned map is still consistent.
-        self.queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Answers `item` through `call`, which is handed a list of items (this one first) and must
@@ -80,7 +74,7 @@ impl<K: Hash + Eq + Clone, I: Clone, O> Coalescer<K, I, O> {
                 Some(others) => others,
                 None => match rx.await {
                     Ok(Turn::Done(o)) => return o,
-                    Ok(Turn::Lead(others)) => others,
+                    Ok(Turn::Lead(_, others)) => others,
                     // The read that was making our call went away (its request was dropped):
                     // ask again.
                     Err(_) => continue,
@@ -110,6 +104,123 @@ impl<K: Hash + Eq + Clone, I: Clone, O> Coalescer<K, I, O> {
     }
 }
 
+impl<K: Hash + Eq + Clone, I, O> Coalescer<K, I, O> {
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<K, VecDeque<Waiter<I, O>>>> {
+        // Nothing panics while the lock is held; a poisoned map is still consistent.
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Passes `key`'s queue to its next leader, or forgets the key when nobody waits.
+    fn pass_on(&self, key: &K) {
+        let mut queues = self.queues();
+        let Some(q) = queues.get_mut(key) else {
+            return;
+        };
+        loop {
+            let Some(next) = q.pop_front() else {
+                queues.remove(key);
+                return;
+            };
+            let take = q.len().min(self.max - 1);
+            let rest: Vec<Waiter<I, O>> = q.drain(..take).collect();
+            match next.tx.send(Turn::Lead(next.item, rest)) {
+                Ok(()) => return,
+                // That caller went away: the next one leads instead.
+                Err(Turn::Lead(_, rest)) => {
+                    for w in rest.into_iter().rev() {
+                        q.push_front(w);
+                    }
+                }
+                Err(Turn::Done(_)) => unreachable!("a lead was sent"),
+            }
+        }
+    }
+}
+
+impl<K, I, O> Coalescer<K, I, O>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    I: Send + 'static,
+    O: Send + 'static,
+{
+    /// As [`Coalescer::run`], for calls that must run to their end once made and answer every item
+    /// they carry (writes): the call runs in a task of its own, so that the items it carries are
+    /// answered even when the future of the caller that made it is dropped (a client gone), and the
+    /// next call is made when it ends. An item whose call ended without answering it (a panic) gets
+    /// `lost()`: it may have been applied, so it is never sent again.
+    pub(crate) async fn run_detached<F, Fut>(
+        self: &Arc<Self>,
+        key: &K,
+        item: I,
+        call: F,
+        lost: impl Fn() -> O,
+    ) -> O
+    where
+        F: FnOnce(Vec<I>) -> Fut,
+        Fut: Future<Output = Vec<O>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let queued = {
+            let mut queues = self.queues();
+            match queues.get_mut(key) {
+                Some(q) => {
+                    q.push_back(Waiter { item, tx });
+                    None
+                }
+                None => {
+                    queues.insert(key.clone(), VecDeque::new());
+                    Some(item)
+                }
+            }
+        };
+        let (item, others) = match queued {
+            Some(item) => (item, Vec::new()),
+            None => match rx.await {
+                Ok(Turn::Done(o)) => return o,
+                Ok(Turn::Lead(item, others)) => (item, others),
+                Err(_) => return lost(),
+            },
+        };
+        let mut items = Vec::with_capacity(1 + others.len());
+        let mut txs = Vec::with_capacity(others.len());
+        items.push(item);
+        for w in others {
+            items.push(w.item);
+            txs.push(w.tx);
+        }
+        let made = call(items);
+        let (mine_tx, mine_rx) = oneshot::channel();
+        let (owner, key) = (self.clone(), key.clone());
+        tokio::spawn(async move {
+            // However the call ends, a panic included, the queue passes on.
+            let _handoff = OwnedHandoff { owner, key };
+            let mut outs = made.await.into_iter();
+            let mine = outs.next();
+            for (tx, o) in txs.into_iter().zip(outs) {
+                let _ = tx.send(Turn::Done(o));
+            }
+            if let Some(o) = mine {
+                let _ = mine_tx.send(o);
+            }
+        });
+        mine_rx.await.unwrap_or_else(|_| lost())
+    }
+}
+
+/// [`Handoff`] for a call running in a task of its own.
+struct OwnedHandoff<K: Hash + Eq + Clone, I, O> {
+    owner: Arc<Coalescer<K, I, O>>,
+    key: K,
+}
+
+impl<K: Hash + Eq + Clone, I, O> Drop for OwnedHandoff<K, I, O> {
+    fn drop(&mut self) {
+        self.owner.pass_on(&self.key);
+    }
+}
+
 /// Passes a key's queue to its next leader, or forgets the key when nobody waits.
 struct Handoff<'a, K: Hash + Eq + Clone, I: Clone, O> {
     owner: &'a Coalescer<K, I, O>,
@@ -118,28 +229,7 @@ struct Handoff<'a, K: Hash + Eq + Clone, I: Clone, O> {
 
 impl<K: Hash + Eq + Clone, I: Clone, O> Drop for Handoff<'_, K, I, O> {
     fn drop(&mut self) {
-        let mut queues = self.owner.queues();
-        let Some(q) = queues.get_mut(self.key) else {
-            return;
-        };
-        loop {
-            let Some(next) = q.pop_front() else {
-                queues.remove(self.key);
-                return;
-            };
-            let take = q.len().min(self.owner.max - 1);
-            let rest: Vec<Waiter<I, O>> = q.drain(..take).collect();
-            match next.tx.send(Turn::Lead(rest)) {
-                Ok(()) => return,
-                // That read went away: the next one leads instead.
-                Err(Turn::Lead(rest)) => {
-                    for w in rest.into_iter().rev() {
-                        q.push_front(w);
-                    }
-                }
-                Err(Turn::Done(_)) => unreachable!("a lead was sent"),
-            }
-        }
+        self.owner.pass_on(self.key);
     }
 }
 

@@ -64,6 +64,10 @@ pub struct EngineConfig {
     /// takes the board over (default [`REBUILD_LEASE_MS`]); a working rebuild renews it every
     /// quarter of this.
     pub rebuild_lease: Duration,
+    /// Single score events of one board that one script call may carry when they arrive while
+    /// another call for the board is in flight (default 64); 1 sends each alone. See
+    /// [`Engine::submit_shared`].
+    pub write_share: usize,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +77,7 @@ impl Default for EngineConfig {
             max_future: Duration::from_secs(300),
             batch_chunk: 500,
             rebuild_lease: Duration::from_millis(REBUILD_LEASE_MS as u64),
+            write_share: 64,
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct Engine {
     standings: Standings,
     /// Concurrent identical page reads (top, range, cursor, around, scores), made as one call.
     pages: Pages,
+    /// Concurrent single writes to one board, made as one call.
+    writes: Arc<submit::Writes>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -134,6 +141,7 @@ impl Engine {
             ExecError::Unavailable(m) | ExecError::Unanswered(m) => Error::Unavailable(m),
             ExecError::Reply(m) => Error::Backend(format!("loading scripts: {m}")),
         })?;
+        let write_share = config.write_share;
         Ok(Self {
             exec,
             keys,
@@ -147,6 +155,7 @@ impl Engine {
             journal: None,
             standings: coalesce::Coalescer::new(STANDINGS_PER_CALL),
             pages: coalesce::Coalescer::new(PAGE_READERS_PER_CALL),
+            writes: Arc::new(coalesce::Coalescer::new(write_share)),
         })
     }
 

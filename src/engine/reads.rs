@@ -458,6 +458,7 @@ impl Engine {
             .standings
             .run(&key, member.clone(), |members| async move {
                 let n = members.len();
+                metrics::histogram!(crate::metrics::READ_CALL_READS).record(n as f64);
                 match self.members_read(board, view, &members, true).await {
                     Ok((_, total, rows)) if rows.len() == n => {
                         rows.into_iter().map(|r| Ok((total, r))).collect()

@@ -4,13 +4,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::defs::CachedDef;
-use super::reply::{as_array, as_f64, as_int, as_u64, bad_reply, decode_stored, fmt_num};
-use super::{scripts, Engine, KeyResult, Submit, Submitted};
+use super::coalesce::Coalescer;
+use super::defs::{CachedDef, Next, ATTEMPTS};
+use super::reply::{as_array, as_f64, as_int, as_str, as_u64, bad_reply, decode_stored, fmt_num};
+use super::{scripts, Engine, KeyResult, LoggedOp, Submit, Submitted};
 use crate::backend::{Call, Reply};
 use crate::board::{BoardDef, BoardId, Member, RankMode, Scope, Score, TieBreak};
-use crate::error::{Invalid, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::keys::{BoardKey, Keys};
+use crate::metrics as m;
 use crate::window::{Period, Window};
 
 /// What a submit call answers (`ARGV[9]` of lua/submit.lua).
@@ -20,6 +22,9 @@ pub(super) enum SubmitReply {
     Full,
     /// Counts and per-event flags.
     Count,
+    /// Every event's own answer, a refusal refusing that event only: concurrent single writes
+    /// sharing one call.
+    Each,
     /// Every event the call would refuse, writing nothing.
     Check,
     /// As `Count`, for a rebuild replaying the stored log: nothing is logged again (the sweep
@@ -31,6 +36,7 @@ impl SubmitReply {
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Full => "full",
+            Self::Each => "each",
             Self::Count | Self::Replay => "count",
             Self::Check => "check",
         }
@@ -312,31 +318,13 @@ impl Engine {
             })
             .await?;
         let bad = || bad_reply("submit", &reply);
+        // {duplicate, sequence number, then (score, rank, rank before) per key}, flat.
         let a = as_array(&reply).ok_or_else(bad)?;
-        let (duplicate, rows, seq) = match a {
-            [dup, Reply::Array(rows), seq] => {
-                (as_int(dup) == Some(1), rows, as_u64(seq).unwrap_or(0))
-            }
-            _ => return Err(bad()),
-        };
-        if rows.len() != slots.keys.len() {
+        let [dup, seq, cells @ ..] = a else {
             return Err(bad());
-        }
-        let mut results = Vec::with_capacity(rows.len());
-        for (row, slot) in rows.iter().zip(&slots.keys) {
-            let cells = as_array(row).ok_or_else(bad)?;
-            let [score, rank, prev] = cells else {
-                return Err(bad());
-            };
-            results.push(KeyResult {
-                window: slot.window,
-                period: slot.period.map(|p| p.id()),
-                scope: slot.scope.clone(),
-                score: as_f64(score).map(|s| decode_stored(s, d.def.tick_bits(slot.window))),
-                rank: as_u64(rank),
-                previous_rank: as_u64(prev),
-            });
-        }
+        };
+        let (duplicate, seq) = (as_int(dup) == Some(1), as_u64(seq).unwrap_or(0));
+        let results = key_results(&d.def, &slots, 0..slots.keys.len(), cells).ok_or_else(bad)?;
         if seq > 0 {
             self.log_one(&ev.board, seq, now, ev.logged(now)).await?;
         }
@@ -348,5 +336,252 @@ impl Engine {
             duplicate,
             results,
         })
+    }
+}
+
+/// Concurrent single writes, per board (see [`Engine::submit_shared`]).
+pub(super) type Writes = Coalescer<BoardId, Submit, Result<Submitted>>;
+
+/// What one event's keys answer: `cells` holds (stored score, rank, rank before) for each slot
+/// `touched` names, in order. `None` when the cells do not match.
+fn key_results(
+    def: &BoardDef,
+    slots: &Slots,
+    touched: impl ExactSizeIterator<Item = usize>,
+    cells: &[Reply],
+) -> Option<Vec<KeyResult>> {
+    if cells.len() != 3 * touched.len() {
+        return None;
+    }
+    let mut results = Vec::with_capacity(touched.len());
+    for (row, i) in cells.chunks_exact(3).zip(touched) {
+        let slot = slots.keys.get(i)?;
+        results.push(KeyResult {
+            window: slot.window,
+            period: slot.period.map(|p| p.id()),
+            scope: slot.scope.clone(),
+            score: as_f64(&row[0]).map(|s| decode_stored(s, def.tick_bits(slot.window))),
+            rank: as_u64(&row[1]),
+            previous_rank: as_u64(&row[2]),
+        });
+    }
+    Some(results)
+}
+
+impl Engine {
+    /// [`Engine::submit`], sharing one script call with the other single writes to the same board
+    /// in flight at the same time: an event that finds no call for its board under way is sent at
+    /// once, alone; those that arrive meanwhile go together, in arrival order, as the next call
+    /// (at most [`EngineConfig::write_share`](super::EngineConfig) of them). Each is answered
+    /// exactly as if it had been sent alone at its place in that order: its own scores, ranks,
+    /// ranks before, duplicate flag and log number; a refusal refuses that event only.
+    ///
+    /// # Errors
+    /// As [`Engine::submit`].
+    pub async fn submit_shared(self: &Arc<Self>, ev: Submit) -> Result<Submitted> {
+        if self.config.write_share <= 1 {
+            metrics::histogram!(m::WRITE_CALL_EVENTS).record(1.0);
+            return self.submit(&ev).await;
+        }
+        let engine = self.clone();
+        let board = ev.board.clone();
+        self.writes
+            .run_detached(
+                &board,
+                ev,
+                move |events| async move { engine.submit_each(events).await },
+                || {
+                    Err(Error::Unconfirmed {
+                        detail: "the call that carried the write ended without its answer: the \
+                                 write may have been applied"
+                            .into(),
+                        cause: "shared write call failed".into(),
+                    })
+                },
+            )
+            .await
+    }
+
+    /// Applies single events of one board in one script call, in order, each answered exactly as
+    /// [`Engine::submit`] would answer it sent alone at its place in that order: what
+    /// [`Engine::submit_shared`] does with the events that arrive together. An event of another
+    /// board than the first one's is refused (`board`).
+    pub async fn submit_each(&self, events: Vec<Submit>) -> Vec<Result<Submitted>> {
+        metrics::histogram!(m::WRITE_CALL_EVENTS).record(events.len() as f64);
+        if let [ev] = events.as_slice() {
+            return vec![self.submit(ev).await];
+        }
+        let Some(board) = events.first().map(|e| e.board.clone()) else {
+            return Vec::new();
+        };
+        if events.iter().any(|e| e.board != board) {
+            return events
+                .iter()
+                .map(|e| {
+                    Err(if e.board == board {
+                        Error::Conflict("another event of the call names another board".into())
+                    } else {
+                        Error::Invalid(Invalid::new(
+                            "board",
+                            format!("must be {board}, as the first event's"),
+                        ))
+                    })
+                })
+                .collect();
+        }
+        let all = |e: Error| events.iter().map(|_| Err(e.clone())).collect();
+        let now = self.now_ms();
+        let mut checked = false;
+        for _ in 0..ATTEMPTS {
+            let d = match self.definition(&board).await {
+                Ok(d) => d,
+                Err(e) => return all(e),
+            };
+            let mut slots = Slots::default();
+            let mut prepared = Vec::with_capacity(events.len());
+            let mut placed = Vec::with_capacity(events.len());
+            let mut refused = Vec::new();
+            for (i, ev) in events.iter().enumerate() {
+                match self.prepare(&board, &d.def, ev, now, &mut slots) {
+                    Ok(p) => {
+                        prepared.push(p);
+                        placed.push(i);
+                    }
+                    Err(e) => refused.push((i, e)),
+                }
+            }
+            // A refusal by a cached definition is judged again by the current one.
+            if !refused.is_empty() && !checked {
+                checked = true;
+                match self.newer_def(&board, &d).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {}
+                    Err(e) => return all(e),
+                }
+            }
+            let mut out: Vec<Option<Result<Submitted>>> = events.iter().map(|_| None).collect();
+            for (i, e) in refused {
+                out[i] = Some(Err(e.into()));
+            }
+            if !prepared.is_empty() {
+                let call = self.submit_call(&board, &d, &slots, &prepared, SubmitReply::Each, now);
+                match self.exec.eval(call).await {
+                    Ok(reply) => {
+                        let answers = self
+                            .group_answers(
+                                &board, &d, &slots, &events, &placed, &prepared, &reply, now,
+                            )
+                            .await;
+                        for (i, a) in placed.into_iter().zip(answers) {
+                            out[i] = Some(a);
+                        }
+                    }
+                    Err(e) => match self.on_error(&board, e) {
+                        Next::Retry => continue,
+                        Next::Fail(e) => {
+                            for i in placed {
+                                out[i] = Some(Err(e.clone()));
+                            }
+                        }
+                    },
+                }
+            }
+            return out
+                .into_iter()
+                .map(|o| {
+                    o.unwrap_or_else(|| Err(Error::Backend("an event went unanswered".into())))
+                })
+                .collect();
+        }
+        all(Error::Conflict(format!(
+            "board {board} kept changing under this request"
+        )))
+    }
+
+    /// Each event's answer from a shared call's reply (see lua/submit.lua, reply `each`), once
+    /// the accepted ones are in the journal (and, in sync mode, the store).
+    #[allow(clippy::too_many_arguments)]
+    async fn group_answers(
+        &self,
+        board: &BoardId,
+        d: &CachedDef,
+        slots: &Slots,
+        events: &[Submit],
+        placed: &[usize],
+        prepared: &[Prepared],
+        reply: &Reply,
+        now: i64,
+    ) -> Vec<Result<Submitted>> {
+        let bad = || bad_reply("submit", reply);
+        let Some(cells) = as_array(reply) else {
+            return prepared.iter().map(|_| Err(bad())).collect();
+        };
+        let mut answers = Vec::with_capacity(prepared.len());
+        let mut ops = Vec::new();
+        let mut duplicates = false;
+        let mut at = 0;
+        for (p, &i) in prepared.iter().zip(placed) {
+            let ev = &events[i];
+            let code = cells.get(at).and_then(as_int);
+            if code == Some(2) {
+                let why = cells
+                    .get(at + 1)
+                    .and_then(as_str)
+                    .unwrap_or("value: refused");
+                // As a refusal of the event sent alone: a reused id is a conflict, the rest bad input.
+                answers.push(Err(match (why, &ev.event_id) {
+                    ("event_id: reused", Some(id)) => Error::EventIdReused {
+                        field: "event_id".into(),
+                        event_id: id.to_string(),
+                    },
+                    _ => Error::Invalid(Invalid::from_reason(why)),
+                }));
+                at += 2;
+                continue;
+            }
+            let seq = cells.get(at + 1).and_then(as_u64).unwrap_or(0);
+            let k = p.touch.len();
+            let rows = cells.get(at + 2..at + 2 + 3 * k).unwrap_or(&[]);
+            at += 2 + 3 * k;
+            let Some(results) = key_results(&d.def, slots, p.touch.iter().map(|t| t.0), rows)
+            else {
+                answers.push(Err(bad()));
+                continue;
+            };
+            let duplicate = code == Some(1);
+            duplicates |= duplicate;
+            if !duplicate && seq > 0 {
+                ops.push((
+                    answers.len(),
+                    LoggedOp {
+                        board: board.clone(),
+                        seq,
+                        recv_ms: now,
+                        op: ev.logged(now),
+                    },
+                ));
+            }
+            answers.push(Ok(Submitted {
+                member: ev.member.clone(),
+                duplicate,
+                results,
+            }));
+        }
+        let (which, ops): (Vec<usize>, Vec<LoggedOp>) = ops.into_iter().unzip();
+        if let Err(e) = self.journal(ops).await {
+            for i in which {
+                answers[i] = Err(e.clone());
+            }
+        }
+        if duplicates {
+            if let Err(e) = self.confirm_logged(board).await {
+                for a in &mut answers {
+                    if matches!(a, Ok(s) if s.duplicate) {
+                        *a = Err(e.clone());
+                    }
+                }
+            }
+        }
+        answers
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::problem::{json, no_content, parse_json, read_body, BatchError, Body, Problem};
 use super::State;
 use crate::board::{BoardDef, BoardId, Display, Member, Score};
-use crate::engine::{Cursor, Limit, Offset, Page, Radius, Submit, View};
+use crate::engine::{Cursor, Engine, Limit, Offset, Page, Radius, Submit, View};
 use crate::error::{Error, Invalid};
 use crate::metrics as m;
 use crate::window::Window;
@@ -374,7 +374,7 @@ pub async fn submit(state: &State, b: &str, req: Request<Incoming>, id: &str) ->
             return Err(p);
         }
     };
-    match state.engine.submit(&ev).await {
+    match Engine::submit_shared(&state.engine, ev).await {
         Ok(r) => {
             let outcome = if r.duplicate { "duplicate" } else { "accepted" };
             metrics::counter!(m::SCORE_EVENTS, "outcome" => outcome).increment(1);

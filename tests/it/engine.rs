@@ -36,11 +36,19 @@ on_both!(
     updates_refuse_unsafe_changes_and_reach_other_instances,
     a_refusal_by_another_instances_older_definition_is_judged_again,
     periods_expire_and_old_events_are_rejected,
+    keys_outlive_their_write_when_rankd_runs_behind_redis,
     bad_input_names_the_field_and_the_limit,
     standing_reports_percentile_and_display_data,
     concurrent_standings_share_script_calls_and_each_gets_its_own,
     concurrent_identical_page_reads_share_script_calls,
+    a_shared_call_answers_each_event_as_a_serial_replay,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_call_on_the_embedded_engine_answers_each_event_as_a_serial_replay() {
+    let ctx = Ctx::embedded().await;
+    a_shared_call_answers_each_event_as_a_serial_replay(&ctx).await;
+}
 
 async fn incr_updates_global_and_scoped_keys_of_every_window_in_one_call(t: &Ctx) {
     let b = t
@@ -1022,6 +1030,45 @@ async fn a_refusal_by_another_instances_older_definition_is_judged_again(t: &Ctx
     }
 }
 
+/// Redis expires keys by its own clock, and rankd means a key to live until its period's end plus
+/// the retention by rankd's: the scripts set the expiry relative to the call's time, so a rankd
+/// whose clock runs behind Redis's by more than the retention keeps what it writes (an absolute
+/// expiry in Redis's past would delete the key as it is written: the write answering rank 1, the
+/// next read a board of no one).
+async fn keys_outlive_their_write_when_rankd_runs_behind_redis(t: &Ctx) {
+    let b = t
+        .board(
+            "skewed",
+            BoardDef {
+                windows: vec![Window::Weekly],
+                retention_periods: 1,
+                ..BoardDef::default()
+            },
+        )
+        .await;
+    // 40 days behind: the week rankd sees as current ended more than its retention ago for Redis.
+    t.clock
+        .set(chrono::Utc::now().timestamp_millis() - 40 * 86_400_000);
+    let out = t
+        .engine
+        .submit(&Submit::new(b.clone(), m("u1"), score(3.0)))
+        .await
+        .unwrap();
+    assert_eq!(out.results[0].rank, Some(1));
+    let week = View {
+        window: Window::Weekly,
+        period: None,
+        scope: None,
+    };
+    assert_eq!(t.engine.count(&b, &week).await.unwrap(), 1);
+    // A second write to the key neither deletes it nor moves its expiry.
+    t.engine
+        .submit(&Submit::new(b.clone(), m("u2"), score(5.0)))
+        .await
+        .unwrap();
+    assert_eq!(t.engine.count(&b, &week).await.unwrap(), 2);
+}
+
 async fn periods_expire_and_old_events_are_rejected(t: &Ctx) {
     let b = t
         .board(
@@ -1386,4 +1433,99 @@ async fn a_batch_retried_after_some_calls_wrote_names_what_to_resend_not_nothing
         .unwrap();
     assert_eq!(s.score, 5.0, "A's event stays written, as the answer says");
     other.cleanup().await;
+}
+
+/// Single events sharing one call (what concurrent writes to a board do) are each answered exactly
+/// as the same events sent one by one: scores, ranks, ranks before, duplicates, and refusals that
+/// refuse their own event only (a value past the board's range, a sum past it found by the script,
+/// an id reused for another event), on boards of every rank mode and both tie-breaks.
+async fn a_shared_call_answers_each_event_as_a_serial_replay(t: &Ctx) {
+    let defs = [
+        BoardDef {
+            windows: vec![Window::All, Window::Weekly],
+            tie_break: TieBreak::First,
+            ..BoardDef::default()
+        },
+        BoardDef {
+            windows: vec![Window::All],
+            rank_mode: RankMode::Dense,
+            policy: Policy::Best,
+            ..BoardDef::default()
+        },
+        BoardDef {
+            rank_mode: RankMode::Competition,
+            order: Order::Asc,
+            ..BoardDef::default()
+        },
+    ];
+    for (n, def) in defs.into_iter().enumerate() {
+        let bound = def.score_bound();
+        let shared = t.board(&format!("shared{n}"), def.clone()).await;
+        let serial = t.board(&format!("serial{n}"), def).await;
+        let events = |b: &rankd::board::BoardId| {
+            let ev = |member: &str, value: f64, id: Option<&str>, scopes: &[&str]| {
+                let mut e = Submit::new(b.clone(), m(member), score(value));
+                e.event_id = id.map(|i| EventId::parse(i).unwrap());
+                e.scopes = scopes.iter().map(|s| scope(s)).collect();
+                e
+            };
+            let mut v = vec![
+                ev("u1", 5.0, None, &["c1"]),
+                ev("u2", 7.0, None, &[]),
+                ev("u1", 3.0, Some("e1"), &["c1"]),
+                ev("u1", 3.0, Some("e1"), &["c1"]),
+                ev("u3", 5.0, None, &["c1", "c2"]),
+                ev("u2", 1.0, Some("e1"), &[]),
+                ev("u4", 7.0, None, &["c2"]),
+                ev("u1", 2.0, None, &["c1"]),
+                ev("u3", 5.0, Some("e2"), &["c2", "c1"]),
+            ];
+            if let Some(bound) = bound {
+                // Past the range by itself (refused before the call), then a sum past it (refused
+                // by the script, within the shared call).
+                v.insert(2, ev("u5", bound + 1.0, None, &[]));
+                v.insert(3, ev("u6", bound, None, &[]));
+                v.insert(5, ev("u6", 1.0, None, &[]));
+            }
+            v
+        };
+        let together = t.engine.submit_each(events(&shared)).await;
+        let mut alone = Vec::new();
+        for ev in events(&serial) {
+            alone.push(t.engine.submit(&ev).await);
+        }
+        assert_eq!(together.len(), alone.len());
+        let mut refusals = 0;
+        for (i, (a, b)) in together.iter().zip(&alone).enumerate() {
+            match (a, b) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "board {n}, event {i}"),
+                (Err(a), Err(b)) => {
+                    refusals += 1;
+                    assert_eq!(a.to_string(), b.to_string(), "board {n}, event {i}");
+                    assert_eq!(
+                        std::mem::discriminant(a),
+                        std::mem::discriminant(b),
+                        "board {n}, event {i}: {a:?} / {b:?}"
+                    );
+                }
+                _ => panic!("board {n}, event {i}: shared {a:?}, alone {b:?}"),
+            }
+        }
+        assert!(refusals >= 1, "board {n}: the reused id is refused");
+        assert!(
+            together.iter().flatten().any(|s| s.duplicate),
+            "board {n}: the repeated id is a duplicate"
+        );
+        for view in [
+            View::all_time(),
+            View {
+                scope: Some(scope("c1")),
+                ..View::all_time()
+            },
+        ] {
+            let top = |b| t.engine.top(b, &view, Limit::new(50).unwrap());
+            let (a, b) = (top(&shared).await.unwrap(), top(&serial).await.unwrap());
+            assert_eq!(ranks(&a), ranks(&b), "board {n}");
+        }
+    }
 }

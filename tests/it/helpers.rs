@@ -88,6 +88,28 @@ impl Ctx {
         }
     }
 
+    /// An engine over the embedded executor (in-process, no Redis), as `rankd serve` runs with
+    /// nothing configured.
+    pub async fn embedded() -> Self {
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now().timestamp_millis()));
+        let exec = rankd::backend::embedded::EmbeddedExecutor::new(clock.clone());
+        let engine = Engine::new(
+            Arc::new(exec),
+            Keys::new("rankd:").unwrap(),
+            clock.clone(),
+            EngineConfig::default(),
+        )
+        .await
+        .expect("engine starts");
+        Self {
+            redis: Redis::Standalone,
+            engine,
+            clock,
+            prefix: "rankd:".to_owned(),
+            _keys: None,
+        }
+    }
+
     /// A second engine (another rankd instance) on the same prefix.
     pub async fn twin(&self) -> Self {
         let t = Self::with_prefix(self.redis, &self.prefix, EngineConfig::default()).await;

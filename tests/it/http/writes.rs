@@ -64,3 +64,93 @@ async fn an_event_id_reused_for_another_event_is_a_409_naming_it() {
         404
     );
 }
+
+/// Concurrent single writes to one board share script calls, and each keeps its own answer: each
+/// client posts 1 to a member of its own, again and again, and its i-th answer says score i on
+/// every key, with the rank before the write no better than the rank after (only its own score
+/// moved in between). The server's `rankd_write_call_events` counts fewer calls than events. On
+/// Redis and on the embedded engine, each a `rankd serve` of its own (its own /metrics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_to_one_board_share_calls_and_each_keeps_its_answer() {
+    const CLIENTS: usize = 32;
+    const EACH: usize = 15;
+    for on_redis in [true, false] {
+        let keys = crate::cleanup::Keyspace::new(crate::helpers::Redis::Standalone);
+        let dir = crate::cleanup::ScratchDir::new("write-share");
+        let port = crate::server::free_port();
+        let _server =
+            crate::helpers::spawn_rankd(port, "/readyz", std::time::Duration::from_secs(60), |c| {
+                c.env_remove("RANKD_DATABASE_URL");
+                if on_redis {
+                    c.env("RANKD_REDIS_URL", crate::helpers::Redis::Standalone.url())
+                        .env("RANKD_KEY_PREFIX", keys.prefix());
+                } else {
+                    c.env_remove("RANKD_REDIS_URL")
+                        .env("RANKD_DATA_DIR", dir.path());
+                }
+            })
+            .await;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let r = http
+            .put(format!("{base}/v1/boards/hot"))
+            .json(&json!({"windows": ["all", "weekly"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (http, base) = (http.clone(), base.clone());
+                tokio::spawn(async move {
+                    for i in 1..=EACH {
+                        let v: Value = http
+                            .post(format!("{base}/v1/boards/hot/scores"))
+                            .json(&json!({"member": format!("m{c}"), "value": 1, "scopes": [format!("s{}", c % 4)]}))
+                            .send()
+                            .await
+                            .unwrap()
+                            .json()
+                            .await
+                            .unwrap();
+                        let results = v["results"].as_array().unwrap_or_else(|| panic!("{v}"));
+                        assert_eq!(results.len(), 4, "{v}");
+                        for k in results {
+                            assert_eq!(k["score"], i as f64, "client {c}, write {i}: {v}");
+                            let rank = k["rank"].as_u64().unwrap();
+                            match k["previous_rank"].as_u64() {
+                                None => assert_eq!(i, 1, "{v}"),
+                                Some(before) => assert!(before >= rank, "{v}"),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.await.unwrap();
+        }
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let read = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} on /metrics:\n{text}"))
+        };
+        let (events, calls) = (
+            read("rankd_write_call_events_sum"),
+            read("rankd_write_call_events_count"),
+        );
+        assert_eq!(events, (CLIENTS * EACH) as f64, "on Redis: {on_redis}");
+        assert!(
+            calls < events,
+            "on Redis: {on_redis}: {calls} calls for {events} events"
+        );
+    }
+}
