@@ -168,6 +168,13 @@ async fn run(
         data_dir: None,
         ..Config::default()
     };
+    let config = match opts.metrics_sample {
+        Some(secs) => Config {
+            metrics_sample: Duration::from_secs(secs.max(1)),
+            ..config
+        },
+        None => config,
+    };
     let stop = CancellationToken::new();
     let result = async {
         let exec = RedisExecutor::connect(&RedisConfig::new(opts.redis_url.clone()))
@@ -407,7 +414,7 @@ fn main() -> ExitCode {
             "release (cargo bench profile)"
         },
         plan: format!(
-            "{} connections per side, {} round(s) of {:.2} s per side after {:.2} s of warm-up, at most {} operations per side per round; sizes {}{}; server runtime of {} worker thread(s){}",
+            "{} connections per side, {} round(s) of {:.2} s per side after {:.2} s of warm-up, at most {} operations per side per round; sizes {}{}; server runtime of {} worker thread(s){}{}",
             plan.conns,
             plan.rounds,
             plan.duration.as_secs_f64(),
@@ -417,6 +424,10 @@ fn main() -> ExitCode {
             if plan.big > 0 { format!(", member rank also at {}", size_label(plan.big)) } else { String::new() },
             opts.server_threads,
             if plan.external { "; wrk and redis-benchmark once, at the largest size" } else { "" },
+            opts.metrics_sample.map_or_else(String::new, |s| format!(
+                "; rankd's metrics sampled every {s} s (its default: {} s)",
+                Config::default().metrics_sample.as_secs()
+            )),
         ),
         load_before,
         load_after: loadavg(),
