@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use async_trait::async_trait;
-use fred::prelude::{Client, ClientLike, Value};
+use fred::prelude::{Client, ClientLike, LuaInterface, Value};
 use rankd::backend::{BackendStats, Call, ExecError, Executor, Reply, Script};
 use rankd::board::{BoardDef, BoardId, Member, Scope};
 use rankd::engine::{Submit, View};
@@ -50,6 +50,21 @@ fn splitmix(i: u64) -> u64 {
 pub(crate) fn member(i: u64) -> String {
     format!("u{i}")
 }
+
+/// Member `i` as `redis-benchmark -r` writes its `__rand_int__`: twelve digits, zero-padded.
+pub(crate) fn padded_member(i: u64) -> String {
+    format!("u{i:012}")
+}
+
+/// The least script that does a single submit's work on Redis: on each key, add the value to the
+/// member's score and read its rank. The floor of what any submit script can cost (bench/README.md).
+pub(crate) const LEAST_SCRIPT: &str = "\
+local out = {}
+for i = 1, #KEYS do
+  out[i] = {redis.call('ZINCRBY', KEYS[i], ARGV[1], ARGV[2]), redis.call('ZREVRANK', KEYS[i], ARGV[2])}
+end
+return out
+";
 
 /// Member `i`'s score as loaded: integers below 10^9, spread by a hash.
 pub(crate) fn score_of(i: u64) -> i64 {
@@ -124,6 +139,8 @@ pub(crate) struct Fixture {
     pub(crate) main_keys: Vec<String>,
     /// The submit rankd sends for member `u0`, and where the member sits in its ARGV.
     pub(crate) submit: Option<(Call, usize)>,
+    /// The SHA1 of [`LEAST_SCRIPT`], loaded.
+    pub(crate) least_sha: String,
     /// The `read_members` call rankd sends to read member `u0` alone, and where the member sits.
     pub(crate) standing: Option<(Call, usize)>,
     /// One window, no scope (issue 3's batch figure).
@@ -134,10 +151,23 @@ pub(crate) struct Fixture {
 pub(crate) struct BatchReq {
     pub(crate) http: Vec<u8>,
     pub(crate) calls: Vec<Call>,
+    /// The key every event of the batch lands in, and the events' members (each with value 1).
+    pub(crate) key: String,
+    pub(crate) members: Vec<String>,
 }
 
 /// Loads `n` members into `key` with pipelined ZADDs of 1000 members each.
 pub(crate) async fn zadd_bulk(clients: &[Client], key: &str, n: u64) -> Result<()> {
+    zadd_bulk_named(clients, key, n, member).await
+}
+
+/// [`zadd_bulk`] with members named by `name`.
+pub(crate) async fn zadd_bulk_named(
+    clients: &[Client],
+    key: &str,
+    n: u64,
+    name: fn(u64) -> String,
+) -> Result<()> {
     const PER_CMD: u64 = 1000;
     const PER_PIPE: u64 = 50;
     let par = clients.len().clamp(1, 2) as u64;
@@ -157,7 +187,7 @@ pub(crate) async fn zadd_bulk(clients: &[Client], key: &str, n: u64) -> Result<(
                     args.push(key.as_str().into());
                     for j in i..stop {
                         args.push(Value::Integer(score_of(j)));
-                        args.push(member(j).into());
+                        args.push(name(j).into());
                     }
                     pipe.custom::<(), Value>(cmd("ZADD"), args).await?;
                     i = stop;
@@ -175,7 +205,7 @@ pub(crate) async fn zadd_bulk(clients: &[Client], key: &str, n: u64) -> Result<(
 }
 
 /// Copies a loaded key (COPY, else a fresh load).
-async fn copy_key(clients: &[Client], from: &str, to: &str, n: u64) -> Result<()> {
+pub(crate) async fn copy_key(clients: &[Client], from: &str, to: &str, n: u64) -> Result<()> {
     let copied: Result<i64, _> = clients[0]
         .custom(cmd("COPY"), vec![from.to_owned(), to.to_owned()])
         .await;
@@ -279,12 +309,14 @@ impl Bench {
             copy_key(&self.clients, &zset, k, n).await?;
         }
         index_keys(self.admin(), &self.keys.index(&main), &keys).await?;
+        let least_sha: String = self.admin().script_load(LEAST_SCRIPT).await?;
         let mut fx = Fixture {
             n,
             main: main.clone(),
             zset,
             main_keys: keys.iter().map(|(k, _)| k.clone()).collect(),
             submit: None,
+            least_sha,
             standing: None,
             batch: None,
             batches: Vec::new(),
@@ -308,7 +340,12 @@ impl Bench {
             let period = Period::containing(Window::All, now)?;
             let bkey = self.keys.leaderboard(&batch, &period, None).zset;
             zadd_bulk(&self.clients, &bkey, n).await?;
-            index_keys(self.admin(), &self.keys.index(&batch), &[(bkey, None)]).await?;
+            index_keys(
+                self.admin(),
+                &self.keys.index(&batch),
+                &[(bkey.clone(), None)],
+            )
+            .await?;
             let mut rng = Rng::new(0xba7c);
             let count = if self.plan.quick { 4 } else { 16 };
             for _ in 0..count {
@@ -335,6 +372,8 @@ impl Bench {
                 fx.batches.push(BatchReq {
                     http: post_req("/v1/scores/batch", body.as_bytes()),
                     calls,
+                    key: bkey.clone(),
+                    members: members.iter().map(|&i| member(i)).collect(),
                 });
             }
             fx.batch = Some(batch);

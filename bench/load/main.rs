@@ -16,17 +16,23 @@
 //!   `--deadline`; every key lives under `--prefix` and is unlinked at the end, on error and on
 //!   SIGINT/SIGTERM.
 //!
+//! - Member rank has a second twin over HTTP: a thin server written only for the bench (thin.rs),
+//!   on a runtime of its own with rankd's settings, that answers a GET with one call of rankd's own
+//!   read script. With `--external`, wrk and redis-benchmark measure once more (external.rs).
+//!
 //! This file runs it (the server, the clients, every workload in turn); the parts are its modules:
-//! options, client, fixtures, sides, measuring and report.
+//! options, client, fixtures, sides, thin, external, measuring and report.
 
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod external;
 mod fixtures;
 mod measuring;
 mod options;
 mod report;
 mod sides;
+mod thin;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -77,6 +83,10 @@ struct Bench {
     recorder: Arc<Recorder>,
     setup: Arc<Engine>,
     server: SocketAddr,
+    /// What rankd runs with: the thin server takes its pool size and timeouts.
+    server_config: Config,
+    /// The thin server's runtime: as many workers as rankd's.
+    thin_rt: tokio::runtime::Handle,
     cancel: CancellationToken,
 }
 
@@ -125,6 +135,7 @@ async fn run(
     opts: &Opts,
     plan: Plan,
     server_rt: tokio::runtime::Handle,
+    thin_rt: tokio::runtime::Handle,
     cancel: CancellationToken,
 ) -> Result<(Vec<Row>, String)> {
     let prefix = opts
@@ -157,6 +168,13 @@ async fn run(
         data_dir: None,
         ..Config::default()
     };
+    let config = match opts.metrics_sample {
+        Some(secs) => Config {
+            metrics_sample: Duration::from_secs(secs.max(1)),
+            ..config
+        },
+        None => config,
+    };
     let stop = CancellationToken::new();
     let result = async {
         let exec = RedisExecutor::connect(&RedisConfig::new(opts.redis_url.clone()))
@@ -186,6 +204,8 @@ async fn run(
             recorder,
             setup,
             server,
+            server_config: config.clone(),
+            thin_rt,
             cancel: cancel.clone(),
         };
         let rows = bench_all(&bench, &config).await;
@@ -234,6 +254,10 @@ async fn bench_all(b: &Bench, config: &Config) -> Result<Vec<Row>> {
             rows.push(b.compare(Kind::RankScript, &fx, plan.conns).await?);
         }
         if n == plan.headline() {
+            if plan.external {
+                // Once per run: wrk and redis-benchmark, each in its own rows.
+                rows.extend(b.external(&fx).await?);
+            }
             if plan.wants("inproc") {
                 rows.extend(b.in_process(&fx, config).await?);
             }
@@ -319,6 +343,8 @@ fn main() -> ExitCode {
             .expect("runtime")
     };
     let server_rt = threads("rankd-server", opts.server_threads);
+    // The thin server of the member-rank twin: the same runtime settings as rankd's.
+    let thin_rt = threads("thin-server", opts.server_threads);
     let client_rt = threads("load-client", 2);
     let started = Instant::now();
     let load_before = loadavg();
@@ -352,6 +378,7 @@ fn main() -> ExitCode {
             &opts,
             plan.clone(),
             server_rt.handle().clone(),
+            thin_rt.handle().clone(),
             cancel.clone(),
         )
         .await
@@ -361,10 +388,12 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("load: FAILED: {e:#}");
             server_rt.shutdown_timeout(Duration::from_secs(5));
+            thin_rt.shutdown_timeout(Duration::from_secs(5));
             return ExitCode::FAILURE;
         }
     };
     server_rt.shutdown_timeout(Duration::from_secs(5));
+    thin_rt.shutdown_timeout(Duration::from_secs(5));
     judge(&mut rows, &plan);
     let meta = Meta {
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -385,7 +414,7 @@ fn main() -> ExitCode {
             "release (cargo bench profile)"
         },
         plan: format!(
-            "{} connections per side, {} round(s) of {:.2} s per side after {:.2} s of warm-up, at most {} operations per side per round; sizes {}{}; server runtime of {} worker thread(s)",
+            "{} connections per side, {} round(s) of {:.2} s per side after {:.2} s of warm-up, at most {} operations per side per round; sizes {}{}; server runtime of {} worker thread(s){}{}",
             plan.conns,
             plan.rounds,
             plan.duration.as_secs_f64(),
@@ -394,6 +423,11 @@ fn main() -> ExitCode {
             plan.sizes.iter().map(|n| size_label(*n)).collect::<Vec<_>>().join(", "),
             if plan.big > 0 { format!(", member rank also at {}", size_label(plan.big)) } else { String::new() },
             opts.server_threads,
+            if plan.external { "; wrk and redis-benchmark once, at the largest size" } else { "" },
+            opts.metrics_sample.map_or_else(String::new, |s| format!(
+                "; rankd's metrics sampled every {s} s (its default: {} s)",
+                Config::default().metrics_sample.as_secs()
+            )),
         ),
         load_before,
         load_after: loadavg(),

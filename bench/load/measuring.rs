@@ -1,10 +1,11 @@
 //! Measuring: a workload's sides run in alternating rounds, timed per operation, with the CPU Redis,
 //! rankd and the client spent; Redis memory per member.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use fred::prelude::{Client, ClientLike, SortedSetsInterface};
 use hdrhistogram::Histogram;
 use rankd::backend::embedded::EmbeddedExecutor;
@@ -20,6 +21,7 @@ use crate::client::{cmd, get_req, HttpConn};
 use crate::fixtures::{member, score_of, zadd_bulk, Fixture};
 use crate::report::{size_label, thousands, Cell, Figure, Row};
 use crate::sides::{Kind, Side, Work};
+use crate::thin::Thin;
 use crate::{Bench, OP_TIMEOUT, PAGE_LIMIT, PAGE_OFFSET, SCOPE, TOP};
 
 async fn memory_usage(c: &Client, key: &str) -> Result<u64> {
@@ -47,6 +49,8 @@ struct Sample {
     hist: Histogram<u64>,
     /// CPU spent meanwhile, seconds.
     cpu: Cpu,
+    /// Redis's own accounting of the commands run meanwhile.
+    cmds: CmdStats,
 }
 
 impl Sample {
@@ -58,6 +62,7 @@ impl Sample {
             elapsed: Duration::ZERO,
             hist: Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("histogram bounds"),
             cpu: Cpu::default(),
+            cmds: CmdStats::default(),
         }
     }
 
@@ -72,6 +77,7 @@ impl Sample {
         self.cpu.redis += o.cpu.redis;
         self.cpu.server += o.cpu.server;
         self.cpu.client += o.cpu.client;
+        self.cmds.add(o.cmds);
     }
 
     fn figure(&self, units: u64, unit: &'static str) -> Figure {
@@ -94,8 +100,109 @@ impl Sample {
                     client: per(self.cpu.client),
                 }
             },
+            cmds: self.cmds.per_event(self.ops * units),
         }
     }
+}
+
+/// What `INFO commandstats` says Redis did, summed: µs and calls of scripts (EVAL, EVALSHA, their
+/// read-only forms, FCALL), and of every other command but those of the harness' own probes. Redis 7
+/// counts the commands a script runs both in the script's time and under their own names, so when
+/// scripts ran, their time is the whole cost and the other commands' calls are their `redis.call`s.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct CmdStats {
+    pub(crate) script_usec: u64,
+    pub(crate) script_calls: u64,
+    pub(crate) other_usec: u64,
+    pub(crate) other_calls: u64,
+}
+
+/// Redis CPU per event by [`CmdStats`].
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct CmdFigure {
+    /// µs of Redis CPU per event: the scripts' time when any ran, else the commands'.
+    pub(crate) us_per_event: f64,
+    /// Commands per event other than the scripts themselves: inside scripts, the `redis.call`s.
+    pub(crate) calls_per_event: f64,
+    /// Script calls per event.
+    pub(crate) scripts_per_event: f64,
+}
+
+impl CmdStats {
+    fn add(&mut self, o: CmdStats) {
+        self.script_usec += o.script_usec;
+        self.script_calls += o.script_calls;
+        self.other_usec += o.other_usec;
+        self.other_calls += o.other_calls;
+    }
+
+    pub(crate) fn minus(self, o: CmdStats) -> CmdStats {
+        CmdStats {
+            script_usec: self.script_usec.saturating_sub(o.script_usec),
+            script_calls: self.script_calls.saturating_sub(o.script_calls),
+            other_usec: self.other_usec.saturating_sub(o.other_usec),
+            other_calls: self.other_calls.saturating_sub(o.other_calls),
+        }
+    }
+
+    pub(crate) fn per_event(self, events: u64) -> CmdFigure {
+        let e = events.max(1) as f64;
+        let usec = if self.script_calls > 0 {
+            self.script_usec
+        } else {
+            self.other_usec
+        };
+        CmdFigure {
+            us_per_event: usec as f64 / e,
+            calls_per_event: self.other_calls as f64 / e,
+            scripts_per_event: self.script_calls as f64 / e,
+        }
+    }
+
+    /// Reads the sums from the text of `INFO commandstats`.
+    pub(crate) fn parse(info: &str) -> CmdStats {
+        let mut s = CmdStats::default();
+        for line in info.lines() {
+            let Some((name, fields)) = line
+                .trim()
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let field = |f: &str| {
+                fields
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(f))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let (calls, usec) = (field("calls="), field("usec="));
+            let base = name.split('|').next().unwrap_or(name);
+            match base {
+                "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => {
+                    s.script_calls += calls;
+                    s.script_usec += usec;
+                }
+                // The harness' probes and the clients' connection set-up, not the workload.
+                "info" | "config" | "client" | "hello" | "ping" | "select" | "auth" | "command"
+                | "script" => {}
+                _ => {
+                    s.other_calls += calls;
+                    s.other_usec += usec;
+                }
+            }
+        }
+        s
+    }
+}
+
+pub(crate) async fn cmdstats(c: &Client) -> CmdStats {
+    let info: String = c
+        .custom(cmd("INFO"), vec!["commandstats"])
+        .await
+        .unwrap_or_default();
+    CmdStats::parse(&info)
 }
 
 /// CPU time of Redis' main thread, of rankd's threads (its server runtime, the embedded store) and
@@ -108,7 +215,7 @@ pub(crate) struct Cpu {
 }
 
 impl Cpu {
-    fn minus(self, o: Cpu) -> Cpu {
+    pub(crate) fn minus(self, o: Cpu) -> Cpu {
         Cpu {
             redis: (self.redis - o.redis).max(0.0),
             server: (self.server - o.server).max(0.0),
@@ -137,7 +244,10 @@ fn thread_cpu() -> (f64, f64) {
         let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         let secs = (ticks(11) + ticks(12)) / 100.0;
         let comm = comm.trim();
-        if comm.starts_with("rankd-server") || comm.starts_with("rankd-embedded") {
+        if comm.starts_with("rankd-server")
+            || comm.starts_with("rankd-embedded")
+            || comm.starts_with("thin-server")
+        {
             server += secs;
         } else if comm.starts_with("load-client") {
             client += secs;
@@ -162,7 +272,7 @@ async fn redis_cpu(c: &Client) -> f64 {
     }
 }
 
-async fn cpu_now(c: &Client) -> Cpu {
+pub(crate) async fn cpu_now(c: &Client) -> Cpu {
     let (server, client) = thread_cpu();
     Cpu {
         redis: redis_cpu(c).await,
@@ -233,30 +343,39 @@ async fn measure_sides(sides: Vec<Box<dyn Side>>, dur: Duration, max_ops: u64) -
 impl Bench {
     /// [`measure_sides`], with the CPU Redis, rankd and the clients spent meanwhile.
     async fn measure(&self, sides: Vec<Box<dyn Side>>, dur: Duration) -> Sample {
+        let cmds = cmdstats(self.admin()).await;
         let before = cpu_now(self.admin()).await;
         let mut s = measure_sides(sides, dur, self.plan.max_ops).await;
         s.cpu = cpu_now(self.admin()).await.minus(before);
+        s.cmds = cmdstats(self.admin()).await.minus(cmds);
         s
     }
 
-    /// Checks once that both sides answer and agree, before measuring.
-    async fn check(&self, kind: Kind, fx: &Arc<Fixture>) -> Result<()> {
+    /// Checks once that both sides answer and agree, before measuring (`thin`: the thin server that
+    /// is the twin).
+    async fn check(&self, kind: Kind, fx: &Arc<Fixture>, thin: Option<SocketAddr>) -> Result<()> {
         let mut conn = HttpConn::connect(self.server).await?;
         let probe = member(fx.n / 2);
         let b = &fx.main;
         let c = self.admin();
         let body = |r: &[u8]| serde_json::from_slice::<serde_json::Value>(r).unwrap_or_default();
         match kind {
-            Kind::Rank | Kind::RankScript => {
-                let (st, r) = conn
-                    .send(&get_req(&format!("/v1/boards/{b}/members/{probe}")))
-                    .await
-                    .map_err(|e| anyhow!(e))?;
+            Kind::Rank | Kind::RankScript | Kind::RankThin => {
+                let req = get_req(&format!("/v1/boards/{b}/members/{probe}"));
+                let (st, r) = conn.send(&req).await.map_err(|e| anyhow!(e))?;
                 let v = body(r);
                 let raw: Option<i64> = c.zrevrank(fx.zset.as_str(), probe.as_str(), false).await?;
                 let want = raw.map(|r| r + 1);
                 if st != 200 || v["rank"].as_i64() != want {
                     bail!("member rank: rankd answered {st} {v}, ZREVRANK {raw:?}");
+                }
+                if let Some(addr) = thin {
+                    let mut t = HttpConn::connect(addr).await?;
+                    let (st, r) = t.send(&req).await.map_err(|e| anyhow!(e))?;
+                    let v = body(r);
+                    if st != 200 || v["rank"].as_i64() != want {
+                        bail!("member rank: the thin server answered {st} {v}, ZREVRANK {raw:?}");
+                    }
                 }
             }
             Kind::Top => {
@@ -318,7 +437,11 @@ impl Bench {
                 h.op()
                     .await
                     .map_err(|e| anyhow!("{}: rankd: {e}", kind.id()))?;
-                let mut r = self.raw_sides(&work, 999, 1).pop().expect("one side");
+                let mut r = self
+                    .twin_sides(thin, &work, 999, 1)
+                    .await?
+                    .pop()
+                    .expect("one side");
                 r.op()
                     .await
                     .map_err(|e| anyhow!("{}: raw twin: {e}", kind.id()))?;
@@ -330,7 +453,26 @@ impl Bench {
     /// Both sides of one workload at `conns` connections each, alternating, after a warm-up of each.
     pub(crate) async fn compare(&self, kind: Kind, fx: &Arc<Fixture>, conns: usize) -> Result<Row> {
         self.check_cancel()?;
-        self.check(kind, fx).await?;
+        let thin = if kind.twin_is_http() {
+            let read = fx.standing.clone().context("no captured read_members")?;
+            let c = &self.server_config;
+            let url = c.redis_url.as_deref().context("no Redis URL")?;
+            Some(
+                Thin::start(
+                    &self.thin_rt,
+                    url,
+                    c.redis_pool_size,
+                    c.read_timeout,
+                    fx.main.as_str(),
+                    read,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let twin_at = thin.as_ref().map(|t| t.addr);
+        self.check(kind, fx, twin_at).await?;
         let work = Arc::new(Work {
             kind,
             fx: fx.clone(),
@@ -339,7 +481,7 @@ impl Bench {
         let mut http = Sample::new();
         let mut raw = Sample::new();
         if !p.warmup.is_zero() {
-            self.measure(self.raw_sides(&work, 7, conns), p.warmup)
+            self.measure(self.twin_sides(twin_at, &work, 7, conns).await?, p.warmup)
                 .await;
             self.measure(self.http_sides(&work, 7, conns).await?, p.warmup)
                 .await;
@@ -348,8 +490,11 @@ impl Bench {
             self.check_cancel()?;
             if round % 2 == 0 {
                 raw.merge(
-                    self.measure(self.raw_sides(&work, round, conns), p.duration)
-                        .await,
+                    self.measure(
+                        self.twin_sides(twin_at, &work, round, conns).await?,
+                        p.duration,
+                    )
+                    .await,
                 );
                 http.merge(
                     self.measure(self.http_sides(&work, round, conns).await?, p.duration)
@@ -361,8 +506,11 @@ impl Bench {
                         .await,
                 );
                 raw.merge(
-                    self.measure(self.raw_sides(&work, round, conns), p.duration)
-                        .await,
+                    self.measure(
+                        self.twin_sides(twin_at, &work, round, conns).await?,
+                        p.duration,
+                    )
+                    .await,
                 );
             }
         }

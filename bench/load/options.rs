@@ -25,7 +25,7 @@ pub(crate) struct Opts {
     /// Prefix of every key this run writes.
     #[arg(long)]
     pub(crate) prefix: Option<String>,
-    /// Concurrent connections (workers) on each side [default: 16, quick 4].
+    /// Concurrent connections (workers) on each side [default: 50, quick 4].
     #[arg(long)]
     conns: Option<usize>,
     /// Worker threads of the server's runtime [default: 2, what `rankd serve` gets on two cores;
@@ -53,10 +53,23 @@ pub(crate) struct Opts {
     /// Seconds the whole run may take before it is abandoned (and fails).
     #[arg(long)]
     deadline: Option<f64>,
-    /// Run only the workloads whose id contains one of these (submit, batch, rank, top, around,
-    /// page, lookup, inproc, memory).
+    /// Run only the workloads whose id contains one of these (submit, submit-eid, submit-script,
+    /// batch, batch-script, rank, rank-thin, rank-script, top, around, page, lookup, healthz,
+    /// inproc, memory).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
+    /// Also measure with load generators written elsewhere, once, at the largest size: wrk against
+    /// rankd (GET a member, POST a score) and redis-benchmark against Redis (ZREVRANK, the least
+    /// submit script). Needs `wrk` and `redis-benchmark` on the PATH; ignored with --quick.
+    #[arg(long)]
+    external: bool,
+    /// Seconds between rankd's metrics samples [default: rankd's own, 15]. Each sample checks that
+    /// Redis answers a PING within 300 ms, and one that does not marks Redis unreachable until a
+    /// later PING answers in time: behind a queue of 50 concurrent 1,000-event batches at 1M members
+    /// that fails requests that would have succeeded. A longer period keeps that check out of a run;
+    /// the results say so when it is set.
+    #[arg(long)]
+    pub(crate) metrics_sample: Option<u64>,
     /// Where to write the results (markdown).
     #[arg(long, default_value = "target/bench/RESULTS.md")]
     pub(crate) out: PathBuf,
@@ -92,6 +105,7 @@ pub(crate) struct Plan {
     pub(crate) sizes: Vec<u64>,
     pub(crate) big: u64,
     pub(crate) deadline: Duration,
+    pub(crate) external: bool,
     only: Option<Vec<String>>,
 }
 
@@ -115,7 +129,7 @@ impl Plan {
         if big > 1_000_000 && !o.private_redis {
             bail!("--big {big} needs a private Redis (--private-redis): the shared one is not to be bloated");
         }
-        let conns = o.conns.unwrap_or(if q { 4 } else { 16 });
+        let conns = o.conns.unwrap_or(if q { 4 } else { 50 });
         if conns == 0 || conns > 1024 {
             bail!("--conns must be 1 to 1024");
         }
@@ -132,6 +146,7 @@ impl Plan {
             sizes,
             big,
             deadline: secs(o.deadline, 1500.0, 100.0),
+            external: o.external && !q,
             only: o.only.clone(),
         })
     }

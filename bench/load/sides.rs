@@ -2,6 +2,8 @@
 //! as the engine called in-process.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -18,9 +20,19 @@ use crate::{Bench, BATCH_EVENTS, LOOKUP, PAGE_LIMIT, PAGE_OFFSET, RADIUS, SCOPE,
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
+    /// A single submit against the least script doing its work.
     Submit,
+    /// The same with an event id per event (the least script has no dedupe: its twin is the same).
+    SubmitEid,
+    /// A single submit against the very submit.lua call rankd makes.
+    SubmitScript,
+    /// A batch against pipelined ZINCRBY of the same events.
     Batch,
+    /// A batch against the very submit.lua chunks rankd sends.
+    BatchScript,
     Rank,
+    /// Member rank against a thin HTTP server that makes one call of rankd's read script per GET.
+    RankThin,
     /// Member rank again, its twin the engine's own script for one member (not in ALL: it runs
     /// once, at the headline size).
     RankScript,
@@ -33,10 +45,14 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 8] = [
+    pub(crate) const ALL: [Kind; 12] = [
         Kind::Submit,
+        Kind::SubmitEid,
+        Kind::SubmitScript,
         Kind::Batch,
+        Kind::BatchScript,
         Kind::Rank,
+        Kind::RankThin,
         Kind::Top,
         Kind::Around,
         Kind::Page,
@@ -47,8 +63,12 @@ impl Kind {
     pub(crate) fn id(self) -> &'static str {
         match self {
             Kind::Submit => "submit",
+            Kind::SubmitEid => "submit-eid",
+            Kind::SubmitScript => "submit-script",
             Kind::Batch => "batch",
+            Kind::BatchScript => "batch-script",
             Kind::Rank => "rank",
+            Kind::RankThin => "rank-thin",
             Kind::RankScript => "rank-script",
             Kind::Top => "top",
             Kind::Around => "around",
@@ -61,8 +81,12 @@ impl Kind {
     pub(crate) fn label(self) -> &'static str {
         match self {
             Kind::Submit => "single submit (1 scope × 2 windows: 4 keys)",
+            Kind::SubmitEid => "single submit with an event_id (1 scope × 2 windows)",
+            Kind::SubmitScript => "single submit, against its script",
             Kind::Batch => "batch submit (1,000 events; 1 window, no scope)",
+            Kind::BatchScript => "batch submit, against its script",
             Kind::Rank => "member rank",
+            Kind::RankThin => "member rank, against a thin server",
             Kind::RankScript => "member rank, against its script",
             Kind::Top => "top 20",
             Kind::Around => "around, radius 5",
@@ -74,9 +98,14 @@ impl Kind {
 
     pub(crate) fn twin(self) -> &'static str {
         match self {
-            Kind::Submit => "EVALSHA submit.lua, same KEYS/ARGV",
-            Kind::Batch => "the same 2 chunks as pipelined EVALSHA",
+            Kind::Submit | Kind::SubmitEid => {
+                "the least script: EVALSHA of ZINCRBY + ZREVRANK on each of the same 4 keys"
+            }
+            Kind::SubmitScript => "EVALSHA submit.lua, same KEYS/ARGV",
+            Kind::Batch => "the same 1,000 events as pipelined ZINCRBY",
+            Kind::BatchScript => "the same 2 chunks as pipelined EVALSHA",
             Kind::Rank => "ZREVRANK",
+            Kind::RankThin => "a thin hyper + fred server: one EVALSHA read_members.lua per GET",
             Kind::RankScript => "EVALSHA read_members.lua for the member, same KEYS/ARGV",
             Kind::Top => "ZREVRANGE 0 19 WITHSCORES",
             Kind::Around => "ZREVRANK, then ZREVRANGE r-5 r+5 WITHSCORES",
@@ -89,18 +118,26 @@ impl Kind {
     /// Units (events) per operation.
     pub(crate) fn units(self) -> u64 {
         match self {
-            Kind::Batch => BATCH_EVENTS as u64,
+            Kind::Batch | Kind::BatchScript => BATCH_EVENTS as u64,
             _ => 1,
         }
     }
 
     pub(crate) fn unit(self) -> &'static str {
         match self {
-            Kind::Batch => "events/s",
+            Kind::Batch | Kind::BatchScript => "events/s",
             _ => "ops/s",
         }
     }
+
+    /// The twin is an HTTP server too (the thin one), driven by the same client as rankd.
+    pub(crate) fn twin_is_http(self) -> bool {
+        self == Kind::RankThin
+    }
 }
+
+/// Event ids of the submit-with-event-id workload: unique in the run, whichever side sends them.
+static EVENT_IDS: AtomicU64 = AtomicU64::new(0);
 
 /// What a worker needs to make its requests.
 pub(crate) struct Work {
@@ -117,17 +154,25 @@ impl Work {
         let fx = &self.fx;
         let b = &fx.main;
         Cow::Owned(match self.kind {
-            Kind::Submit => {
+            Kind::Submit | Kind::SubmitScript => {
                 let body = format!(
                     r#"{{"member":"{}","value":1,"scopes":["{SCOPE}"]}}"#,
                     member(rng.below(fx.n))
                 );
                 post_req(&format!("/v1/boards/{b}/scores"), body.as_bytes())
             }
-            Kind::Batch => {
+            Kind::SubmitEid => {
+                let body = format!(
+                    r#"{{"member":"{}","value":1,"scopes":["{SCOPE}"],"event_id":"e{}"}}"#,
+                    member(rng.below(fx.n)),
+                    EVENT_IDS.fetch_add(1, Ordering::Relaxed)
+                );
+                post_req(&format!("/v1/boards/{b}/scores"), body.as_bytes())
+            }
+            Kind::Batch | Kind::BatchScript => {
                 return Cow::Borrowed(&fx.batches[(seq % fx.batches.len() as u64) as usize].http)
             }
-            Kind::Rank | Kind::RankScript => get_req(&format!(
+            Kind::Rank | Kind::RankThin | Kind::RankScript => get_req(&format!(
                 "/v1/boards/{b}/members/{}",
                 member(rng.below(fx.n))
             )),
@@ -214,8 +259,20 @@ impl Side for RawSide {
         let seq = self.seq;
         self.seq += 1;
         match self.work.kind {
-            Kind::Submit | Kind::RankScript => {
-                let (call, at) = if self.work.kind == Kind::Submit {
+            Kind::Submit | Kind::SubmitEid => {
+                let m = member(self.rng.below(fx.n));
+                let _: Value = self
+                    .c
+                    .evalsha(
+                        fx.least_sha.as_str(),
+                        fx.main_keys.clone(),
+                        vec!["1", m.as_str()],
+                    )
+                    .await
+                    .map_err(e2s)?;
+            }
+            Kind::SubmitScript | Kind::RankScript => {
+                let (call, at) = if self.work.kind == Kind::SubmitScript {
                     fx.submit.as_ref().ok_or("no captured submit")?
                 } else {
                     fx.standing.as_ref().ok_or("no captured read_members")?
@@ -230,8 +287,22 @@ impl Side for RawSide {
             }
             Kind::Batch => {
                 let b = &fx.batches[(seq % fx.batches.len() as u64) as usize];
+                let p = self.c.pipeline();
+                for m in &b.members {
+                    let _: () = p
+                        .zincrby(b.key.as_str(), 1.0, m.as_str())
+                        .await
+                        .map_err(e2s)?;
+                }
+                for r in p.try_all::<Value>().await {
+                    r.map_err(e2s)?;
+                }
+            }
+            Kind::BatchScript => {
+                let b = &fx.batches[(seq % fx.batches.len() as u64) as usize];
                 evalsha_pipeline(&self.c, &b.calls).await?;
             }
+            Kind::RankThin => return Err("the thin server is measured over HTTP".into()),
             Kind::Rank | Kind::Health => {
                 let m = member(self.rng.below(fx.n));
                 let _: Value = self.c.zrevrank(key, m.as_str(), false).await.map_err(e2s)?;
@@ -293,7 +364,7 @@ impl Side for EngineSide {
         let fx = &self.work.fx;
         let m = member(self.rng.below(fx.n));
         match self.work.kind {
-            Kind::Submit => {
+            Kind::Submit | Kind::SubmitScript => {
                 let ev = Submit::parse(fx.main.as_str(), &m, 1.0, &[SCOPE.to_owned()], None, None)
                     .map_err(e2s)?;
                 self.engine.submit(&ev).await.map_err(e2s)?;
@@ -318,16 +389,41 @@ impl Bench {
         round: u64,
         conns: usize,
     ) -> Result<Vec<Box<dyn Side>>> {
+        self.http_sides_to(self.server, work, round, conns).await
+    }
+
+    /// HTTP workers against the server at `addr`.
+    pub(crate) async fn http_sides_to(
+        &self,
+        addr: SocketAddr,
+        work: &Arc<Work>,
+        round: u64,
+        conns: usize,
+    ) -> Result<Vec<Box<dyn Side>>> {
         let mut v: Vec<Box<dyn Side>> = Vec::new();
         for i in 0..conns as u64 {
             v.push(Box::new(HttpSide {
-                conn: HttpConn::connect(self.server).await?,
+                conn: HttpConn::connect(addr).await?,
                 work: work.clone(),
                 rng: Rng::new(round * 10_000 + i),
                 seq: i,
             }));
         }
         Ok(v)
+    }
+
+    /// The twin's workers: the thin server's HTTP workers when there is one (`thin`), else Redis's.
+    pub(crate) async fn twin_sides(
+        &self,
+        thin: Option<SocketAddr>,
+        work: &Arc<Work>,
+        round: u64,
+        conns: usize,
+    ) -> Result<Vec<Box<dyn Side>>> {
+        match thin {
+            Some(addr) => self.http_sides_to(addr, work, round, conns).await,
+            None => Ok(self.raw_sides(work, round, conns)),
+        }
     }
 
     /// The raw twin's workers: past one client per worker, workers share the clients (fred
