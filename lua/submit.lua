@@ -208,7 +208,7 @@ end
 -- writes the same, but reads each score once and builds no table beyond its answer. The event's member is
 -- at ARGV[p]. An event that names one key twice (a scope given twice) takes the general path,
 -- which applies it in turn.
-if full and ARGV[8] == '0' and ARGV[a] == '1' then
+if ARGV[9] == 'full' and ARGV[8] == '0' and ARGV[a] == '1' then
   local p = a + 1
   local first, stop = p + 7, p + 5 + 2 * int(ARGV[p + 6])
   local twice = false
@@ -382,26 +382,6 @@ local skip = {}
 for s = 1, #slots do
   pending[s] = {}
 end
--- The stored score `member` would hold in `slot` after `value`, given the pending scores, or nil and
--- the reason it is refused.
-local function next_in(slot, member, value, tick)
-  local cur = pending[slot][member]
-  if cur == nil then
-    cur = initial[slot][member]
-  end
-  return next_score(slots[slot], cur or nil, value, tick)
-end
--- Check mode: why adding event e to the pending scores would leave the board's range, or nil.
-local function sum_refusal(e)
-  local p = pos[e]
-  for q = p + 7, last[e], 2 do
-    local nxt, why = next_in(int(ARGV[q]), ARGV[p], values[e], int(ARGV[q + 1]))
-    if not nxt then
-      return 'value: ' .. why
-    end
-  end
-  return nil
-end
 -- Whether event e repeats an id already taken (earlier in the chunk, or remembered and not yet forgotten).
 local function is_dup(e)
   local p = pos[e]
@@ -446,48 +426,57 @@ for e = 1, count do
     end
     refuse(e, 'value: must be ' .. bound_text())
   elseif not trims then
-    local d = is_dup(e)
-    -- A refused event leaves no trace: neither its id nor its scores.
-    local why = lists and not d and sum_refusal(e)
-    if why then
-      refuse(e, why)
-    else
+    local member = ARGV[p]
+    if is_dup(e) then
       if ARGV[p + 2] ~= '' then
         seen[ARGV[p + 2]] = true
       end
-      local member = ARGV[p]
-      if d then
-        dup[e] = true
-        -- A duplicate's answer: the scores as they stand at its place in the chunk.
-        if full then
-          local st = {}
-          for q = p + 7, last[e], 2 do
-            local slot = int(ARGV[q])
-            local cur = pending[slot][member]
-            if cur == nil then
-              cur = initial[slot][member]
-            end
-            st[#st + 1] = cur
-          end
-          steps[e] = st
-        end
-      else
-        local st = full and {}
+      dup[e] = true
+      -- A duplicate's answer: the scores as they stand at its place in the chunk.
+      if full then
+        local st = {}
         for q = p + 7, last[e], 2 do
           local slot = int(ARGV[q])
           local cur = pending[slot][member]
           if cur == nil then
             cur = initial[slot][member]
           end
-          local nxt, bad = next_score(slots[slot], cur or nil, value, int(ARGV[q + 1]))
-          if not nxt then
-            return fail('RANGE', (e - 1) .. ' value: ' .. bad)
-          end
-          pending[slot][member] = nxt
-          if st then
-            st[#st + 1] = cur
-            st[#st + 1] = nxt
-          end
+          st[#st + 1] = cur
+        end
+        steps[e] = st
+      end
+    else
+      -- Each key's next score, in the event's order of keys (a key named twice sees its first
+      -- change). A refused event leaves no trace: neither its id nor its scores, which are put back
+      -- from st (a score read up front put back as pending is the same score).
+      local st, bad = (full or lists) and {}, nil
+      for q = p + 7, last[e], 2 do
+        local slot = int(ARGV[q])
+        local cur = pending[slot][member]
+        if cur == nil then
+          cur = initial[slot][member]
+        end
+        local nxt, why = next_score(slots[slot], cur or nil, value, int(ARGV[q + 1]))
+        if not nxt then
+          bad = why
+          break
+        end
+        if st then
+          st[#st + 1] = cur
+          st[#st + 1] = nxt
+        end
+        pending[slot][member] = nxt
+      end
+      if bad and not lists then
+        return fail('RANGE', (e - 1) .. ' value: ' .. bad)
+      elseif bad then
+        for k = #st / 2, 1, -1 do
+          pending[int(ARGV[p + 5 + 2 * k])][member] = st[2 * k - 1]
+        end
+        refuse(e, 'value: ' .. bad)
+      else
+        if ARGV[p + 2] ~= '' then
+          seen[ARGV[p + 2]] = true
         end
         steps[e] = st
       end

@@ -51,6 +51,8 @@ pub struct RedisExecutor {
     /// When the last probe ran, ms since `started`.
     last_probe_ms: AtomicU64,
     started: std::time::Instant,
+    /// How long a command may wait for its answer.
+    command_timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisExecutor {
@@ -286,6 +288,7 @@ impl RedisExecutor {
             down: std::sync::atomic::AtomicBool::new(false),
             last_probe_ms: AtomicU64::new(0),
             started: std::time::Instant::now(),
+            command_timeout: timeout,
         })
     }
 
@@ -340,14 +343,28 @@ impl RedisExecutor {
 
     /// A PING bounded by [`PING_TIMEOUT`]; records whether Redis answered.
     async fn probe(&self) -> Result<(), ExecError> {
+        self.ping_within(PING_TIMEOUT).await
+    }
+
+    /// A PING bounded by `within`; records whether Redis answered. A PING that connected
+    /// connections leave unanswered in time, while Redis was taken for up, is a busy Redis, not a
+    /// lost one: calls keep going to it (each waits its own command timeout) rather than all
+    /// failing at once until the next probe.
+    async fn ping_within(&self, within: Duration) -> Result<(), ExecError> {
         let client = self.pool.next();
-        let r = match tokio::time::timeout(PING_TIMEOUT, client.ping::<()>(None)).await {
-            Ok(r) => r.map_err(|e| classify(&e)),
-            Err(_) => Err(ExecError::Unavailable(
-                "Redis did not answer PING in time".into(),
-            )),
+        let (r, late) = match tokio::time::timeout(within, client.ping::<()>(None)).await {
+            Ok(r) => (r.map_err(|e| classify(&e)), false),
+            Err(_) => (
+                Err(ExecError::Unavailable(
+                    "Redis did not answer PING in time".into(),
+                )),
+                true,
+            ),
         };
-        self.down.store(r.is_err(), Ordering::Relaxed);
+        let busy = late && !self.down.load(Ordering::Relaxed) && !self.any_down();
+        if !busy {
+            self.down.store(r.is_err(), Ordering::Relaxed);
+        }
         r
     }
 
@@ -507,7 +524,13 @@ impl Executor for RedisExecutor {
             self.down.store(true, Ordering::Relaxed);
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
-        self.probe().await
+        // The health check runs beside the traffic, not in its path: it waits as long as a
+        // command may, so that a Redis busy with deep queues is not reported down.
+        if self.down.load(Ordering::Relaxed) {
+            self.probe().await
+        } else {
+            self.ping_within(self.command_timeout).await
+        }
     }
 
     async fn reload_missing(&self, scripts: &[&'static Script]) -> Result<(), ExecError> {
