@@ -168,6 +168,10 @@ async fn run(
         data_dir: None,
         ..Config::default()
     };
+    let config = Config {
+        write_share: opts.write_share.unwrap_or(Config::default().write_share),
+        ..config
+    };
     let config = match opts.metrics_sample {
         Some(secs) => Config {
             metrics_sample: Duration::from_secs(secs.max(1)),
@@ -414,7 +418,7 @@ fn main() -> ExitCode {
             "release (cargo bench profile)"
         },
         plan: format!(
-            "{} connections per side, {} round(s) of {:.2} s per side after {:.2} s of warm-up, at most {} operations per side per round; sizes {}{}; server runtime of {} worker thread(s){}{}",
+            "{} connections per side, {} round(s) of {:.2} s per side after {:.2} s of warm-up, at most {} operations per side per round; sizes {}{}; server runtime of {} worker thread(s){}{}{}",
             plan.conns,
             plan.rounds,
             plan.duration.as_secs_f64(),
@@ -427,6 +431,10 @@ fn main() -> ExitCode {
             opts.metrics_sample.map_or_else(String::new, |s| format!(
                 "; rankd's metrics sampled every {s} s (its default: {} s)",
                 Config::default().metrics_sample.as_secs()
+            )),
+            opts.write_share.map_or_else(String::new, |n| format!(
+                "; RANKD_WRITE_SHARE={n} (its default: {})",
+                Config::default().write_share
             )),
         ),
         load_before,

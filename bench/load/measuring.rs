@@ -147,11 +147,10 @@ impl CmdStats {
 
     pub(crate) fn per_event(self, events: u64) -> CmdFigure {
         let e = events.max(1) as f64;
-        let usec = if self.script_calls > 0 {
-            self.script_usec
-        } else {
-            self.other_usec
-        };
+        // A script's time holds the commands it calls, which Redis also counts under their own
+        // names; a side that runs no scripts may still see a few of rankd's background ones.
+        // The larger sum is the side's own work either way.
+        let usec = self.script_usec.max(self.other_usec);
         CmdFigure {
             us_per_event: usec as f64 / e,
             calls_per_event: self.other_calls as f64 / e,

@@ -63,13 +63,15 @@ pub(crate) struct Opts {
     /// submit script). Needs `wrk` and `redis-benchmark` on the PATH; ignored with --quick.
     #[arg(long)]
     external: bool,
-    /// Seconds between rankd's metrics samples [default: rankd's own, 15]. Each sample checks that
-    /// Redis answers a PING within 300 ms, and one that does not marks Redis unreachable until a
-    /// later PING answers in time: behind a queue of 50 concurrent 1,000-event batches at 1M members
-    /// that fails requests that would have succeeded. A longer period keeps that check out of a run;
-    /// the results say so when it is set.
+    /// Seconds between rankd's metrics samples [default: rankd's own, 15]; the results say so
+    /// when it is set.
     #[arg(long)]
     pub(crate) metrics_sample: Option<u64>,
+    /// rankd's RANKD_WRITE_SHARE: single events of one board one script call may carry [default:
+    /// rankd's own, 64]; 1 sends each event alone, which measures submit.lua per single event.
+    /// The results say so when it is set.
+    #[arg(long)]
+    pub(crate) write_share: Option<usize>,
     /// Where to write the results (markdown).
     #[arg(long, default_value = "target/bench/RESULTS.md")]
     pub(crate) out: PathBuf,

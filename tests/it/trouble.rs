@@ -1493,3 +1493,42 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_others_go_on() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(read(READER).await.unwrap().status(), 200);
 }
+
+/// A Redis too busy to answer the health check's PING within the 300 ms a recovery probe allows
+/// (here: stopped for 1.6 s while the check runs every second) is busy, not lost: writes sent
+/// meanwhile wait for it within their own timeout and succeed, and none answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_slower_than_a_probe_is_waited_for_not_taken_for_lost() {
+    let redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let app = TestApp::spawn_with(|c| {
+        c.redis_url = Some(url);
+        c.metrics_sample = Duration::from_secs(1);
+    })
+    .await;
+    app.put_board("busy", json!({})).await;
+    app.submit("busy", "a", 1.0).await;
+    redis.pause();
+    // At least one health check starts and waits past 300 ms while Redis is stopped.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let write = |member: &'static str| {
+        app.send_json(
+            Method::POST,
+            "/v1/boards/busy/scores",
+            json!({"member": member, "value": 2}),
+        )
+    };
+    let during = write("b");
+    let resume = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        redis.resume();
+    };
+    let (r, ()) = tokio::join!(during, resume);
+    let status = r.status();
+    assert_eq!(status, 200, "{}", r.text().await.unwrap());
+    for m in ["c", "d", "e"] {
+        let r = write(m).await;
+        let status = r.status();
+        assert_eq!(status, 200, "{}", r.text().await.unwrap());
+    }
+}

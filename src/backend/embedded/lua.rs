@@ -342,6 +342,21 @@ fn to_lua(lua: &Lua, v: RValue) -> mlua::Result<Value> {
     })
 }
 
+/// One argument of a `redis.call`: a Lua string's own bytes, or a number's text.
+enum Arg {
+    Lua(mlua::BorrowedBytes),
+    Text(Vec<u8>),
+}
+
+impl Arg {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Lua(b) => b,
+            Self::Text(t) => t,
+        }
+    }
+}
+
 /// `redis.call` / `redis.pcall` without the raising: (reply, whether it is an error).
 fn raw_call(
     lua: &Lua,
@@ -352,16 +367,18 @@ fn raw_call(
     if args.is_empty() {
         return fail("ERR Please specify at least one argument for this redis lib call");
     }
-    let mut argv: Vec<Vec<u8>> = Vec::with_capacity(args.len());
+    // Strings are read where Lua keeps them; only numbers are formatted.
+    let mut argv: Vec<Arg> = Vec::with_capacity(args.len());
     for a in args.iter() {
         match a {
-            Value::String(s) => argv.push(s.as_bytes().to_vec()),
+            Value::String(s) => argv.push(Arg::Lua(s.as_bytes())),
             // Lua 5.1 numbers are doubles; mlua hands integral ones over as integers.
-            Value::Integer(i) => argv.push(fmt_g17(*i as f64).into_bytes()),
-            Value::Number(n) => argv.push(fmt_g17(*n).into_bytes()),
+            Value::Integer(i) => argv.push(Arg::Text(fmt_g17(*i as f64).into_bytes())),
+            Value::Number(n) => argv.push(Arg::Text(fmt_g17(*n).into_bytes())),
             _ => return fail("ERR Lua redis lib command arguments must be strings or integers"),
         }
     }
+    let argv: Vec<&[u8]> = argv.iter().map(Arg::bytes).collect();
     // Errors from here on come from Redis' command dispatch, which marks them as counted already.
     let refuse = |m: &str| Ok((error_table(lua, m, true)?, true));
     let Some(cmd) = commands::lookup(&argv[0]) else {
@@ -370,7 +387,7 @@ fn raw_call(
     if !cmd.arity_ok(argv.len()) {
         return refuse("ERR Wrong number of args calling Redis command from script");
     }
-    let args: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+    let args = argv;
     let reply = {
         let mut guard = store.borrow_mut();
         let st = &mut *guard;
