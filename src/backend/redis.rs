@@ -51,8 +51,9 @@ pub struct RedisExecutor {
     /// When the last probe ran, ms since `started`.
     last_probe_ms: AtomicU64,
     started: std::time::Instant,
-    /// How long a command may wait for its answer.
-    command_timeout: Duration,
+    /// When Redis last answered a call, ms since `started`: a PING stuck behind a deep queue
+    /// while calls keep being answered is a busy Redis, not a lost one.
+    last_answer_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisExecutor {
@@ -288,7 +289,7 @@ impl RedisExecutor {
             down: std::sync::atomic::AtomicBool::new(false),
             last_probe_ms: AtomicU64::new(0),
             started: std::time::Instant::now(),
-            command_timeout: timeout,
+            last_answer_ms: AtomicU64::new(0),
         })
     }
 
@@ -343,29 +344,30 @@ impl RedisExecutor {
 
     /// A PING bounded by [`PING_TIMEOUT`]; records whether Redis answered.
     async fn probe(&self) -> Result<(), ExecError> {
-        self.ping_within(PING_TIMEOUT).await
+        let client = self.pool.next();
+        let sent = self.elapsed_ms();
+        let r = match tokio::time::timeout(PING_TIMEOUT, client.ping::<()>(None)).await {
+            Ok(r) => r.map_err(|e| classify(&e)),
+            // Calls answered while the PING waited: Redis is up, its queue deeper than the PING
+            // may wait (a burst of large batches). Calls keep going to it, each within its own
+            // timeout, rather than all failing until a later PING gets through.
+            Err(_) if self.last_answer_ms.load(Ordering::Relaxed) > sent => Ok(()),
+            Err(_) => Err(ExecError::Unavailable(
+                "Redis did not answer PING in time".into(),
+            )),
+        };
+        self.down.store(r.is_err(), Ordering::Relaxed);
+        r
     }
 
-    /// A PING bounded by `within`; records whether Redis answered. A PING that connected
-    /// connections leave unanswered in time, while Redis was taken for up, is a busy Redis, not a
-    /// lost one: calls keep going to it (each waits its own command timeout) rather than all
-    /// failing at once until the next probe.
-    async fn ping_within(&self, within: Duration) -> Result<(), ExecError> {
-        let client = self.pool.next();
-        let (r, late) = match tokio::time::timeout(within, client.ping::<()>(None)).await {
-            Ok(r) => (r.map_err(|e| classify(&e)), false),
-            Err(_) => (
-                Err(ExecError::Unavailable(
-                    "Redis did not answer PING in time".into(),
-                )),
-                true,
-            ),
-        };
-        let busy = late && !self.down.load(Ordering::Relaxed) && !self.any_down();
-        if !busy {
-            self.down.store(r.is_err(), Ordering::Relaxed);
-        }
-        r
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Notes that Redis answered a call now.
+    fn answered(&self) {
+        self.last_answer_ms
+            .store(self.elapsed_ms().max(1), Ordering::Relaxed);
     }
 
     /// Classifies a failed administrative command, remembering Redis as down when it is out of
@@ -431,6 +433,9 @@ impl RedisExecutor {
             .filter(|r| !matches!(r, Err(ExecError::Unavailable(_) | ExecError::Unanswered(_))))
             .count();
         self.cache((ran - failed.len()) as u64, failed.len() as u64);
+        if ran > 0 {
+            self.answered();
+        }
         if !failed.is_empty() {
             // The other calls ran: from here on a failure is answered for the calls that met
             // NOSCRIPT alone (they did not run), never for the whole pipeline.
@@ -524,13 +529,7 @@ impl Executor for RedisExecutor {
             self.down.store(true, Ordering::Relaxed);
             return Err(ExecError::Unavailable("not connected to Redis".into()));
         }
-        // The health check runs beside the traffic, not in its path: it waits as long as a
-        // command may, so that a Redis busy with deep queues is not reported down.
-        if self.down.load(Ordering::Relaxed) {
-            self.probe().await
-        } else {
-            self.ping_within(self.command_timeout).await
-        }
+        self.probe().await
     }
 
     async fn reload_missing(&self, scripts: &[&'static Script]) -> Result<(), ExecError> {
