@@ -381,7 +381,7 @@ fn raw_call(
     let argv: Vec<&[u8]> = argv.iter().map(Arg::bytes).collect();
     // Errors from here on come from Redis' command dispatch, which marks them as counted already.
     let refuse = |m: &str| Ok((error_table(lua, m, true)?, true));
-    let Some(cmd) = commands::lookup(&argv[0]) else {
+    let Some(cmd) = commands::lookup(argv[0]) else {
         return refuse("ERR Unknown Redis command called from script");
     };
     if !cmd.arity_ok(argv.len()) {
