@@ -165,11 +165,25 @@ impl Engine {
     /// # Errors
     /// [`Error::Unavailable`] when Redis cannot be reached.
     pub async fn log_pending(&self, board: &BoardId, max: usize) -> Result<Vec<LoggedOp>> {
+        self.log_pending_after(board, 0, max).await
+    }
+
+    /// [`Engine::log_pending`] after sequence number `after` (0: from the oldest): a reader going
+    /// through a long log reads each entry once, not the pages before it again.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn log_pending_after(
+        &self,
+        board: &BoardId,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<LoggedOp>> {
         let reply = self
             .raw(Call {
                 script: &scripts::LOG_READ,
                 keys: vec![self.keys.log(board)],
-                args: vec![max.to_string()],
+                args: vec![max.to_string(), after.to_string()],
             })
             .await?;
         Ok(as_array(&reply)

@@ -177,25 +177,28 @@ impl Persister {
                 }
                 continue;
             }
-            let mut seen = 0;
+            // Pages of the log, each read once: `after` is the last sequence number read.
+            let (mut seen, mut after) = (0, 0);
             loop {
-                let pending = match engine.log_pending(&b.board, seen + 1000).await {
+                let pending = match engine.log_pending_after(&b.board, after, 1000).await {
                     Ok(p) => p,
                     Err(e) => {
                         failed = Some(e);
                         break;
                     }
                 };
-                if let Some(first) = pending.first() {
-                    oldest = Some(oldest.map_or(first.recv_ms, |o| o.min(first.recv_ms)));
+                if seen == 0 {
+                    if let Some(first) = pending.first() {
+                        oldest = Some(oldest.map_or(first.recv_ms, |o| o.min(first.recv_ms)));
+                    }
                 }
-                let more = pending.len() == seen + 1000;
-                let young = pending.iter().skip(seen).any(|o| o.recv_ms > now - age_ms);
+                let more = pending.len() == 1000;
+                after = pending.last().map_or(after, |o| o.seq);
+                let young = pending.iter().any(|o| o.recv_ms > now - age_ms);
                 let ripe: Vec<LoggedOp> = {
                     let queued = self.queued.lock().expect("queue set poisoned");
                     pending
                         .into_iter()
-                        .skip(seen)
                         .filter(|o| {
                             o.recv_ms <= now - age_ms
                                 && !queued.get(&o.board).is_some_and(|s| s.contains(&o.seq))
