@@ -32,15 +32,19 @@ if err then
   return err
 end
 
+-- A dense board needs the score to count the member out of its distinct values; any other board only
+-- the ZREM, whose answer says whether the member was there.
 local removed = 0
 for _, ctx in ipairs(ctxs) do
-  local stored = tonumber(redis.call('ZSCORE', ctx.key, member))
-  if stored then
-    redis.call('ZREM', ctx.key, member)
-    if dense then
+  if dense then
+    local stored = tonumber(redis.call('ZSCORE', ctx.key, member))
+    if stored then
+      redis.call('ZREM', ctx.key, member)
       dense_count(ctx, ctx.dc, stored, -1)
+      removed = removed + 1
     end
-    removed = removed + 1
+  else
+    removed = removed + redis.call('ZREM', ctx.key, member)
   end
 end
 redis.call('HDEL', KEYS[3], member)

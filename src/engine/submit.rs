@@ -301,6 +301,12 @@ impl Engine {
     /// [`Error::Invalid`] for a value or time the board cannot take, [`Error::BoardNotFound`].
     #[tracing::instrument(skip_all, fields(board = %ev.board))]
     pub async fn submit(&self, ev: &Submit) -> Result<Submitted> {
+        let applied = self.apply_one(ev).await?;
+        self.settle_write(&ev.board, applied).await
+    }
+
+    /// What Redis answered a single event, before the journal has it.
+    async fn apply_one(&self, ev: &Submit) -> Result<Applied> {
         let now = self.now_ms();
         let (d, reply, slots) = self
             .call_board(&ev.board, |d| {
@@ -325,22 +331,42 @@ impl Engine {
         };
         let (duplicate, seq) = (as_int(dup) == Some(1), as_u64(seq).unwrap_or(0));
         let results = key_results(&d.def, &slots, 0..slots.keys.len(), cells).ok_or_else(bad)?;
-        if seq > 0 {
-            self.log_one(&ev.board, seq, now, ev.logged(now)).await?;
-        }
-        if duplicate {
-            self.confirm_logged(&ev.board).await?;
-        }
-        Ok(Submitted {
-            member: ev.member.clone(),
-            duplicate,
-            results,
+        Ok(Applied {
+            op: (seq > 0 && !duplicate).then(|| LoggedOp {
+                board: ev.board.clone(),
+                seq,
+                recv_ms: now,
+                op: ev.logged(now),
+            }),
+            submitted: Submitted {
+                member: ev.member.clone(),
+                duplicate,
+                results,
+            },
         })
+    }
+
+    /// Answers an applied event once the journal has its operation (in sync mode, once the store
+    /// committed it), or, for a duplicate, once what it repeats is committed.
+    async fn settle_write(&self, board: &BoardId, a: Applied) -> Result<Submitted> {
+        if let Some(op) = a.op {
+            self.journal(vec![op]).await?;
+        }
+        if a.submitted.duplicate {
+            self.confirm_logged(board).await?;
+        }
+        Ok(a.submitted)
     }
 }
 
+/// An event Redis applied (or found a duplicate), with the operation the journal is to get.
+pub(super) struct Applied {
+    submitted: Submitted,
+    op: Option<LoggedOp>,
+}
+
 /// Concurrent single writes, per board (see [`Engine::submit_shared`]).
-pub(super) type Writes = Coalescer<BoardId, Submit, Result<Submitted>>;
+pub(super) type Writes = Coalescer<BoardId, Submit, Result<Applied>>;
 
 /// What one event's keys answer: `cells` holds (stored score, rank, rank before) for each slot
 /// `touched` names, in order. `None` when the cells do not match.
@@ -385,11 +411,15 @@ impl Engine {
         }
         let engine = self.clone();
         let board = ev.board.clone();
-        self.writes
+        // The call's task ends, and the next call goes out, as soon as Redis has answered: each
+        // event waits for the journal (and the store) in its own request, so that the commits of
+        // concurrent events are shared by the store's group commit as ever.
+        let applied = self
+            .writes
             .run_detached(
                 &board,
                 ev,
-                move |events| async move { engine.submit_each(events).await },
+                move |events| async move { engine.apply_each(events).await },
                 || {
                     Err(Error::Unconfirmed {
                         detail: "the call that carried the write ended without its answer: the \
@@ -399,7 +429,8 @@ impl Engine {
                     })
                 },
             )
-            .await
+            .await?;
+        self.settle_write(&board, applied).await
     }
 
     /// Applies single events of one board in one script call, in order, each answered exactly as
@@ -407,9 +438,22 @@ impl Engine {
     /// [`Engine::submit_shared`] does with the events that arrive together. An event of another
     /// board than the first one's is refused (`board`).
     pub async fn submit_each(&self, events: Vec<Submit>) -> Vec<Result<Submitted>> {
+        let boards: Vec<BoardId> = events.iter().map(|e| e.board.clone()).collect();
+        let applied = self.apply_each(events).await;
+        let settled = boards.iter().zip(applied).map(|(b, a)| async move {
+            match a {
+                Ok(a) => self.settle_write(b, a).await,
+                Err(e) => Err(e),
+            }
+        });
+        futures::future::join_all(settled).await
+    }
+
+    /// [`Engine::submit_each`] up to Redis's answers, before the journal has the operations.
+    async fn apply_each(&self, events: Vec<Submit>) -> Vec<Result<Applied>> {
         metrics::histogram!(m::WRITE_CALL_EVENTS).record(events.len() as f64);
         if let [ev] = events.as_slice() {
-            return vec![self.submit(ev).await];
+            return vec![self.apply_one(ev).await];
         }
         let Some(board) = events.first().map(|e| e.board.clone()) else {
             return Vec::new();
@@ -459,7 +503,7 @@ impl Engine {
                     Err(e) => return all(e),
                 }
             }
-            let mut out: Vec<Option<Result<Submitted>>> = events.iter().map(|_| None).collect();
+            let mut out: Vec<Option<Result<Applied>>> = events.iter().map(|_| None).collect();
             for (i, e) in refused {
                 out[i] = Some(Err(e.into()));
             }
@@ -467,11 +511,9 @@ impl Engine {
                 let call = self.submit_call(&board, &d, &slots, &prepared, SubmitReply::Each, now);
                 match self.exec.eval(call).await {
                     Ok(reply) => {
-                        let answers = self
-                            .group_answers(
-                                &board, &d, &slots, &events, &placed, &prepared, &reply, now,
-                            )
-                            .await;
+                        let answers = self.group_answers(
+                            &board, &d, &slots, &events, &placed, &prepared, &reply, now,
+                        );
                         for (i, a) in placed.into_iter().zip(answers) {
                             out[i] = Some(a);
                         }
@@ -498,10 +540,9 @@ impl Engine {
         )))
     }
 
-    /// Each event's answer from a shared call's reply (see lua/submit.lua, reply `each`), once
-    /// the accepted ones are in the journal (and, in sync mode, the store).
+    /// Each event's answer from a shared call's reply (see lua/submit.lua, reply `each`).
     #[allow(clippy::too_many_arguments)]
-    async fn group_answers(
+    fn group_answers(
         &self,
         board: &BoardId,
         d: &CachedDef,
@@ -511,14 +552,12 @@ impl Engine {
         prepared: &[Prepared],
         reply: &Reply,
         now: i64,
-    ) -> Vec<Result<Submitted>> {
+    ) -> Vec<Result<Applied>> {
         let bad = || bad_reply("submit", reply);
         let Some(cells) = as_array(reply) else {
             return prepared.iter().map(|_| Err(bad())).collect();
         };
         let mut answers = Vec::with_capacity(prepared.len());
-        let mut ops = Vec::new();
-        let mut duplicates = false;
         let mut at = 0;
         for (p, &i) in prepared.iter().zip(placed) {
             let ev = &events[i];
@@ -549,38 +588,19 @@ impl Engine {
                 continue;
             };
             let duplicate = code == Some(1);
-            duplicates |= duplicate;
-            if !duplicate && seq > 0 {
-                ops.push((
-                    answers.len(),
-                    LoggedOp {
-                        board: board.clone(),
-                        seq,
-                        recv_ms: now,
-                        op: ev.logged(now),
-                    },
-                ));
-            }
-            answers.push(Ok(Submitted {
-                member: ev.member.clone(),
-                duplicate,
-                results,
+            answers.push(Ok(Applied {
+                op: (!duplicate && seq > 0).then(|| LoggedOp {
+                    board: board.clone(),
+                    seq,
+                    recv_ms: now,
+                    op: ev.logged(now),
+                }),
+                submitted: Submitted {
+                    member: ev.member.clone(),
+                    duplicate,
+                    results,
+                },
             }));
-        }
-        let (which, ops): (Vec<usize>, Vec<LoggedOp>) = ops.into_iter().unzip();
-        if let Err(e) = self.journal(ops).await {
-            for i in which {
-                answers[i] = Err(e.clone());
-            }
-        }
-        if duplicates {
-            if let Err(e) = self.confirm_logged(board).await {
-                for a in &mut answers {
-                    if matches!(a, Ok(s) if s.duplicate) {
-                        *a = Err(e.clone());
-                    }
-                }
-            }
         }
         answers
     }
