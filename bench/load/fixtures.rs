@@ -273,12 +273,15 @@ pub(crate) async fn unlink_prefix(c: &Client, prefix: &str) -> Result<u64> {
 }
 
 impl Bench {
-    /// Loads the boards of one size.
-    pub(crate) async fn load(&self, n: u64, with_writes: bool) -> Result<Fixture> {
-        let t = Instant::now();
-        let now = self.setup.now_ms();
-        let tag = size_label(n).to_lowercase();
-        let main = BoardId::parse(&format!("main-{tag}"))?;
+    /// Defines `board` with the defaults and answers its keys with their expiry: with writes, two
+    /// windows (all, weekly) and the global and scope `s1` key of each, the 4 keys a single submit
+    /// touches; else the all-time global key alone.
+    async fn define(
+        &self,
+        board: &BoardId,
+        with_writes: bool,
+        now: i64,
+    ) -> Result<Vec<(String, Option<i64>)>> {
         let windows = if with_writes {
             vec![Window::All, Window::Weekly]
         } else {
@@ -288,7 +291,7 @@ impl Bench {
             windows: windows.clone(),
             ..BoardDef::default()
         };
-        self.setup.put_board(&main, def.clone()).await?;
+        self.setup.put_board(board, def.clone()).await?;
         let scope = Scope::parse(SCOPE)?;
         let mut keys: Vec<(String, Option<i64>)> = Vec::new();
         for &w in &windows {
@@ -300,9 +303,19 @@ impl Bench {
                 vec![None]
             };
             for s in scopes {
-                keys.push((self.keys.leaderboard(&main, &period, s).zset, expire));
+                keys.push((self.keys.leaderboard(board, &period, s).zset, expire));
             }
         }
+        Ok(keys)
+    }
+
+    /// Loads the boards of one size.
+    pub(crate) async fn load(&self, n: u64, with_writes: bool) -> Result<Fixture> {
+        let t = Instant::now();
+        let now = self.setup.now_ms();
+        let tag = size_label(n).to_lowercase();
+        let main = BoardId::parse(&format!("main-{tag}"))?;
+        let keys = self.define(&main, with_writes, now).await?;
         let zset = keys[0].0.clone();
         zadd_bulk(&self.clients, &zset, n).await?;
         for (k, _) in &keys[1..] {
@@ -385,6 +398,45 @@ impl Bench {
             t.elapsed().as_secs_f64()
         );
         Ok(fx)
+    }
+
+    /// The boards of the spread row: `boards` boards of `n` members each, shaped as the main board
+    /// of a size (1 scope × 2 windows: every one of their 4 keys holds all `n` members), loaded
+    /// the fast way: one key by pipelined ZADD, copied to every other.
+    pub(crate) async fn load_spread(&self, boards: usize, n: u64) -> Result<Vec<Arc<Fixture>>> {
+        let t = Instant::now();
+        let now = self.setup.now_ms();
+        let template = format!("{}spread-template", self.prefix);
+        zadd_bulk(&self.clients, &template, n).await?;
+        let mut out = Vec::with_capacity(boards);
+        for b in 0..boards {
+            self.check_cancel()?;
+            let board = BoardId::parse(&format!("spread-{b}"))?;
+            let keys = self.define(&board, true, now).await?;
+            for (k, _) in &keys {
+                copy_key(&self.clients, &template, k, n).await?;
+            }
+            index_keys(self.admin(), &self.keys.index(&board), &keys).await?;
+            out.push(Arc::new(Fixture {
+                n,
+                main: board,
+                zset: keys[0].0.clone(),
+                main_keys: keys.iter().map(|(k, _)| k.clone()).collect(),
+                submit: None,
+                least_sha: String::new(),
+                standing: None,
+                batch: None,
+                batches: Vec::new(),
+            }));
+        }
+        let _: i64 = self.admin().custom(cmd("UNLINK"), vec![template]).await?;
+        eprintln!(
+            "load: {boards} boards of {} members loaded ({} keys) in {:.1} s",
+            thousands(n as f64),
+            boards * 4,
+            t.elapsed().as_secs_f64()
+        );
+        Ok(out)
     }
 
     /// The last call of `script` the setup engine sent, and where member `u0` sits in its ARGV

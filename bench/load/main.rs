@@ -21,11 +21,12 @@
 //!   read script. With `--external`, wrk and redis-benchmark measure once more (external.rs).
 //!
 //! This file runs it (the server, the clients, every workload in turn); the parts are its modules:
-//! options, client, fixtures, sides, thin, external, measuring and report.
+//! options, client, fixtures, sides, thin, external, coalescing, measuring and report.
 
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod coalescing;
 mod external;
 mod fixtures;
 mod measuring;
@@ -85,6 +86,8 @@ struct Bench {
     server: SocketAddr,
     /// What rankd runs with: the thin server takes its pool size and timeouts.
     server_config: Config,
+    /// rankd's runtime: where the servers of the write-sharing row start too.
+    server_rt: tokio::runtime::Handle,
     /// The thin server's runtime: as many workers as rankd's.
     thin_rt: tokio::runtime::Handle,
     cancel: CancellationToken,
@@ -209,6 +212,7 @@ async fn run(
             setup,
             server,
             server_config: config.clone(),
+            server_rt,
             thin_rt,
             cancel: cancel.clone(),
         };
@@ -232,7 +236,16 @@ async fn bench_all(b: &Bench, config: &Config) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut sizes = plan.sizes.clone();
     sizes.sort_unstable();
+    // Whether any workload of a size's boards is wanted: else they are not loaded.
+    let at_size = Kind::ALL.iter().any(|k| plan.wants(k.id()))
+        || ["rank-script", "inproc", "memory", "submit-solo"]
+            .iter()
+            .any(|id| plan.wants(id))
+        || plan.external;
     for &n in &sizes {
+        if !at_size {
+            break;
+        }
         b.check_cancel()?;
         let fx = Arc::new(b.load(n, true).await?);
         for kind in Kind::ALL {
@@ -257,6 +270,10 @@ async fn bench_all(b: &Bench, config: &Config) -> Result<Vec<Row>> {
             // single submit that way).
             rows.push(b.compare(Kind::RankScript, &fx, plan.conns).await?);
         }
+        if n == plan.headline() && plan.wants("submit-solo") {
+            // Write sharing's cost to a writer alone: the same build with it off, same run.
+            rows.push(b.solo(&fx).await?);
+        }
         if n == plan.headline() {
             if plan.external {
                 // Once per run: wrk and redis-benchmark, each in its own rows.
@@ -278,6 +295,12 @@ async fn bench_all(b: &Bench, config: &Config) -> Result<Vec<Row>> {
         rows.push(b.compare(Kind::Rank, &fx, plan.conns).await?);
         drop(fx);
         unlink_prefix(b.admin(), &b.prefix).await?;
+    }
+    if plan.wants("submit-spread") {
+        // Single writes spread over many boards (each its own small board), against one alone.
+        let row = b.spread().await;
+        unlink_prefix(b.admin(), &b.prefix).await?;
+        rows.push(row?);
     }
     // The O(log n) of member rank: its latency at the largest size against the smallest.
     let ranks: Vec<&Row> = rows.iter().filter(|r| r.id == "rank").collect();

@@ -41,12 +41,12 @@ async fn memory_usage(c: &Client, key: &str) -> Result<u64> {
 
 /// What one side did in one or more rounds.
 #[derive(Debug)]
-struct Sample {
-    ops: u64,
+pub(crate) struct Sample {
+    pub(crate) ops: u64,
     errors: u64,
-    first_error: Option<String>,
+    pub(crate) first_error: Option<String>,
     elapsed: Duration,
-    hist: Histogram<u64>,
+    pub(crate) hist: Histogram<u64>,
     /// CPU spent meanwhile, seconds.
     cpu: Cpu,
     /// Redis's own accounting of the commands run meanwhile.
@@ -54,7 +54,7 @@ struct Sample {
 }
 
 impl Sample {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             ops: 0,
             errors: 0,
@@ -66,7 +66,17 @@ impl Sample {
         }
     }
 
-    fn merge(&mut self, o: Sample) {
+    /// Adds another sample's operations, errors and latencies (not its time, CPU or commands).
+    pub(crate) fn add_counts(&mut self, o: &Sample) {
+        self.ops += o.ops;
+        self.errors += o.errors;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&o.first_error);
+        }
+        self.hist.add(&o.hist).expect("histograms share bounds");
+    }
+
+    pub(crate) fn merge(&mut self, o: Sample) {
         self.ops += o.ops;
         self.errors += o.errors;
         if self.first_error.is_none() {
@@ -80,7 +90,7 @@ impl Sample {
         self.cmds.add(o.cmds);
     }
 
-    fn figure(&self, units: u64, unit: &'static str) -> Figure {
+    pub(crate) fn figure(&self, units: u64, unit: &'static str) -> Figure {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let ms = |ns: u64| ns as f64 / 1e6;
         Figure {
@@ -282,14 +292,32 @@ pub(crate) async fn cpu_now(c: &Client) -> Cpu {
 
 /// Runs every side at once for `dur` (or `max_ops` operations in all, whichever comes first).
 async fn measure_sides(sides: Vec<Box<dyn Side>>, dur: Duration, max_ops: u64) -> Sample {
+    let (_, each, wall) = run_sides(sides, dur, max_ops).await;
+    let mut total = Sample::new();
+    for s in each {
+        total.merge(s);
+    }
+    total.elapsed = wall;
+    total
+}
+
+/// [`measure_sides`], answering each side's own sample and the sides themselves, so that their
+/// connections serve the next round too (a side whose operation timed out is not answered: its
+/// connection may still hold the late answer); the longest side's time is the wall time.
+pub(crate) async fn run_sides(
+    sides: Vec<Box<dyn Side>>,
+    dur: Duration,
+    max_ops: u64,
+) -> (Vec<Box<dyn Side>>, Vec<Sample>, Duration) {
     let n = sides.len() as u64;
-    let per_worker = max_ops.div_ceil(n).max(1);
+    let per_worker = max_ops.div_ceil(n.max(1)).max(1);
     let barrier = Arc::new(tokio::sync::Barrier::new(sides.len()));
     let mut tasks = Vec::new();
     for mut side in sides {
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             let mut s = Sample::new();
+            let mut usable = true;
             barrier.wait().await;
             let start = Instant::now();
             while s.ops + s.errors < per_worker && start.elapsed() < dur {
@@ -308,6 +336,7 @@ async fn measure_sides(sides: Vec<Box<dyn Side>>, dur: Duration, max_ops: u64) -
                         s.errors += 1;
                         s.first_error.get_or_insert("timed out".into());
                         // The connection may hold a late answer: this worker stops.
+                        usable = false;
                         break;
                     }
                 }
@@ -316,38 +345,59 @@ async fn measure_sides(sides: Vec<Box<dyn Side>>, dur: Duration, max_ops: u64) -
                 }
             }
             s.elapsed = start.elapsed();
-            s
+            (usable.then_some(side), s)
         }));
     }
-    let mut total = Sample::new();
+    let mut kept = Vec::new();
+    let mut each = Vec::new();
     let mut wall = Duration::ZERO;
     for t in tasks {
         match t.await {
-            Ok(s) => {
+            Ok((side, s)) => {
                 wall = wall.max(s.elapsed);
-                total.merge(s);
+                kept.extend(side);
+                each.push(s);
             }
             Err(e) => {
-                total.errors += 1;
-                total
-                    .first_error
-                    .get_or_insert(format!("worker panicked: {e}"));
+                let mut s = Sample::new();
+                s.errors += 1;
+                s.first_error = Some(format!("worker panicked: {e}"));
+                each.push(s);
             }
         }
     }
-    total.elapsed = wall;
-    total
+    (kept, each, wall)
 }
 
 impl Bench {
     /// [`measure_sides`], with the CPU Redis, rankd and the clients spent meanwhile.
-    async fn measure(&self, sides: Vec<Box<dyn Side>>, dur: Duration) -> Sample {
+    pub(crate) async fn measure(&self, sides: Vec<Box<dyn Side>>, dur: Duration) -> Sample {
         let cmds = cmdstats(self.admin()).await;
         let before = cpu_now(self.admin()).await;
         let mut s = measure_sides(sides, dur, self.plan.max_ops).await;
         s.cpu = cpu_now(self.admin()).await.minus(before);
         s.cmds = cmdstats(self.admin()).await.minus(cmds);
         s
+    }
+
+    /// [`Bench::measure`] of sides whose connections serve the next round too: answers them back,
+    /// with each side's own sample beside the whole.
+    pub(crate) async fn measure_kept(
+        &self,
+        sides: Vec<Box<dyn Side>>,
+        dur: Duration,
+    ) -> (Vec<Box<dyn Side>>, Vec<Sample>, Sample) {
+        let cmds = cmdstats(self.admin()).await;
+        let before = cpu_now(self.admin()).await;
+        let (kept, each, wall) = run_sides(sides, dur, self.plan.max_ops).await;
+        let mut total = Sample::new();
+        for s in &each {
+            total.add_counts(s);
+        }
+        total.elapsed = wall;
+        total.cpu = cpu_now(self.admin()).await.minus(before);
+        total.cmds = cmdstats(self.admin()).await.minus(cmds);
+        (kept, each, total)
     }
 
     /// Checks once that both sides answer and agree, before measuring (`thin`: the thin server that

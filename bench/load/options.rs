@@ -54,8 +54,8 @@ pub(crate) struct Opts {
     #[arg(long)]
     deadline: Option<f64>,
     /// Run only the workloads whose id contains one of these (submit, submit-eid, submit-script,
-    /// batch, batch-script, rank, rank-thin, rank-script, top, around, page, lookup, healthz,
-    /// inproc, memory).
+    /// submit-solo, submit-spread, batch, batch-script, rank, rank-thin, rank-script, top, around,
+    /// page, lookup, healthz, inproc, memory).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Also measure with load generators written elsewhere, once, at the largest size: wrk against
@@ -72,6 +72,17 @@ pub(crate) struct Opts {
     /// The results say so when it is set.
     #[arg(long)]
     pub(crate) write_share: Option<usize>,
+    /// Boards of the spread row (submit-spread): single submits over this many boards at once
+    /// [default: 100, quick 4].
+    #[arg(long)]
+    spread_boards: Option<usize>,
+    /// Connections per board of the spread row, and of the one board it is compared with
+    /// [default: 10, quick 2].
+    #[arg(long)]
+    spread_conns: Option<usize>,
+    /// Members of each board of the spread row [default: 10000, quick 1000].
+    #[arg(long)]
+    spread_members: Option<u64>,
     /// Where to write the results (markdown).
     #[arg(long, default_value = "target/bench/RESULTS.md")]
     pub(crate) out: PathBuf,
@@ -108,6 +119,10 @@ pub(crate) struct Plan {
     pub(crate) big: u64,
     pub(crate) deadline: Duration,
     pub(crate) external: bool,
+    /// The spread row: boards, connections per board, members per board.
+    pub(crate) spread_boards: usize,
+    pub(crate) spread_conns: usize,
+    pub(crate) spread_members: u64,
     only: Option<Vec<String>>,
 }
 
@@ -135,6 +150,17 @@ impl Plan {
         if conns == 0 || conns > 1024 {
             bail!("--conns must be 1 to 1024");
         }
+        let spread_boards = o.spread_boards.unwrap_or(if q { 4 } else { 100 });
+        let spread_conns = o.spread_conns.unwrap_or(if q { 2 } else { 10 });
+        // rankd serves at most 1,024 connections by default: the spread's and its single board's
+        // must fit, with room for the connections of earlier rows still closing.
+        if spread_boards == 0 || spread_conns == 0 || (spread_boards + 1) * spread_conns > 1010 {
+            bail!("--spread-boards × --spread-conns must be at least 1 and at most 1,000");
+        }
+        let spread_members = o.spread_members.unwrap_or(if q { 1000 } else { 10_000 });
+        if spread_members == 0 {
+            bail!("--spread-members must be at least 1");
+        }
         Ok(Self {
             quick: q,
             conns,
@@ -149,6 +175,9 @@ impl Plan {
             big,
             deadline: secs(o.deadline, 1500.0, 100.0),
             external: o.external && !q,
+            spread_boards,
+            spread_conns,
+            spread_members,
             only: o.only.clone(),
         })
     }
