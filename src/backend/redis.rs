@@ -72,6 +72,9 @@ const TRANSIENT: [&str; 6] = [
     "READONLY",
 ];
 
+/// The script cache's hit counter, looked up once: every call counts one.
+static SCRIPT_HITS: crate::metrics::Resolved<metrics::Counter> = crate::metrics::Resolved::new();
+
 /// What fred 10 answers, as an `Unknown` error, for a command it had no connection for.
 const UNROUTED: &str = "Failed to route command";
 
@@ -384,7 +387,10 @@ impl RedisExecutor {
     fn cache(&self, hits: u64, misses: u64) {
         if hits > 0 {
             self.hits.fetch_add(hits, Ordering::Relaxed);
-            metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts").increment(hits);
+            SCRIPT_HITS.with(
+                || metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts"),
+                |c| c.increment(hits),
+            );
         }
         if misses > 0 {
             self.reloads.fetch_add(misses, Ordering::Relaxed);
