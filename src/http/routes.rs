@@ -10,7 +10,7 @@ use super::problem::{Body, Problem};
 use super::State;
 use crate::config::Role;
 
-/// Every endpoint.
+/// Every endpoint, in the order of [`ROUTES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Healthz,
@@ -27,11 +27,11 @@ pub enum Endpoint {
     Top,
     Entries,
     ScoreRange,
+    Lookup,
     Member,
     PutDisplay,
     RemoveMember,
     Around,
-    Lookup,
 }
 
 impl Endpoint {
@@ -78,6 +78,13 @@ pub struct Route {
     pub role: Option<Role>,
     /// What serves it.
     pub endpoint: Endpoint,
+}
+
+impl Route {
+    /// The route's place in [`ROUTES`], which its endpoint's is too (a test checks it).
+    pub fn index(&self) -> usize {
+        self.endpoint as usize
+    }
 }
 
 macro_rules! routes {
@@ -144,9 +151,13 @@ fn matches(pattern: &[&str], segs: &[&str]) -> bool {
 
 /// The captures of a path (split into `segs`) that [`matches`] `pattern`, percent-decoded.
 fn capture(pattern: &[&str], segs: &[&str]) -> Result<Params, Problem> {
-    let mut params = Vec::new();
+    let mut params = Vec::with_capacity(2);
     for (p, s) in pattern.iter().zip(segs) {
         if !p.starts_with('{') {
+            continue;
+        }
+        if !s.contains('%') {
+            params.push((*s).to_owned());
             continue;
         }
         match percent_encoding::percent_decode_str(s).decode_utf8() {
@@ -252,6 +263,13 @@ mod tests {
             let path = r.path.replace('{', "x").replace('}', "");
             let (found, _) = find(&r.method, &path).unwrap();
             assert_eq!(found.endpoint, r.endpoint, "{path}");
+        }
+    }
+
+    #[test]
+    fn each_route_is_at_its_endpoints_place() {
+        for (i, r) in ROUTES.iter().enumerate() {
+            assert_eq!(r.index(), i, "{}", r.path);
         }
     }
 
