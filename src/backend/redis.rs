@@ -234,7 +234,7 @@ fn to_reply(v: Value) -> Reply {
         Value::Integer(i) => Reply::Int(i),
         Value::Boolean(b) => Reply::Int(i64::from(b)),
         Value::Double(d) => Reply::Bulk(d.to_string()),
-        Value::String(s) => Reply::Bulk(s.to_string()),
+        Value::String(s) => Reply::Bulk(String::from(&*s)),
         Value::Bytes(b) => Reply::Bulk(String::from_utf8_lossy(&b).into_owned()),
         Value::Array(items) => Reply::Array(items.into_iter().map(to_reply).collect()),
         Value::Map(m) => Reply::Array(
