@@ -4,8 +4,10 @@
 --       [4] display-name hash  [5] display-data hash
 -- ARGV  [1] definition version  [2] order desc|asc  [3] rank mode  [4] tick bits  [5] with data 0|1
 --       [6..] members
--- Reply {total, {score, rank, worse, display name|nil, data|nil} or nil per member}; `worse` counts the
---       members with a strictly worse value (for percentiles); data is read only when asked for.
+-- Reply {total, {score, rank, worse[, display name|nil, data|nil]} or nil per member}; `worse` counts
+--       the members with a strictly worse value (for percentiles); the display name and data come
+--       only when the board has either (and data only when asked for): most boards have neither, and
+--       every element of a reply costs decoding it.
 -- Errors RANKD_NOBOARD, RANKD_STALE <version>.
 -- Cost  O(M * log N) for M members: 4 calls, then 2 per member found (a call from a script costs
 --       Redis more than the sorted-set work it asks for, so every call it can spare is spared).
@@ -49,8 +51,6 @@ for i = 1, #scores do
       text,
       rank_of(ctx, member, stored),
       redis.call('ZCOUNT', ctx.key, lo, hi),
-      false,
-      false,
     }
     found[#found + 1] = i
   else
@@ -77,9 +77,7 @@ if #found > 0 then
     for j = 1, #found do
       local row = rows[found[j]]
       row[4] = names[j]
-      if datas then
-        row[5] = datas[j]
-      end
+      row[5] = datas and datas[j]
     end
   end
 end

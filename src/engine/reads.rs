@@ -419,8 +419,11 @@ impl Engine {
             match row {
                 Reply::Nil => out.push(None),
                 Reply::Array(cells) => {
-                    let [s, r, w, name, data] = cells.as_slice() else {
-                        return Err(bad());
+                    // The display name and data come only from a board that has either.
+                    let (s, r, w, name, data) = match cells.as_slice() {
+                        [s, r, w] => (s, r, w, &Reply::Nil, &Reply::Nil),
+                        [s, r, w, name, data] => (s, r, w, name, data),
+                        _ => return Err(bad()),
                     };
                     let stored = as_f64(s).ok_or_else(bad)?;
                     out.push(Some(MemberRow {
