@@ -409,7 +409,9 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let sent_body = !hyper::body::Body::is_end_stream(req.body());
     // The route is found before the span is made, so that the span is made whole at once: a field
     // recorded later is formatted again by the log layer.
-    let found = routes::find(&method, req.uri().path());
+    // The path outlives the request, which the handler may consume: the parameters borrow it.
+    let uri = req.uri().clone();
+    let found = routes::find(&method, uri.path());
     let span = match &found {
         Ok((route, _)) => tracing::info_span!(
             "request",
