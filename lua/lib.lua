@@ -111,7 +111,8 @@ local function rank_of(ctx, member, stored)
 end
 
 -- Ranks a run of consecutive entries, given flat {member, score, ...} as WITHSCORES returns it and the
--- 0-based position of its first entry. Only the first entry costs a lookup; the rest follow from it.
+-- 0-based position of its first entry. Only the first entry costs a lookup, and none when it is the
+-- board's first (nothing ranks above it, in any mode); the rest follow from it.
 -- Returns flat {member, score, rank, ...}.
 local function rank_run(ctx, pos, flat)
   local out = {}
@@ -124,7 +125,9 @@ local function rank_run(ctx, pos, flat)
       r = ordinal
     else
       local value = decode(tonumber(score), ctx.pow)
-      if prev == nil then
+      if prev == nil and pos == 0 then
+        r = 1
+      elseif prev == nil then
         r = rank_of(ctx, member, tonumber(score))
       elseif value == prev then
         r = rank
@@ -136,9 +139,10 @@ local function rank_run(ctx, pos, flat)
       prev = value
     end
     rank = r
-    out[#out + 1] = member
-    out[#out + 1] = score
-    out[#out + 1] = r
+    local j = (i - 1) / 2 * 3
+    out[j + 1] = member
+    out[j + 2] = score
+    out[j + 3] = r
   end
   return out
 end
@@ -152,22 +156,27 @@ local function by_position(ctx, first, last)
 end
 
 -- Appends each entry's display name (or false) to a ranked run: {member, score, rank, name, ...}.
+-- Most boards carry no display names: an EXISTS then spares the HMGET of every entry's.
 local function with_names(names_key, run)
   local out = {}
   if #run == 0 then
     return out
   end
-  local members = {}
-  for i = 1, #run, 3 do
-    members[#members + 1] = run[i]
+  local n = #run / 3
+  local names = {}
+  if redis.call('EXISTS', names_key) == 1 then
+    local members = {}
+    for i = 1, n do
+      members[i] = run[3 * i - 2]
+    end
+    names = redis.call('HMGET', names_key, unpack(members))
   end
-  local names = redis.call('HMGET', names_key, unpack(members))
-  for i = 1, #members do
-    local j = (i - 1) * 3
-    out[#out + 1] = run[j + 1]
-    out[#out + 1] = run[j + 2]
-    out[#out + 1] = run[j + 3]
-    out[#out + 1] = names[i]
+  for i = 1, n do
+    local j = 3 * i - 3
+    out[j + i] = run[j + 1]
+    out[j + i + 1] = run[j + 2]
+    out[j + i + 2] = run[j + 3]
+    out[j + i + 3] = names[i] or false
   end
   return out
 end

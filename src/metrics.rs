@@ -84,6 +84,56 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Whether [`install`] has run: until then the macros hand out handles that record nothing.
+pub fn installed() -> bool {
+    HANDLE.get().is_some()
+}
+
+/// One series' handle, looked up once and kept.
+///
+/// `metrics::counter!(NAME, "label" => value)` looks the series up on every call: it builds the
+/// key, hashes its labels and compares them in the registry, a visible share of a cheap request's
+/// CPU. A series whose labels are fixed at the call site is looked up once here and recorded
+/// through its handle after that. A handle is kept only once the recorder is installed (before,
+/// the macros answer a handle that records nothing, which must not stick).
+pub struct Resolved<T>(OnceLock<T>);
+
+impl<T> Resolved<T> {
+    /// Not looked up yet.
+    pub const fn new() -> Self {
+        Self(OnceLock::new())
+    }
+
+    /// Calls `f` with the series' handle, looking it up through `make` the first time.
+    pub fn with(&self, make: impl FnOnce() -> T, f: impl FnOnce(&T)) {
+        if let Some(h) = self.0.get() {
+            return f(h);
+        }
+        let h = make();
+        if installed() {
+            f(self.0.get_or_init(|| h));
+        } else {
+            f(&h);
+        }
+    }
+}
+
+impl<T> Default for Resolved<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> std::fmt::Debug for Resolved<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Resolved"
+        } else {
+            "Resolved(not yet)"
+        })
+    }
+}
+
 /// Starts the unlabelled families, the cache counters and the score events of each outcome at
 /// zero, so that alerts and rates see a series from the first scrape rather than from the first
 /// error (or the first duplicate).

@@ -33,9 +33,9 @@ impl Instrumented {
         }
     }
 
-    fn record(&self, script: &'static str, started: Instant, r: Result<(), &ExecError>) {
-        metrics::histogram!(m::SCRIPT_DURATION, "script" => script)
-            .record(started.elapsed().as_secs_f64());
+    fn record(&self, script: &'static Script, started: Instant, r: Result<(), &ExecError>) {
+        script.record_duration(started.elapsed().as_secs_f64());
+        let script = script.name();
         // A call that was never sent is not counted; one sent and not answered is.
         if !matches!(r, Err(ExecError::Unavailable(_))) {
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -67,15 +67,15 @@ impl Executor for Instrumented {
     }
 
     async fn eval(&self, call: Call) -> Result<Reply, ExecError> {
-        let name = call.script.name();
+        let script = call.script;
         let started = Instant::now();
         let r = self.inner.eval(call).await;
-        self.record(name, started, r.as_ref().map(|_| ()));
+        self.record(script, started, r.as_ref().map(|_| ()));
         r
     }
 
     async fn eval_many(&self, calls: Vec<Call>) -> super::Replies {
-        let names: Vec<&'static str> = calls.iter().map(|c| c.script.name()).collect();
+        let names: Vec<&'static Script> = calls.iter().map(|c| c.script).collect();
         let started = Instant::now();
         let r = self.inner.eval_many(calls).await;
         match &r {

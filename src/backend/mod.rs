@@ -18,6 +18,8 @@ pub struct Script {
     name: &'static str,
     source: &'static str,
     sha1: OnceLock<String>,
+    /// Its call latency series, looked up once (see [`crate::metrics::Resolved`]).
+    duration: crate::metrics::Resolved<metrics::Histogram>,
 }
 
 impl Script {
@@ -27,7 +29,16 @@ impl Script {
             name,
             source,
             sha1: OnceLock::new(),
+            duration: crate::metrics::Resolved::new(),
         }
+    }
+
+    /// Records one call's latency in its series.
+    pub fn record_duration(&'static self, secs: f64) {
+        self.duration.with(
+            || metrics::histogram!(crate::metrics::SCRIPT_DURATION, "script" => self.name),
+            |h| h.record(secs),
+        );
     }
 
     /// The script's file name without `.lua`.

@@ -72,6 +72,9 @@ const TRANSIENT: [&str; 6] = [
     "READONLY",
 ];
 
+/// The script cache's hit counter, looked up once: every call counts one.
+static SCRIPT_HITS: crate::metrics::Resolved<metrics::Counter> = crate::metrics::Resolved::new();
+
 /// What fred 10 answers, as an `Unknown` error, for a command it had no connection for.
 const UNROUTED: &str = "Failed to route command";
 
@@ -225,13 +228,73 @@ fn is_noscript(e: &Error) -> bool {
     e.details().starts_with("NOSCRIPT")
 }
 
+/// A reply frame as a [`Reply`], as fred's own reading of it ([`Value`]) followed by [`to_reply`]
+/// would give it, in one pass: a script's reply (a member read's rows, a page's entries) was read
+/// into fred's values only to be read again into a `Reply`. An error frame anywhere in it fails the
+/// whole as fred fails it, with the kind fred gives its text (only a cluster redirection's matters:
+/// see [`classify`]).
+fn frame_to_reply(frame: fred::types::Resp3Frame) -> Result<Reply, Error> {
+    use fred::types::Resp3Frame as F;
+    let text = |data: &[u8]| String::from_utf8_lossy(data).into_owned();
+    Ok(match frame {
+        F::Null => Reply::Nil,
+        F::BlobString { data, .. }
+        | F::SimpleString { data, .. }
+        | F::VerbatimString { data, .. }
+        | F::BigNumber { data, .. } => Reply::Bulk(text(&data)),
+        F::Number { data, .. } => Reply::Int(data),
+        F::Boolean { data, .. } => Reply::Int(i64::from(data)),
+        F::Double { data, .. } => Reply::Bulk(data.to_string()),
+        F::Array { data, .. } | F::Push { data, .. } => Reply::Array(
+            data.into_iter()
+                .map(frame_to_reply)
+                .collect::<Result<_, _>>()?,
+        ),
+        F::Set { data, .. } => Reply::Array(
+            data.into_iter()
+                .map(frame_to_reply)
+                .collect::<Result<_, _>>()?,
+        ),
+        F::SimpleError { data, .. } => return Err(error_reply(&data)),
+        F::BlobError { data, .. } => return Err(error_reply(&text(&data))),
+        // Not in a script's reply over RESP2, which rankd's connections speak.
+        F::Map { .. } | F::Hello { .. } | F::ChunkedString(_) => {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "unexpected reply frame: a map, a hello or a chunk",
+            ))
+        }
+    })
+}
+
+/// An error reply as fred reads one: its kind from its first word.
+fn error_reply(text: &str) -> Error {
+    let kind = match text.split_whitespace().next().unwrap_or("") {
+        "" => ErrorKind::Unknown,
+        "ERR" if text.contains("instance has cluster support disabled") => ErrorKind::Config,
+        "WRONGTYPE" => ErrorKind::InvalidArgument,
+        "NOAUTH" | "WRONGPASS" => ErrorKind::Auth,
+        "MOVED" | "ASK" | "CLUSTERDOWN" => ErrorKind::Cluster,
+        _ => ErrorKind::Unknown,
+    };
+    Error::new(
+        kind,
+        if text.is_empty() {
+            "No response!"
+        } else {
+            text
+        }
+        .to_owned(),
+    )
+}
+
 fn to_reply(v: Value) -> Reply {
     match v {
         Value::Null => Reply::Nil,
         Value::Integer(i) => Reply::Int(i),
         Value::Boolean(b) => Reply::Int(i64::from(b)),
         Value::Double(d) => Reply::Bulk(d.to_string()),
-        Value::String(s) => Reply::Bulk(s.to_string()),
+        Value::String(s) => Reply::Bulk(String::from(&*s)),
         Value::Bytes(b) => Reply::Bulk(String::from_utf8_lossy(&b).into_owned()),
         Value::Array(items) => Reply::Array(items.into_iter().map(to_reply).collect()),
         Value::Map(m) => Reply::Array(
@@ -384,7 +447,10 @@ impl RedisExecutor {
     fn cache(&self, hits: u64, misses: u64) {
         if hits > 0 {
             self.hits.fetch_add(hits, Ordering::Relaxed);
-            metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts").increment(hits);
+            SCRIPT_HITS.with(
+                || metrics::counter!(crate::metrics::CACHE_HITS, "cache" => "scripts"),
+                |c| c.increment(hits),
+            );
         }
         if misses > 0 {
             self.reloads.fetch_add(misses, Ordering::Relaxed);
@@ -461,9 +527,9 @@ impl RedisExecutor {
         Ok(out)
     }
 
-    async fn evalsha(client: &Client, call: &PipelinedCall) -> Result<Value, Error> {
+    async fn evalsha(client: &Client, call: &PipelinedCall) -> Result<Reply, Error> {
         let cmd = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(call.slot), false);
-        client.custom(cmd, call.args()).await
+        frame_to_reply(client.custom_raw(cmd, call.args()).await?)
     }
 }
 
@@ -487,16 +553,13 @@ impl Executor for RedisExecutor {
         let r = match Self::evalsha(client, &call).await {
             Ok(v) => {
                 self.cache(1, 0);
-                Ok(to_reply(v))
+                Ok(v)
             }
             Err(e) if is_noscript(&e) => {
                 self.cache(0, 1);
                 // Redis restarted or failed over to a node without the script: load it and retry once.
                 self.load_one(call.script).await?;
-                Self::evalsha(client, &call)
-                    .await
-                    .map(to_reply)
-                    .map_err(|e| classify(&e))
+                Self::evalsha(client, &call).await.map_err(|e| classify(&e))
             }
             Err(e) => {
                 let e = classify(&e);

@@ -42,6 +42,9 @@ pub(super) struct PageKey {
     pub(super) limit: Option<u32>,
 }
 
+/// The reads each coalesced member read call answers, looked up once.
+static CALL_READS: crate::metrics::Resolved<metrics::Histogram> = crate::metrics::Resolved::new();
+
 /// One member's row of a `read_members` reply.
 pub(super) struct MemberRow {
     pub(super) stored: f64,
@@ -419,8 +422,11 @@ impl Engine {
             match row {
                 Reply::Nil => out.push(None),
                 Reply::Array(cells) => {
-                    let [s, r, w, name, data] = cells.as_slice() else {
-                        return Err(bad());
+                    // The display name and data come only from a board that has either.
+                    let (s, r, w, name, data) = match cells.as_slice() {
+                        [s, r, w] => (s, r, w, &Reply::Nil, &Reply::Nil),
+                        [s, r, w, name, data] => (s, r, w, name, data),
+                        _ => return Err(bad()),
                     };
                     let stored = as_f64(s).ok_or_else(bad)?;
                     out.push(Some(MemberRow {
@@ -458,7 +464,10 @@ impl Engine {
             .standings
             .run(&key, member.clone(), |members| async move {
                 let n = members.len();
-                metrics::histogram!(crate::metrics::READ_CALL_READS).record(n as f64);
+                CALL_READS.with(
+                    || metrics::histogram!(crate::metrics::READ_CALL_READS),
+                    |h| h.record(n as f64),
+                );
                 match self.members_read(board, view, &members, true).await {
                     Ok((_, total, rows)) if rows.len() == n => {
                         rows.into_iter().map(|r| Ok((total, r))).collect()

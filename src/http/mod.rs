@@ -58,9 +58,42 @@ pub struct State {
 }
 
 impl State {
-    fn next_request_id(&self) -> String {
-        let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}-{n:x}", self.request_seed)
+    fn next_request_id(&self) -> RequestId {
+        RequestId::new(
+            self.request_seed,
+            self.request_ids.fetch_add(1, Ordering::Relaxed),
+        )
+    }
+}
+
+/// A request's id, `{seed:08x}-{n:x}`: the process's random seed and the request's number, in
+/// hex. Written into a buffer on the stack: every request makes one.
+#[derive(Clone, Copy)]
+struct RequestId {
+    buf: [u8; 25],
+    len: usize,
+}
+
+impl RequestId {
+    fn new(seed: u32, n: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 25];
+        for (i, b) in buf[..8].iter_mut().enumerate() {
+            *b = HEX[(seed >> (28 - 4 * i) & 0xf) as usize];
+        }
+        buf[8] = b'-';
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for i in 0..digits {
+            buf[9 + i] = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
+        }
+        Self {
+            buf,
+            len: 9 + digits,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
 }
 
@@ -311,33 +344,98 @@ fn method_label(m: &hyper::Method) -> &'static str {
     }
 }
 
+/// The statuses rankd answers, each with a request counter resolved once per route ([`SERIES`]);
+/// any other status is looked up by the macro each time.
+const STATUSES: [u16; 15] = [
+    200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 429, 500, 503,
+];
+
+/// The per-request series of one route, resolved once: recording a request then costs two atomic
+/// adds, not two registry lookups.
+struct RouteSeries {
+    duration: m::Resolved<metrics::Histogram>,
+    requests: [m::Resolved<metrics::Counter>; STATUSES.len()],
+}
+
+impl RouteSeries {
+    const fn new() -> Self {
+        Self {
+            duration: m::Resolved::new(),
+            requests: [const { m::Resolved::new() }; STATUSES.len()],
+        }
+    }
+}
+
+/// The series of each route, by [`routes::Route::index`].
+static SERIES: [RouteSeries; routes::ROUTES.len()] =
+    [const { RouteSeries::new() }; routes::ROUTES.len()];
+
+/// Counts a request and records its latency, by route (`unmatched` for a path no route serves),
+/// method and status.
+fn record_request(
+    route: Option<&'static routes::Route>,
+    method: &hyper::Method,
+    status: hyper::StatusCode,
+    elapsed: Duration,
+) {
+    let label = route.map_or("unmatched", |r| r.path);
+    let count = || metrics::counter!(m::HTTP_REQUESTS, "route" => label, "method" => method_label(method), "status" => status.as_str().to_owned());
+    let secs = elapsed.as_secs_f64();
+    let Some(route) = route else {
+        count().increment(1);
+        metrics::histogram!(m::HTTP_DURATION, "route" => label).record(secs);
+        return;
+    };
+    // A matched route's method is the route's own.
+    let series = &SERIES[route.index()];
+    match STATUSES.iter().position(|&s| s == status.as_u16()) {
+        Some(i) => series.requests[i].with(count, |c| c.increment(1)),
+        None => count().increment(1),
+    }
+    series.duration.with(
+        || metrics::histogram!(m::HTTP_DURATION, "route" => label),
+        |h| h.record(secs),
+    );
+}
+
 async fn serve(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let id = state.next_request_id();
+    let id = id.as_str();
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
     // A body the handler may leave unread (an early refusal, a route that takes none): hyper then
     // closes the connection after the answer, which must say so, or a keep-alive client's next
     // request on it fails.
     let sent_body = !hyper::body::Body::is_end_stream(req.body());
-    let span =
-        tracing::info_span!("request", request_id = %id, %method, route = tracing::field::Empty);
+    // The route is found before the span is made, so that the span is made whole at once: a field
+    // recorded later is formatted again by the log layer.
+    // The path outlives the request, which the handler may consume: the parameters borrow it.
+    let uri = req.uri().clone();
+    let found = routes::find(&method, uri.path());
+    let span = match &found {
+        Ok((route, _)) => tracing::info_span!(
+            "request",
+            request_id = %id,
+            %method,
+            route = route.path
+        ),
+        Err(_) => tracing::info_span!("request", request_id = %id, %method),
+    };
     let (route, mut resp) = async {
-        match routes::find(&method, &path) {
-            Err(p) => ("unmatched", p.into_response()),
+        match found {
+            Err(p) => (None, p.into_response()),
             Ok((route, params)) => {
-                tracing::Span::current().record("route", route.path);
-                let r = routes::dispatch(&state, route, params, req, &id)
+                let r = routes::dispatch(&state, route, params, req, id)
                     .await
                     .unwrap_or_else(|p: Problem| {
                         // Every 5xx body carries the request id, whichever handler answered it.
                         if p.status().is_server_error() {
-                            p.with_request_id(&id).into_response()
+                            p.with_request_id(id).into_response()
                         } else {
                             p.into_response()
                         }
                     });
-                (route.path, r)
+                (Some(route), r)
             }
         }
     }
@@ -345,24 +443,25 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     .await;
     let status = resp.status();
     let elapsed = started.elapsed();
-    metrics::counter!(m::HTTP_REQUESTS, "route" => route, "method" => method_label(&method), "status" => status.as_str().to_owned()).increment(1);
-    metrics::histogram!(m::HTTP_DURATION, "route" => route).record(elapsed.as_secs_f64());
-    span.in_scope(|| {
-        if status.is_server_error() {
-            tracing::warn!(
-                status = status.as_u16(),
-                ms = elapsed.as_millis() as u64,
-                "request failed"
-            );
-        } else {
-            tracing::debug!(
-                status = status.as_u16(),
-                ms = elapsed.as_millis() as u64,
-                "request served"
-            );
-        }
-    });
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    record_request(route, &method, status, elapsed);
+    // In the request's span, named as the parent rather than entered: a line below the level
+    // logged costs nothing.
+    if status.is_server_error() {
+        tracing::warn!(
+            parent: &span,
+            status = status.as_u16(),
+            ms = elapsed.as_millis() as u64,
+            "request failed"
+        );
+    } else {
+        tracing::debug!(
+            parent: &span,
+            status = status.as_u16(),
+            ms = elapsed.as_millis() as u64,
+            "request served"
+        );
+    }
+    if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     // Handlers that take a body read it whole before they succeed; any other answer may leave it.
@@ -385,6 +484,23 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn a_request_id_is_the_seed_and_the_number_in_hex() {
+        for (seed, n) in [
+            (0, 0),
+            (0xdead_beef, 1),
+            (7, 0xf),
+            (0x0102_0304, 0x10),
+            (u32::MAX, u64::MAX),
+            (0x8000_0000, 0x1234_5678_9abc),
+        ] {
+            assert_eq!(
+                RequestId::new(seed, n).as_str(),
+                format!("{seed:08x}-{n:x}")
+            );
+        }
+    }
 
     #[tokio::test]
     async fn a_write_nobody_reads_fails_after_the_limit_and_one_that_drains_does_not() {

@@ -1,5 +1,6 @@
 //! The route table and the one match that dispatches it.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use hyper::body::Incoming;
@@ -10,7 +11,7 @@ use super::problem::{Body, Problem};
 use super::State;
 use crate::config::Role;
 
-/// Every endpoint.
+/// Every endpoint, in the order of [`ROUTES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Healthz,
@@ -27,11 +28,11 @@ pub enum Endpoint {
     Top,
     Entries,
     ScoreRange,
+    Lookup,
     Member,
     PutDisplay,
     RemoveMember,
     Around,
-    Lookup,
 }
 
 impl Endpoint {
@@ -80,6 +81,13 @@ pub struct Route {
     pub endpoint: Endpoint,
 }
 
+impl Route {
+    /// The route's place in [`ROUTES`], which its endpoint's is too (a test checks it).
+    pub fn index(&self) -> usize {
+        self.endpoint as usize
+    }
+}
+
 macro_rules! routes {
     ($($method:ident $path:literal $role:expr => $ep:ident),* $(,)?) => {
         /// Every route the server serves.
@@ -118,8 +126,37 @@ routes! {
     GET "/v1/boards/{board}/members/{member}/around" READ => Around,
 }
 
-/// Segments captured by a pattern, percent-decoded, in order.
-pub type Params = Vec<String>;
+/// Most captures of any route's pattern (a test checks it).
+const MAX_CAPTURES: usize = 2;
+
+/// Segments captured by a pattern, percent-decoded, in order: borrowed from the path unless
+/// decoding changed them, so that routing a request allocates nothing.
+#[derive(Debug, Default)]
+pub struct Params<'a> {
+    items: [Cow<'a, str>; MAX_CAPTURES],
+    n: usize,
+}
+
+impl Params<'_> {
+    /// The `i`-th capture, or "" past the last.
+    pub fn get(&self, i: usize) -> &str {
+        if i < self.n {
+            &self.items[i]
+        } else {
+            ""
+        }
+    }
+
+    /// How many segments were captured.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
 
 /// A bound on the `/`-separated segments of any route's pattern (the longest has 7, counting the
 /// empty one before the leading `/`); a longer path matches no route.
@@ -143,14 +180,17 @@ fn matches(pattern: &[&str], segs: &[&str]) -> bool {
 }
 
 /// The captures of a path (split into `segs`) that [`matches`] `pattern`, percent-decoded.
-fn capture(pattern: &[&str], segs: &[&str]) -> Result<Params, Problem> {
-    let mut params = Vec::new();
+fn capture<'a>(pattern: &[&str], segs: &[&'a str]) -> Result<Params<'a>, Problem> {
+    let mut params = Params::default();
     for (p, s) in pattern.iter().zip(segs) {
         if !p.starts_with('{') {
             continue;
         }
         match percent_encoding::percent_decode_str(s).decode_utf8() {
-            Ok(v) => params.push(v.into_owned()),
+            Ok(v) => {
+                params.items[params.n] = v;
+                params.n += 1;
+            }
             Err(_) => {
                 let name = p.trim_matches(|c| c == '{' || c == '}');
                 return Err(Problem::invalid(&crate::Invalid::new(
@@ -167,18 +207,26 @@ fn capture(pattern: &[&str], segs: &[&str]) -> Result<Params, Problem> {
 /// path is split once, on the stack; trying every route then compares slices. Parameters that do
 /// not decode are the route's problem, answered only after its key check (see [`dispatch`]): a
 /// client without a key learns no more than that it needs one.
-pub fn find(
+pub fn find<'a>(
     method: &Method,
-    path: &str,
-) -> Result<(&'static Route, Result<Params, Problem>), Problem> {
+    path: &'a str,
+) -> Result<(&'static Route, Result<Params<'a>, Problem>), Problem> {
     let mut buf = [""; MAX_SEGMENTS];
     let mut n = 0;
-    for s in path.split('/') {
+    let mut start = 0;
+    // Split at each '/' (an ASCII byte, so every piece is a str of its own).
+    for end in path
+        .bytes()
+        .enumerate()
+        .filter_map(|(i, b)| (b == b'/').then_some(i))
+        .chain([path.len()])
+    {
         if n == MAX_SEGMENTS {
             return Err(Problem::no_route(path));
         }
-        buf[n] = s;
+        buf[n] = &path[start..end];
         n += 1;
+        start = end + 1;
     }
     let segs = &buf[..n];
     let mut allowed = Vec::new();
@@ -202,7 +250,7 @@ pub fn find(
 pub async fn dispatch(
     state: &State,
     route: &Route,
-    params: Result<Params, Problem>,
+    params: Result<Params<'_>, Problem>,
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Response<Body>, Problem> {
@@ -214,7 +262,7 @@ pub async fn dispatch(
     if !route.endpoint.may_have_query() {
         refuse_query(&req)?;
     }
-    let p = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
+    let p = |i: usize| params.get(i);
     match route.endpoint {
         Endpoint::Healthz => Ok(h::healthz()),
         Endpoint::Readyz => h::readyz(state).await,
@@ -246,9 +294,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_route_fits_the_segment_bound() {
+    fn every_route_fits_the_segment_and_capture_bounds() {
         for r in ROUTES {
             assert!(r.path.split('/').count() <= MAX_SEGMENTS, "{}", r.path);
+            assert!(r.path.matches('{').count() <= MAX_CAPTURES, "{}", r.path);
             let path = r.path.replace('{', "x").replace('}', "");
             let (found, _) = find(&r.method, &path).unwrap();
             assert_eq!(found.endpoint, r.endpoint, "{path}");
@@ -256,17 +305,38 @@ mod tests {
     }
 
     #[test]
+    fn each_route_is_at_its_endpoints_place() {
+        for (i, r) in ROUTES.iter().enumerate() {
+            assert_eq!(r.index(), i, "{}", r.path);
+        }
+    }
+
+    #[test]
     fn literal_segments_and_captures_route_as_documented() {
+        let all = |p: Params<'_>| {
+            (0..p.len())
+                .map(|i| p.get(i).to_owned())
+                .collect::<Vec<_>>()
+        };
         let (r, p) = find(&Method::POST, "/v1/boards/xp/members/lookup").unwrap();
         assert_eq!(
-            (r.endpoint, p.unwrap()),
+            (r.endpoint, all(p.unwrap())),
             (Endpoint::Lookup, vec!["xp".to_owned()])
         );
         let (r, p) = find(&Method::GET, "/v1/boards/xp/members/u%2042").unwrap();
         assert_eq!(
-            (r.endpoint, p.unwrap()),
+            (r.endpoint, all(p.unwrap())),
             (Endpoint::Member, vec!["xp".to_owned(), "u 42".to_owned()])
         );
+        let (_, p) = find(&Method::GET, "/v1/boards/x%2Fy/top").unwrap();
+        let p = p.unwrap();
+        assert_eq!((p.get(0), p.get(1)), ("x/y", ""));
+        assert!(matches!(p.items[0], Cow::Owned(_)));
+        let (_, p) = find(&Method::GET, "/v1/boards/xp/members/u1/around").unwrap();
+        assert!(matches!(
+            p.unwrap().items,
+            [Cow::Borrowed("xp"), Cow::Borrowed("u1")]
+        ));
         assert_eq!(
             find(&Method::PATCH, "/v1/boards/xp").unwrap_err().status(),
             405
