@@ -166,6 +166,19 @@ macro_rules! sql_store {
                 $crate::store::live_boards(rows)
             }
 
+            /// The highest stored sequence number of a live `board`; `None` when none is stored.
+            ///
+            /// # Errors
+            /// [`Error::Unavailable`].
+            pub async fn board_seq(&self, board: &BoardId) -> Result<Option<u64>> {
+                let seq: Option<i64> = sqlx::query_scalar($crate::store::sql::BOARD_SEQ)
+                    .bind(board.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(seq.map(|s| s as u64))
+            }
+
             /// Deleted boards whose deletion may not have reached Redis yet.
             ///
             /// # Errors
@@ -382,6 +395,9 @@ macro_rules! sql_store {
             }
             async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
                 $store::boards(self).await
+            }
+            async fn board_seq(&self, board: &BoardId) -> Result<Option<u64>> {
+                $store::board_seq(self, board).await
             }
             async fn tombstones(&self) -> Result<Vec<BoardId>> {
                 $store::tombstones(self).await
