@@ -3,8 +3,10 @@
 //! calls their own methods where the two differ.
 //!
 //! The macros here expand inside a store's module, which names its own `unavailable` (the error of
-//! a failed query), `row_to_op` (a row of [`super::sql::OPS_AFTER`]'s columns as an operation) and
-//! `stream_entries` (reads one snapshot's entries).
+//! a failed query), `row_to_op` (a row of [`super::sql::OPS_AFTER`]'s columns as an operation),
+//! `stream_entries` (reads one snapshot's entries), and `LIVE_BOARDS` and `BOARD_SEQ` (the queries
+//! of [`super::sql::LIVE_BOARDS`] and [`super::sql::BOARD_SEQ`]'s rows, which Postgres reads from
+//! the numbers its triggers keep).
 
 use sqlx::Row;
 
@@ -159,7 +161,7 @@ macro_rules! sql_store {
             /// # Errors
             /// [`Error::Unavailable`].
             pub async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
-                let rows = sqlx::query_as($crate::store::sql::LIVE_BOARDS)
+                let rows = sqlx::query_as(LIVE_BOARDS)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(unavailable)?;
@@ -171,7 +173,7 @@ macro_rules! sql_store {
             /// # Errors
             /// [`Error::Unavailable`].
             pub async fn board_seq(&self, board: &BoardId) -> Result<Option<u64>> {
-                let seq: Option<i64> = sqlx::query_scalar($crate::store::sql::BOARD_SEQ)
+                let seq: Option<i64> = sqlx::query_scalar(BOARD_SEQ)
                     .bind(board.as_str())
                     .fetch_optional(&self.pool)
                     .await

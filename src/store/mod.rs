@@ -315,12 +315,13 @@ impl OpRow {
 pub(crate) mod sql {
     /// Live boards with their highest stored sequence number: rows of (board, seq).
     /// One descent of the primary key per board (its last row), so that the checks that run it
-    /// every few seconds cost O(boards), not O(stored operations).
+    /// every few seconds cost O(boards), not O(stored operations). SQLite's; Postgres reads the
+    /// number its triggers keep on the board row instead (`postgres::LIVE_BOARDS`).
     pub const LIVE_BOARDS: &str = "SELECT b.board, COALESCE((SELECT o.seq FROM rankd_ops o
              WHERE o.board = b.board ORDER BY o.seq DESC LIMIT 1), 0)
          FROM rankd_boards b WHERE b.deleted = FALSE ORDER BY b.board";
     /// The highest stored sequence number of live board `$1`, as [`LIVE_BOARDS`] reads it: one row
-    /// of (seq), or none when no live board of this id is stored.
+    /// of (seq), or none when no live board of this id is stored. SQLite's, as [`LIVE_BOARDS`].
     pub const BOARD_SEQ: &str = "SELECT COALESCE((SELECT o.seq FROM rankd_ops o
              WHERE o.board = b.board ORDER BY o.seq DESC LIMIT 1), 0)
          FROM rankd_boards b WHERE b.board = $1 AND b.deleted = FALSE";

@@ -41,28 +41,46 @@ async fn the_server_listens_at_once_and_answers_503_until_its_start_up_work_is_d
     .await;
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    for (method, path) in [
-        (reqwest::Method::GET, "/readyz"),
-        (reqwest::Method::GET, "/v1/boards/early/top"),
-        (reqwest::Method::POST, "/v1/boards/early/scores"),
-    ] {
+    let ask = |method: reqwest::Method, path: &'static str| {
         let r = http
             .request(method, url(path))
             .bearer_auth("k")
             .json(&serde_json::json!({"member": "a", "value": 1}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 503, "{path}");
-        assert!(r.headers().contains_key("retry-after"), "{path}");
-        let v: Value = r.json().await.unwrap();
-        assert_eq!(v["type"], "urn:rankd:problem:unavailable", "{path}: {v}");
-        let detail = v["detail"].as_str().unwrap();
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            assert_eq!(r.status(), 503, "{path}");
+            assert!(r.headers().contains_key("retry-after"), "{path}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["type"], "urn:rankd:problem:unavailable", "{path}: {v}");
+            let detail = v["detail"].as_str().unwrap().to_owned();
+            assert!(detail.starts_with("rankd is starting"), "{path}: {v}");
+            detail
+        }
+    };
+    // Each answer says what the start-up work is doing; here, soon, the check it waits in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ask(reqwest::Method::GET, "/readyz")
+        .await
+        .contains("checking the boards of the durable store")
+    {
         assert!(
-            detail.contains("starting") && detail.contains("store"),
-            "{path}: the answer says what start-up waits for: {v}"
+            Instant::now() < deadline,
+            "the start-up check not under way"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/boards/early/top"),
+        (reqwest::Method::POST, "/v1/boards/early/scores"),
+    ] {
+        let detail = ask(method, path).await;
+        assert!(detail.contains("checking the boards"), "{path}: {detail}");
+    }
+    assert_eq!(
+        http.get(url("/healthz")).send().await.unwrap().status(),
+        200
+    );
     assert!(child.try_wait().unwrap().is_none(), "rankd exited");
     // The start-up work goes on once the table is free, and the server serves.
     lock.rollback().await.unwrap();
@@ -167,4 +185,34 @@ async fn start_up_work_does_not_grow_with_the_stored_history() {
         "start-up at a million stored operations took {b:?}, against {a:?} at none"
     );
     drop((fresh_db, old_db));
+}
+
+/// A restart with Redis intact reads no stored operation at all: it starts while `rankd_ops` is
+/// locked against every reader (the boards' last numbers come from their board rows, which the
+/// store keeps, not from the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_redis_intact_reads_no_stored_operation() {
+    let (_keys, db, config) = intact(3, 1_000).await;
+    let pool = db.pool().await;
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::raw_sql("LOCK TABLE rankd_ops IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let engine = tokio::time::timeout(
+        Duration::from_secs(10),
+        rankd::serve::build_engine(&config, Arc::new(SystemClock)),
+    )
+    .await
+    .expect("the start-up work does not wait for the operation log")
+    .expect("engine starts");
+    let b = BoardId::parse("b0").unwrap();
+    assert_eq!(
+        engine.redis_state(&b).await.unwrap(),
+        rankd::engine::RedisState::Live(1_001),
+        "nothing was rebuilt"
+    );
+    drop(engine);
+    lock.rollback().await.unwrap();
+    pool.close().await;
 }
