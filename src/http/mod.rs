@@ -209,7 +209,8 @@ impl Starting {
 
 /// Serves `listener` until `until` completes, and returns its output, while the engine is not
 /// built yet (its start-up work under way, or Redis or the store out of reach): `GET /healthz`
-/// answers 200, since the process is up; `GET /metrics` renders what is recorded; everything else,
+/// answers 200, since the process is up; `GET /metrics` renders what is recorded (to the metrics
+/// key, when one is set); everything else,
 /// `/readyz` included, answers 503 with Retry-After and what `starting` says at the time. Each
 /// connection carries one request, so that no client stays on this responder once the engine is
 /// up. At most `limit`'s permits of connections are served at once (one semaphore for every call
@@ -222,6 +223,9 @@ pub async fn answer_while_starting<T>(
     until: impl std::future::Future<Output = T>,
 ) -> T {
     let metrics = m::install();
+    // `/metrics` takes the metrics key here too, when one is set.
+    let auth =
+        Arc::new(auth::Auth::new(&[], false).with_metrics_key(config.metrics_key.as_deref()));
     let seed = RandomState::new().build_hasher().finish() as u32;
     let ids = Arc::new(AtomicU64::new(0));
     tokio::pin!(until);
@@ -237,7 +241,8 @@ pub async fn answer_while_starting<T>(
             done = &mut until => return done,
             c = accept(listener) => c,
         };
-        let (metrics, ids, starting) = (metrics.clone(), ids.clone(), starting.clone());
+        let (metrics, ids, starting, auth) =
+            (metrics.clone(), ids.clone(), starting.clone(), auth.clone());
         let svc = service_fn(move |req: Request<Incoming>| {
             let id = format!("{seed:08x}-{:x}", ids.fetch_add(1, Ordering::Relaxed));
             let span = tracing::info_span!(
@@ -249,11 +254,14 @@ pub async fn answer_while_starting<T>(
             let _entered = span.enter();
             let mut resp = match (req.method(), req.uri().path()) {
                 (&hyper::Method::GET, "/healthz") => handlers::healthz(),
-                (&hyper::Method::GET, "/metrics") => problem::bytes_response(
-                    hyper::StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    metrics.render(),
-                ),
+                (&hyper::Method::GET, "/metrics") => match auth.check_metrics(req.headers()) {
+                    Ok(()) => problem::bytes_response(
+                        hyper::StatusCode::OK,
+                        "text/plain; version=0.0.4",
+                        metrics.render(),
+                    ),
+                    Err(p) => p.into_response(),
+                },
                 _ => Problem::unavailable(starting.get())
                     .with_request_id(&id)
                     .into_response(),

@@ -36,7 +36,8 @@ async fn the_server_listens_at_once_and_answers_503_until_its_start_up_work_is_d
         c.args(["--redis-url", &Redis::Standalone.url()])
             .args(["--key-prefix", keys.prefix()])
             .env("RANKD_DATABASE_URL", db.url())
-            .env("RANKD_API_KEYS", "k:admin");
+            .env("RANKD_API_KEYS", "k:admin")
+            .env("RANKD_METRICS_KEY", "scrape");
     })
     .await;
     let http = reqwest::Client::new();
@@ -81,6 +82,10 @@ async fn the_server_listens_at_once_and_answers_503_until_its_start_up_work_is_d
         http.get(url("/healthz")).send().await.unwrap().status(),
         200
     );
+    // /metrics answers, to its key only, as once started.
+    let metrics = |key: &str| http.get(url("/metrics")).bearer_auth(key).send();
+    assert_eq!(metrics("scrape").await.unwrap().status(), 200);
+    assert_eq!(metrics("k").await.unwrap().status(), 401);
     assert!(child.try_wait().unwrap().is_none(), "rankd exited");
     // The start-up work goes on once the table is free, and the server serves.
     lock.rollback().await.unwrap();
