@@ -11,7 +11,7 @@ use crate::backend::{ExecError, Executor};
 use crate::config::Config;
 use crate::engine::{Clock, Engine, EngineConfig, SystemClock};
 use crate::error::Error;
-use crate::http::App;
+use crate::http::{App, Starting};
 use crate::keys::Keys;
 use crate::store::{rebuild, Configured, Persister};
 
@@ -31,12 +31,23 @@ pub enum ServeError {
 /// # Errors
 /// [`Error::Unavailable`] when Redis cannot be reached, [`Error::Invalid`] for a bad key prefix.
 pub async fn build_engine(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, Error> {
+    build(config, clock, &Starting::default()).await
+}
+
+/// [`build_engine`], saying in `starting` what it is doing as it goes (the start-up responder's
+/// 503 answers quote it).
+async fn build(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    starting: &Starting,
+) -> Result<Arc<Engine>, Error> {
     // Before anything is recorded: what is set before the recorder exists is lost (the store's
     // durability gauge, the start-up rebuilds).
     crate::metrics::install();
+    starting.set(CONNECTING);
     let engine = connect(config, clock).await?;
     let exec = engine.executor();
-    match attach_store(config, engine).await {
+    match attach(config, engine, starting).await {
         Ok(engine) => Ok(engine),
         Err(e) => {
             // Given up on: its Redis connections go with it, or every retry at start-up would
@@ -97,6 +108,15 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, E
 /// # Errors
 /// [`Error::Unavailable`] when Postgres or Redis cannot be reached.
 pub async fn attach_store(config: &Config, engine: Engine) -> Result<Arc<Engine>, Error> {
+    attach(config, engine, &Starting::default()).await
+}
+
+/// [`attach_store`], saying in `starting` what it is doing as it goes.
+async fn attach(
+    config: &Config,
+    engine: Engine,
+    starting: &Starting,
+) -> Result<Arc<Engine>, Error> {
     let configured = Configured::of(config);
     match &configured {
         Configured::Postgres(_) => tracing::info!("durable store: Postgres"),
@@ -110,6 +130,7 @@ pub async fn attach_store(config: &Config, engine: Engine) -> Result<Arc<Engine>
              only and a restart loses them"
         ),
     }
+    starting.set(OPENING_STORE);
     let Some(store) = configured.open().await? else {
         metrics::gauge!(crate::metrics::STORE_DURABLE).set(0.0);
         return Ok(Arc::new(engine));
@@ -128,6 +149,7 @@ pub async fn attach_store(config: &Config, engine: Engine) -> Result<Arc<Engine>
     persister.attach(&engine);
     metrics::gauge!(crate::metrics::STORE_DURABLE).set(1.0);
     // Nothing is rebuilt from a store that is not the one Redis was built from (it says so).
+    starting.set(CHECKING_BOARDS);
     if persister.paired().await? {
         let report = rebuild::check(&engine, store.as_ref()).await?;
         if !report.rebuilt.is_empty() || !report.finished_deletes.is_empty() {
@@ -235,13 +257,10 @@ pub async fn main(config: Config) -> std::process::ExitCode {
 /// # Errors
 /// [`ServeError`] when the engine cannot start or the address cannot be bound.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
-    // Bound first: a taken address fails the start at once, and probes reach the process while
-    // the engine waits for its backends.
+    // Bound and answering first: a taken address fails the start at once, and probes reach the
+    // process while the engine waits for its backends and does its start-up work.
+    let started = std::time::Instant::now();
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let Some(engine) = start_engine(&config, &listener, &shutdown).await? else {
-        return Ok(());
-    };
-    let app = App::with_listener(listener, config.clone(), engine.clone());
     if config.api_keys.is_empty() {
         // Allowed on loopback only (the configuration refuses anything else), yet worth saying.
         tracing::warn!(
@@ -249,7 +268,16 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
              can reach this address. Set RANKD_API_KEYS (e.g. RANKD_API_KEYS=\"$(openssl rand -hex 16):admin\")"
         );
     }
-    tracing::info!(addr = %app.local_addr()?, "rankd listening");
+    // From here /healthz answers; the rest answers 503 until the start-up work is done.
+    tracing::info!(addr = %listener.local_addr()?, "rankd listening");
+    let Some(engine) = start_engine(&config, &listener, &shutdown).await? else {
+        return Ok(());
+    };
+    let app = App::with_listener(listener, config.clone(), engine.clone());
+    tracing::info!(
+        start_ms = started.elapsed().as_millis() as u64,
+        "rankd ready: serving every route"
+    );
     app.run(shutdown).await;
     // Every request is answered: what async durability has not committed yet is stored now (the
     // embedded engine's log ends with the process).
@@ -262,10 +290,19 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     Ok(())
 }
 
-/// Builds the engine, waiting for Redis and the store while they are out of reach (rankd may start
-/// before them): meanwhile `listener` answers `/healthz` and 503 to everything else, and each
-/// attempt after the first waits twice as long as the one before, up to 5 s. `None` when shutdown
-/// came first.
+/// What the start-up responder's 503 answers say rankd is doing, phase by phase.
+const CONNECTING: &str = "rankd is starting: it is connecting to the leaderboard backend";
+const OPENING_STORE: &str =
+    "rankd is starting: it is opening the durable store and applying its migrations";
+const CHECKING_BOARDS: &str = "rankd is starting: it is checking the boards of the durable store \
+     against the leaderboard backend, and rebuilding any the backend lacks";
+const OUT_OF_REACH: &str =
+    "rankd is starting: the leaderboard backend or the durable store is not reachable yet";
+
+/// Builds the engine, while `listener` answers `/healthz` and 503 to everything else (saying which
+/// part of the start-up work it waits for), and waiting for Redis and the store while they are out
+/// of reach (rankd may start before them): each attempt after the first waits twice as long as the
+/// one before, up to 5 s. `None` when shutdown came first.
 ///
 /// # Errors
 /// [`ServeError::Engine`] for anything but a backend out of reach (a bad key prefix, a script
@@ -278,10 +315,17 @@ async fn start_engine(
     let mut delay = std::time::Duration::from_millis(250);
     // One cap on connections for every attempt: those the responder took stay counted while they last.
     let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let starting = Starting::default();
     loop {
         let attempt = tokio::select! {
             () = shutdown.cancelled() => return Ok(None),
-            r = build_engine(config, Arc::new(SystemClock)) => r,
+            r = crate::http::answer_while_starting(
+                listener,
+                config,
+                &limit,
+                &starting,
+                build(config, Arc::new(SystemClock), &starting),
+            ) => r,
         };
         match attempt {
             Ok(engine) => return Ok(Some(engine)),
@@ -294,12 +338,14 @@ async fn start_engine(
                     "cannot start yet: a backend is out of reach; answering /healthz, and 503 to \
                      everything else, until it is back"
                 );
+                starting.set(OUT_OF_REACH);
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(None),
                     () = crate::http::answer_while_starting(
                         listener,
                         config,
                         &limit,
+                        &starting,
                         tokio::time::sleep(delay),
                     ) => {}
                 }

@@ -217,33 +217,65 @@ async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
     }
 }
 
-/// Serves `listener` until `until` completes, while the engine cannot start yet (Redis or the
-/// store out of reach): `GET /healthz` answers 200, since the process is up; `GET /metrics`
-/// renders what is recorded; everything else, `/readyz` included, answers 503 with Retry-After.
-/// Each connection carries one request, so that no client stays on this responder once the
-/// engine is up. At most `limit`'s permits of connections are served at once (one semaphore for
-/// every call while starting, of `max_connections` permits); past it, clients wait in the kernel
-/// backlog.
-pub async fn answer_while_starting(
+/// What a server that does not serve yet is doing: the detail of its 503 answers (see
+/// [`answer_while_starting`]). Clones share it.
+#[derive(Debug, Clone)]
+pub struct Starting(Arc<std::sync::Mutex<&'static str>>);
+
+impl Default for Starting {
+    fn default() -> Self {
+        Self(Arc::new(std::sync::Mutex::new("rankd is starting")))
+    }
+}
+
+impl Starting {
+    /// From now on, the answers say `what`.
+    pub fn set(&self, what: &'static str) {
+        *self.0.lock().expect("start-up phase poisoned") = what;
+    }
+
+    /// What the answers say now.
+    pub fn get(&self) -> &'static str {
+        *self.0.lock().expect("start-up phase poisoned")
+    }
+}
+
+/// Serves `listener` until `until` completes, and returns its output, while the engine is not
+/// built yet (its start-up work under way, or Redis or the store out of reach): `GET /healthz`
+/// answers 200, since the process is up; `GET /metrics` renders what is recorded (to the metrics
+/// key, when one is set); everything else,
+/// `/readyz` included, answers 503 with Retry-After and what `starting` says at the time. Each
+/// connection carries one request, so that no client stays on this responder once the engine is
+/// up. At most `limit`'s permits of connections are served at once (one semaphore for every call
+/// while starting, of `max_connections` permits); past it, clients wait in the kernel backlog.
+pub async fn answer_while_starting<T>(
     listener: &TcpListener,
     config: &Config,
     limit: &Arc<Semaphore>,
-    until: impl std::future::Future<Output = ()>,
-) {
+    starting: &Starting,
+    until: impl std::future::Future<Output = T>,
+) -> T {
     let metrics = m::install();
+    // `/metrics` takes the metrics key here too, when one is set.
+    let auth =
+        Arc::new(auth::Auth::new(&[], false).with_metrics_key(config.metrics_key.as_deref()));
     let seed = RandomState::new().build_hasher().finish() as u32;
     let ids = Arc::new(AtomicU64::new(0));
     tokio::pin!(until);
     loop {
         let permit = tokio::select! {
-            () = &mut until => return,
+            // The work first: once it is done, no more connection is taken here.
+            biased;
+            done = &mut until => return done,
             p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
         let (stream, _) = tokio::select! {
-            () = &mut until => return,
+            biased;
+            done = &mut until => return done,
             c = accept(listener) => c,
         };
-        let (metrics, ids) = (metrics.clone(), ids.clone());
+        let (metrics, ids, starting, auth) =
+            (metrics.clone(), ids.clone(), starting.clone(), auth.clone());
         let svc = service_fn(move |req: Request<Incoming>| {
             let id = format!("{seed:08x}-{:x}", ids.fetch_add(1, Ordering::Relaxed));
             let span = tracing::info_span!(
@@ -255,16 +287,17 @@ pub async fn answer_while_starting(
             let _entered = span.enter();
             let mut resp = match (req.method(), req.uri().path()) {
                 (&hyper::Method::GET, "/healthz") => handlers::healthz(),
-                (&hyper::Method::GET, "/metrics") => problem::bytes_response(
-                    hyper::StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    metrics.render(),
-                ),
-                _ => Problem::unavailable(
-                    "rankd is starting: the leaderboard backend is not reachable yet",
-                )
-                .with_request_id(&id)
-                .into_response(),
+                (&hyper::Method::GET, "/metrics") => match auth.check_metrics(req.headers()) {
+                    Ok(()) => problem::bytes_response(
+                        hyper::StatusCode::OK,
+                        "text/plain; version=0.0.4",
+                        metrics.render(),
+                    ),
+                    Err(p) => p.into_response(),
+                },
+                _ => Problem::unavailable(starting.get())
+                    .with_request_id(&id)
+                    .into_response(),
             };
             if let Ok(v) = HeaderValue::from_str(&id) {
                 resp.headers_mut().insert("x-request-id", v);

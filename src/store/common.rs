@@ -3,8 +3,10 @@
 //! calls their own methods where the two differ.
 //!
 //! The macros here expand inside a store's module, which names its own `unavailable` (the error of
-//! a failed query), `row_to_op` (a row of [`super::sql::OPS_AFTER`]'s columns as an operation) and
-//! `stream_entries` (reads one snapshot's entries).
+//! a failed query), `row_to_op` (a row of [`super::sql::OPS_AFTER`]'s columns as an operation),
+//! `stream_entries` (reads one snapshot's entries), and `LIVE_BOARDS` and `BOARD_SEQ` (the queries
+//! of [`super::sql::LIVE_BOARDS`] and [`super::sql::BOARD_SEQ`]'s rows, which Postgres reads from
+//! the numbers its triggers keep).
 
 use sqlx::Row;
 
@@ -159,11 +161,24 @@ macro_rules! sql_store {
             /// # Errors
             /// [`Error::Unavailable`].
             pub async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
-                let rows = sqlx::query_as($crate::store::sql::LIVE_BOARDS)
+                let rows = sqlx::query_as(LIVE_BOARDS)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(unavailable)?;
                 $crate::store::live_boards(rows)
+            }
+
+            /// The highest stored sequence number of a live `board`; `None` when none is stored.
+            ///
+            /// # Errors
+            /// [`Error::Unavailable`].
+            pub async fn board_seq(&self, board: &BoardId) -> Result<Option<u64>> {
+                let seq: Option<i64> = sqlx::query_scalar(BOARD_SEQ)
+                    .bind(board.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(seq.map(|s| s as u64))
             }
 
             /// Deleted boards whose deletion may not have reached Redis yet.
@@ -382,6 +397,9 @@ macro_rules! sql_store {
             }
             async fn boards(&self) -> Result<Vec<(BoardId, u64)>> {
                 $store::boards(self).await
+            }
+            async fn board_seq(&self, board: &BoardId) -> Result<Option<u64>> {
+                $store::board_seq(self, board).await
             }
             async fn tombstones(&self) -> Result<Vec<BoardId>> {
                 $store::tombstones(self).await

@@ -75,6 +75,16 @@ pub trait Store: Send + Sync + 'static {
     async fn purge(&self, board: &BoardId) -> Result<()>;
     /// Live boards with their highest stored sequence number.
     async fn boards(&self) -> Result<Vec<(BoardId, u64)>>;
+    /// The highest stored sequence number of a live `board` (0 when it holds no operation); `None`
+    /// when no live board of this id is stored.
+    async fn board_seq(&self, board: &BoardId) -> Result<Option<u64>> {
+        Ok(self
+            .boards()
+            .await?
+            .into_iter()
+            .find(|(b, _)| b == board)
+            .map(|(_, s)| s))
+    }
     /// Deleted boards whose deletion may not have reached Redis yet.
     async fn tombstones(&self) -> Result<Vec<BoardId>>;
     /// Whether a live board of this id is stored.
@@ -311,10 +321,16 @@ impl OpRow {
 pub(crate) mod sql {
     /// Live boards with their highest stored sequence number: rows of (board, seq).
     /// One descent of the primary key per board (its last row), so that the checks that run it
-    /// every few seconds cost O(boards), not O(stored operations).
+    /// every few seconds cost O(boards), not O(stored operations). SQLite's; Postgres reads the
+    /// number its triggers keep on the board row instead (`postgres::LIVE_BOARDS`).
     pub const LIVE_BOARDS: &str = "SELECT b.board, COALESCE((SELECT o.seq FROM rankd_ops o
              WHERE o.board = b.board ORDER BY o.seq DESC LIMIT 1), 0)
          FROM rankd_boards b WHERE b.deleted = FALSE ORDER BY b.board";
+    /// The highest stored sequence number of live board `$1`, as [`LIVE_BOARDS`] reads it: one row
+    /// of (seq), or none when no live board of this id is stored. SQLite's, as [`LIVE_BOARDS`].
+    pub const BOARD_SEQ: &str = "SELECT COALESCE((SELECT o.seq FROM rankd_ops o
+             WHERE o.board = b.board ORDER BY o.seq DESC LIMIT 1), 0)
+         FROM rankd_boards b WHERE b.board = $1 AND b.deleted = FALSE";
     /// Deleted boards: rows of (board).
     pub const TOMBSTONES: &str =
         "SELECT board FROM rankd_boards WHERE deleted = TRUE ORDER BY board";

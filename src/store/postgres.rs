@@ -33,6 +33,17 @@ macro_rules! unnested {
     };
 }
 
+/// Live boards with their highest stored sequence number (rows of (board, seq)), from the number
+/// the triggers of migrations/postgres/20261207120000_board_last_seq.sql keep on each board row
+/// after every statement that stores or deletes operations: the checks that run it at start-up and
+/// every ten seconds read one small table, whatever the stored history.
+const LIVE_BOARDS: &str =
+    "SELECT board, last_seq FROM rankd_boards WHERE deleted = FALSE ORDER BY board";
+
+/// The highest stored sequence number of live board `$1`, as [`LIVE_BOARDS`] reads it: one row of
+/// (seq), or none when no live board of this id is stored.
+const BOARD_SEQ: &str = "SELECT last_seq FROM rankd_boards WHERE board = $1 AND deleted = FALSE";
+
 /// Snapshots a merge of parked operations disqualifies as rebuild bases: those taken at or after
 /// the first number Redis gave again ($2), which hold Redis' diverged history, not the store's.
 const MERGED_SNAPSHOTS: &str = "UPDATE rankd_snapshots SET run_id = NULL, base = FALSE

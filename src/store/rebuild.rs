@@ -24,7 +24,7 @@ pub struct CheckReport {
 pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Result<bool> {
     // Never from another store than the one Redis was built from (see super::identity).
     store.check_identity().await?;
-    let Some(stored_seq) = highest_seq(store, board).await? else {
+    let Some(stored_seq) = store.board_seq(board).await? else {
         return Ok(false);
     };
     // Operations Redis numbered again after losing others (see super::diverging): Redis holds
@@ -86,7 +86,7 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
     let stored_seq = if merged > 0 {
         tracing::info!(%board, merged, "appended the operations Redis numbered again");
         metrics::counter!(crate::metrics::STORE_MERGED).increment(merged);
-        highest_seq(store, board).await?.unwrap_or(stored_seq)
+        store.board_seq(board).await?.unwrap_or(stored_seq)
     } else {
         stored_seq
     };
@@ -120,16 +120,6 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
         metrics::counter!(crate::metrics::STORE_REBUILDS).increment(1);
     }
     Ok(rebuilt)
-}
-
-/// The highest sequence number the store holds of a live `board`; `None` when it holds no such board.
-async fn highest_seq(store: &dyn Store, board: &BoardId) -> Result<Option<u64>> {
-    Ok(store
-        .boards()
-        .await?
-        .into_iter()
-        .find(|(b, _)| b == board)
-        .map(|(_, s)| s))
 }
 
 /// Copies every entry of `board`'s Redis log into the store, however young (parked, when Redis

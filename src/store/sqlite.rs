@@ -9,6 +9,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+use super::sql::{BOARD_SEQ, LIVE_BOARDS};
 use crate::board::BoardId;
 use crate::engine::{KeySnapshot, LoggedOp};
 use crate::error::{Error, Result};

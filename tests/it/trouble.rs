@@ -263,7 +263,8 @@ impl Binary {
             keys.prefix().trim_end_matches(':')
         ));
         let file = std::fs::File::create(&log).unwrap();
-        let child = spawn_rankd(port, "/healthz", Duration::from_secs(15), |c| {
+        // Ready, not only live: /healthz answers from the first moment, before the engine is up.
+        let child = spawn_rankd(port, "/readyz", Duration::from_secs(15), |c| {
             c.args(["--redis-url", &Redis::Standalone.url()])
                 .args(["--key-prefix", keys.prefix()])
                 .env(

@@ -9,6 +9,7 @@ mod leases;
 mod rebuild;
 mod redis_loss;
 mod snapshots;
+mod startup;
 mod stores;
 
 use std::sync::Arc;

@@ -35,6 +35,24 @@ async fn offered(
         .collect()
 }
 
+/// The highest number the store lists for board `b`, by both of its readings, which must agree
+/// (Postgres keeps it on the board row, by triggers, after every statement that changes the log).
+async fn listed(store: &dyn rankd::store::Store, b: &BoardId) -> Option<u64> {
+    let one = store.board_seq(b).await.unwrap();
+    let all = store
+        .boards()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(x, _)| x == b)
+        .map(|(_, s)| s);
+    assert_eq!(
+        one, all,
+        "the board alone and the list of boards agree on {b}"
+    );
+    one
+}
+
 /// A board's first definition offered again (the sweep and the writer both offer what the log
 /// holds) must not wipe what followed it; a new definition at sequence number 1, a new life of the
 /// board, replaces the old life.
@@ -68,6 +86,7 @@ async fn first_definition_offered_twice(store: &dyn rankd::store::Store) {
         offered(store, &b, &life).await,
         [(1, 'd'), (2, 'e'), (3, 'e')]
     );
+    assert_eq!(listed(store, &b).await, Some(3));
     assert_eq!(
         offered(store, &b, &life[..1]).await,
         [(1, 'd'), (2, 'e'), (3, 'e')],
@@ -78,7 +97,15 @@ async fn first_definition_offered_twice(store: &dyn rankd::store::Store) {
         [(1, 'd')],
         "a new life starts empty"
     );
+    assert_eq!(listed(store, &b).await, Some(1), "the new life's number");
+    store.tombstone(&b).await.unwrap();
+    assert_eq!(
+        listed(store, &b).await,
+        None,
+        "a deleted board is not listed"
+    );
     store.purge(&b).await.unwrap();
+    assert_eq!(listed(store, &b).await, None);
 }
 
 /// Two tests of one store check, `$check(&dyn Store)`: `$pg` on a test database in Postgres,
@@ -155,6 +182,7 @@ async fn numbered_again(store: &dyn rankd::store::Store) {
         Vec::<BoardId>::new()
     );
     assert!(!store.diverged(&b).await.unwrap());
+    assert_eq!(listed(store, &b).await, Some(4));
     // Redis lost 3 and 4, then gave 3, 4 and 5 to new operations, offered together.
     let again = [event(5, 22, "z"), event(3, 20, "x"), event(4, 21, "y")];
     assert_eq!(
@@ -167,6 +195,7 @@ async fn numbered_again(store: &dyn rankd::store::Store) {
         before,
         "5 is of the new numbering too: not stored at it"
     );
+    assert_eq!(listed(store, &b).await, Some(4), "5 was taken back");
     assert!(store.diverged(&b).await.unwrap());
     // Offered again (the writer and the sweep), and the store's own offered again: no news.
     assert_eq!(
@@ -197,6 +226,11 @@ async fn numbered_again(store: &dyn rankd::store::Store) {
     ]
     .map(|(s, m)| (s, m.to_owned()));
     assert_eq!(members(store.ops(&b).await.unwrap()), after);
+    assert_eq!(
+        listed(store, &b).await,
+        Some(8),
+        "the merged operations count"
+    );
     // A late offer of merged operations (a sweep that read them before the merge), with one that
     // follows the merged log: only the new one is stored, at its own number.
     assert_eq!(
@@ -209,6 +243,7 @@ async fn numbered_again(store: &dyn rankd::store::Store) {
     let mut last = after.to_vec();
     last.push((9, "v".to_owned()));
     assert_eq!(members(store.ops(&b).await.unwrap()), last);
+    assert_eq!(listed(store, &b).await, Some(9));
     assert_eq!(store.merge_parked(&b).await.unwrap(), 0);
     store.tombstone(&b).await.unwrap();
     store.purge(&b).await.unwrap();
