@@ -189,6 +189,18 @@ local function register(written, fresh)
   end
 end
 
+-- Appends to `out` a duplicate's answer for one key: the member's stored score `sc` (nil or false:
+-- absent) and its rank, twice (nothing moved).
+local function push_standing(out, ctx, member, sc)
+  local n = #out
+  if sc then
+    local r = rank_of(ctx, member, sc)
+    out[n + 1], out[n + 2], out[n + 3] = fmt(sc), r, r
+  else
+    out[n + 1], out[n + 2], out[n + 3] = false, false, false
+  end
+end
+
 -- The first sequence number of `n` accepted events, taken from the board's counter (0 without log).
 local function take_seqs(n)
   if not logged or n == 0 then
@@ -242,14 +254,7 @@ if ARGV[9] == 'full' and ARGV[8] == '0' and ARGV[a] == '1' then
       out[1] = 1
       for q = first, stop, 2 do
         local ctx = slots[int(ARGV[q])]
-        local sc = tonumber(redis.call('ZSCORE', ctx.key, member))
-        local n = #out
-        if sc then
-          local r = rank_of(ctx, member, sc)
-          out[n + 1], out[n + 2], out[n + 3] = fmt(sc), r, r
-        else
-          out[n + 1], out[n + 2], out[n + 3] = false, false, false
-        end
+        push_standing(out, ctx, member, tonumber(redis.call('ZSCORE', ctx.key, member)))
       end
       return out
     end
@@ -546,13 +551,7 @@ local function standing(e, out)
     else
       sc = steps[e][i]
     end
-    local n = #out
-    if sc then
-      local r = rank_of(ctx, member, sc)
-      out[n + 1], out[n + 2], out[n + 3] = fmt(sc), r, r
-    else
-      out[n + 1], out[n + 2], out[n + 3] = false, false, false
-    end
+    push_standing(out, ctx, member, sc)
   end
 end
 

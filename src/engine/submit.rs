@@ -331,19 +331,7 @@ impl Engine {
         };
         let (duplicate, seq) = (as_int(dup) == Some(1), as_u64(seq).unwrap_or(0));
         let results = key_results(&d.def, &slots, 0..slots.keys.len(), cells).ok_or_else(bad)?;
-        Ok(Applied {
-            op: (seq > 0 && !duplicate).then(|| LoggedOp {
-                board: ev.board.clone(),
-                seq,
-                recv_ms: now,
-                op: ev.logged(now),
-            }),
-            submitted: Submitted {
-                member: ev.member.clone(),
-                duplicate,
-                results,
-            },
-        })
+        Ok(Applied::new(ev, duplicate, seq, now, results))
     }
 
     /// Answers an applied event once the journal has its operation (in sync mode, once the store
@@ -363,6 +351,26 @@ impl Engine {
 pub(super) struct Applied {
     submitted: Submitted,
     op: Option<LoggedOp>,
+}
+
+impl Applied {
+    /// What Redis answered `ev`: an accepted event numbered `seq` (0: not logged) goes to the
+    /// journal; a duplicate does not.
+    fn new(ev: &Submit, duplicate: bool, seq: u64, now: i64, results: Vec<KeyResult>) -> Self {
+        Self {
+            op: (seq > 0 && !duplicate).then(|| LoggedOp {
+                board: ev.board.clone(),
+                seq,
+                recv_ms: now,
+                op: ev.logged(now),
+            }),
+            submitted: Submitted {
+                member: ev.member.clone(),
+                duplicate,
+                results,
+            },
+        }
+    }
 }
 
 /// Concurrent single writes, per board (see [`Engine::submit_shared`]).
@@ -511,9 +519,8 @@ impl Engine {
                 let call = self.submit_call(&board, &d, &slots, &prepared, SubmitReply::Each, now);
                 match self.exec.eval(call).await {
                     Ok(reply) => {
-                        let answers = self.group_answers(
-                            &board, &d, &slots, &events, &placed, &prepared, &reply, now,
-                        );
+                        let answers = self
+                            .group_answers(&d, &slots, &events, &placed, &prepared, &reply, now);
                         for (i, a) in placed.into_iter().zip(answers) {
                             out[i] = Some(a);
                         }
@@ -544,7 +551,6 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn group_answers(
         &self,
-        board: &BoardId,
         d: &CachedDef,
         slots: &Slots,
         events: &[Submit],
@@ -588,19 +594,7 @@ impl Engine {
                 continue;
             };
             let duplicate = code == Some(1);
-            answers.push(Ok(Applied {
-                op: (!duplicate && seq > 0).then(|| LoggedOp {
-                    board: board.clone(),
-                    seq,
-                    recv_ms: now,
-                    op: ev.logged(now),
-                }),
-                submitted: Submitted {
-                    member: ev.member.clone(),
-                    duplicate,
-                    results,
-                },
-            }));
+            answers.push(Ok(Applied::new(ev, duplicate, seq, now, results)));
         }
         answers
     }
