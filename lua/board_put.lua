@@ -1,6 +1,6 @@
 -- board_put.lua: creates or updates a board definition, compare-and-set on its version.
 --
--- KEYS  [1] definition hash  [2] operation sequence counter  [3] operation log stream
+-- KEYS  [1] definition hash  [2] operation sequence counter  [3] operation log stream  [4] cache hash
 -- ARGV  [1] expected version ('' to create: the board must not exist)  [2] new version  [3] definition JSON
 --       [4] now ms  [5] log 1|0: append the definition to the log (fields o=d s=seq j=json x=version n=now)
 -- Reply {new version, sequence number (0 without log)}.
@@ -25,6 +25,11 @@ else
     redis.call('HDEL', KEYS[1], 'beat')
   end
 end
+-- Cached pages of the board were read under the old definition (see pages_changed in lib.lua): the cache
+-- hash carries the definition's version, and why it last changed: a rebuild takes a board under a version
+-- 'rebuild:<...>' and hands it back from one.
+local rebuilt = string.sub(ARGV[2], 1, 8) == 'rebuild:' or string.sub(current or '', 1, 8) == 'rebuild:'
+redis.call('HSET', KEYS[4], 'dv', ARGV[2], 'r', rebuilt and 'rebuild' or 'definition')
 local seq = 0
 if ARGV[5] == '1' then
   seq = redis.call('INCR', KEYS[2])

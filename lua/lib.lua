@@ -27,6 +27,37 @@ local function check_def(def_key, version)
   return nil
 end
 
+-- check_def for a script that writes ranks: also answers the deepest page of the board any rankd
+-- instance caches (the definition's `cd` field, 0 when none), so that a write far below it spends nothing
+-- on the page cache.
+local function check_def_depth(def_key, version)
+  local got = redis.call('HMGET', def_key, 'v', 'cd')
+  if not got[1] then
+    return fail('NOBOARD', 'the board is not defined'), 0
+  end
+  if got[1] ~= version then
+    return fail('STALE', got[1]), 0
+  end
+  return nil, tonumber(got[2]) or 0
+end
+
+-- Cached pages. Every rankd instance that caches a page of leaderboard `key` at depth d (offset + limit)
+-- registers d in the board's cache hash `cv` (field 'd:<key>': the depths, space-separated), and the
+-- page carries the version 'v:<key>:<d>' it was read at. A write that changes the entries at 0-based
+-- positions `pos` and below (or the key's member count: `pos` 0) moves on the version of every
+-- registered depth deeper than `pos`, in the same atomic call: any instance checking its copy after
+-- the write was answered finds it changed.
+local function pages_changed(cv, key, pos)
+  local list = redis.call('HGET', cv, 'd:' .. key)
+  if list then
+    for d in string.gmatch(list, '%d+') do
+      if tonumber(d) > pos then
+        redis.call('HINCRBY', cv, 'v:' .. key .. ':' .. d, 1)
+      end
+    end
+  end
+end
+
 local function decode(stored, pow)
   if pow == 1 then
     return stored

@@ -1,13 +1,16 @@
 -- read_page.lua: a run of consecutive entries of one leaderboard key, ranked in the board's rank mode.
 --
 -- KEYS  [1] definition hash  [2] leaderboard zset  [3] its distinct-value zset (read on dense boards only)
---       [4] display-name hash
+--       [4] display-name hash  [5] the board's cache hash (read and written by a `range` to cache only)
 -- ARGV  [1] definition version  [2] order desc|asc  [3] rank mode  [4] tick bits  [5] kind, then by kind:
 --         range  offset, limit              entries at 0-based positions [offset, offset + limit)
+--                then, to cache the page: its depth (offset + limit) and a new epoch for the cache hash
 --         around member, radius             the member and radius entries each side, filled at the borders
 --         after  score, member, limit       entries strictly after (stored score, member) in board order
 --         score  min, max, limit            entries whose value lies in [min, max], best first
 -- Reply {total, {member, score, rank, display name|nil, ...}}; `around` an absent member: {total, nil}.
+--       A range to cache adds its stamp, {epoch, definition version, page version}, or false when the key
+--       has as many cached depths as it may keep (MAX_DEPTHS): the page is then not cached.
 -- Errors RANKD_NOBOARD, RANKD_STALE <version>.
 -- Cost  O(log N + limit); `after` a cursor whose member changed score: O(log N * log T), T the ties there.
 
@@ -31,8 +34,46 @@ local function window(first, count)
   return run(first, by_position(ctx, first, first + count - 1))
 end
 
+-- Distinct cached depths a key keeps at most: a write that changes the top of a key moves one version per
+-- depth (see pages_changed in lib.lua).
+local MAX_DEPTHS = 16
+
+-- Registers a cached page of depth d of this key and answers the versions it is read at. The cache hash
+-- goes a day after its last registration: every copy stamped with its epoch is then out of date, and the
+-- next read starts a new epoch.
+local function stamp(cv, d, epoch)
+  local e = redis.call('HGET', cv, 'e')
+  if not e then
+    e = epoch
+    redis.call('HSET', cv, 'e', e, 'dv', ARGV[1])
+  end
+  local field = 'd:' .. ctx.key
+  local list = redis.call('HGET', cv, field)
+  local known, n = false, 0
+  for x in string.gmatch(list or '', '%d+') do
+    n = n + 1
+    known = known or tonumber(x) == d
+  end
+  if not known then
+    if n >= MAX_DEPTHS then
+      return false
+    end
+    redis.call('HSET', cv, field, list and (list .. ' ' .. d) or tostring(d))
+    if d > (tonumber(redis.call('HGET', KEYS[1], 'cd')) or 0) then
+      redis.call('HSET', KEYS[1], 'cd', d)
+    end
+    redis.call('PEXPIRE', cv, 86400000)
+  end
+  local got = redis.call('HMGET', cv, 'dv', 'v:' .. ctx.key .. ':' .. d)
+  return { e, got[1] or '', got[2] or '0' }
+end
+
 if kind == 'range' then
-  return window(tonumber(ARGV[6]), tonumber(ARGV[7]))
+  local page = window(tonumber(ARGV[6]), tonumber(ARGV[7]))
+  if ARGV[8] then
+    page[3] = stamp(KEYS[5], tonumber(ARGV[8]), ARGV[9])
+  end
+  return page
 end
 
 if kind == 'around' then

@@ -3,14 +3,14 @@
 -- KEYS  [1] definition hash  [2] key index zset  [3] display-name hash  [4] display-data hash
 --       [5] operation sequence counter  [6] operation log stream
 --       then per live data key s = 1..S, W keys starting at KEYS[6 + (s-1)*W + 1]: the leaderboard zset
---       and, on dense boards (W = 3), its distinct-value zset and count hash.
+--       and, on dense boards (W = 3), its distinct-value zset and count hash; last, the board's cache hash.
 -- ARGV  [1] definition version  [2] now ms  [3] rank mode  [4] member  [5] log 1|0 (fields o=r s=seq m n)
 --       [6..] tick bits per data key
 -- Reply {the number of leaderboard keys the member was removed from, sequence number (0 without log)}.
 -- Errors RANKD_NOBOARD, RANKD_STALE <version>, RANKD_RETRY (the key index changed since it was read).
 -- Cost  O(S * log N).
 
-local err = check_def(KEYS[1], ARGV[1])
+local err, depth = check_def_depth(KEYS[1], ARGV[1])
 if err then
   return err
 end
@@ -36,15 +36,23 @@ end
 -- the ZREM, whose answer says whether the member was there.
 local removed = 0
 for _, ctx in ipairs(ctxs) do
+  local gone = 0
   if dense then
     local stored = tonumber(redis.call('ZSCORE', ctx.key, member))
     if stored then
       redis.call('ZREM', ctx.key, member)
       dense_count(ctx, ctx.dc, stored, -1)
-      removed = removed + 1
+      gone = 1
     end
   else
-    removed = removed + redis.call('ZREM', ctx.key, member)
+    gone = redis.call('ZREM', ctx.key, member)
+  end
+  if gone == 1 then
+    removed = removed + 1
+    if depth > 0 then
+      -- The key's count changed: every cached page of it (see pages_changed in lib.lua).
+      pages_changed(KEYS[#KEYS], ctx.key, 0)
+    end
   end
 end
 redis.call('HDEL', KEYS[3], member)

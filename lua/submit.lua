@@ -4,7 +4,8 @@
 --       [4] operation sequence counter  [5] operation log stream
 --       then per slot s = 1..S, W keys starting at KEYS[5 + (s-1)*W + 1]: the leaderboard zset and, on
 --       dense boards (W = 3), its distinct-value zset and distinct-value count hash;
---       last, the event print hash (event id -> print of the event it was first accepted with).
+--       then the event print hash (event id -> print of the event it was first accepted with), and last
+--       the board's cache hash (see pages_changed in lib.lua).
 -- ARGV  [1] definition version  [2] now ms  [3] dedupe ttl ms  [4] policy incr|best|set  [5] order desc|asc
 --       [6] rank mode ordinal|competition|dense  [7] score bound (0: any finite score)  [8] max members
 --       (0: unbounded)  [9] reply full|each|count|check  [10] log 1|0  [11] S, then S pairs (expire-at ms or 0, tick
@@ -34,9 +35,11 @@
 --       'event_id: reused'.
 --       An error means nothing was written: events are checked before the first write, except on
 --       boards that trim to max members, whose writes are undone before a refusal is answered.
--- Cost  O(E * k * log N), plus O(log N + M) per key when max members trims M members.
+-- Cost  O(E * k * log N), plus O(log N + M) per key when max members trims M members. A write that
+--       changes a cached page (one ranked within its depth before or after) also moves that page's
+--       version: O(log N) more for the exact position, and O(D) for the D depths cached of the key.
 
-local err = check_def(KEYS[1], ARGV[1])
+local err, depth = check_def_depth(KEYS[1], ARGV[1])
 if err then
   return err
 end
@@ -91,7 +94,8 @@ end
 
 -- Names per ZMSCORE or pairs per ZADD: far below the Lua stack's limit on unpacked arguments.
 local MULTI = 1000
-local prints_key = KEYS[#KEYS]
+local prints_key = KEYS[#KEYS - 1]
+local cv = KEYS[#KEYS]
 
 local function out_of_bound(v)
   return v ~= v or v == math.huge or v == -math.huge or (bound > 0 and (v > bound or v < -bound))
@@ -137,6 +141,84 @@ local function dense_move(ctx, old, new)
     end
     if new then
       dense_count(ctx, ctx.dc, new, 1)
+    end
+  end
+end
+
+-- The 0-based position of a member ranked `rank` (in the board's rank mode; nil: absent) when it may lie
+-- within the deepest cached page, else nil. A rank in another mode than ordinal is at most the position
+-- plus one, so only a member ranked within that depth costs an exact lookup. For the position before a
+-- write, call it before the write.
+local function cached_pos(ctx, member, rank)
+  if not rank or rank - 1 >= depth then
+    return nil
+  end
+  if ctx.mode == 'ordinal' then
+    return rank - 1
+  end
+  if ctx.desc then
+    return redis.call('ZREVRANK', ctx.key, member)
+  end
+  return redis.call('ZRANK', ctx.key, member)
+end
+
+-- After a write that moved a member from rank `prev` (position `before`, from cached_pos before the write;
+-- nil: the member was absent) to rank `rank`: moves the version of every cached page of the key that the
+-- write changed.
+local function pages_moved(ctx, member, prev, before, rank)
+  if depth == 0 then
+    return
+  end
+  if not prev then
+    -- A member added: the key's count changed, which every page shows.
+    pages_changed(cv, ctx.key, 0)
+    return
+  end
+  local p = math.min(before or depth, cached_pos(ctx, member, rank) or depth)
+  if p < depth then
+    pages_changed(cv, ctx.key, p)
+  end
+end
+
+-- Calls that do not rank what they write (batches in count mode, boards that trim) judge each cached
+-- depth d of a slot against the entry at position d - 1, read before the slot's first write: the page
+-- changed when a member added or removed changed the count, or when any write's score before or after
+-- reaches that entry (or the key held fewer than d members). A write that does neither leaves the top d
+-- as they were. bounds[slot] lists {d, score, member, hit} per cached depth.
+local bounds = {}
+local function reaches(stored, member, b)
+  if desc then
+    return stored > b[2] or (stored == b[2] and not bytes_less(member, b[3]))
+  end
+  return stored < b[2] or (stored == b[2] and not bytes_less(b[3], member))
+end
+local function note_write(slot, member, old, new)
+  if depth == 0 then
+    return
+  end
+  local b = bounds[slot]
+  if not b then
+    b = {}
+    bounds[slot] = b
+    local ctx = slots[slot]
+    local list = redis.call('HGET', cv, 'd:' .. ctx.key)
+    for d in string.gmatch(list or '', '%d+') do
+      local at = by_position(ctx, tonumber(d) - 1, tonumber(d) - 1)
+      b[#b + 1] = { d, tonumber(at[2]), at[1], at[1] == nil }
+    end
+  end
+  for _, x in ipairs(b) do
+    if not x[4] and (not old or not new or reaches(old, member, x) or reaches(new, member, x)) then
+      x[4] = true
+    end
+  end
+end
+local function bounds_moved()
+  for slot, b in pairs(bounds) do
+    for _, x in ipairs(b) do
+      if x[4] then
+        redis.call('HINCRBY', cv, 'v:' .. slots[slot].key .. ':' .. x[1], 1)
+      end
     end
   end
 end
@@ -284,11 +366,14 @@ if ARGV[9] == 'full' and ARGV[8] == '0' and ARGV[a] == '1' then
         out[i + 1], out[i + 2], out[i + 3] = fmt(new), r, r
       else
         local prev = old and rank_of(ctx, member, old)
+        local before = depth > 0 and cached_pos(ctx, member, prev)
         local text = fmt(new)
         redis.call('ZADD', ctx.key, text, member)
         dense_move(ctx, old or nil, new)
         fresh[slot] = not old
-        out[i + 1], out[i + 2], out[i + 3] = text, rank_of(ctx, member, new), prev
+        local r = rank_of(ctx, member, new)
+        pages_moved(ctx, member, prev, before, r)
+        out[i + 1], out[i + 2], out[i + 3] = text, r, prev
       end
       i = i + 3
     end
@@ -499,7 +584,7 @@ end
 -- absent), so that a refusal can undo them (Redis does not roll a script back).
 local undo = {}
 
-local function trim(ctx)
+local function trim(ctx, slot)
   local n = redis.call('ZCARD', ctx.key) - max_members
   if n <= 0 then
     return
@@ -512,6 +597,7 @@ local function trim(ctx)
   for i = 1, #gone, 2 do
     local sc = tonumber(gone[i + 1])
     dense_move(ctx, sc, nil)
+    note_write(slot, gone[i], sc, nil)
     undo[#undo + 1] = { ctx, gone[i], sc, false }
   end
   redis.call('ZREMRANGEBYRANK', ctx.key, first, last)
@@ -571,13 +657,16 @@ local function apply_steps(e, out)
       out[n + 1], out[n + 2], out[n + 3] = fmt(new), r, r
     else
       local prev = old and rank_of(ctx, member, old)
+      local before = depth > 0 and cached_pos(ctx, member, prev)
       local text = fmt(new)
       redis.call('ZADD', ctx.key, text, member)
       dense_move(ctx, old or nil, new)
       if not old then
         fresh[slot] = true
       end
-      out[n + 1], out[n + 2], out[n + 3] = text, rank_of(ctx, member, new), prev
+      local r = rank_of(ctx, member, new)
+      pages_moved(ctx, member, prev, before, r)
+      out[n + 1], out[n + 2], out[n + 3] = text, r, prev
     end
   end
 end
@@ -642,13 +731,14 @@ for e = 1, count do
           break
         end
         if new ~= old then
+          note_write(slot, member, old, new)
           undo[#undo + 1] = { ctx, member, old or false, new }
           redis.call('ZADD', ctx.key, fmt(new), member)
           dense_move(ctx, old, new)
           if not old then
             fresh[slot] = true
           end
-          trim(ctx)
+          trim(ctx, slot)
         end
         if full then
           local sc = tonumber(redis.call('ZSCORE', ctx.key, member))
@@ -725,6 +815,7 @@ if reuse and not full then
     for _, member in ipairs(order[s]) do
       local old, new = initial[s][member] or nil, pending[s][member]
       if new ~= nil and new ~= old then
+        note_write(s, member, old, new)
         args[#args + 1] = fmt(new)
         args[#args + 1] = member
         dense_move(ctx, old, new)
@@ -736,6 +827,8 @@ if reuse and not full then
     zadd_pairs(ctx.key, args)
   end
 end
+
+bounds_moved()
 
 local written = {}
 for s = 1, #slots do

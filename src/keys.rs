@@ -6,6 +6,7 @@
 //! ```text
 //! {prefix}boards                                   set of board ids (a key outside any board)
 //! {prefix}store                                    string: id of the durable store this Redis feeds
+//! {prefix}caches                                   hash: answer cache clears, for every instance to apply
 //! {prefix}{<board>}:def                            hash: v (version), json (definition), created
 //! {prefix}{<board>}:dedupe                         zset: event id -> ms when it is forgotten
 //! {prefix}{<board>}:prints                         hash: event id -> print of the event it stands for
@@ -13,6 +14,7 @@
 //! {prefix}{<board>}:dn / :dd                       hashes: member -> display name / display data
 //! {prefix}{<board>}:seq                            counter: the board's last operation sequence number
 //! {prefix}{<board>}:log                            stream: operations not yet copied to the durable store
+//! {prefix}{<board>}:cv                             hash: cached pages' depths and versions, and the epoch
 //! {prefix}{<board>}:z:<window>:<period>:<scope>    zset: member -> stored score
 //! {prefix}{<board>}:dv:<window>:<period>:<scope>   zset: distinct values (dense boards)
 //! {prefix}{<board>}:dc:<window>:<period>:<scope>   hash: value -> member count (dense boards)
@@ -107,6 +109,11 @@ impl Keys {
         self.board_key(board, "def")
     }
 
+    /// The clears of the answer caches, for every instance to apply (see lua/cache_clears.lua).
+    pub fn cache_clears(&self) -> String {
+        format!("{}caches", self.prefix)
+    }
+
     /// The id of the durable store this Redis feeds (see [`crate::store::identity`]).
     pub fn store_pairing(&self) -> String {
         format!("{}store", self.prefix)
@@ -121,6 +128,12 @@ impl Keys {
     /// [`crate::engine::event_print`]).
     pub fn event_prints(&self, board: &BoardId) -> String {
         self.board_key(board, "prints")
+    }
+
+    /// A board's cache hash: the versions of the pages rankd instances cache (see lua/lib.lua's
+    /// `pages_changed`).
+    pub fn cache_versions(&self, board: &BoardId) -> String {
+        self.board_key(board, "cv")
     }
 
     /// A board's index of its data keys.

@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod backend;
 pub mod board;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -28,6 +28,20 @@ pub const SCORE_EVENTS: &str = "rankd_score_events_total";
 pub const CACHE_HITS: &str = "rankd_cache_hits_total";
 /// Cache misses by cache.
 pub const CACHE_MISSES: &str = "rankd_cache_misses_total";
+/// Answers computed without looking in their cache, by cache.
+pub const CACHE_BYPASSES: &str = "rankd_cache_bypasses_total";
+/// Answer cache entries dropped for room, by cache.
+pub const CACHE_EVICTIONS: &str = "rankd_cache_evictions_total";
+/// Answer cache entries computed ahead of their readers, by cache.
+pub const CACHE_WARMS: &str = "rankd_cache_warms_total";
+/// Answer cache entries dropped, by cache and reason.
+pub const CACHE_INVALIDATIONS: &str = "rankd_cache_invalidations_total";
+/// Answer cache entries held, by cache.
+pub const CACHE_ENTRIES: &str = "rankd_cache_entries";
+/// Bytes answer cache entries are charged for, by cache.
+pub const CACHE_BYTES: &str = "rankd_cache_bytes";
+/// Each answer cache's TTL (0: off), by cache.
+pub const CACHE_TTL: &str = "rankd_cache_ttl_seconds";
 /// Members of each board's all-time global key (sampled, not computed per scrape; see
 /// [`BoardSizes`]).
 pub const BOARD_MEMBERS: &str = "rankd_board_members";
@@ -211,6 +225,28 @@ fn describe() {
     );
     describe_counter!(CACHE_HITS, "Cache hits, by cache.");
     describe_counter!(CACHE_MISSES, "Cache misses, by cache.");
+    describe_counter!(
+        CACHE_BYPASSES,
+        "Answers computed without looking in their cache (Cache-Control: no-cache, a page the cache does not keep, or the cache off), by cache."
+    );
+    describe_counter!(
+        CACHE_EVICTIONS,
+        "Answer cache entries dropped to stay within RANKD_CACHE_MAX_BYTES, by cache."
+    );
+    describe_counter!(
+        CACHE_WARMS,
+        "Answer cache entries computed ahead of their readers, by cache."
+    );
+    describe_counter!(
+        CACHE_INVALIDATIONS,
+        "Answer cache entries dropped, by cache and reason (write, ttl, clear, definition, rebuild, capacity)."
+    );
+    describe_gauge!(CACHE_ENTRIES, "Answer cache entries held, by cache.");
+    describe_gauge!(
+        CACHE_BYTES,
+        "Bytes the answer cache entries are charged for, by cache."
+    );
+    describe_gauge!(CACHE_TTL, "Each answer cache's TTL in seconds (0: off).");
 }
 
 /// The latest sample of every board's size, rendered after the recorder's families on /metrics.

@@ -97,6 +97,15 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, E
     let engine_config = EngineConfig {
         dedupe_window: config.dedupe_window,
         write_share: config.write_share,
+        cache: crate::cache::CacheSettings {
+            ttl: [
+                config.cache_ttl_leaderboard,
+                config.cache_ttl_analytics,
+                config.cache_ttl_scope_stats,
+                config.cache_ttl_achievements,
+            ],
+            max_bytes: config.cache_max_bytes as u64,
+        },
         ..EngineConfig::default()
     };
     Engine::new(exec, keys, clock, engine_config).await

@@ -74,6 +74,14 @@ impl Executor for Instrumented {
         r
     }
 
+    async fn hash_fields(
+        &self,
+        key: &str,
+        fields: &[String],
+    ) -> Result<Vec<Option<String>>, ExecError> {
+        self.inner.hash_fields(key, fields).await
+    }
+
     async fn eval_many(&self, calls: Vec<Call>) -> super::Replies {
         let names: Vec<&'static Script> = calls.iter().map(|c| c.script).collect();
         let started = Instant::now();

@@ -163,6 +163,21 @@ pub trait Executor: Send + Sync + 'static {
     /// [`ExecError::Unavailable`] when the backend is out of reach before anything ran.
     async fn eval_many(&self, calls: Vec<Call>) -> Replies;
 
+    /// The values of `fields` in hash `key`, in order (`None` where absent): `HMGET`, the one raw
+    /// command rankd sends, as the check of a cached page must cost no more than that.
+    ///
+    /// # Errors
+    /// [`ExecError::Unavailable`] when the backend is out of reach or keeps no hashes.
+    async fn hash_fields(
+        &self,
+        _key: &str,
+        _fields: &[String],
+    ) -> Result<Vec<Option<String>>, ExecError> {
+        Err(ExecError::Unavailable(
+            "this backend keeps no hashes".into(),
+        ))
+    }
+
     /// Checks that the backend answers.
     ///
     /// # Errors

@@ -669,6 +669,21 @@ impl Executor for RedisExecutor {
             .collect())
     }
 
+    async fn hash_fields(
+        &self,
+        key: &str,
+        fields: &[String],
+    ) -> Result<Vec<Option<String>>, ExecError> {
+        if !self.reachable().await {
+            return Err(ExecError::Unavailable("not connected to Redis".into()));
+        }
+        self.pool
+            .next()
+            .hmget(key, fields.to_vec())
+            .await
+            .map_err(|e| self.noted(&e))
+    }
+
     async fn memory_usage(&self, keys: &[String]) -> Result<Option<u64>, ExecError> {
         if !self.reachable().await {
             return Err(ExecError::Unavailable("not connected to Redis".into()));

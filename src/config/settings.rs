@@ -121,4 +121,24 @@ settings! {
 
     /// the embedded engine's SQLite store; empty keeps the embedded engine in memory only
     data_dir: Option<PathBuf> = "rankd-data", OptionalPath;
+
+    /// seconds a cached leaderboard page (`top`, and `entries` by offset, to a depth of 1,000) is
+    /// kept; 0 turns that cache off.
+    ///
+    /// A write that changes what a page shows drops it on every instance before the write is
+    /// answered (see [Caches](#caches)), so this bounds memory, not staleness
+    cache_ttl_leaderboard_secs => cache_ttl_leaderboard: Duration = "300", Secs<0, 604_800>, flag(Serve);
+
+    /// seconds a cached member analytics answer is kept; 0 turns that cache off
+    cache_ttl_analytics_secs => cache_ttl_analytics: Duration = "600", Secs<0, 604_800>, flag(Serve);
+
+    /// seconds a cached scope statistics answer is kept; 0 turns that cache off
+    cache_ttl_scope_stats_secs => cache_ttl_scope_stats: Duration = "1800", Secs<0, 604_800>, flag(Serve);
+
+    /// seconds a cached achievements answer is kept; 0 turns that cache off
+    cache_ttl_achievements_secs => cache_ttl_achievements: Duration = "3600", Secs<0, 604_800>, flag(Serve);
+
+    /// bytes the answer caches of one instance may hold together; past it the least recently used
+    /// entries go
+    cache_max_bytes: usize = "67108864", Whole<{ 1 << 20 }, { 1 << 40 }>, flag(Serve);
 }

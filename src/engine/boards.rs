@@ -192,6 +192,7 @@ impl Engine {
             self.keys.event_prints(board),
             self.keys.sequence(board),
             self.keys.log(board),
+            self.keys.cache_versions(board),
         ];
         for z in zsets {
             if let Some((k, _)) = self.keys.from_zset(board, z) {
@@ -324,6 +325,7 @@ impl Engine {
                 self.keys.definition(board),
                 self.keys.sequence(board),
                 self.keys.log(board),
+                self.keys.cache_versions(board),
             ],
             args: vec![
                 expected.into(),

@@ -4,7 +4,7 @@ use super::defs::{CachedDef, Next, ATTEMPTS};
 use super::reply::{as_array, as_u64, bad_reply};
 use super::{scripts, Engine, LoggedOp, Op};
 use crate::backend::Call;
-use crate::board::{BoardId, Display, Member, RankMode};
+use crate::board::{BoardId, Display, Member, Order, RankMode};
 use crate::error::{Error, Result};
 
 impl Engine {
@@ -46,6 +46,7 @@ impl Engine {
             }
             args.push(d.def.tick_bits(window).to_string());
         }
+        keys.push(self.keys.cache_versions(board));
         Ok(Call {
             script: &scripts::REMOVE_MEMBER,
             keys,
@@ -109,6 +110,7 @@ impl Engine {
                     self.display_call(
                         board,
                         &d.version,
+                        Some(d.def.order),
                         member.as_str(),
                         display.display_name.as_deref(),
                         Some(data.as_str()),
@@ -129,12 +131,15 @@ impl Engine {
     }
 
     /// The display_put call that sets a member's display name and data, under definition version
-    /// `version`; `log` is "1" to append it to the board's log, "0" for a replay.
+    /// `version`; `log` is "1" to append it to the board's log, "0" for a replay. With the board's
+    /// `order`, a name change moves the versions of the cached pages that show the member; a replay
+    /// passes none, as the rebuild that makes it changes every cached page of the board anyway.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn display_call(
         &self,
         board: &BoardId,
         version: &str,
+        order: Option<Order>,
         member: &str,
         name: Option<&str>,
         data: Option<&str>,
@@ -149,6 +154,7 @@ impl Engine {
                 self.keys.display_data(board),
                 self.keys.sequence(board),
                 self.keys.log(board),
+                self.keys.cache_versions(board),
             ],
             args: vec![
                 version.to_owned(),
@@ -157,6 +163,7 @@ impl Engine {
                 data.unwrap_or_default().to_owned(),
                 log.to_owned(),
                 now.to_string(),
+                order.map_or("", Order::as_str).to_owned(),
             ],
         }
     }
@@ -175,6 +182,7 @@ impl Engine {
         Some(self.display_call(
             board,
             token,
+            None,
             member,
             name.as_deref(),
             data.as_deref(),

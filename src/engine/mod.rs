@@ -20,6 +20,7 @@ mod defs;
 pub mod journal;
 mod members;
 mod oplog;
+mod pages;
 mod reads;
 mod rebuild;
 mod reply;
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use journal::{Durability, Journal, LoggedOp, Op};
+pub use pages::{CacheStatus, PageForm, Served, MAX_CACHED_DEPTH};
 pub use rebuild::{
     Base, BaseKey, EntryChunks, RedisState, Seized, REBUILD_LEASE_MS, REBUILD_PREFIX,
 };
@@ -68,6 +70,8 @@ pub struct EngineConfig {
     /// another call for the board is in flight (default 64); 1 sends each alone. See
     /// [`Engine::submit_shared`].
     pub write_share: usize,
+    /// The answer caches' TTLs and byte budget.
+    pub cache: crate::cache::CacheSettings,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +82,7 @@ impl Default for EngineConfig {
             batch_chunk: 500,
             rebuild_lease: Duration::from_millis(REBUILD_LEASE_MS as u64),
             write_share: 64,
+            cache: crate::cache::CacheSettings::default(),
         }
     }
 }
@@ -114,6 +119,14 @@ pub struct Engine {
     pages: Pages,
     /// Concurrent single writes to one board, made as one call.
     writes: Arc<submit::Writes>,
+    caches: crate::cache::Caches,
+    /// Concurrent checks of cached pages, per board.
+    checks: pages::Checks,
+    /// Page reads in flight, for warming to stay out of a busy instance's way.
+    page_reads: std::sync::atomic::AtomicUsize,
+    /// The clears hash as this instance last read it (see [`Engine::apply_clears`]).
+    clears_seen: std::sync::Mutex<HashMap<String, String>>,
+    clears_read: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -142,6 +155,7 @@ impl Engine {
             ExecError::Reply(m) => Error::Backend(format!("loading scripts: {m}")),
         })?;
         let write_share = config.write_share;
+        let caches = crate::cache::Caches::new(config.cache.clone());
         Ok(Self {
             exec,
             keys,
@@ -156,6 +170,11 @@ impl Engine {
             standings: coalesce::Coalescer::new(STANDINGS_PER_CALL),
             pages: coalesce::Coalescer::new(PAGE_READERS_PER_CALL),
             writes: Arc::new(coalesce::Coalescer::new(write_share)),
+            caches,
+            checks: coalesce::Coalescer::new(pages::CHECKS_PER_CALL),
+            page_reads: std::sync::atomic::AtomicUsize::new(0),
+            clears_seen: std::sync::Mutex::new(HashMap::new()),
+            clears_read: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -191,6 +210,11 @@ impl Engine {
     /// The key formatter.
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The answer caches.
+    pub fn caches(&self) -> &crate::cache::Caches {
+        &self.caches
     }
 
     /// Cache statistics.

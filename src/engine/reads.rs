@@ -10,6 +10,7 @@ use super::{
 };
 use crate::backend::{Call, Reply};
 use crate::board::{BoardDef, BoardId, Member, Score};
+use crate::cache::Stamp;
 use crate::error::{Error, Invalid, Result};
 use crate::keys::BoardKey;
 use crate::window::{Period, Window};
@@ -23,7 +24,8 @@ pub(super) type Standings =
     super::coalesce::Coalescer<(BoardId, View), Member, Result<(u64, Option<MemberRow>)>>;
 
 /// Identical page reads, coalesced: every reader of one call gets a copy of its one answer.
-pub(super) type Pages = super::coalesce::Coalescer<PageKey, (), Result<Option<Page>>>;
+pub(super) type Pages =
+    super::coalesce::Coalescer<PageKey, (), Result<Option<(Page, Option<Stamp>)>>>;
 
 /// Readers handed one page read's answer, at most: each gets a copy of the page, so this bounds the
 /// copying one call's return does, not Redis' work.
@@ -57,7 +59,7 @@ pub(super) struct MemberRow {
 
 impl Engine {
     /// Resolves a view against a board: its period (checked to be readable) and keys.
-    fn resolve(
+    pub(super) fn resolve(
         &self,
         board: &BoardId,
         def: &BoardDef,
@@ -141,6 +143,7 @@ impl Engine {
         kind: &str,
         extra: Vec<String>,
     ) -> Call {
+        let cached = kind == "range" && extra.len() > 2;
         let mut args = vec![
             d.version.clone(),
             d.def.order.as_str().into(),
@@ -149,14 +152,20 @@ impl Engine {
             kind.into(),
         ];
         args.extend(extra);
+        let mut keys = vec![
+            self.keys.definition(board),
+            key.zset.clone(),
+            key.distinct_values.clone(),
+            self.keys.display_names(board),
+        ];
+        if cached {
+            // A new epoch, in case this read starts the board's cache hash (see read_page.lua).
+            args.push(self.new_version());
+            keys.push(self.keys.cache_versions(board));
+        }
         Call {
             script: &scripts::READ_PAGE,
-            keys: vec![
-                self.keys.definition(board),
-                key.zset.clone(),
-                key.distinct_values.clone(),
-                self.keys.display_names(board),
-            ],
+            keys,
             args,
         }
     }
@@ -172,7 +181,7 @@ impl Engine {
         kind: &'static str,
         extra: Vec<String>,
         limit: Option<u32>,
-    ) -> Result<Option<Page>> {
+    ) -> Result<Option<(Page, Option<Stamp>)>> {
         let key = PageKey {
             board: board.clone(),
             view: view.clone(),
@@ -200,18 +209,32 @@ impl Engine {
         kind: &str,
         extra: &[String],
         limit: Option<u32>,
-    ) -> Result<Option<Page>> {
-        let (d, period, reply, ()) = self
+    ) -> Result<Option<(Page, Option<Stamp>)>> {
+        let (d, period, reply, zset) = self
             .read(board, view, |d, key| {
                 (
                     self.page_call(board, d, key, view.window, kind, extra.to_vec()),
-                    (),
+                    key.zset.clone(),
                 )
             })
             .await?;
         let bad = || bad_reply("read_page", &reply);
-        let (total, flat) = match as_array(&reply).ok_or_else(bad)? {
-            [total, Reply::Array(flat)] => (as_u64(total).ok_or_else(bad)?, flat),
+        let (total, flat, stamp) = match as_array(&reply).ok_or_else(bad)? {
+            [total, Reply::Array(flat)] => (as_u64(total).ok_or_else(bad)?, flat, None),
+            [total, Reply::Array(flat), stamp] => {
+                // A page to cache: its depth was the third argument of the range.
+                let stamp = match (as_array(stamp), extra.get(2)) {
+                    (Some([e, dv, v]), Some(depth)) => Some(Stamp {
+                        fields: vec!["e".into(), "dv".into(), format!("v:{zset}:{depth}")],
+                        values: [e, dv, v]
+                            .iter()
+                            .map(|x| as_str(x).map(str::to_owned).ok_or_else(bad))
+                            .collect::<Result<_>>()?,
+                    }),
+                    _ => None,
+                };
+                (as_u64(total).ok_or_else(bad)?, flat, stamp)
+            }
             [_, Reply::Nil] => return Ok(None),
             _ => return Err(bad()),
         };
@@ -239,15 +262,18 @@ impl Engine {
             Some(l) if entries.len() as u64 == u64::from(l) => last,
             _ => None,
         };
-        Ok(Some(Page {
-            board: board.clone(),
-            window: view.window,
-            period: (view.window != Window::All).then(|| period.id()),
-            scope: view.scope.clone(),
-            total,
-            entries,
-            next,
-        }))
+        Ok(Some((
+            Page {
+                board: board.clone(),
+                window: view.window,
+                period: (view.window != Window::All).then(|| period.id()),
+                scope: view.scope.clone(),
+                total,
+                entries,
+                next,
+            },
+            stamp,
+        )))
     }
 
     /// The best `limit` entries.
@@ -269,15 +295,28 @@ impl Engine {
         offset: Offset,
         limit: Limit,
     ) -> Result<Page> {
-        self.page_read(
-            board,
-            view,
-            "range",
-            vec![offset.get().to_string(), limit.get().to_string()],
-            Some(limit.get()),
-        )
-        .await?
-        .ok_or_else(|| Error::Backend("range read answered no page".into()))
+        self.range_read(board, view, offset, limit, false)
+            .await
+            .map(|(page, _)| page)
+    }
+
+    /// [`Engine::page`], and with `cache` registered as a cached page of its key: the stamp it was
+    /// read at (none when the key keeps as many cached depths as it may).
+    pub(super) async fn range_read(
+        &self,
+        board: &BoardId,
+        view: &View,
+        offset: Offset,
+        limit: Limit,
+        cache: bool,
+    ) -> Result<(Page, Option<Stamp>)> {
+        let mut extra = vec![offset.get().to_string(), limit.get().to_string()];
+        if cache {
+            extra.push((offset.get() + u64::from(limit.get())).to_string());
+        }
+        self.page_read(board, view, "range", extra, Some(limit.get()))
+            .await?
+            .ok_or_else(|| Error::Backend("range read answered no page".into()))
     }
 
     /// The `limit` entries after a cursor.
@@ -303,6 +342,7 @@ impl Engine {
             Some(limit.get()),
         )
         .await?
+        .map(|(page, _)| page)
         .ok_or_else(|| Error::Backend("cursor read answered no page".into()))
     }
 
@@ -326,6 +366,7 @@ impl Engine {
             None,
         )
         .await?
+        .map(|(page, _)| page)
         .ok_or_else(|| Error::MemberNotFound {
             board: board.clone(),
             member: member.clone(),
@@ -363,6 +404,7 @@ impl Engine {
             None,
         )
         .await?
+        .map(|(page, _)| page)
         .ok_or_else(|| Error::Backend("score read answered no page".into()))
     }
 
@@ -375,7 +417,7 @@ impl Engine {
             .page_read(board, view, "range", vec!["0".into(), "0".into()], None)
             .await?
             .ok_or_else(|| Error::Backend("count answered no page".into()))?;
-        Ok(page.total)
+        Ok(page.0.total)
     }
 
     async fn members_read(

@@ -35,9 +35,10 @@ script!(SCORE_SPAN, "score_span");
 script!(REBUILD_BEAT, "rebuild_beat");
 script!(DEDUPE_GET, "dedupe_get");
 script!(STORE_PAIR, "store_pair");
+script!(CACHE_CLEARS, "cache_clears");
 
 /// Every script, for loading at start-up.
-pub fn all() -> [&'static Script; 20] {
+pub fn all() -> [&'static Script; 21] {
     [
         &SUBMIT,
         &READ_PAGE,
@@ -59,5 +60,6 @@ pub fn all() -> [&'static Script; 20] {
         &REBUILD_BEAT,
         &DEDUPE_GET,
         &STORE_PAIR,
+        &CACHE_CLEARS,
     ]
 }

@@ -288,6 +288,7 @@ impl Engine {
             });
         }
         keys.push(self.keys.event_prints(board));
+        keys.push(self.keys.cache_versions(board));
         Call {
             script: &scripts::SUBMIT,
             keys,

@@ -6,10 +6,15 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::problem::{json, no_content, parse_json, read_body, BatchError, Body, Problem};
+use super::problem::{
+    bytes_response, json, no_content, parse_json, read_body, BatchError, Body, Problem,
+};
 use super::State;
 use crate::board::{BoardDef, BoardId, Display, Member, Score};
-use crate::engine::{Cursor, Engine, Limit, Offset, Page, Radius, Standing, Submit, View};
+use crate::cache::CacheType;
+use crate::engine::{
+    CacheStatus, Cursor, Engine, Limit, Offset, PageForm, Radius, Served, Standing, Submit, View,
+};
 use crate::error::{Error, Invalid};
 use crate::metrics as m;
 use crate::window::Window;
@@ -186,19 +191,136 @@ pub async fn cache_stats(state: &State, id: &str) -> Answer {
         .await
         .map_err(|e| engine_err(e, id))?;
     let script_hits = backend.script_hits.unwrap_or(backend.script_calls);
+    let mut caches = serde_json::json!({
+        "definitions": CacheFigures::new(defs.definition_hits.load(Relaxed), defs.definition_misses.load(Relaxed)),
+        "scripts": CacheFigures::new(script_hits, backend.script_reloads),
+    });
+    for (t, figures) in state.engine.caches().figures() {
+        caches[t.as_str()] = serde_json::to_value(figures).unwrap_or_default();
+    }
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({
-            "caches": {
-                "definitions": CacheFigures::new(defs.definition_hits.load(Relaxed), defs.definition_misses.load(Relaxed)),
-                "scripts": CacheFigures::new(script_hits, backend.script_reloads),
-            },
+            "caches": caches,
             "backend": {
                 "kind": backend.kind,
                 "used_memory_bytes": backend.used_memory_bytes,
                 "keys": backend.keys,
             },
         }),
+    ))
+}
+
+/// `POST /v1/caches/clear`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearCaches {
+    caches: Option<Vec<String>>,
+    board: Option<String>,
+}
+
+/// The cache types a request names, each checked (`field[i]` names a bad one); every type when
+/// none is named.
+fn cache_types(field: &str, names: Option<&[String]>) -> Result<Vec<CacheType>, Problem> {
+    let Some(names) = names else {
+        return Ok(CacheType::ALL.to_vec());
+    };
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            CacheType::parse(n).ok_or_else(|| {
+                Problem::invalid(&Invalid::new(
+                    format!("{field}[{i}]"),
+                    format!(
+                        "must be one of {}, got {n:?}",
+                        CacheType::ALL.map(CacheType::as_str).join(", ")
+                    ),
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A board a request body names: a valid id (the error names `board`) of a defined board (404).
+async fn defined_board(state: &State, b: &str, id: &str) -> Result<BoardId, Problem> {
+    let b = BoardId::parse(b).map_err(|e| Problem::invalid(&Invalid::new("board", e.message)))?;
+    state
+        .engine
+        .board(&b)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    Ok(b)
+}
+
+pub async fn clear_caches(state: &State, req: Request<Incoming>, id: &str) -> Answer {
+    let body = read_body(req, state.config.max_body_bytes, state.config.read_timeout).await?;
+    let r: ClearCaches = parse_json(&body)?;
+    let types = cache_types("caches", r.caches.as_deref())?;
+    let board = match &r.board {
+        Some(b) => Some(defined_board(state, b, id).await?),
+        None => None,
+    };
+    let gone = state
+        .engine
+        .clear_caches(&types, board.as_ref())
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    let cleared: serde_json::Map<String, serde_json::Value> = CacheType::ALL
+        .into_iter()
+        .zip(gone)
+        .filter(|(t, _)| types.contains(t))
+        .map(|(t, n)| (t.as_str().to_owned(), n.into()))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "caches": types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+            "board": board,
+            "cleared": cleared,
+        }),
+    ))
+}
+
+/// `POST /v1/caches/warm`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WarmCaches {
+    board: String,
+    window: Option<String>,
+    period: Option<String>,
+    scopes: Option<Vec<String>>,
+    limit: Option<i64>,
+}
+
+pub async fn warm_caches(state: &State, req: Request<Incoming>, id: &str) -> Answer {
+    let body = read_body(req, state.config.max_body_bytes, state.config.read_timeout).await?;
+    let r: WarmCaches = parse_json(&body)?;
+    let b = defined_board(state, &r.board, id).await?;
+    let limit = Limit::new(r.limit.unwrap_or(20))?;
+    let scopes: Vec<Option<&str>> = match &r.scopes {
+        None => vec![None],
+        Some(list) => list.iter().map(|s| Some(s.as_str())).collect(),
+    };
+    let mut views = Vec::with_capacity(scopes.len());
+    for (i, scope) in scopes.into_iter().enumerate() {
+        let view = View::parse(r.window.as_deref(), r.period.as_deref(), scope).map_err(|e| {
+            if e.field == "scope" {
+                Invalid::new(format!("scopes[{i}]"), e.message)
+            } else {
+                e
+            }
+        })?;
+        views.push(view);
+    }
+    let warmed = state
+        .engine
+        .warm_pages(&b, &views, limit)
+        .await
+        .map_err(|e| engine_err(e, id))?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "board": b, "pages": views.len(), "warmed": warmed }),
     ))
 }
 
@@ -533,13 +655,43 @@ pub async fn top(state: &State, b: &str, req: &Request<Incoming>, id: &str) -> A
     let q = Query::parse(req, &with_view(&["limit"]))?;
     let b = board(b)?;
     let limit = Limit::new(q.int("limit", 20)?)?;
-    let mut page = state
+    let served = state
         .engine
-        .top(&b, &q.view()?, limit)
+        .page_served(
+            &b,
+            &q.view()?,
+            Offset::new(0)?,
+            limit,
+            PageForm::Top,
+            no_cache(req),
+        )
         .await
         .map_err(|e| engine_err(e, id))?;
-    page.next = None;
-    Ok(json(StatusCode::OK, &page))
+    Ok(cached_answer(served))
+}
+
+/// Whether the request asks for an answer computed afresh (`Cache-Control: no-cache`).
+fn no_cache(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(hyper::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+}
+
+/// A cached route's answer: its body, `X-Rankd-Cache`, and on a hit `Age` in whole seconds.
+fn cached_answer(served: Served) -> Response<Body> {
+    let mut r = bytes_response(StatusCode::OK, "application/json", served.body);
+    let h = r.headers_mut();
+    h.insert(
+        "x-rankd-cache",
+        hyper::header::HeaderValue::from_static(served.status.as_str()),
+    );
+    if let CacheStatus::Hit(age) = served.status {
+        h.insert(hyper::header::AGE, age.as_secs().into());
+    }
+    r
 }
 
 pub async fn entries(state: &State, b: &str, req: &Request<Incoming>, id: &str) -> Answer {
@@ -547,38 +699,36 @@ pub async fn entries(state: &State, b: &str, req: &Request<Incoming>, id: &str) 
     let b = board(b)?;
     let view = q.view()?;
     let limit = Limit::new(q.int("limit", 50)?)?;
-    let mut page = match q.get("after") {
+    let served = match q.get("after") {
         Some(token) => {
             if q.get("offset").is_some() {
                 return Err(Invalid::new("after", "cannot be combined with offset").into());
             }
             let cursor = Cursor::decode(token)?;
-            state.engine.after(&b, &view, &cursor, limit).await
+            // Cursor pages are not cached: they start wherever their member now stands.
+            let page = state
+                .engine
+                .after(&b, &view, &cursor, limit)
+                .await
+                .map_err(|e| engine_err(e, id))?;
+            state.engine.caches().bypass(CacheType::Leaderboard);
+            Served {
+                body: PageForm::Entries
+                    .render(&page)
+                    .map_err(|e| engine_err(e, id))?,
+                status: CacheStatus::Bypass,
+            }
         }
         None => {
             let offset = Offset::new(q.int("offset", 0)?)?;
-            state.engine.page(&b, &view, offset, limit).await
+            state
+                .engine
+                .page_served(&b, &view, offset, limit, PageForm::Entries, no_cache(req))
+                .await
+                .map_err(|e| engine_err(e, id))?
         }
-    }
-    .map_err(|e| engine_err(e, id))?;
-    let next = page.next.take();
-    Ok(json(
-        StatusCode::OK,
-        &EntriesAnswer {
-            page: &page,
-            next: next.as_ref(),
-        },
-    ))
-}
-
-/// A page of entries as `/entries` answers it: the page with `next` always present, null on the
-/// last page. Serialised straight from the page (no intermediate JSON tree: that cost a third of
-/// the server's CPU per 50 entries).
-#[derive(Serialize)]
-struct EntriesAnswer<'a> {
-    #[serde(flatten)]
-    page: &'a Page,
-    next: Option<&'a Cursor>,
+    };
+    Ok(cached_answer(served))
 }
 
 pub async fn score_range(state: &State, b: &str, req: &Request<Incoming>, id: &str) -> Answer {

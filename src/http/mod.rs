@@ -144,6 +144,10 @@ impl App {
         // Stops with this future, even when it is dropped rather than run to its end.
         let _sampler =
             AbortOnDropHandle::new(tokio::spawn(sample(state.clone(), shutdown.clone())));
+        state.engine.caches().describe();
+        let _caches = AbortOnDropHandle::new(tokio::spawn(background_caches(Arc::downgrade(
+            &state.engine,
+        ))));
         let limit = Arc::new(Semaphore::new(state.config.max_connections));
         let graceful = GracefulShutdown::new();
         loop {
@@ -508,6 +512,24 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// Every quarter second: applies the cache clears other instances recorded, and reads again the
+/// most read cached pages that a change made untrue (see [`crate::engine::Engine::warm_round`]). Stops when the
+/// engine is dropped.
+async fn background_caches(engine: std::sync::Weak<crate::engine::Engine>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(e) = engine.upgrade() else {
+            return;
+        };
+        if let Err(err) = e.apply_clears().await {
+            tracing::debug!(error = %err, "reading cache clears failed; will retry");
+        }
+        e.warm_round().await;
+    }
 }
 
 #[cfg(test)]

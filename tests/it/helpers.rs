@@ -323,6 +323,14 @@ impl rankd::backend::Executor for Hooked {
         self.inner.eval(call).await
     }
 
+    async fn hash_fields(
+        &self,
+        key: &str,
+        fields: &[String],
+    ) -> Result<Vec<Option<String>>, rankd::backend::ExecError> {
+        self.inner.hash_fields(key, fields).await
+    }
+
     async fn eval_many(
         &self,
         calls: Vec<rankd::backend::Call>,

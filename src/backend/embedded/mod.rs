@@ -236,6 +236,26 @@ impl Executor for EmbeddedExecutor {
         self.ask(Msg::Ping).await
     }
 
+    async fn hash_fields(
+        &self,
+        key: &str,
+        fields: &[String],
+    ) -> Result<Vec<Option<String>>, ExecError> {
+        let key = key.as_bytes().to_vec();
+        let fields = fields.to_vec();
+        self.with_keyspace(move |ks, now| match ks.get(&key, now) {
+            Some(keyspace::Value::Hash(h)) => fields
+                .iter()
+                .map(|f| {
+                    h.get(f.as_bytes())
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+                .collect(),
+            _ => vec![None; fields.len()],
+        })
+        .await
+    }
+
     /// The key count, read on the owner thread. Memory stays unknown: the store does not account
     /// for its allocations (bench/embedded_memory.rs measures them from outside).
     async fn stats(&self) -> Result<super::BackendStats, ExecError> {

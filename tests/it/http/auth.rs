@@ -101,6 +101,8 @@ fn request_for(route: &Route) -> (String, Option<Value>, u16) {
         ),
         Endpoint::RemoveMember => ("/v1/boards/roles/members/gone", None, 204),
         Endpoint::Around => ("/v1/boards/roles/members/a/around?radius=1", None, 200),
+        Endpoint::ClearCaches => ("/v1/caches/clear", Some(json!({"board": "roles"})), 200),
+        Endpoint::WarmCaches => ("/v1/caches/warm", Some(json!({"board": "roles"})), 200),
     };
     (path.to_owned(), body, status)
 }
