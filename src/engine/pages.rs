@@ -275,7 +275,11 @@ impl Engine {
             })
             .await?;
         let why = now.last().cloned().flatten();
-        let changed = |i: usize| now.get(i).cloned().flatten().as_deref() != Some(&stamp.values[i]);
+        // A version never moved is absent from the hash, and stamped "0" (read_page.lua).
+        let changed = |i: usize| {
+            let held = now.get(i).cloned().flatten();
+            held.as_deref().unwrap_or(if i >= 2 { "0" } else { "" }) != stamp.values[i]
+        };
         Ok(if changed(0) || changed(1) {
             Some(if why.as_deref() == Some("rebuild") {
                 Reason::Rebuild

@@ -7,6 +7,7 @@ mod helpers;
 
 mod admin;
 mod bulk;
+mod caches;
 mod differential;
 mod durability;
 mod engine;

@@ -65,6 +65,7 @@ commands! {
     "pttl" 2 pttl,
     "hget" 3 hget,
     "hmget" -3 hmget,
+    "hgetall" 2 hgetall,
     "hset" -4 hset,
     "hdel" -3 hdel,
     "hincrby" 4 hincrby,
@@ -466,6 +467,15 @@ fn hmget(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
             .iter()
             .map(|f| h.and_then(|h| h.get(*f)).map_or(RValue::Nil, |v| bulk(v)))
             .collect(),
+    ))
+}
+
+/// Every field and value, flat; in no particular order, as Redis gives them.
+fn hgetall(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
+    Ok(RValue::Array(
+        hash(ctx, a[1])?
+            .map(|h| h.iter().flat_map(|(f, v)| [bulk(f), bulk(v)]).collect())
+            .unwrap_or_default(),
     ))
 }
 
@@ -1190,6 +1200,12 @@ mod tests {
             db.run("hmget h n nope"),
             RValue::Array(vec![b("-2"), RValue::Nil])
         );
+        assert_eq!(db.run("hgetall nope"), RValue::Array(vec![]));
+        let RValue::Array(all) = db.run("hgetall h") else {
+            panic!("hgetall answers an array");
+        };
+        assert_eq!(all.len() % 2, 0);
+        assert!(all.chunks(2).any(|p| p == [b("n"), b("-2")]), "{all:?}");
         assert_eq!(db.run("hdel h n s t big nope"), RValue::Int(4));
         assert_eq!(db.run("exists h h"), RValue::Int(0));
         assert_eq!(db.run("sadd s a b a"), RValue::Int(2));
