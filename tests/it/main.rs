@@ -18,4 +18,5 @@ mod promtool;
 mod readme;
 mod refusals;
 mod server;
+mod tls;
 mod trouble;
