@@ -44,8 +44,8 @@ impl RedisConfig {
         }
     }
 
-    /// `config`'s Redis settings: its `redis_url` (or `url` when it has none), pool size, command
-    /// timeout and `redis_ca_file`, read here.
+    /// The settings of `config` for a connection to `url` (its `redis_url`): pool size, command
+    /// timeout, and the authorities of `redis_ca_file`, read here.
     ///
     /// # Errors
     /// [`Invalid`] naming `redis_ca_file` when that file holds no usable certificate.
@@ -375,7 +375,9 @@ impl RedisExecutor {
     /// Connects to Redis. Commands issued while Redis is out of reach fail rather than wait.
     ///
     /// # Errors
-    /// [`ExecError::Unavailable`] when the URL is invalid or Redis cannot be reached.
+    /// [`ExecError::Reply`] for what waiting will not mend: a URL fred cannot read, a refused
+    /// password, a TLS server's certificate refused (or no authority to check it against);
+    /// [`ExecError::Unavailable`] when Redis cannot be reached.
     pub async fn connect(config: &RedisConfig) -> Result<Self, ExecError> {
         let fred_config = fred_config(config)?;
         let timeout = config.command_timeout;
@@ -394,9 +396,8 @@ impl RedisExecutor {
             .build_pool(config.pool_size.max(1))
             .map_err(|e| ExecError::Unavailable(in_words(&e)))?;
         let clustered = is_cluster_url(&config.url);
-        // Nothing was sent yet. A refused password, a bad setting, a refused certificate or a
-        // server with no TLS on that port will not mend by waiting; anything else is Redis out of
-        // reach.
+        // Nothing was sent yet. A refused password, a bad setting or a refused certificate will
+        // not mend by waiting; anything else is Redis out of reach.
         let trusted = match config.ca {
             Some(_) => "those of redis_ca_file",
             None => "the system's; redis_ca_file names a private one",
