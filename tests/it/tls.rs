@@ -273,6 +273,28 @@ async fn rediss_serves_scores_from_a_redis_whose_only_port_speaks_tls() {
     // And the scores are on that server.
     let keys = redis.cli(&pki, &["--scan", "--pattern", "*{tls}*"]);
     assert!(keys.lines().count() > 0, "no key of board tls: {keys:?}");
+    // `rankd admin` takes the same URL and CA file.
+    let admin = |ca: PathBuf| {
+        Command::new(env!("CARGO_BIN_EXE_rankd"))
+            .args(["admin", "clear-caches", "--dry-run"])
+            .args(["--redis-url", &format!("rediss://127.0.0.1:{}", redis.port)])
+            .arg("--redis-ca-file")
+            .arg(ca)
+            .args(["--key-prefix", &app.config.key_prefix])
+            .env_remove("RANKD_CONFIG")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+    let ok = admin(pki.ca());
+    assert!(ok.status.success(), "{ok:?}");
+    let refused = admin(pki.other_ca());
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("redis_url: TLS: the server's certificate was refused"),
+        "{stderr}"
+    );
     app.stop().await;
 }
 
