@@ -13,6 +13,7 @@
 //! - [`serve`]: wires configuration, backend, engine and server together
 //! - [`store`]: the durable store (Postgres, or SQLite for the embedded engine): operation log,
 //!   persister, rebuild, snapshots
+//! - [`tls`]: TLS to Redis and Postgres: trusted authorities, rediss:// client configuration
 //! - [`error`]: typed errors
 //! - [`invalid`]: bad input, naming the field and the limit (a leaf: it imports nothing of the crate)
 //! - [`clock`]: where the time is read (a leaf), injectable for tests
@@ -33,6 +34,7 @@ pub mod logging;
 pub mod metrics;
 pub mod serve;
 pub mod store;
+pub mod tls;
 pub mod window;
 
 pub use engine::Engine;

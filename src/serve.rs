@@ -66,9 +66,7 @@ async fn build(
 pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
     let exec: Arc<dyn Executor> = match &config.redis_url {
         Some(url) => {
-            let mut rc = RedisConfig::new(url.clone());
-            rc.pool_size = config.redis_pool_size;
-            rc.command_timeout = config.redis_timeout;
+            let rc = RedisConfig::of(config, url)?;
             let exec = RedisExecutor::connect(&rc).await.map_err(|e| match e {
                 ExecError::Unavailable(m) | ExecError::Unanswered(m) => {
                     Error::Unavailable(format!("redis_url: {m}"))
@@ -76,11 +74,12 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, E
                 ExecError::Reply(m) => Error::Invalid(crate::error::Invalid::new("redis_url", m)),
             })?;
             tracing::info!(
-                backend = if url.starts_with("redis-cluster://") {
+                backend = if crate::backend::redis::is_cluster_url(url) {
                     "redis-cluster"
                 } else {
                     "redis"
                 },
+                tls = crate::backend::redis::is_tls_url(url),
                 "using Redis"
             );
             Arc::new(exec)

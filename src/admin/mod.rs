@@ -278,7 +278,7 @@ impl Admin {
 
     /// Connects to Redis with [`WORK_TIMEOUT`] per command.
     async fn connect_redis(config: &Config, url: &str) -> Result<Redis, Failure> {
-        let mut rc = RedisConfig::new(url);
+        let mut rc = RedisConfig::of(config, url).map_err(Error::from)?;
         rc.pool_size = 2;
         rc.command_timeout = config.redis_timeout.max(WORK_TIMEOUT);
         let exec = Arc::new(RedisExecutor::connect(&rc).await.map_err(|e| match e {

@@ -1,4 +1,4 @@
-//! The Redis executor: fred, standalone or cluster, EVALSHA with a reload on NOSCRIPT.
+//! The Redis executor: fred, standalone or cluster, plain or TLS, EVALSHA with a reload on NOSCRIPT.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -9,6 +9,8 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 
 use super::{BackendStats, Call, ExecError, Executor, Reply, Script};
+use crate::error::Invalid;
+use crate::tls::{handshake_refused, Roots};
 
 /// How often, while Redis is unreachable, one call probes whether it is back.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
@@ -19,12 +21,16 @@ const PING_TIMEOUT: Duration = Duration::from_millis(300);
 /// Connection settings for [`RedisExecutor`].
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` or `redis-cluster://host:port?node=host:port&node=…`.
+    /// `redis://host:port/db` or `redis-cluster://host:port?node=host:port&node=…`; `rediss://`
+    /// and `rediss-cluster://` for the same over TLS.
     pub url: String,
     /// Connections in the pool.
     pub pool_size: usize,
     /// How long one command may take before it fails.
     pub command_timeout: Duration,
+    /// The certificate authorities a TLS server's certificate must chain to; `None` for the
+    /// system's.
+    pub ca: Option<Roots>,
 }
 
 impl RedisConfig {
@@ -34,8 +40,61 @@ impl RedisConfig {
             url: url.into(),
             pool_size: 2,
             command_timeout: Duration::from_secs(5),
+            ca: None,
         }
     }
+
+    /// The settings of `config` for a connection to `url` (its `redis_url`): pool size, command
+    /// timeout, and the authorities of `redis_ca_file`, read here.
+    ///
+    /// # Errors
+    /// [`Invalid`] naming `redis_ca_file` when that file holds no usable certificate.
+    pub fn of(config: &crate::config::Config, url: &str) -> Result<Self, Invalid> {
+        Ok(Self {
+            url: url.to_owned(),
+            pool_size: config.redis_pool_size,
+            command_timeout: config.redis_timeout,
+            ca: config
+                .redis_ca_file
+                .as_deref()
+                .map(|path| Roots::from_file("redis_ca_file", path))
+                .transpose()?,
+        })
+    }
+}
+
+/// Whether `url` names a Redis Cluster (`redis-cluster://` or `rediss-cluster://`).
+pub fn is_cluster_url(url: &str) -> bool {
+    url.starts_with("redis-cluster://") || url.starts_with("rediss-cluster://")
+}
+
+/// Whether `url` connects over TLS (`rediss://` or `rediss-cluster://`).
+pub fn is_tls_url(url: &str) -> bool {
+    url.starts_with("rediss://") || url.starts_with("rediss-cluster://")
+}
+
+/// fred's configuration of `config`: its URL read by fred, and for a TLS URL rustls set up by
+/// [`Roots`] (fred's own would refuse to start on any unreadable file among the system's
+/// authorities, and cannot take a CA file).
+fn fred_config(config: &RedisConfig) -> Result<Config, ExecError> {
+    let url = &config.url;
+    let tls = is_tls_url(url);
+    // The same URL without its `s`: fred reads host, port, credentials, database and nodes.
+    let plain = match url.strip_prefix("rediss") {
+        Some(rest) if tls => format!("redis{rest}"),
+        _ => url.clone(),
+    };
+    let mut fred_config = Config::from_url(&plain)
+        .map_err(|e| ExecError::Reply(format!("not a Redis URL: {}", e.details())))?;
+    if tls {
+        let roots = match &config.ca {
+            Some(roots) => roots.clone(),
+            None => Roots::system().map_err(ExecError::Reply)?,
+        };
+        let client = roots.client_config().map_err(ExecError::Reply)?;
+        fred_config.tls = Some(fred::types::config::TlsConnector::from(client).into());
+    }
+    Ok(fred_config)
 }
 
 /// Runs scripts on Redis through a pool of fred clients.
@@ -316,10 +375,11 @@ impl RedisExecutor {
     /// Connects to Redis. Commands issued while Redis is out of reach fail rather than wait.
     ///
     /// # Errors
-    /// [`ExecError::Unavailable`] when the URL is invalid or Redis cannot be reached.
+    /// [`ExecError::Reply`] for what waiting will not mend: a URL fred cannot read, a refused
+    /// password, a TLS server's certificate refused (or no authority to check it against);
+    /// [`ExecError::Unavailable`] when Redis cannot be reached.
     pub async fn connect(config: &RedisConfig) -> Result<Self, ExecError> {
-        let fred_config = Config::from_url(&config.url)
-            .map_err(|e| ExecError::Unavailable(format!("RANKD_REDIS_URL: {e}")))?;
+        let fred_config = fred_config(config)?;
         let timeout = config.command_timeout;
         let pool = Builder::from_config(fred_config)
             .with_connection_config(|c| {
@@ -335,14 +395,25 @@ impl RedisExecutor {
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
             .build_pool(config.pool_size.max(1))
             .map_err(|e| ExecError::Unavailable(in_words(&e)))?;
-        let clustered = config.url.starts_with("redis-cluster://");
-        // Nothing was sent yet. A refused password or a bad setting will not mend by waiting;
-        // anything else is Redis out of reach.
-        pool.init().await.map_err(|e| match e.kind() {
-            ErrorKind::Auth | ErrorKind::Config | ErrorKind::Url | ErrorKind::InvalidArgument => {
-                ExecError::Reply(in_words(&e))
+        let clustered = is_cluster_url(&config.url);
+        // Nothing was sent yet. A refused password, a bad setting or a refused certificate will
+        // not mend by waiting; anything else is Redis out of reach.
+        let trusted = match config.ca {
+            Some(_) => "those of redis_ca_file",
+            None => "the system's; redis_ca_file names a private one",
+        };
+        pool.init().await.map_err(|e| {
+            if let Some(refused) = handshake_refused(e.details(), trusted) {
+                return ExecError::Reply(refused);
             }
-            _ => ExecError::Unavailable(in_words(&e)),
+            match e.kind() {
+                ErrorKind::Auth
+                | ErrorKind::Config
+                | ErrorKind::Url
+                | ErrorKind::InvalidArgument
+                | ErrorKind::Tls => ExecError::Reply(in_words(&e)),
+                _ => ExecError::Unavailable(in_words(&e)),
+            }
         })?;
         Ok(Self {
             pool,

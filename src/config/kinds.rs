@@ -200,18 +200,25 @@ impl Kind<Option<String>> for RedisUrl {
         let v = value.trim();
         if v.is_empty() {
             Ok(None)
-        } else if v.starts_with("redis://") || v.starts_with("redis-cluster://") {
+        } else if [
+            "redis://",
+            "rediss://",
+            "redis-cluster://",
+            "rediss-cluster://",
+        ]
+        .iter()
+        .any(|scheme| v.starts_with(scheme))
+        {
             Ok(Some(v.to_owned()))
         } else {
-            // TLS (rediss://) is not built in: say so here rather than fail at connect time.
             Err(Invalid::new(
                 name,
-                "must start with redis:// or redis-cluster:// (TLS is not supported)",
+                "must start with redis://, rediss:// (TLS), redis-cluster:// or rediss-cluster://",
             ))
         }
     }
     fn values() -> String {
-        "`redis://…` or `redis-cluster://…`".into()
+        "`redis[s]://…` or `redis[s]-cluster://…`".into()
     }
 }
 

@@ -178,8 +178,26 @@ impl Config {
     /// Checks settings that depend on each other.
     ///
     /// # Errors
-    /// [`Invalid`] naming `listen` when no API key is configured and the address is not loopback.
+    /// [`Invalid`] naming `listen` when no API key is configured and the address is not loopback;
+    /// naming `redis_ca_file` when it is set and `redis_url` is not a TLS URL (that CA would
+    /// protect nothing).
     pub fn validate(&self) -> Result<(), Invalid> {
+        if let Some(path) = &self.redis_ca_file {
+            if !self
+                .redis_url
+                .as_deref()
+                .is_some_and(crate::backend::redis::is_tls_url)
+            {
+                return Err(Invalid::new(
+                    "redis_ca_file",
+                    format!(
+                        "is set ({}) but redis_url does not connect over TLS: use rediss:// or \
+                         rediss-cluster://",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         if self.api_keys.is_empty() && !self.listen.ip().is_loopback() {
             return Err(Invalid::new(
                 "listen",
@@ -297,6 +315,44 @@ mod tests {
         assert!(e.message.contains("from 50 to 600000"), "{e}");
         let c = Config::load(None, env(&[("RANKD_REDIS_TIMEOUT_MS", "250")]), vec![]).unwrap();
         assert_eq!(c.redis_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn redis_urls_take_tls_and_a_ca_file_only_with_tls() {
+        for url in [
+            "redis://127.0.0.1:6379/0",
+            "rediss://redis.internal:6380",
+            "redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000",
+            "rediss-cluster://u:p@10.0.0.1:7000?node=10.0.0.2:7000",
+        ] {
+            let c = Config::load(None, env(&[("RANKD_REDIS_URL", url)]), vec![]).unwrap();
+            assert_eq!(c.redis_url.as_deref(), Some(url));
+        }
+        let e =
+            Config::load(None, env(&[("RANKD_REDIS_URL", "redis+tls://x")]), vec![]).unwrap_err();
+        assert_eq!(e.field, "redis_url");
+        assert!(e.message.contains("rediss://"), "{e}");
+        let ca = ("RANKD_REDIS_CA_FILE", "/etc/rankd/redis-ca.pem");
+        let c = Config::load(
+            None,
+            env(&[("RANKD_REDIS_URL", "rediss://redis.internal:6380"), ca]),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            c.redis_ca_file.as_deref(),
+            Some(Path::new("/etc/rankd/redis-ca.pem"))
+        );
+        // A CA file beside a plain URL (or none) would protect nothing: refused, not ignored.
+        for url in [
+            "redis://redis.internal:6379",
+            "redis-cluster://10.0.0.1:7000",
+            "",
+        ] {
+            let e = Config::load(None, env(&[("RANKD_REDIS_URL", url), ca]), vec![]).unwrap_err();
+            assert_eq!(e.field, "redis_ca_file", "{url}");
+            assert!(e.message.contains("rediss://"), "{e}");
+        }
     }
 
     #[test]

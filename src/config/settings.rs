@@ -21,9 +21,18 @@ settings! {
     /// listen address; port 0 picks a free port
     listen: SocketAddr = "127.0.0.1:8080", Address, flag(Serve);
 
-    /// `redis://host:port[/db]` or `redis-cluster://host:port?node=host:port&node=…`; none runs
-    /// the embedded engine
+    /// `redis://host:port[/db]` or `redis-cluster://host:port?node=host:port&node=…`;
+    /// `rediss://…` and `rediss-cluster://…` for the same over TLS; none runs the embedded engine.
+    ///
+    /// Over TLS the server's certificate must chain to a system certificate authority (or to
+    /// `redis_ca_file`) and name the host connected to: a cluster's nodes by the address the
+    /// cluster announces for them
     redis_url: Option<String> = "", RedisUrl, flag(Serve, Admin);
+
+    /// a PEM file of the certificate authorities a `rediss://` server's certificate must chain to,
+    /// in place of the system's (a private CA); only with a `rediss://` or `rediss-cluster://`
+    /// `redis_url`
+    redis_ca_file: Option<PathBuf> = "", OptionalPath, flag(Serve, Admin);
 
     /// prefix of every Redis key
     key_prefix: String = "rankd:", KeyPrefix, flag(Serve, Admin);
@@ -103,7 +112,10 @@ settings! {
     ///
     /// User, password, host (a Unix socket directory too), port and `sslmode` as parameters
     /// (`postgres:///rankd?host=/var/run/postgresql&user=rankd`); without a user, `PGUSER`, then
-    /// the operating-system user. None keeps scores in Redis only
+    /// the operating-system user. TLS as libpq's `sslmode` says: `prefer` (the default) and
+    /// `require` encrypt without checking the certificate, `verify-ca` checks it chains to a
+    /// system certificate authority or to the PEM file `sslrootcert=` names, `verify-full` that it
+    /// also names the host. None keeps scores in Redis only
     database_url: Option<String> = "", PostgresUrl, flag(Serve, Admin);
 
     /// when a write is answered: `sync` after the store commits it; `async` after Redis applied

@@ -196,31 +196,45 @@ impl Columns {
     }
 }
 
+/// A failed connection: [`Error::Invalid`] naming `database_url` for what will not mend by waiting
+/// (a refused login, a database that does not exist, a server certificate refused, a server with
+/// no TLS when `sslmode` asks for it), else [`Error::Unavailable`].
+fn refused_or_unavailable(e: sqlx::Error) -> Error {
+    let invalid = |m: String| Error::Invalid(crate::error::Invalid::new("database_url", m));
+    if let Some(refused) =
+        crate::tls::handshake_refused(&format!("{e:?}"), "the system's and sslrootcert's")
+    {
+        return invalid(refused);
+    }
+    match &e {
+        sqlx::Error::Database(d)
+            if d.code()
+                .is_some_and(|c| c.starts_with("28") || c == "3D000") =>
+        {
+            invalid(e.to_string())
+        }
+        sqlx::Error::Tls(m) => invalid(format!("TLS: {m}")),
+        _ => unavailable(e),
+    }
+}
+
 impl PgStore {
     /// Connects, to a URL in any form libpq takes (user, password, host or Unix socket directory,
-    /// port and sslmode in the URL or as its parameters; without a user, `PGUSER`, then the
-    /// operating-system user). Connections are
+    /// port, sslmode and sslrootcert in the URL or as its parameters; without a user, `PGUSER`,
+    /// then the operating-system user). Connections are
     /// acquired with a short timeout so that writes fail fast while Postgres is down.
     ///
     /// # Errors
     /// [`Error::Invalid`] naming `database_url` when Postgres refuses the login or lacks the
-    /// database, [`Error::Unavailable`] when Postgres cannot be reached.
+    /// database, or TLS fails for good (a certificate refused, no TLS where `sslmode` asks for it);
+    /// [`Error::Unavailable`] when Postgres cannot be reached.
     pub async fn connect(url: &str) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(2))
             .connect(url)
             .await
-            .map_err(|e| match &e {
-                // A refused login or a database that does not exist will not mend by waiting.
-                sqlx::Error::Database(d)
-                    if d.code()
-                        .is_some_and(|c| c.starts_with("28") || c == "3D000") =>
-                {
-                    Error::Invalid(crate::error::Invalid::new("database_url", e.to_string()))
-                }
-                _ => unavailable(e),
-            })?;
+            .map_err(refused_or_unavailable)?;
         Ok(Self {
             pool,
             expected: super::identity::Expected::default(),

@@ -19,4 +19,5 @@ mod promtool;
 mod readme;
 mod refusals;
 mod server;
+mod tls;
 mod trouble;

@@ -196,6 +196,8 @@ pub struct PrivatePostgres {
     pub port: u16,
     dir: std::path::PathBuf,
     bin: std::path::PathBuf,
+    /// The addresses it listens on (`listen_addresses`).
+    listen: String,
 }
 
 impl PrivatePostgres {
@@ -207,6 +209,13 @@ impl PrivatePostgres {
     }
 
     pub async fn start() -> Self {
+        Self::start_with("127.0.0.1", |_| {}).await
+    }
+
+    /// Listening on `listen` (loopback addresses, comma-separated), with `setup` run on the data
+    /// directory after initdb and before the first start (what it writes there becomes the
+    /// postgres user's).
+    pub async fn start_with(listen: &str, setup: impl FnOnce(&std::path::Path)) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries are installed")
             .filter_map(|e| e.ok())
@@ -228,6 +237,7 @@ impl PrivatePostgres {
             port: free_port(),
             dir,
             bin,
+            listen: listen.to_owned(),
         };
         let out = pg
             .as_postgres("initdb")
@@ -241,6 +251,14 @@ impl PrivatePostgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let data = pg.dir.join("data");
+        setup(&data);
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown of what setup wrote");
         pg.resume().await;
         pg
     }
@@ -258,9 +276,10 @@ impl PrivatePostgres {
             .args([
                 "-o",
                 &format!(
-                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    "-p {} -k {} -c listen_addresses={} -c fsync=off",
                     self.port,
-                    self.dir.display()
+                    self.dir.display(),
+                    self.listen
                 ),
             ])
             .args(["-l"])
