@@ -407,7 +407,7 @@ impl Caches {
         let inner = self.lock();
         let mut all: Vec<(&(CacheType, String), &Slot)> =
             inner.map.iter().filter(|((ty, _), _)| *ty == t).collect();
-        all.sort_by(|a, b| b.1.reads.cmp(&a.1.reads));
+        all.sort_by_key(|s| std::cmp::Reverse(s.1.reads));
         all.into_iter()
             .take(n)
             .map(|((_, k), s)| (k.clone(), s.entry.clone()))

@@ -380,15 +380,12 @@ impl Engine {
             else {
                 continue;
             };
-            match self.stale(&entry.board, &entry.stamp).await {
-                Ok(Some(reason)) => {
-                    self.caches.invalidate(t, &slot, &entry, reason);
-                    if self.fill(&slot, &recipe).await.is_ok() {
-                        self.caches.warmed(t);
-                        warmed += 1;
-                    }
+            if let Ok(Some(reason)) = self.stale(&entry.board, &entry.stamp).await {
+                self.caches.invalidate(t, &slot, &entry, reason);
+                if self.fill(&slot, &recipe).await.is_ok() {
+                    self.caches.warmed(t);
+                    warmed += 1;
                 }
-                Ok(None) | Err(_) => {}
             }
         }
         warmed
