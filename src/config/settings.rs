@@ -121,4 +121,10 @@ settings! {
 
     /// the embedded engine's SQLite store; empty keeps the embedded engine in memory only
     data_dir: Option<PathBuf> = "rankd-data", OptionalPath;
+
+    /// mebibytes the embedded engine's Lua state may hold (its keyspace is not counted).
+    ///
+    /// A script that needs more fails with `not enough memory`, as an error reply, and the engine
+    /// goes on; rankd's largest calls need about 12
+    lua_memory_mb: usize = "128", Whole<16, 65536>;
 }
