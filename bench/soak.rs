@@ -224,6 +224,8 @@ struct Services {
 
 impl Services {
     async fn start(engine: Engine, pid: u32) -> Self {
+        // Checked before anything is made, so that a missing variable leaves nothing behind.
+        let base = (engine == Engine::Redis).then(|| env("RANKD_TEST_DATABASE_URL"));
         let dir = std::env::temp_dir().join(format!("rankd-soak-{pid}-{}", engine_tag(engine)));
         std::fs::create_dir_all(&dir).unwrap();
         match engine {
@@ -234,7 +236,7 @@ impl Services {
                 dir,
             },
             Engine::Redis => {
-                let base = env("RANKD_TEST_DATABASE_URL");
+                let base = base.unwrap();
                 let (server, _) = base
                     .rsplit_once('/')
                     .expect("the database URL names a database");
