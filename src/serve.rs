@@ -4,7 +4,7 @@ use std::sync::{Arc, Weak};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::embedded::EmbeddedExecutor;
+use crate::backend::embedded::{EmbeddedConfig, EmbeddedExecutor};
 use crate::backend::instrumented::Instrumented;
 use crate::backend::redis::{RedisConfig, RedisExecutor};
 use crate::backend::{ExecError, Executor};
@@ -88,7 +88,13 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, E
             tracing::info!(
                 "no RANKD_REDIS_URL: running the embedded engine (the same Lua scripts, in-process)"
             );
-            Arc::new(EmbeddedExecutor::new(clock.clone()))
+            Arc::new(EmbeddedExecutor::with_config(
+                clock.clone(),
+                EmbeddedConfig {
+                    lua_memory_limit: config.lua_memory_mb << 20,
+                    ..EmbeddedConfig::default()
+                },
+            ))
         }
     };
     let exec: Arc<dyn Executor> = Arc::new(Instrumented::new(exec));

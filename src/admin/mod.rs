@@ -312,8 +312,12 @@ impl Admin {
     async fn local_engine(&self) -> Result<Engine, Failure> {
         let clock = Arc::new(SystemClock);
         Ok(Engine::new(
-            Arc::new(crate::backend::embedded::EmbeddedExecutor::new(
+            Arc::new(crate::backend::embedded::EmbeddedExecutor::with_config(
                 clock.clone(),
+                crate::backend::embedded::EmbeddedConfig {
+                    lua_memory_limit: self.config.lua_memory_mb << 20,
+                    ..crate::backend::embedded::EmbeddedConfig::default()
+                },
             )),
             Keys::new(&self.config.key_prefix)?,
             clock,

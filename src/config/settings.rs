@@ -153,4 +153,10 @@ settings! {
     /// bytes the answer caches of one instance may hold together; past it the least recently used
     /// entries go
     cache_max_bytes: usize = "67108864", Whole<{ 1 << 20 }, { 1 << 40 }>, flag(Serve);
+
+    /// mebibytes the embedded engine's Lua state may hold (its keyspace is not counted).
+    ///
+    /// A script that needs more fails with `not enough memory`, as an error reply, and the engine
+    /// goes on; rankd's largest calls need about 12
+    lua_memory_mb: usize = "128", Whole<16, 65536>;
 }

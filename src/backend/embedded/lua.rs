@@ -33,6 +33,11 @@
 //! the RESP3-only reply tables (`map`, `set`, `big_number`, `verbatim_string`) convert as plain
 //! arrays; there is no time limit on a script. `tests/it/differential.rs` checks the rest against a
 //! real Redis, snippet by snippet.
+//!
+//! Unlike Redis 7.0, the state has a memory limit ([`super::EmbeddedConfig::lua_memory_limit`]):
+//! a script allocating past it fails with `ERR Error running script f_<sha1>, not enough memory`,
+//! the reply Redis gives a script that fails without an error table (Lua reports a memory error
+//! without calling the message handler), and the state is collected before the next call.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -286,6 +291,8 @@ unsafe extern "C-unwind" fn raising(state: *mut ffi::lua_State) -> c_int {
 /// The Lua state with the compiled scripts.
 pub(super) struct Scripting {
     lua: Lua,
+    /// Past this many bytes in use at the start of a call, the state is fully collected first.
+    collect_above: usize,
     store: Rc<RefCell<Store>>,
     visible: Table,
     env: Table,
@@ -515,13 +522,28 @@ fn to_reply(v: &Value) -> Result<Reply, ExecError> {
     })
 }
 
-fn lua_failure(e: &mlua::Error) -> ExecError {
-    ExecError::Reply(format!("ERR Error running script: {e}").replace(['\r', '\n'], " "))
+/// Redis' reply for a script that failed without an error table: Lua's own message (a memory
+/// error skips the message handler), cut at 100 bytes as Redis cuts it.
+fn bare_error(sha: &str, message: &[u8]) -> ExecError {
+    let message = lossy(&message[..message.len().min(100)]);
+    ExecError::Reply(
+        format!("ERR Error running script f_{sha}, {message}").replace(['\r', '\n'], " "),
+    )
+}
+
+/// A failure of the Rust side of a call (building `KEYS`/`ARGV`, reading the result).
+fn lua_failure(e: &mlua::Error, sha: &str) -> ExecError {
+    match e {
+        mlua::Error::MemoryError(m) => bare_error(sha, m.as_bytes()),
+        other => ExecError::Reply(
+            format!("ERR Error running script: {other}").replace(['\r', '\n'], " "),
+        ),
+    }
 }
 
 impl Scripting {
-    /// A fresh state over `store`.
-    pub(super) fn new(store: Rc<RefCell<Store>>) -> mlua::Result<Self> {
+    /// A fresh state over `store`, which may hold at most `memory_limit` bytes.
+    pub(super) fn new(store: Rc<RefCell<Store>>, memory_limit: usize) -> mlua::Result<Self> {
         let lua = Lua::new_with(
             StdLib::TABLE | StdLib::STRING | StdLib::MATH,
             LuaOptions::default(),
@@ -549,8 +571,14 @@ impl Scripting {
             .load(SANDBOX_SOURCE)
             .set_name(SANDBOX)
             .call((raw_call, raw_log, raw_sha1hex, handler, raising))?;
+        lua.set_memory_limit(memory_limit)?;
         Ok(Self {
             lua,
+            // Lua 5.1 does not collect when an allocation fails, so garbage left by earlier calls
+            // would count against the next one: collecting once a quarter of the limit is in use
+            // leaves each call at least three quarters, and costs a collection of the small live
+            // heap (the sandbox and the compiled scripts) per quarter of garbage.
+            collect_above: memory_limit / 4,
             store,
             visible,
             env,
@@ -592,10 +620,17 @@ impl Scripting {
                 "the embedded store stopped after an internal error".into(),
             ));
         }
+        if self.lua.used_memory() > self.collect_above {
+            self.lua
+                .gc_collect()
+                .map_err(|e| lua_failure(&e, call.script.sha1()))?;
+        }
         self.load(call.script)?;
         let f = self.scripts[call.script.sha1()].clone();
         self.store.borrow_mut().now = now;
-        let out = self.run_function(f, call).map_err(|e| lua_failure(&e))?;
+        let out = self
+            .run_function(f, call)
+            .map_err(|e| lua_failure(&e, call.script.sha1()))?;
         if self.store.borrow().poisoned {
             return Err(ExecError::Unavailable(
                 "the embedded store stopped after an internal error".into(),
@@ -621,10 +656,12 @@ impl Scripting {
         if ok {
             return Ok(to_reply(&value));
         }
-        Ok(Err(ExecError::Reply(match &value {
-            Value::Table(t) => raised_error(t, call.script.sha1()),
-            other => format!("ERR {other:?}"),
-        })))
+        let sha = call.script.sha1();
+        Ok(Err(match &value {
+            Value::Table(t) => ExecError::Reply(raised_error(t, sha)),
+            Value::String(m) => bare_error(sha, &m.as_bytes()),
+            _ => bare_error(sha, b"execution failure"),
+        }))
     }
 
     /// The store, for work outside scripts (sweeping, snapshots).

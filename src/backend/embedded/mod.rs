@@ -34,6 +34,12 @@
 //! that call and every later one fail with [`ExecError::Unavailable`]. Dropping the executor ends the
 //! owner thread once the requests already queued are answered.
 //!
+//! # Memory
+//!
+//! The Lua state may hold at most [`EmbeddedConfig::lua_memory_limit`] bytes: a runaway script
+//! gets an error reply instead of growing the process, and the next call runs as before. The
+//! keyspace lives outside Lua and is not limited.
+//!
 //! # Persistence
 //!
 //! The data is one [`Keyspace`]; [`EmbeddedExecutor::with_keyspace`] runs a closure against it on
@@ -70,13 +76,23 @@ pub struct EmbeddedConfig {
     pub sweep_interval: Duration,
     /// Most keys one sweep deletes before the owner thread looks at its queue again.
     pub sweep_budget: usize,
+    /// Most bytes the Lua state may hold: a script allocating past it fails with Lua's `not enough
+    /// memory`, and the state is collected before the next call. The keyspace is not counted (it
+    /// lives outside Lua); what counts is each call's `KEYS`/`ARGV`, the tables and strings a
+    /// script builds and the replies `redis.call` hands it.
+    pub lua_memory_limit: usize,
 }
+
+/// [`EmbeddedConfig::lua_memory_limit`]'s default, 128 MiB: rankd's largest calls (a batch of
+/// 10,000 events, a snapshot chunk of 25,000 entries of 128-byte members) run in a tenth of it.
+pub const DEFAULT_LUA_MEMORY_LIMIT: usize = 128 << 20;
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
         Self {
             sweep_interval: Duration::from_millis(100),
             sweep_budget: 1000,
+            lua_memory_limit: DEFAULT_LUA_MEMORY_LIMIT,
         }
     }
 }
@@ -151,7 +167,7 @@ impl EmbeddedExecutor {
 /// The owner thread: serves requests until every sender is gone, sweeping expired keys meanwhile.
 fn owner(rx: &Receiver<Msg>, clock: &dyn Clock, config: &EmbeddedConfig) {
     let store = Rc::new(RefCell::new(Store::default()));
-    let mut scripting = match Scripting::new(store.clone()) {
+    let mut scripting = match Scripting::new(store.clone(), config.lua_memory_limit) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::error!(error = %e, "the embedded store could not create its Lua state");

@@ -272,6 +272,7 @@ async fn keys_expire_by_the_injected_clock_lazily_and_in_the_background() {
         EmbeddedConfig {
             sweep_interval: Duration::from_millis(5),
             sweep_budget: 2,
+            ..EmbeddedConfig::default()
         },
     );
     let set = script(
@@ -348,4 +349,114 @@ async fn eval_many_runs_every_call_in_order_with_its_own_result() {
 async fn every_rankd_script_loads() {
     let t = T::new();
     t.exec.load(&crate::engine::scripts::all()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_script_past_the_lua_memory_limit_fails_and_the_engine_goes_on() {
+    let exec = EmbeddedExecutor::with_config(
+        Arc::new(ManualClock::new(1_000_000)),
+        EmbeddedConfig {
+            lua_memory_limit: 4 << 20,
+            ..EmbeddedConfig::default()
+        },
+    );
+    let run = |src: &str, args: &[&str]| {
+        exec.eval(Call {
+            script: script(src),
+            keys: vec!["z".into()],
+            args: args.iter().map(|s| s.to_string()).collect(),
+        })
+    };
+    let grow = "local t = {} for i = 1, 1e6 do t[i] = ARGV[1] .. i end return #t";
+    let sha = script(grow).sha1().to_owned();
+    for _ in 0..3 {
+        assert_eq!(
+            run(grow, &["member"]).await,
+            Err(ExecError::Reply(format!(
+                "ERR Error running script f_{sha}, not enough memory"
+            ))),
+            "a script growing a table past 4 MiB fails as Redis fails a script without an error table"
+        );
+        assert_eq!(
+            run(
+                "redis.call('ZADD', KEYS[1], 1, 'm') return redis.call('ZCARD', KEYS[1])",
+                &[]
+            )
+            .await,
+            Ok(Reply::Int(1)),
+            "the next call runs"
+        );
+    }
+    // A reply too big for the limit: 60,000 members, each written by a call of its own.
+    let fill = "for i = 1, 60000 do redis.call('ZADD', KEYS[1], i, ARGV[1] .. i) end \
+                return redis.call('ZCARD', KEYS[1])";
+    assert_eq!(
+        run(fill, &["a-member-named-at-length-"]).await,
+        Ok(Reply::Int(60_001))
+    );
+    let all = "return #redis.call('ZRANGE', KEYS[1], 0, -1)";
+    assert_eq!(
+        run(all, &[]).await,
+        Err(ExecError::Reply(format!(
+            "ERR Error running script f_{}, not enough memory",
+            script(all).sha1()
+        ))),
+        "a reply that does not fit fails the same way"
+    );
+    assert_eq!(
+        run("return #redis.call('ZRANGE', KEYS[1], 0, 999)", &[]).await,
+        Ok(Reply::Int(1000)),
+        "a range that fits still runs, on a keyspace the failure left whole"
+    );
+}
+
+#[tokio::test]
+async fn rankds_largest_call_fits_in_a_quarter_of_the_default_lua_memory_limit() {
+    use crate::board::{BoardDef, BoardId, Member, RankMode, Score};
+    use crate::engine::{Engine, EngineConfig, Submit, MAX_BATCH};
+    let clock = Arc::new(ManualClock::new(1_767_225_600_000));
+    let exec = EmbeddedExecutor::with_config(
+        clock.clone(),
+        EmbeddedConfig {
+            lua_memory_limit: DEFAULT_LUA_MEMORY_LIMIT / 4,
+            ..EmbeddedConfig::default()
+        },
+    );
+    let engine = Engine::new(
+        Arc::new(exec),
+        crate::keys::Keys::new("rankd:").unwrap(),
+        clock,
+        EngineConfig::default(),
+    )
+    .await
+    .unwrap();
+    // Batches of the most events a batch takes, and a snapshot's chunk of 25,000 entries, of
+    // members as long as a member may be, on a board ranking densely (the rank mode whose reads do
+    // the most). Both fit in 12 MiB, not in 8.
+    let board = BoardId::parse("big").unwrap();
+    let def = BoardDef {
+        rank_mode: RankMode::Dense,
+        ..BoardDef::default()
+    };
+    assert!(engine.put_board(&board, def).await.unwrap());
+    let events: Vec<Submit> = (0..25_000)
+        .map(|i| {
+            Submit::new(
+                board.clone(),
+                Member::parse(&format!("{i:0>128}")).unwrap(),
+                Score::new("value", f64::from(i)).unwrap(),
+            )
+        })
+        .collect();
+    for chunk in events.chunks(MAX_BATCH) {
+        // (A refused batch's error lists every event: too long to print.)
+        assert!(engine.submit_batch(chunk).await.is_ok());
+    }
+    let keys = engine
+        .snapshot_board(&board)
+        .await
+        .map_err(|e| e.to_string())
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].entries.len(), 25_000);
 }

@@ -149,6 +149,72 @@ async fn metrics_count_score_events_by_outcome_and_definition_cache_hits() {
     assert_eq!(r.status(), 204);
 }
 
+/// A value out of a `tie_break: first` board's range is refused by the submit script itself: each
+/// such refusal adds exactly one to `kind="refused"`, and none to `kind="reply"` (an error Redis
+/// answered). On a process of its own, so that no other test's refusals are counted.
+#[tokio::test]
+async fn each_script_refusal_counts_once_as_refused_not_as_a_redis_error() {
+    let port = crate::server::free_port();
+    let keys = crate::cleanup::Keyspace::new(crate::helpers::Redis::Standalone);
+    let _rankd = crate::helpers::spawn_rankd(port, "/readyz", Duration::from_secs(20), |c| {
+        c.args(["--redis-url", &crate::helpers::Redis::Standalone.url()])
+            .args(["--key-prefix", keys.prefix()]);
+    })
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let submit = |value: i64| {
+        http.post(format!("{base}/v1/boards/ranged/scores"))
+            .json(&json!({"member": "x", "value": value}))
+            .send()
+    };
+    let refused = "rankd_script_errors_total{script=\"submit\",kind=\"refused\"}";
+    let r = http
+        .put(format!("{base}/v1/boards/ranged"))
+        .json(&json!({"tie_break": "first"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(submit(2_097_151).await.unwrap().status(), 200);
+    let text = scrape().await;
+    assert!(
+        !text.contains("rankd_script_errors_total{"),
+        "no script failed yet:\n{text}"
+    );
+    for n in 1..=3 {
+        // The sum leaves the range: the script refuses it.
+        assert_eq!(submit(1).await.unwrap().status(), 400);
+        // A value that keeps the sum in range is no refusal.
+        assert_eq!(submit(0).await.unwrap().status(), 200);
+        let text = scrape().await;
+        assert_eq!(
+            crate::helpers::series_value(&text, refused),
+            f64::from(n),
+            "after {n} refusals"
+        );
+        assert!(
+            !text.contains("kind=\"reply\""),
+            "a refusal is no Redis error:\n{text}"
+        );
+    }
+    let r = http
+        .delete(format!("{base}/v1/boards/ranged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn board_sizes_on_metrics_follow_the_boards_and_forget_deleted_ones() {
     let app = TestApp::spawn_with(|c| c.metrics_sample = Duration::from_millis(100)).await;
