@@ -65,6 +65,7 @@ commands! {
     "pttl" 2 pttl,
     "hget" 3 hget,
     "hmget" -3 hmget,
+    "hgetall" 2 hgetall,
     "hset" -4 hset,
     "hdel" -3 hdel,
     "hincrby" 4 hincrby,
@@ -466,6 +467,14 @@ fn hmget(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
             .iter()
             .map(|f| h.and_then(|h| h.get(*f)).map_or(RValue::Nil, |v| bulk(v)))
             .collect(),
+    ))
+}
+
+fn hgetall(ctx: &mut Ctx<'_>, a: &[&[u8]]) -> CmdResult {
+    Ok(RValue::Array(
+        hash(ctx, a[1])?
+            .map(|h| h.iter().flat_map(|(f, v)| [bulk(f), bulk(v)]).collect())
+            .unwrap_or_default(),
     ))
 }
 
