@@ -307,15 +307,16 @@ impl Admin {
         }
         let v: serde_json::Value = serde_json::from_slice(&a.body)
             .map_err(|e| Error::Unavailable(format!("--server {}: its answer: {e}", c.server)))?;
-        let cleared = v["cleared"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(t, n)| format!("{t} {}", n.as_u64().unwrap_or(0)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
+        // In the order the server names the types cleared (its own order, or the request's).
+        let cleared = v["caches"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .map(|t| format!("{t} {}", v["cleared"][t].as_u64().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(", ");
         self.report.line(format!(
             "cleared {what} of {of} on {}: entries cleared there: {cleared}; every other instance clears within a second",
             c.server
