@@ -215,17 +215,60 @@ pub enum AdminCommand {
         board: Option<String>,
     },
     /// Clear derived data; with --boards --yes, board keys in Redis too (the store keeps them).
+    /// With --server, a running server's answer caches instead (every instance within a second).
     ClearCaches {
         /// Also remove the boards' Redis keys.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "server")]
         boards: bool,
         /// Confirm --boards.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "server")]
         yes: bool,
+        /// A running rankd server (http://host:port) whose answer caches to clear.
+        #[arg(long)]
+        server: Option<String>,
+        /// Only these answer caches (leaderboard, analytics, scope_stats, achievements; default:
+        /// every one).
+        #[arg(long, value_delimiter = ',', requires = "server")]
+        caches: Vec<String>,
+        /// Only this board's entries.
+        #[arg(long, requires = "server")]
+        board: Option<String>,
+        /// The API key to send to --server (admin role), if it requires one.
+        #[arg(
+            long,
+            env = "RANKD_API_KEY",
+            hide_env_values = true,
+            requires = "server"
+        )]
+        api_key: Option<String>,
+    },
+    /// Read a board's top pages into a running server's leaderboard cache now.
+    WarmCaches {
+        /// The running rankd server (http://host:port).
+        #[arg(long)]
+        server: String,
+        /// The board.
+        #[arg(long)]
+        board: String,
+        /// Its window (default: all).
+        #[arg(long)]
+        window: Option<String>,
+        /// The period (default: the current one).
+        #[arg(long)]
+        period: Option<String>,
+        /// One page per scope (default: the global board).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Entries per page, 1 to 1000 (default: 20).
+        #[arg(long)]
+        limit: Option<i64>,
+        /// The API key to send to --server (admin role), if it requires one.
+        #[arg(long, env = "RANKD_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
     },
     /// Report sizes, lag, script latencies, cache hit rates, query plans and recommendations.
     Analyze {
-        /// A running rankd server (http://host:port) whose own cache hit rates to include.
+        /// A running rankd server (http://host:port) whose own cache figures to include.
         #[arg(long)]
         server: Option<String>,
         /// The API key to send to --server (read role), if it requires one.

@@ -14,6 +14,8 @@ pub const LATENCY_BOARDS: usize = 5;
 /// Lookups a hit rate needs before it is judged: a server or Redis that has served almost nothing
 /// yet (idle, or just started, each board's first lookup a miss) is no sign of anything.
 pub const JUDGED_LOOKUPS: u64 = 1000;
+/// Below this hit rate (percent) an answer cache that is on gets advice.
+pub const ANSWER_HIT_RATE: f64 = 85.0;
 /// Slowlog entries slower than this (µs) are advice.
 const SLOW_US: u64 = 100_000;
 /// Operations a start of rankd replays for one board past which a new rebuild base is advised.
@@ -303,6 +305,9 @@ fn recommendations(f: &Figures, server: Option<&ServerStats>) -> Vec<String> {
             }
         }
     }
+    if let Some(s) = server {
+        out.extend(answer_cache_advice(s));
+    }
     if f.leftovers > 0 {
         out.push(format!(
             "{} scratch keys of interrupted verify runs take Redis memory; `rankd admin clear-caches` removes them",
@@ -318,16 +323,158 @@ fn recommendations(f: &Figures, server: Option<&ServerStats>) -> Vec<String> {
     out
 }
 
+/// Advice for each answer cache that is on and hits under [`ANSWER_HIT_RATE`] percent of at least
+/// [`JUDGED_LOOKUPS`] lookups, led by what drops its entries most.
+fn answer_cache_advice(s: &ServerStats) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, c) in &s.answers {
+        let lookups = c.hits + c.misses;
+        if c.ttl_secs == 0 || lookups < JUDGED_LOOKUPS {
+            continue;
+        }
+        let Some(rate) = hit_rate(c.hits, c.misses).filter(|r| *r < ANSWER_HIT_RATE) else {
+            continue;
+        };
+        let ttl = format!("RANKD_CACHE_TTL_{}_SECS", name.to_ascii_uppercase());
+        let (by_ttl, by_write, by_capacity) =
+            (c.dropped("ttl"), c.dropped("write"), c.dropped("capacity"));
+        let mut steps = vec![
+            format!(
+                "raise its TTL ({ttl}, now {} s) if its entries run out before they are read again ({by_ttl} went by TTL)",
+                c.ttl_secs
+            ),
+            if name == "leaderboard" {
+                format!(
+                    "warm the popular pages (`rankd admin warm-caches --server {} --board B`, per board, window and scopes dashboards read)",
+                    s.url
+                )
+            } else {
+                "warm the popular answers by reading them ahead of their readers".to_owned()
+            },
+            format!(
+                "check write patterns: {by_write} entries were dropped by writes (a score that ranks within a cached page drops it; many writes to the top ranks keep it cold)"
+            ),
+        ];
+        if by_capacity > 0 {
+            steps.insert(
+                0,
+                format!("raise RANKD_CACHE_MAX_BYTES: {by_capacity} entries were dropped for room"),
+            );
+        } else if by_write > by_ttl {
+            steps.rotate_left(2);
+        }
+        out.push(format!(
+            "the server's {name} cache hits {rate:.1}% of {lookups} lookups (under {ANSWER_HIT_RATE}%): {}",
+            steps.join("; ")
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::server::AnswerCache;
 
     fn server(hits: u64, misses: u64) -> ServerStats {
         ServerStats {
             url: "http://x".into(),
             definitions: (hits, misses),
             scripts: (0, 0),
+            answers: Vec::new(),
         }
+    }
+
+    fn answers(
+        name: &str,
+        hits: u64,
+        misses: u64,
+        ttl_secs: u64,
+        dropped: &[(&str, u64)],
+    ) -> ServerStats {
+        ServerStats {
+            answers: vec![(
+                name.to_owned(),
+                AnswerCache {
+                    hits,
+                    misses,
+                    ttl_secs,
+                    invalidations: dropped.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
+                    ..AnswerCache::default()
+                },
+            )],
+            ..server(0, 0)
+        }
+    }
+
+    #[test]
+    fn an_answer_cache_under_85_percent_gets_advice_once_on_and_looked_up_enough() {
+        let advice = |s: &ServerStats| answer_cache_advice(s);
+        assert!(
+            advice(&answers("leaderboard", 0, 0, 300, &[])).is_empty(),
+            "idle"
+        );
+        assert!(
+            advice(&answers("leaderboard", 100, 800, 300, &[])).is_empty(),
+            "too few lookups"
+        );
+        assert!(
+            advice(&answers("leaderboard", 10, 5000, 0, &[])).is_empty(),
+            "off"
+        );
+        assert!(
+            advice(&answers("leaderboard", 900, 100, 300, &[])).is_empty(),
+            "90% hits"
+        );
+        assert!(
+            advice(&answers("leaderboard", 850, 150, 300, &[])).is_empty(),
+            "85% is enough"
+        );
+        let a = advice(&answers(
+            "leaderboard",
+            849,
+            151,
+            300,
+            &[("ttl", 140), ("write", 3)],
+        ));
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert!(
+            a[0].starts_with("the server's leaderboard cache hits 84.9% of 1000 lookups (under 85%): raise its TTL (RANKD_CACHE_TTL_LEADERBOARD_SECS, now 300 s)"),
+            "{a:?}"
+        );
+        assert!(
+            a[0].contains("rankd admin warm-caches --server http://x --board B"),
+            "{a:?}"
+        );
+        assert!(
+            a[0].contains("check write patterns: 3 entries were dropped by writes"),
+            "{a:?}"
+        );
+        // Writes drop most: their advice leads.
+        let a = advice(&answers(
+            "scope_stats",
+            100,
+            900,
+            1800,
+            &[("ttl", 1), ("write", 800)],
+        ));
+        assert!(
+            a[0].contains("(under 85%): check write patterns: 800 entries"),
+            "{a:?}"
+        );
+        assert!(a[0].contains("RANKD_CACHE_TTL_SCOPE_STATS_SECS"), "{a:?}");
+        // Too small a budget leads when it dropped any.
+        let a = advice(&answers("analytics", 100, 900, 600, &[("capacity", 50)]));
+        assert!(
+            a[0].contains("(under 85%): raise RANKD_CACHE_MAX_BYTES: 50 entries"),
+            "{a:?}"
+        );
+        assert!(recommendations(
+            &Figures::default(),
+            Some(&answers("leaderboard", 0, 2000, 300, &[]))
+        )
+        .iter()
+        .any(|r| r.contains("leaderboard cache hits 0.0%")),);
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //! admin process cannot see that memory, so the commands work on the store alone: `snapshot`
 //! rebuilds each board here from the store and snapshots it (a new rebuild base, so the next start
 //! replays less), `verify` checks that each board's rebuild base agrees with its log, `analyze`
-//! reports the store.
+//! reports the store. `clear-caches --server` and `warm-caches` work on a running server's answer
+//! caches over HTTP, and need neither Redis nor the store.
 //!
 //! - [`output`]: result lines and the progress bar
-//! - [`server`]: the client of a running server's cache figures
+//! - [`server`]: the client of a running server's cache figures, clears and warms
 //! - [`maintain`]: migrate, snapshot, warm, pair-store
 //! - [`verify`]: Redis against the store, or the store against itself
 //! - [`caches`]: clear-caches, and the scratch keys of interrupted verify runs
@@ -71,6 +72,9 @@ pub enum Failure {
     /// Redis or the store failed, or refused.
     #[error("{0}")]
     Engine(#[from] Error),
+    /// A running server (`--server`) refused the request, in its words.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<Invalid> for Failure {
@@ -156,6 +160,7 @@ fn name(command: &AdminCommand) -> &'static str {
         AdminCommand::Warm { .. } => "warm",
         AdminCommand::Verify { .. } => "verify",
         AdminCommand::ClearCaches { .. } => "clear-caches",
+        AdminCommand::WarmCaches { .. } => "warm-caches",
         AdminCommand::Analyze { .. } => "analyze",
         AdminCommand::Optimize => "optimize",
         AdminCommand::PairStore { .. } => "pair-store",
@@ -170,7 +175,12 @@ fn needs(command: &AdminCommand) -> (Need, Need) {
             (Need::IfSet, Need::Must)
         }
         AdminCommand::Warm { .. } | AdminCommand::PairStore { .. } => (Need::Must, Need::Must),
-        AdminCommand::ClearCaches { .. } => (Need::Must, Need::Not),
+        // A running server's caches: the server holds all they work on.
+        AdminCommand::ClearCaches {
+            server: Some(_), ..
+        }
+        | AdminCommand::WarmCaches { .. } => (Need::Not, Need::Not),
+        AdminCommand::ClearCaches { server: None, .. } => (Need::Must, Need::Not),
         AdminCommand::Analyze { .. } => (Need::IfSet, Need::IfSet),
     }
 }
@@ -249,10 +259,14 @@ impl Admin {
             }
             (Need::IfSet, None) => None,
         };
-        if matches!(command, AdminCommand::Analyze { .. }) && redis.is_none() && store.is_none() {
+        if matches!(command, AdminCommand::Analyze { server: None, .. })
+            && redis.is_none()
+            && store.is_none()
+        {
             return Err(Failure::Missing(
-                "analyze reports on Redis and the durable store, and neither is configured: set \
-                 RANKD_REDIS_URL, RANKD_DATABASE_URL or RANKD_DATA_DIR"
+                "analyze reports on Redis, the durable store and a running server (--server), and \
+                 none is configured: set RANKD_REDIS_URL, RANKD_DATABASE_URL or RANKD_DATA_DIR, or \
+                 give --server"
                     .into(),
             ));
         }
@@ -338,7 +352,27 @@ impl Admin {
             }
             AdminCommand::Warm { board } => self.warm(board.as_deref(), dry_run).await.map(|()| OK),
             AdminCommand::Verify { board } => self.verify(board.as_deref(), dry_run).await,
-            AdminCommand::ClearCaches { boards, yes } => {
+            AdminCommand::ClearCaches {
+                server: Some(server),
+                caches,
+                board,
+                api_key,
+                ..
+            } => {
+                let clear = server::Clear {
+                    server,
+                    caches,
+                    board: board.as_deref(),
+                    api_key: api_key.as_deref(),
+                };
+                self.clear_server_caches(&clear, dry_run).await.map(|()| OK)
+            }
+            AdminCommand::ClearCaches {
+                boards,
+                yes,
+                server: None,
+                ..
+            } => {
                 if *boards && !*yes && !dry_run {
                     return Err(Failure::Missing(
                         "clear-caches --boards removes every board's Redis keys: add --yes to \
@@ -347,6 +381,26 @@ impl Admin {
                     ));
                 }
                 self.clear_caches(*boards, dry_run).await.map(|()| OK)
+            }
+            AdminCommand::WarmCaches {
+                server,
+                board,
+                window,
+                period,
+                scopes,
+                limit,
+                api_key,
+            } => {
+                let warm = server::Warm {
+                    server,
+                    board,
+                    window: window.as_deref(),
+                    period: period.as_deref(),
+                    scopes,
+                    limit: *limit,
+                    api_key: api_key.as_deref(),
+                };
+                self.warm_server_caches(&warm, dry_run).await.map(|()| OK)
             }
             AdminCommand::Analyze { server, api_key } => {
                 let server = match server {

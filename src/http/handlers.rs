@@ -225,6 +225,12 @@ fn cache_types(field: &str, names: Option<&[String]>) -> Result<Vec<CacheType>, 
     let Some(names) = names else {
         return Ok(CacheType::ALL.to_vec());
     };
+    if names.is_empty() {
+        return Err(Problem::invalid(&Invalid::new(
+            field,
+            "must name at least one cache type (leave it out for every type)",
+        )));
+    }
     names
         .iter()
         .enumerate()

@@ -345,10 +345,10 @@ async fn the_store_url_takes_libpq_forms() {
 }
 
 /// What one `rankd admin` run printed, apart, and how it exited.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl std::fmt::Display for Run {
@@ -363,7 +363,7 @@ impl std::fmt::Display for Run {
 
 /// `rankd admin` with exactly the settings `configure` gives it (no variable of the test's
 /// environment), in `dir`.
-fn bare_admin(
+pub(crate) fn bare_admin(
     dir: &std::path::Path,
     args: &[&str],
     configure: impl FnOnce(&mut Command),
@@ -380,7 +380,7 @@ fn bare_admin(
     c
 }
 
-fn run(mut c: Command) -> Run {
+pub(crate) fn run(mut c: Command) -> Run {
     let out = c.output().expect("rankd admin runs");
     Run {
         code: out.status.code().unwrap_or(-1),
@@ -401,7 +401,7 @@ fn on(redis_url: &str, prefix: &str, db: &TestDb, args: &[&str]) -> Command {
 
 /// An error says what went wrong in words: no debug text of internal types, no backtrace, no
 /// cause repeating the message.
-fn in_words(r: &Run) {
+pub(crate) fn in_words(r: &Run) {
     for internal in [
         "Os {",
         "Caused by",

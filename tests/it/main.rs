@@ -6,6 +6,7 @@ mod cleanup;
 mod helpers;
 
 mod admin;
+mod admin_server;
 mod bulk;
 mod caches;
 mod differential;

@@ -460,3 +460,39 @@ async fn rankds_largest_call_fits_in_a_quarter_of_the_default_lua_memory_limit()
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].entries.len(), 25_000);
 }
+
+/// A command a script names that the table lacks fails only when that script runs: find it here.
+#[test]
+fn every_command_rankd_scripts_call_is_answered() {
+    for s in crate::engine::scripts::all() {
+        for call in ["redis.call('", "redis.pcall('"] {
+            for (at, _) in s.source().match_indices(call) {
+                let rest = &s.source()[at + call.len()..];
+                let name = &rest[..rest.find('\'').unwrap_or(0)];
+                assert!(
+                    commands::lookup(name.as_bytes()).is_some(),
+                    "{} calls {name}, which the embedded store does not answer",
+                    s.name()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn hgetall_answers_every_field_and_value_and_nothing_for_no_key() {
+    let t = T::new();
+    let all = "redis.call('HINCRBY', KEYS[1], 'a', 2) redis.call('HSET', KEYS[1], 'b', 'x') \
+               local r = redis.call('HGETALL', KEYS[1]) \
+               local m = {} for i = 1, #r, 2 do m[r[i]] = r[i + 1] end \
+               return {#r, m.a, m.b, #redis.call('HGETALL', 'none')}";
+    assert_eq!(
+        t.run(all, &["h"], &[]).await,
+        Ok(Reply::Array(vec![
+            Reply::Int(4),
+            bulk("2"),
+            bulk("x"),
+            Reply::Int(0)
+        ]))
+    );
+}
