@@ -35,9 +35,11 @@ script!(SCORE_SPAN, "score_span");
 script!(REBUILD_BEAT, "rebuild_beat");
 script!(DEDUPE_GET, "dedupe_get");
 script!(STORE_PAIR, "store_pair");
+script!(SCOPE_COUNT, "scope_count");
+script!(TRIM, "trim");
 
 /// Every script, for loading at start-up.
-pub fn all() -> [&'static Script; 20] {
+pub fn all() -> [&'static Script; 22] {
     [
         &SUBMIT,
         &READ_PAGE,
@@ -59,5 +61,7 @@ pub fn all() -> [&'static Script; 20] {
         &REBUILD_BEAT,
         &DEDUPE_GET,
         &STORE_PAIR,
+        &SCOPE_COUNT,
+        &TRIM,
     ]
 }

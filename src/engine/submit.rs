@@ -258,6 +258,7 @@ impl Engine {
             } else {
                 self.log_flag()
             },
+            def.max_scopes.to_string(),
             slots.keys.len().to_string(),
         ];
         for slot in &slots.keys {
@@ -268,6 +269,12 @@ impl Engine {
             }
             args.push(slot.expire.to_string());
             args.push(def.tick_bits(slot.window).to_string());
+            args.push(
+                slot.scope
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+            );
         }
         args.push(events.len().to_string());
         for ev in events {
@@ -288,6 +295,8 @@ impl Engine {
             });
         }
         keys.push(self.keys.event_prints(board));
+        keys.push(self.keys.scopes(board));
+        keys.push(self.keys.removals(board));
         Call {
             script: &scripts::SUBMIT,
             keys,

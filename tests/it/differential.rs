@@ -361,6 +361,7 @@ fn definition(board: usize, d: &DefSpec) -> BoardDef {
         windows: windows(d.windows),
         retention_periods: RETENTION[board],
         max_members: d.max_members,
+        ..BoardDef::default()
     }
 }
 
