@@ -18,8 +18,8 @@ pub enum Refusal {
     Exists(String),
     /// `DELETING <token>`: a create of a board whose deletion (under this token) is under way.
     Deleting(String),
-    /// `RETRY <detail>`: the board gained or lost keys while the call was planned, or a removal's
-    /// lease ended; plan again.
+    /// `RETRY <detail>`: a member removal lost its lease, or kept meeting writes of the member;
+    /// begin again.
     Retry,
     /// `RANGE <event index> <field>: <detail>`: an event refused for one of its fields: a value
     /// that would leave the board's range, a scope beyond the board's `max_scopes`.

@@ -483,3 +483,122 @@ on_both!(
     a_board_deletion_goes_in_bounded_calls_and_a_new_board_sees_nothing_old,
     a_lower_max_members_trims_in_bounded_calls_before_it_is_answered,
 );
+
+/// Commands Redis ran since its last `CONFIG RESETSTAT`, scripts' own `redis.call`s counted and the
+/// calls that ran them (EVALSHA, and INFO, CONFIG) not.
+fn commands_run(port: u16) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "info", "commandstats"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter(|l| {
+            !["evalsha:", "eval:", "info:", "config|", "script|"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .filter_map(|l| {
+            let calls = l.split("calls=").nth(1)?.split(',').next()?;
+            calls.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn reset_stats(port: u16) {
+    let ok = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "config", "resetstat"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// The write path pays for max_scopes only where a key is new: a write whose keys the key index
+/// already holds makes no command more than its keys' own work (the score read, the write and two
+/// ranks each), on a private Redis whose command counts only this test moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_known_scopes_makes_no_command_for_the_scope_count() {
+    let redis = crate::private::PrivateRedis::start().await;
+    let exec = rankd::backend::redis::RedisExecutor::connect(
+        &rankd::backend::redis::RedisConfig::new(redis.url()),
+    )
+    .await
+    .unwrap();
+    let engine = crate::helpers::engine_on(std::sync::Arc::new(exec)).await;
+    let b = BoardId::parse("lean").unwrap();
+    engine.put_board(&b, BoardDef::default()).await.unwrap();
+    // Each measured write is a second one: its keys exist and the key index holds them.
+    let mut made = Vec::new();
+    for (i, scopes) in [&[][..], &["s1"][..], &["s1", "s2"][..]]
+        .into_iter()
+        .enumerate()
+    {
+        let ev = scoped(&b, &format!("u{i}"), scopes);
+        engine.submit(&ev).await.unwrap();
+        reset_stats(redis.port);
+        engine.submit(&ev).await.unwrap();
+        made.push(commands_run(redis.port));
+    }
+    // One key more costs 4 commands, whether it is a scope's or not; nothing else.
+    assert_eq!(made[1], made[0] + 4, "{made:?}");
+    assert_eq!(made[2], made[1] + 4, "{made:?}");
+    // A new scope: one ZSCORE, one ZCOUNT, and its entry in the scope index.
+    let ev = scoped(&b, "u9", &["s3"]);
+    reset_stats(redis.port);
+    engine.submit(&ev).await.unwrap();
+    let first = commands_run(redis.port);
+    eprintln!(
+        "commands per write: repeat with 0, 1, 2 scopes {made:?}; first with a new scope {first}"
+    );
+}
+
+/// The embedded engine runs the same chunked removal, deletion and trim: over 600 keys (more than
+/// one chunk), the member leaves every key, the board leaves nothing a new one could see, and a
+/// lower max_members holds at once.
+#[tokio::test]
+async fn the_embedded_engine_removes_deletes_and_trims_in_chunks() {
+    let t = Ctx::embedded().await;
+    let b = t.board("small", BoardDef::default()).await;
+    let events: Vec<Submit> = (0..75)
+        .flat_map(|i| {
+            let names: Vec<String> = (0..8).map(|j| format!("s{}", i * 8 + j)).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            [
+                scoped(&b, "x", &names),
+                scoped(&b, &format!("y{i}"), &names),
+            ]
+        })
+        .collect();
+    t.engine.submit_batch(&events).await.unwrap();
+    assert_eq!(t.engine.remove_member(&b, &m("x")).await.unwrap(), 601);
+    for s in [None, Some("s0"), Some("s599")] {
+        assert!(matches!(
+            t.engine.standing(&b, &view(s), &m("x")).await,
+            Err(Error::MemberNotFound { .. })
+        ));
+    }
+    let lower = BoardDef {
+        max_members: Some(1),
+        ..BoardDef::default()
+    };
+    t.engine.put_board(&b, lower).await.unwrap();
+    let top = t
+        .engine
+        .top(&b, &view(None), rankd::engine::Limit::new(10).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(top.total, 1);
+    t.engine.delete_board(&b).await.unwrap();
+    let b = t.board("small", BoardDef::default()).await;
+    let top = t
+        .engine
+        .top(
+            &b,
+            &view(Some("s0")),
+            rankd::engine::Limit::new(10).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(top.total, 0);
+}
