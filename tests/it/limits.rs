@@ -301,11 +301,11 @@ async fn a_member_removal_goes_in_bounded_calls_and_misses_no_write_between_them
     });
     let engine = recorded(t.redis, &t.prefix, calls.clone(), Some(before.clone())).await;
     let removed = engine.remove_member(&b, &m("x")).await.unwrap();
+    let (n, widest) = calls_of(&calls, "remove_member");
+    assert!(widest <= 3 + 500, "a call named {widest} keys");
+    assert!(n >= 20_001 / 500, "{n} calls");
     assert!(before.work.lock().unwrap().is_none(), "the write went in");
     assert!(removed >= 20_001, "{removed}");
-    let (n, widest) = calls_of(&calls, "remove_member");
-    assert!(n >= 20_001 / 500, "{n} calls");
-    assert!(widest <= 3 + 500, "a call named {widest} keys");
     for s in [
         None,
         Some("s9999"),
@@ -351,13 +351,13 @@ async fn a_board_deletion_goes_in_bounded_calls_and_a_new_board_sees_nothing_old
     });
     let engine = recorded(t.redis, &t.prefix, calls.clone(), Some(before.clone())).await;
     engine.delete_board(&b).await.unwrap();
+    let (n, widest) = calls_of(&calls, "delete_board");
+    assert!(widest <= 2 + 3 * 500, "a call named {widest} keys");
+    assert!(n >= 5, "{n} calls");
     assert!(
         before.work.lock().unwrap().is_none(),
         "the board was defined again"
     );
-    let (n, widest) = calls_of(&calls, "delete_board");
-    assert!(n >= 5, "{n} calls");
-    assert!(widest <= 2 + 3 * 500, "a call named {widest} keys");
     // The board defined again holds its own write only.
     let bref = &b;
     let top = |s: Option<&str>| {
