@@ -250,6 +250,8 @@ mod tests {
             k.dedupe(&board()),
             k.event_prints(&board()),
             k.index(&board()),
+            k.scopes(&board()),
+            k.removals(&board()),
             l.distinct_counts,
         ] {
             assert!(key.starts_with("t1:{xp}:"), "{key}");
