@@ -9,8 +9,10 @@
 --       hash (member under removal -> data keys written for it since the removal began).
 -- ARGV  [1] definition version  [2] now ms  [3] dedupe ttl ms  [4] policy incr|best|set  [5] order desc|asc
 --       [6] rank mode ordinal|competition|dense  [7] score bound (0: any finite score)  [8] max members
---       (0: unbounded)  [9] reply full|each|count|check  [10] log 1|0  [11] max scopes  [12] S, then S
---       triples (expire-at ms or 0, tick bits, scope or '' for the global board), then E and E events: member, value, event id ('' for none), at ms, scopes (space-separated),
+--       (0: unbounded)  [9] reply full|each|count|check  [10] log 1|0  [11] max scopes (0: unbounded, as
+--       a replay of accepted events passes it)  [12] S, then S triples (expire-at ms or 0, tick bits,
+--       scope or '' for the global board), then E and E events: member, value, event id ('' for none),
+--       at ms, scopes (space-separated),
 --       now ms (when the event was received: dedupe decisions use it, so a rebuild can replay events of
 --       different times in one call), k, then k pairs (slot, tick), then the event's print (a digest of
 --       its member, value and set of scopes; '' without an event id).
@@ -180,7 +182,7 @@ local function take_scopes(first, stop)
           if kept == nil then
             kept = redis.call('ZCOUNT', scopes_key, '(' .. now, '+inf')
           end
-          if kept + n_added >= max_scopes then
+          if max_scopes > 0 and kept + n_added >= max_scopes then
             for _, back in ipairs(mine or {}) do
               added[back] = nil
               n_added = n_added - 1

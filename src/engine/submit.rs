@@ -258,7 +258,13 @@ impl Engine {
             } else {
                 self.log_flag()
             },
-            def.max_scopes.to_string(),
+            // A replay applies what was accepted once: a limit lowered since, or a scope that
+            // counted by another clock then, must not refuse it now (0: no limit).
+            if reply == SubmitReply::Replay {
+                "0".into()
+            } else {
+                def.max_scopes.to_string()
+            },
             slots.keys.len().to_string(),
         ];
         for slot in &slots.keys {

@@ -602,3 +602,54 @@ async fn the_embedded_engine_removes_deletes_and_trims_in_chunks() {
         .unwrap();
     assert_eq!(top.total, 0);
 }
+
+/// A rebuild replays what was accepted, whatever max_scopes says now: a board's stored log from
+/// before the limit may name more scopes than the default keeps (here 10,008), and the replay
+/// applies them all rather than fail the rebuild.
+#[tokio::test]
+async fn a_replay_applies_every_accepted_scope_past_the_limit() {
+    use rankd::engine::{Clock, LoggedOp, Op};
+    let t = Ctx::embedded().await;
+    let b = BoardId::parse("legacy").unwrap();
+    let now = t.clock.now_ms();
+    let mut ops = vec![LoggedOp {
+        board: b.clone(),
+        seq: 1,
+        recv_ms: now,
+        op: Op::Define {
+            version: "v1".into(),
+            json: r#"{"windows":["all"]}"#.into(),
+        },
+    }];
+    for i in 0..1251u64 {
+        ops.push(LoggedOp {
+            board: b.clone(),
+            seq: i + 2,
+            recv_ms: now,
+            op: Op::Event {
+                member: format!("u{i}"),
+                value: 1.0,
+                event_id: None,
+                at_ms: now,
+                scopes: (0..8).map(|j| format!("s{}", i * 8 + j)).collect(),
+            },
+        });
+    }
+    assert!(t.engine.replay(&b, &ops).await.unwrap());
+    let last = t
+        .engine
+        .top(
+            &b,
+            &view(Some("s10007")),
+            rankd::engine::Limit::new(1).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(last.total, 1);
+    // Live writes meet the limit again: the board keeps 10,008 scopes, past the default.
+    refused_scopes(
+        t.engine.submit(&scoped(&b, "v", &["new"])).await,
+        "scopes",
+        10_000,
+    );
+}
