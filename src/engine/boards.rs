@@ -214,25 +214,16 @@ impl Engine {
         let dense = def.rank_mode == crate::board::RankMode::Dense;
         let mut from = 0;
         loop {
-            let page = self
-                .exec
-                .eval(Call {
-                    script: &scripts::KEY_INDEX,
-                    keys: vec![self.keys.index(board)],
-                    args: vec![
-                        self.now_ms().to_string(),
-                        "page".into(),
-                        from.to_string(),
-                        KEY_CHUNK.to_string(),
-                    ],
-                })
-                .await
-                .map_err(unavailable)?;
-            let zsets = strings(&page).ok_or_else(|| bad_reply("key_index", &page))?;
-            if zsets.is_empty() {
+            let page = self.index_page(board, self.now_ms(), from).await?;
+            if page.is_empty() {
                 return Ok(());
             }
-            from += zsets.len();
+            from += page.len();
+            let zsets: Vec<String> = page
+                .into_iter()
+                .filter(|(_, live)| *live)
+                .map(|(z, _)| z)
+                .collect();
             let mut keys = vec![self.keys.definition(board)];
             let mut args = vec![
                 version.to_owned(),
@@ -294,20 +285,60 @@ impl Engine {
         keys
     }
 
+    /// The live leaderboards of a board (expired ones forgotten first), read from its key index
+    /// [`KEY_CHUNK`] a call: a board may list millions.
     pub(super) async fn live_zsets(&self, board: &BoardId, now: i64) -> Result<Vec<String>> {
+        self.prune_expired(board, now).await?;
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut from = 0;
+        loop {
+            let page = self.index_page(board, now, from).await?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            from += page.len();
+            for (z, live) in page {
+                // A key added above the walk meanwhile shifts it: a key may come twice.
+                if live && seen.insert(z.clone()) {
+                    out.push(z);
+                }
+            }
+        }
+    }
+
+    /// [`KEY_CHUNK`] entries of a board's key index from position `from`, counted from its last
+    /// (latest to expire), each with whether it is live at `now`.
+    async fn index_page(
+        &self,
+        board: &BoardId,
+        now: i64,
+        from: usize,
+    ) -> Result<Vec<(String, bool)>> {
         let reply = self
             .exec
             .eval(Call {
                 script: &scripts::KEY_INDEX,
                 keys: vec![self.keys.index(board)],
-                args: vec![now.to_string()],
+                args: vec![
+                    now.to_string(),
+                    "page".into(),
+                    from.to_string(),
+                    KEY_CHUNK.to_string(),
+                ],
             })
             .await
-            .map_err(Error::from)?;
-        Ok(as_array(&reply)
-            .ok_or_else(|| bad_reply("key_index", &reply))?
-            .iter()
-            .filter_map(|r| as_str(r).map(str::to_owned))
+            .map_err(unavailable)?;
+        let flat = strings(&reply).ok_or_else(|| bad_reply("key_index", &reply))?;
+        Ok(flat
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [z, at] => {
+                    let live = at == "inf" || at.parse::<f64>().is_ok_and(|t| t > now as f64);
+                    Some((z.clone(), live))
+                }
+                _ => None,
+            })
             .collect())
     }
 
@@ -545,6 +576,21 @@ impl Engine {
         Ok(self.live_zsets(board, self.now_ms()).await?.len())
     }
 
+    /// Forgets the keys of a board's index (and the scopes of its scope index) that expired by
+    /// `now`; returns how many keys.
+    async fn prune_expired(&self, board: &BoardId, now: i64) -> Result<u64> {
+        let reply = self
+            .exec
+            .eval(Call {
+                script: &scripts::KEY_INDEX,
+                keys: vec![self.keys.index(board), self.keys.scopes(board)],
+                args: vec![now.to_string(), "prune".into()],
+            })
+            .await
+            .map_err(unavailable)?;
+        as_u64(&reply).ok_or_else(|| bad_reply("key_index", &reply))
+    }
+
     /// Forgets expired keys from a board's key index, without listing the live ones: what the
     /// server does for every board at each metrics sample, so the index never holds more than a
     /// sample's worth of expired keys. Returns how many it forgot.
@@ -552,15 +598,6 @@ impl Engine {
     /// # Errors
     /// [`Error::Unavailable`] when Redis cannot be reached.
     pub async fn forget_expired_keys(&self, board: &BoardId) -> Result<u64> {
-        let reply = self
-            .exec
-            .eval(Call {
-                script: &scripts::KEY_INDEX,
-                keys: vec![self.keys.index(board), self.keys.scopes(board)],
-                args: vec![self.now_ms().to_string(), "prune".into()],
-            })
-            .await
-            .map_err(unavailable)?;
-        as_u64(&reply).ok_or_else(|| bad_reply("key_index", &reply))
+        self.prune_expired(board, self.now_ms()).await
     }
 }
