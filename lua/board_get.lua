@@ -2,7 +2,8 @@
 --
 -- KEYS  [1] definition hash
 -- ARGV  none
--- Reply {version, definition JSON, created ms}, each nil when the board is not defined.
+-- Reply {version, definition JSON, created ms, deletion token}, each nil when absent: a board being
+--       deleted (lua/delete_board.lua) has only its deletion token.
 -- Cost  O(1).
 
-return redis.call('HMGET', KEYS[1], 'v', 'json', 'created')
+return redis.call('HMGET', KEYS[1], 'v', 'json', 'created', 'del')

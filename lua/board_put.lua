@@ -4,7 +4,8 @@
 -- ARGV  [1] expected version ('' to create: the board must not exist)  [2] new version  [3] definition JSON
 --       [4] now ms  [5] log 1|0: append the definition to the log (fields o=d s=seq j=json x=version n=now)
 -- Reply {new version, sequence number (0 without log)}.
--- Errors RANKD_EXISTS <version> (create of a defined board), RANKD_STALE <version|''> (update lost a race).
+-- Errors RANKD_EXISTS <version> (create of a defined board), RANKD_STALE <version|''> (update lost a race),
+--       RANKD_DELETING <token> (create of a board whose deletion is under way: end it, then create).
 -- Cost  O(1).
 --
 -- Versions are unique tokens, never counters, so a board deleted and defined again never matches a
@@ -14,6 +15,10 @@ local current = redis.call('HGET', KEYS[1], 'v')
 if ARGV[1] == '' then
   if current then
     return fail('EXISTS', current)
+  end
+  local deleting = redis.call('HGET', KEYS[1], 'del')
+  if deleting then
+    return fail('DELETING', deleting)
   end
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 'json', ARGV[3], 'created', ARGV[4])
 elseif current ~= ARGV[1] then

@@ -212,25 +212,6 @@ local function with_names(names_key, run)
   return out
 end
 
--- The live data keys of a board, from its key index, must be exactly the ones the caller passed.
--- Returns an error reply or nil.
-local function check_index(index_key, now, passed)
-  local live = redis.call('ZRANGEBYSCORE', index_key, '(' .. now, '+inf')
-  if #live ~= #passed then
-    return fail('RETRY', 'the board gained or lost keys; read the key index again')
-  end
-  local want = {}
-  for _, k in ipairs(passed) do
-    want[k] = true
-  end
-  for _, k in ipairs(live) do
-    if not want[k] then
-      return fail('RETRY', 'the board gained or lost keys; read the key index again')
-    end
-  end
-  return nil
-end
-
 -- Adds delta to the count of a value in a dense board's distinct-value index.
 local function dense_count(ctx, dc, stored, delta)
   -- + 0 turns -0 into 0: they are one value, and must be one entry of the index.

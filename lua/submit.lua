@@ -4,12 +4,16 @@
 --       [4] operation sequence counter  [5] operation log stream
 --       then per slot s = 1..S, W keys starting at KEYS[5 + (s-1)*W + 1]: the leaderboard zset and, on
 --       dense boards (W = 3), its distinct-value zset and distinct-value count hash;
---       then the event print hash (event id -> print of the event it was first accepted with), and last
---       the board's cache hash (see pages_changed in lib.lua).
+--       last, the event print hash (event id -> print of the event it was first accepted with), the
+--       scope index zset (scope -> expire-at ms of its latest key, +inf for never), the removal
+--       hash (member under removal -> data keys written for it since the removal began) and the
+--       board's cache hash (see pages_changed in lib.lua).
 -- ARGV  [1] definition version  [2] now ms  [3] dedupe ttl ms  [4] policy incr|best|set  [5] order desc|asc
 --       [6] rank mode ordinal|competition|dense  [7] score bound (0: any finite score)  [8] max members
---       (0: unbounded)  [9] reply full|each|count|check  [10] log 1|0  [11] S, then S pairs (expire-at ms or 0, tick
---       bits), then E and E events: member, value, event id ('' for none), at ms, scopes (space-separated),
+--       (0: unbounded)  [9] reply full|each|count|check  [10] log 1|0  [11] max scopes (0: unbounded, as
+--       a replay of accepted events passes it)  [12] S, then S triples (expire-at ms or 0, tick bits,
+--       scope or '' for the global board), then E and E events: member, value, event id ('' for none),
+--       at ms, scopes (space-separated),
 --       now ms (when the event was received: dedupe decisions use it, so a rebuild can replay events of
 --       different times in one call), k, then k pairs (slot, tick), then the event's print (a digest of
 --       its member, value and set of scopes; '' without an event id).
@@ -29,22 +33,40 @@
 --       chunk would refuse, each judged as if the events before it were applied and the refused ones
 --       were not; {} when it would take them all. It lets a caller about to make several calls find
 --       every refusal before the first call writes.
--- Errors RANKD_NOBOARD, RANKD_STALE <version>, RANKD_RANGE <event index> <field>: <detail>,
+-- Errors RANKD_NOBOARD, RANKD_STALE <version>, RANKD_RANGE <event index> <field>: <detail> (a value
+--       or sum out of range, or 'scopes: ...' for a scope beyond max scopes),
 --       RANKD_REUSED <event index> <event id>: the id stands for another event (one the board remembers
 --       with another print, or an earlier event of the chunk); in check mode it is listed as
 --       'event_id: reused'.
 --       An error means nothing was written: events are checked before the first write, except on
 --       boards that trim to max members, whose writes are undone before a refusal is answered.
--- Cost  O(E * k * log N), plus O(log N + M) per key when max members trims M members. A write that
---       changes a cached page (one ranked within its depth before or after) also moves that page's
---       version: O(log N) more for the exact position, and O(D) for the D depths cached of the key.
-
-local err, depth = check_def_depth(KEYS[1], ARGV[1])
-if err then
-  return err
-end
+-- Cost  O(E * k * log N), plus O(log N + M) per key when max members trims M members (M at most
+--       TRIM_SLICE per write). A write that changes a cached page (one ranked within its depth before
+--       or after) also moves that page's version: O(log N) more for the exact position, and O(D) for
+--       the D depths cached of the key.
+--
+-- Scopes. The scope index holds every scope of the board with the expiry of its latest key; a scope
+-- counts towards max scopes while that lies ahead, so a scope whose keys all expired stops counting
+-- (on boards with the all-time window, whose keys never expire, a scope counts until the board is
+-- deleted). A key the key index holds live is of a known scope: the common write reads nothing more.
+-- A key new to the index costs one ZSCORE of its scope, and a scope new to the board one ZCOUNT.
+--
+-- Removals. A member removal (lua/remove_member.lua) goes through the board's keys a chunk at a
+-- time; while one is under way the definition's field rm lists its member, and the keys this script
+-- writes for that member, and every key it adds to the key index, are noted in the removal hash for
+-- the removal to go through again before it ends.
 
 local now = tonumber(ARGV[2])
+local def = redis.call('HMGET', KEYS[1], 'v', 'rm', 'cd')
+if not def[1] then
+  return fail('NOBOARD', 'the board is not defined')
+end
+if def[1] ~= ARGV[1] then
+  return fail('STALE', def[1])
+end
+-- The deepest page of the board any rankd instance caches (0: none; see pages_changed in lib.lua).
+local depth = tonumber(def[3]) or 0
+
 local ttl = tonumber(ARGV[3])
 local policy = ARGV[4]
 local desc = ARGV[5] == 'desc'
@@ -59,6 +81,7 @@ local lists = check or each
 local logged = ARGV[10] == '1'
 local dense = mode == 'dense'
 local width = dense and 3 or 1
+local max_scopes = tonumber(ARGV[11])
 
 -- A small non-negative integer argument (a slot number, a tick, a count). One digit is read without
 -- tonumber, whose strtod costs more than a whole redis.call of the work around it.
@@ -73,11 +96,11 @@ local function int(text)
   return tonumber(text)
 end
 
--- Each slot as board_ctx (lib.lua) has it, with its distinct-value counts (dc) and x, the index in ARGV of
--- its expiry (Unix ms, 0: never).
+-- Each slot as board_ctx (lib.lua) has it, with its distinct-value counts (dc), x, the index in ARGV of
+-- its expiry (Unix ms, 0: never), and its scope ('' for the global board).
 local slots = {}
-local a = 12
-for s = 1, int(ARGV[11]) do
+local a = 13
+for s = 1, int(ARGV[12]) do
   local base = 5 + (s - 1) * width
   local bits = ARGV[a + 1]
   slots[s] = {
@@ -88,17 +111,109 @@ for s = 1, int(ARGV[11]) do
     mode = mode,
     pow = bits == '0' and 1 or 2 ^ int(bits),
     x = a,
+    scope = ARGV[a + 2],
   }
-  a = a + 2
+  a = a + 3
 end
 
 -- Names per ZMSCORE or pairs per ZADD: far below the Lua stack's limit on unpacked arguments.
 local MULTI = 1000
-local prints_key = KEYS[#KEYS - 1]
+-- Most members one write trims from a key (see trim below).
+local TRIM_SLICE = 1000
+local prints_key = KEYS[#KEYS - 3]
+local scopes_key = KEYS[#KEYS - 2]
+local removals_key = KEYS[#KEYS - 1]
 local cv = KEYS[#KEYS]
+
+-- Members under removal (see Removals above): the definition's rm lists them, one
+-- '<lease end ms> <member>' a line; a removal whose lease ended is over (its next call starts again).
+local removing = nil
+if def[2] then
+  for line in string.gmatch(def[2], '[^\n]+') do
+    local sp = string.find(line, ' ', 1, true)
+    if sp and tonumber(string.sub(line, 1, sp - 1)) > now then
+      removing = removing or {}
+      removing[string.sub(line, sp + 1)] = {}
+    end
+  end
+end
+
+-- What the key index holds for each slot's key (its expiry as Redis writes a score, 'inf' for never;
+-- false: absent), read before anything is written, for the slots in `list` not read yet.
+local held = {}
+local function read_held(list)
+  local todo = {}
+  for _, s in ipairs(list) do
+    if held[s] == nil then
+      held[s] = false
+      todo[#todo + 1] = s
+    end
+  end
+  for i = 1, #todo, MULTI do
+    local names = {}
+    for j = i, math.min(i + MULTI - 1, #todo) do
+      names[#names + 1] = slots[todo[j]].key
+    end
+    local got = redis.call('ZMSCORE', KEYS[3], unpack(names))
+    for j = 1, #got do
+      held[todo[i + j - 1]] = got[j]
+    end
+  end
+end
+
+local function live(expiry)
+  return expiry and (expiry == 'inf' or tonumber(expiry) > now)
+end
+
+-- Scopes the board keeps: known[scope] is true once found live (by its key or in the scope index),
+-- false once found absent; added lists the scopes new to the board this call takes, n_added of them;
+-- kept is how many the scope index counts live, read when the first new scope shows up.
+local known, added, n_added, kept = {}, {}, 0, nil
+
+-- Takes the scopes of the keys at ARGV[first], ARGV[first + 2], ... ARGV[stop] (slot numbers), or
+-- answers why not ('scopes: ...'), taking none of them.
+local function take_scopes(first, stop)
+  local mine = nil
+  for q = first, stop, 2 do
+    local s = int(ARGV[q])
+    local sc = slots[s].scope
+    if sc ~= '' and not known[sc] and not added[sc] then
+      if live(held[s]) then
+        known[sc] = true
+      else
+        if known[sc] == nil then
+          known[sc] = live(redis.call('ZSCORE', scopes_key, sc)) or false
+        end
+        if not known[sc] then
+          if kept == nil then
+            kept = redis.call('ZCOUNT', scopes_key, '(' .. now, '+inf')
+          end
+          if max_scopes > 0 and kept + n_added >= max_scopes then
+            for _, back in ipairs(mine or {}) do
+              added[back] = nil
+              n_added = n_added - 1
+            end
+            return 'scopes: the board keeps at most ' .. max_scopes .. ' scopes (max_scopes), and '
+              .. sc .. ' would be one more'
+          end
+          added[sc] = true
+          n_added = n_added + 1
+          mine = mine or {}
+          mine[#mine + 1] = sc
+        end
+      end
+    end
+  end
+  return nil
+end
 
 local function out_of_bound(v)
   return v ~= v or v == math.huge or v == -math.huge or (bound > 0 and (v > bound or v < -bound))
+end
+
+-- Whether a submitted value is refused whatever it is applied to.
+local function bad_value(v)
+  return v == nil or out_of_bound(v) or (bound > 0 and v ~= math.floor(v))
 end
 
 local function bound_text()
@@ -237,38 +352,68 @@ local function forget_step(always)
   end
 end
 
+-- Keys to note for the removals under way: per member under removal, the keys written for it, and
+-- (under '') every key added to the key index, which a removal's walk of the index may have passed.
+local noted = {}
+local function note(member, key)
+  if removing and (member == '' or removing[member]) then
+    local list = noted[member] or {}
+    noted[member] = list
+    list[#list + 1] = key
+  end
+end
+
+-- Appends the noted keys to each removal's list in the removal hash.
+local function save_noted()
+  if not removing then
+    return
+  end
+  local moved = noted[''] or {}
+  for member, _ in pairs(removing) do
+    local keys = noted[member] or {}
+    for _, k in ipairs(moved) do
+      keys[#keys + 1] = k
+    end
+    if #keys > 0 then
+      local before = redis.call('HGET', removals_key, member)
+      local text = table.concat(keys, ' ')
+      redis.call('HSET', removals_key, member, before and (before .. ' ' .. text) or text)
+    end
+  end
+end
+
 -- Every written key is in the index (so removals and deletion find it) with its expiry, set when the key
 -- may be new (a write added a member to it: fresh[slot]) or its expiry differs from the one the index
--- holds (the board's retention changed): one ZMSCORE of the index, not a write per key per event. The
+-- holds (the board's retention changed): held (read before the writes), not a write per key per event.
+-- A scoped key's scope goes in the scope index with the same expiry (or a later one it has). The
 -- expiry is set relative to the call's time, so that Redis expires the key when rankd meant it to go,
 -- counted on Redis's clock: a skew between the two clocks shifts when the key goes, and never deletes it
 -- as it is written. `written` lists the slots written to, each once.
 local function register(written, fresh)
-  if #written == 0 then
-    return
-  end
-  local names = {}
-  for i, s in ipairs(written) do
-    names[i] = slots[s].key
-  end
-  local held = redis.call('ZMSCORE', KEYS[3], unpack(names))
-  for i, s in ipairs(written) do
+  for _, s in ipairs(written) do
     local ctx = slots[s]
     local expire = ARGV[ctx.x]
     -- The index holds the expiry as Redis writes a score in a reply: 'inf' for never.
-    if fresh[s] or held[i] ~= (expire == '0' and 'inf' or expire) then
+    if fresh[s] or held[s] ~= (expire == '0' and 'inf' or expire) then
+      local score = expire
       if expire ~= '0' then
         local ttl_ms = tonumber(expire) - now
         if dense then
           redis.call('PEXPIRE', ctx.dv, ttl_ms)
           redis.call('PEXPIRE', ctx.dc, ttl_ms)
         end
-        redis.call('ZADD', KEYS[3], expire, ctx.key)
       else
-        redis.call('ZADD', KEYS[3], '+inf', ctx.key)
+        score = '+inf'
       end
+      redis.call('ZADD', KEYS[3], score, ctx.key)
+      if ctx.scope ~= '' then
+        -- GT: a scope's expiry is its latest key's; a scope absent from the index is added.
+        redis.call('ZADD', scopes_key, 'GT', score, ctx.scope)
+      end
+      note('', ctx.key)
     end
   end
+  save_noted()
 end
 
 -- Appends to `out` a duplicate's answer for one key: the member's stored score `sc` (nil or false:
@@ -325,7 +470,7 @@ if ARGV[9] == 'full' and ARGV[8] == '0' and ARGV[a] == '1' then
         dup = true
       end
     end
-    if value == nil or out_of_bound(value) or (bound > 0 and value ~= math.floor(value)) then
+    if bad_value(value) then
       return fail('RANGE', '0 value: must be ' .. bound_text())
     end
     -- The answer, flat (see the layout above): {duplicate, sequence number, then per key its score, rank
@@ -339,6 +484,15 @@ if ARGV[9] == 'full' and ARGV[8] == '0' and ARGV[a] == '1' then
         push_standing(out, ctx, member, tonumber(redis.call('ZSCORE', ctx.key, member)))
       end
       return out
+    end
+    local touched = {}
+    for q = first, stop, 2 do
+      touched[#touched + 1] = int(ARGV[q])
+    end
+    read_held(touched)
+    local why = take_scopes(first, stop)
+    if why then
+      return fail('RANGE', '0 ' .. why)
     end
     -- Every new score is worked out, and the event refused, before the first write. Until the writes,
     -- each key's three places in the answer hold its score before (false: absent) and after.
@@ -361,6 +515,7 @@ if ARGV[9] == 'full' and ARGV[8] == '0' and ARGV[a] == '1' then
       local ctx = slots[slot]
       local old, new = out[i + 1], out[i + 2]
       written[n] = slot
+      note(member, ctx.key)
       if old == new then
         local r = rank_of(ctx, member, new)
         out[i + 1], out[i + 2], out[i + 3] = fmt(new), r, r
@@ -506,15 +661,40 @@ for e = 1, count do
     end
   end
 end
+-- Scopes new to the board, taken in event order (see Scopes above) by every event that may write: not
+-- one refused so far, nor a duplicate of an id the board remembers. An event refused later (its sum
+-- out of range) keeps its scopes taken: the count only errs towards refusing, as only written keys
+-- enter the scope index.
+do
+  local all = {}
+  for s = 1, #slots do
+    all[s] = s
+  end
+  read_held(all)
+end
+local over = {}
+for e = 1, count do
+  local p = pos[e]
+  local id = ARGV[p + 2]
+  local remembered = id ~= '' and forget[id] and forget[id] > tonumber(ARGV[p + 5])
+  if not skip[e] and not bad_value(values[e]) and not remembered then
+    over[e] = take_scopes(p + 7, last[e])
+  end
+end
 for e = 1, count do
   local p, value = pos[e], values[e]
   if skip[e] then
     -- Refused above.
-  elseif value == nil or out_of_bound(value) or (bound > 0 and value ~= math.floor(value)) then
+  elseif bad_value(value) then
     if not lists then
       return fail('RANGE', (e - 1) .. ' value: must be ' .. bound_text())
     end
     refuse(e, 'value: must be ' .. bound_text())
+  elseif over[e] then
+    if not lists then
+      return fail('RANGE', (e - 1) .. ' ' .. over[e])
+    end
+    refuse(e, over[e])
   elseif not trims then
     local member = ARGV[p]
     if is_dup(e) then
@@ -584,8 +764,11 @@ end
 -- absent), so that a refusal can undo them (Redis does not roll a script back).
 local undo = {}
 
+-- Trims a key to max members, at most TRIM_SLICE members a write: a key over a max members just
+-- lowered is trimmed by the definition change (lua/trim.lua, in slices) before it is answered, and
+-- a write that meets one still over it (another instance lowered it a moment ago) takes one slice.
 local function trim(ctx, slot)
-  local n = redis.call('ZCARD', ctx.key) - max_members
+  local n = math.min(redis.call('ZCARD', ctx.key) - max_members, TRIM_SLICE)
   if n <= 0 then
     return
   end
@@ -834,6 +1017,14 @@ local written = {}
 for s = 1, #slots do
   if touched[s] then
     written[#written + 1] = s
+  end
+end
+if removing then
+  for _, e in ipairs(taken) do
+    local member = ARGV[pos[e]]
+    for q = pos[e] + 7, last[e], 2 do
+      note(member, slots[int(ARGV[q])].key)
+    end
   end
 end
 register(written, fresh)

@@ -17,6 +17,10 @@ pub const MAX_SCOPES: usize = 8;
 pub const MAX_RETENTION_PERIODS: u32 = 1000;
 /// Largest `max_members`.
 pub const MAX_MAX_MEMBERS: u64 = 100_000_000;
+/// `max_scopes` of a definition that names none.
+pub const DEFAULT_MAX_SCOPES: u32 = 10_000;
+/// Largest `max_scopes`.
+pub const MAX_MAX_SCOPES: u32 = 1_000_000;
 /// Longest display name, in characters.
 pub const MAX_DISPLAY_NAME_LEN: usize = 128;
 /// Largest display data object, in bytes of JSON.
@@ -324,6 +328,14 @@ pub struct BoardDef {
     /// Keep only the best N members per key.
     #[serde(default)]
     pub max_members: Option<u64>,
+    /// Most distinct scope values the board keeps at once: an event naming a scope beyond them is
+    /// refused. A scope stops counting once every key it has expired (see lua/submit.lua).
+    #[serde(default = "default_max_scopes")]
+    pub max_scopes: u32,
+}
+
+fn default_max_scopes() -> u32 {
+    DEFAULT_MAX_SCOPES
 }
 
 fn default_windows() -> Vec<Window> {
@@ -344,6 +356,7 @@ impl Default for BoardDef {
             windows: default_windows(),
             retention_periods: default_retention(),
             max_members: None,
+            max_scopes: DEFAULT_MAX_SCOPES,
         }
     }
 }
@@ -352,7 +365,8 @@ impl BoardDef {
     /// Checks the limits and puts the windows in canonical order.
     ///
     /// # Errors
-    /// [`Invalid`] naming `windows`, `retention_periods` or `max_members` and the limit.
+    /// [`Invalid`] naming `windows`, `retention_periods`, `max_members` or `max_scopes` and the
+    /// limit.
     pub fn validated(mut self) -> Result<Self, Invalid> {
         if self.windows.is_empty() {
             return Err(Invalid::new(
@@ -382,6 +396,12 @@ impl BoardDef {
                     format!("must be 1 to {MAX_MAX_MEMBERS}, got {m}"),
                 ));
             }
+        }
+        if self.max_scopes == 0 || self.max_scopes > MAX_MAX_SCOPES {
+            return Err(Invalid::new(
+                "max_scopes",
+                format!("must be 1 to {MAX_MAX_SCOPES}, got {}", self.max_scopes),
+            ));
         }
         Ok(self)
     }
@@ -443,8 +463,9 @@ impl BoardDef {
     /// something else under them), a switch to or from `dense` ranks (dense boards keep a
     /// distinct-value index from their first write), and dropping a window (delete and recreate the
     /// board instead). Allowed: adding windows (they start empty), `ordinal` ↔ `competition`,
-    /// `retention_periods` (applies to keys written from then on) and `max_members` (applies at
-    /// each key's next write).
+    /// `retention_periods` (applies to keys written from then on), `max_members` (a lower one
+    /// trims every key before the change is answered) and `max_scopes` (a lower one refuses new
+    /// scopes until fewer than it are kept; the scopes kept stay).
     ///
     /// # Errors
     /// [`Invalid`] naming the field and why the change is refused.
@@ -633,6 +654,7 @@ mod tests {
                 "windows": ["all"],
                 "retention_periods": 2,
                 "max_members": null,
+                "max_scopes": 10000,
             })
         );
         assert!(serde_json::from_str::<BoardDef>(r#"{"colour":"red"}"#).is_err());
@@ -699,5 +721,21 @@ mod tests {
         .validated()
         .unwrap_err();
         assert_eq!(e.field, "max_members");
+        for bad in [0, MAX_MAX_SCOPES + 1] {
+            let e = BoardDef {
+                max_scopes: bad,
+                ..BoardDef::default()
+            }
+            .validated()
+            .unwrap_err();
+            assert_eq!(e.field, "max_scopes");
+            assert!(e.message.contains("1 to 1000000"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_stored_definition_without_max_scopes_reads_as_the_default() {
+        let d: BoardDef = serde_json::from_str(r#"{"order":"asc","max_members":5}"#).unwrap();
+        assert_eq!(d.max_scopes, DEFAULT_MAX_SCOPES);
     }
 }

@@ -98,7 +98,7 @@ impl From<Refusal> for Error {
             Refusal::NoBoard => {
                 Error::Conflict("the board was deleted while this request ran".into())
             }
-            Refusal::Stale(_) | Refusal::Exists(_) | Refusal::Retry => {
+            Refusal::Stale(_) | Refusal::Exists(_) | Refusal::Deleting(_) | Refusal::Retry => {
                 Error::Conflict("the board kept changing under this request".into())
             }
             Refusal::Args(m) | Refusal::Unknown(m) => {

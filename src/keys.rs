@@ -11,6 +11,8 @@
 //! {prefix}{<board>}:dedupe                         zset: event id -> ms when it is forgotten
 //! {prefix}{<board>}:prints                         hash: event id -> print of the event it stands for
 //! {prefix}{<board>}:keys                           zset: data key -> ms it expires (+inf: never)
+//! {prefix}{<board>}:scopes                         zset: scope -> ms its latest key expires (+inf: never)
+//! {prefix}{<board>}:rm                             hash: member under removal -> keys written for it since
 //! {prefix}{<board>}:dn / :dd                       hashes: member -> display name / display data
 //! {prefix}{<board>}:seq                            counter: the board's last operation sequence number
 //! {prefix}{<board>}:log                            stream: operations not yet copied to the durable store
@@ -141,6 +143,16 @@ impl Keys {
         self.board_key(board, "keys")
     }
 
+    /// A board's scope index: every scope it keeps, with when its latest key expires.
+    pub fn scopes(&self, board: &BoardId) -> String {
+        self.board_key(board, "scopes")
+    }
+
+    /// A board's removals under way: per member, the keys written for it since its removal began.
+    pub fn removals(&self, board: &BoardId) -> String {
+        self.board_key(board, "rm")
+    }
+
     /// A board's operation sequence counter.
     pub fn sequence(&self, board: &BoardId) -> String {
         self.board_key(board, "seq")
@@ -251,6 +263,8 @@ mod tests {
             k.dedupe(&board()),
             k.event_prints(&board()),
             k.index(&board()),
+            k.scopes(&board()),
+            k.removals(&board()),
             l.distinct_counts,
         ] {
             assert!(key.starts_with("t1:{xp}:"), "{key}");

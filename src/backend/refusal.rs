@@ -16,9 +16,13 @@ pub enum Refusal {
     Stale(String),
     /// `EXISTS <version>`: a create of a board that is defined, at this version.
     Exists(String),
-    /// `RETRY <detail>`: the board gained or lost keys while the call was planned; plan again.
+    /// `DELETING <token>`: a create of a board whose deletion (under this token) is under way.
+    Deleting(String),
+    /// `RETRY <detail>`: a member removal lost its lease, or kept meeting writes of the member;
+    /// begin again.
     Retry,
-    /// `RANGE <event index> <field>: <detail>`: an event's value would leave the board's range.
+    /// `RANGE <event index> <field>: <detail>`: an event refused for one of its fields: a value
+    /// that would leave the board's range, a scope beyond the board's `max_scopes`.
     Range {
         /// The event's index among the call's events.
         index: usize,
@@ -54,6 +58,7 @@ impl Refusal {
             "NOBOARD" => Self::NoBoard,
             "STALE" => Self::Stale(detail.to_owned()),
             "EXISTS" => Self::Exists(detail.to_owned()),
+            "DELETING" => Self::Deleting(detail.to_owned()),
             "RETRY" => Self::Retry,
             "RANGE" => {
                 let (index, why) = indexed();
@@ -96,6 +101,10 @@ mod tests {
         assert_eq!(
             Refusal::parse("RANKD_EXISTS v1"),
             Some(Refusal::Exists("v1".into()))
+        );
+        assert_eq!(
+            Refusal::parse("RANKD_DELETING d1"),
+            Some(Refusal::Deleting("d1".into()))
         );
         assert_eq!(
             Refusal::parse("RANKD_RETRY the board gained or lost keys"),

@@ -12,11 +12,15 @@ use crate::backend::{Call, ExecError, Refusal};
 use crate::board::{BoardId, Policy, Scope};
 use crate::error::{Error, Invalid, Result};
 
-/// One board of a batch of several calls whose events add up (policy `incr`): what
-/// [`Engine::refused_sums`] checks before the batch writes.
+/// One board of a batch of several calls: what [`Engine::refused_sums`] checks before the batch
+/// writes (the sums of a board whose events add up, the scopes of every board).
 struct SumSpan {
     board: BoardId,
     def: Arc<CachedDef>,
+    /// Whether the board's events add up (policy `incr`).
+    incr: bool,
+    /// The distinct scopes the batch names on the board.
+    scopes: Vec<String>,
     /// The board's leaderboard keys the batch touches, with their tick bits.
     keys: Vec<String>,
     bits: Vec<String>,
@@ -31,7 +35,9 @@ impl SumSpan {
     pub(super) fn new(board: BoardId, def: Arc<CachedDef>) -> Self {
         Self {
             board,
+            incr: def.def.policy == Policy::Incr,
             def,
+            scopes: Vec::new(),
             keys: Vec::new(),
             bits: Vec::new(),
             seen: std::collections::HashSet::new(),
@@ -47,6 +53,11 @@ impl SumSpan {
                 self.keys.push(slot.key.zset.clone());
                 self.bits
                     .push(self.def.def.tick_bits(slot.window).to_string());
+                if let Some(s) = &slot.scope {
+                    if !self.scopes.iter().any(|x| x == s.as_str()) {
+                        self.scopes.push(s.to_string());
+                    }
+                }
             }
         }
         self.added += prepared.iter().map(|p| p.value.get().abs()).sum::<f64>();
@@ -294,7 +305,7 @@ impl Engine {
                         }
                     }
                 }
-                if several && d.def.policy == Policy::Incr {
+                if several {
                     let span = match sums.iter_mut().position(|s| &s.board == b) {
                         Some(at) => &mut sums[at],
                         None => {
@@ -507,12 +518,6 @@ impl Engine {
         )
     }
 
-    /// Finds, before anything is written, the events of a batch of several calls whose sums would
-    /// leave their board's exact range: [`Engine::submit_batch`] must not write some calls and
-    /// then have another refused. A board's events are cleared at once when the largest |value|
-    /// its keys hold plus every |value| the batch adds stays in range (one cheap read per board,
-    /// lua/score_span.lua); otherwise all of its events are checked in one call that writes
-    /// nothing (lua/submit.lua in check mode), each as if the ones before it were applied.
     /// Finds, before anything is written, the first event of a batch of several calls whose id
     /// stands for another event: one its board remembers with another print, or an earlier event of
     /// the batch carries with another (see [`event_print`]). Each call checks its own events as it
@@ -605,35 +610,82 @@ impl Engine {
         }))
     }
 
+    /// Finds, before anything is written, the events of a batch of several calls whose sums would
+    /// leave their board's exact range, or whose scopes would pass their board's `max_scopes`:
+    /// [`Engine::submit_batch`] must not write some calls and then have another refused. A board's
+    /// events are cleared at once when the largest |value| its keys hold plus every |value| the
+    /// batch adds stays in range (lua/score_span.lua) and it has room for every scope the batch
+    /// names (lua/scope_count.lua), one cheap read each; otherwise all of its events are checked in
+    /// one call that writes nothing (lua/submit.lua in check mode), each as if the ones before it
+    /// were applied.
     async fn refused_sums(
         &self,
         sums: Vec<SumSpan>,
         events: &[Submit],
         now: i64,
     ) -> Result<Vec<(usize, Invalid)>> {
+        let sums: Vec<SumSpan> = sums
+            .into_iter()
+            .filter(|s| s.incr || !s.scopes.is_empty())
+            .collect();
         if sums.is_empty() {
             return Ok(Vec::new());
         }
-        let spans = sums
-            .iter()
-            .map(|s| Call {
-                script: &scripts::SCORE_SPAN,
-                keys: s.keys.clone(),
-                args: s.bits.clone(),
-            })
-            .collect();
-        let held = self.exec.eval_many(spans).await.map_err(unavailable)?;
+        // Per board, one read of its largest |value| (boards whose events add up) and one of its
+        // scopes (boards whose events name scopes), in one pipeline.
+        let mut reads = Vec::new();
+        for s in &sums {
+            if s.incr {
+                reads.push(Call {
+                    script: &scripts::SCORE_SPAN,
+                    keys: s.keys.clone(),
+                    args: s.bits.clone(),
+                });
+            }
+            if !s.scopes.is_empty() {
+                reads.push(Call {
+                    script: &scripts::SCOPE_COUNT,
+                    keys: vec![self.keys.scopes(&s.board)],
+                    args: std::iter::once(now.to_string())
+                        .chain(s.scopes.iter().cloned())
+                        .collect(),
+                });
+            }
+        }
+        let mut held = self
+            .exec
+            .eval_many(reads)
+            .await
+            .map_err(unavailable)?
+            .into_iter();
         let mut checks = Vec::new();
         let mut checked = Vec::new();
-        for (s, r) in sums.into_iter().zip(held) {
-            let most = match r {
-                Ok(reply) => as_f64(&reply).ok_or_else(|| bad_reply("score_span", &reply))?,
-                // A read: nothing was written either way.
-                Err(e) => return Err(unavailable(e)),
-            };
-            let bound = s.def.def.score_bound().unwrap_or(f64::MAX);
-            let reach = most + s.added;
-            if reach.is_finite() && reach <= bound {
+        for s in sums {
+            let mut fits = true;
+            if s.incr {
+                let most = match held.next() {
+                    Some(Ok(reply)) => {
+                        as_f64(&reply).ok_or_else(|| bad_reply("score_span", &reply))?
+                    }
+                    // A read: nothing was written either way.
+                    Some(Err(e)) => return Err(unavailable(e)),
+                    None => return Err(Error::Backend("score_span went unanswered".into())),
+                };
+                let bound = s.def.def.score_bound().unwrap_or(f64::MAX);
+                let reach = most + s.added;
+                fits = reach.is_finite() && reach <= bound;
+            }
+            if !s.scopes.is_empty() {
+                let counts = match held.next() {
+                    Some(Ok(reply)) => as_array(&reply)
+                        .and_then(|a| Some((as_u64(a.first()?)?, as_u64(a.get(1)?)?)))
+                        .ok_or_else(|| bad_reply("scope_count", &reply))?,
+                    Some(Err(e)) => return Err(unavailable(e)),
+                    None => return Err(Error::Backend("scope_count went unanswered".into())),
+                };
+                fits = fits && counts.0 + counts.1 <= u64::from(s.def.def.max_scopes);
+            }
+            if fits {
                 continue;
             }
             let mut slots = Slots::default();

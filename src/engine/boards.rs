@@ -3,9 +3,12 @@
 
 use super::defs::{Next, ATTEMPTS};
 use super::rebuild::REBUILD_PREFIX;
-use super::reply::{as_array, as_str, as_u64, bad_reply, unavailable};
-use super::{scripts, BoardInfo, Engine, Op};
-use crate::backend::{Call, Reply};
+use super::reply::{as_array, as_str, as_u64, bad_reply, strings, unavailable};
+use super::{scripts, BoardInfo, Engine, Op, KEY_CHUNK};
+
+/// Most members one call of a trim removes (see lua/trim.lua).
+const TRIM_SLICE: usize = 1_000;
+use crate::backend::{Call, Refusal, Reply};
 use crate::board::{BoardDef, BoardId};
 use crate::error::{Error, Result};
 
@@ -43,7 +46,16 @@ impl Engine {
             let version = self.new_version();
             let now = self.now_ms();
             let call = self.put_def_call(board, &expected, &version, &json, &self.log_flag(), now);
-            match self.exec.eval(call).await {
+            let result = self.exec.eval(call).await;
+            if let Err(e) = &result {
+                if let Some(Refusal::Deleting(token)) = e.refusal() {
+                    // The board's previous life is still being deleted: end that first, so that
+                    // the new board starts empty.
+                    self.end_deletion(board, &token, None).await?;
+                    continue;
+                }
+            }
+            match result {
                 Ok(reply) => {
                     self.forget(board);
                     self.registry("add", board).await?;
@@ -52,10 +64,19 @@ impl Engine {
                         .and_then(as_u64)
                         .unwrap_or(0);
                     let op = Op::Define {
-                        version,
+                        version: version.clone(),
                         json: json.clone(),
                     };
                     self.log_one(board, seq, now, op).await?;
+                    let lowered =
+                        match (current.as_ref().map(|c| c.def.max_members), def.max_members) {
+                            (Some(None), Some(_)) => true,
+                            (Some(Some(old)), Some(new)) => new < old,
+                            _ => false,
+                        };
+                    if lowered {
+                        self.trim_keys(board, &version, &def).await?;
+                    }
                     return Ok(current.is_none());
                 }
                 Err(e) => match self.on_error(board, e) {
@@ -179,9 +200,71 @@ impl Engine {
             .map_err(unavailable)
     }
 
+    /// Trims every key of a board to the max members of its definition `def` (version `version`),
+    /// [`KEY_CHUNK`] keys and at most [`TRIM_SLICE`] members a call (see lua/trim.lua). Stops early
+    /// when the definition changes again: the change that follows trims for itself.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached: the keys left over the limit are
+    /// trimmed a slice at each of their writes.
+    async fn trim_keys(&self, board: &BoardId, version: &str, def: &BoardDef) -> Result<()> {
+        let Some(max) = def.max_members else {
+            return Ok(());
+        };
+        let dense = def.rank_mode == crate::board::RankMode::Dense;
+        let mut from = 0;
+        loop {
+            let page = self.index_page(board, self.now_ms(), from).await?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            from += page.len();
+            let zsets: Vec<String> = page
+                .into_iter()
+                .filter(|(_, live)| *live)
+                .map(|(z, _)| z)
+                .collect();
+            let mut keys = vec![self.keys.definition(board)];
+            let mut args = vec![
+                version.to_owned(),
+                max.to_string(),
+                def.order.as_str().into(),
+                def.rank_mode.as_str().into(),
+                TRIM_SLICE.to_string(),
+            ];
+            for z in &zsets {
+                let Some((k, window)) = self.keys.from_zset(board, z) else {
+                    continue;
+                };
+                keys.push(k.zset);
+                if dense {
+                    keys.extend([k.distinct_values, k.distinct_counts]);
+                }
+                args.push(def.tick_bits(window).to_string());
+            }
+            keys.push(self.keys.cache_versions(board));
+            loop {
+                let call = Call {
+                    script: &scripts::TRIM,
+                    keys: keys.clone(),
+                    args: args.clone(),
+                };
+                match self.exec.eval(call).await {
+                    Ok(r) if as_u64(&r) == Some(0) => break,
+                    Ok(r) if as_u64(&r).is_some() => {}
+                    Ok(r) => return Err(bad_reply("trim", &r)),
+                    Err(e) if matches!(e.refusal(), Some(Refusal::Stale(_) | Refusal::NoBoard)) => {
+                        return Ok(())
+                    }
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+        }
+    }
+
     /// Every key a board owns, given its live leaderboard sets: its own keys first (definition,
-    /// dedupe, key index, display data, event prints, sequence, log), then each leaderboard with its
-    /// dense indexes.
+    /// dedupe, key index, display data, event prints, sequence, log, scope index, removals), then
+    /// each leaderboard with its dense indexes.
     pub(super) fn every_key(&self, board: &BoardId, zsets: &[String]) -> Vec<String> {
         let mut keys = vec![
             self.keys.definition(board),
@@ -193,6 +276,8 @@ impl Engine {
             self.keys.sequence(board),
             self.keys.log(board),
             self.keys.cache_versions(board),
+            self.keys.scopes(board),
+            self.keys.removals(board),
         ];
         for z in zsets {
             if let Some((k, _)) = self.keys.from_zset(board, z) {
@@ -202,30 +287,76 @@ impl Engine {
         keys
     }
 
+    /// The live leaderboards of a board (expired ones forgotten first), read from its key index
+    /// [`KEY_CHUNK`] a call: a board may list millions.
     pub(super) async fn live_zsets(&self, board: &BoardId, now: i64) -> Result<Vec<String>> {
+        self.prune_expired(board, now).await?;
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut from = 0;
+        loop {
+            let page = self.index_page(board, now, from).await?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            from += page.len();
+            for (z, live) in page {
+                // A key added above the walk meanwhile shifts it: a key may come twice.
+                if live && seen.insert(z.clone()) {
+                    out.push(z);
+                }
+            }
+        }
+    }
+
+    /// [`KEY_CHUNK`] entries of a board's key index from position `from`, counted from its last
+    /// (latest to expire), each with whether it is live at `now`.
+    async fn index_page(
+        &self,
+        board: &BoardId,
+        now: i64,
+        from: usize,
+    ) -> Result<Vec<(String, bool)>> {
         let reply = self
             .exec
             .eval(Call {
                 script: &scripts::KEY_INDEX,
                 keys: vec![self.keys.index(board)],
-                args: vec![now.to_string()],
+                args: vec![
+                    now.to_string(),
+                    "page".into(),
+                    from.to_string(),
+                    KEY_CHUNK.to_string(),
+                ],
             })
             .await
-            .map_err(Error::from)?;
-        Ok(as_array(&reply)
-            .ok_or_else(|| bad_reply("key_index", &reply))?
-            .iter()
-            .filter_map(|r| as_str(r).map(str::to_owned))
+            .map_err(unavailable)?;
+        let flat = strings(&reply).ok_or_else(|| bad_reply("key_index", &reply))?;
+        Ok(flat
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [z, at] => {
+                    let live = at == "inf" || at.parse::<f64>().is_ok_and(|t| t > now as f64);
+                    Some((z.clone(), live))
+                }
+                _ => None,
+            })
             .collect())
     }
 
-    /// Deletes a board: its definition and every key it owns.
+    /// Deletes a board: its definition at once, then every key it owns, in calls of bounded work
+    /// (see lua/delete_board.lua). A board whose deletion another call began and did not end (its
+    /// process stopped) is ended here.
     ///
     /// # Errors
     /// [`Error::BoardNotFound`].
     pub async fn delete_board(&self, board: &BoardId) -> Result<()> {
         for _ in 0..ATTEMPTS {
             let Some(def) = self.fetch_def(board).await? else {
+                if let Some(token) = self.deletion_token(board).await? {
+                    self.end_deletion(board, &token, None).await?;
+                    return self.deleted(board).await;
+                }
                 // Redis may have lost a board the store still holds: deleting it is still a delete.
                 if let Some(j) = &self.journal {
                     if j.board_deleting(board).await? {
@@ -243,31 +374,26 @@ impl Engine {
                 // board is deleted, whatever the script meets (see `finish_delete`).
                 j.board_deleting(board).await?;
             }
-            let now = self.now_ms();
-            let zsets = self.live_zsets(board, now).await?;
-            let keys = self.every_key(board, &zsets);
-            let mut args = vec![def.version.clone(), now.to_string()];
-            args.extend(zsets);
-            match self
-                .exec
-                .eval(Call {
-                    script: &scripts::DELETE_BOARD,
-                    keys,
-                    args,
-                })
-                .await
-            {
-                Ok(_) => {
+            let token = self.new_version();
+            let call = Call {
+                script: &scripts::DELETE_BOARD,
+                keys: vec![
+                    self.keys.definition(board),
+                    self.keys.index(board),
+                    self.keys.cache_versions(board),
+                ],
+                args: vec![
+                    "start".into(),
+                    def.version.clone(),
+                    KEY_CHUNK.to_string(),
+                    token.clone(),
+                ],
+            };
+            match self.exec.eval(call).await {
+                Ok(first) => {
                     self.forget(board);
-                    if let Some(j) = &self.journal {
-                        j.board_deleted(board).await?;
-                    }
-                    self.registry("remove", board).await?;
-                    // Defined again meanwhile by someone else: keep it listed.
-                    if self.fetch_def(board).await?.is_some() {
-                        self.registry("add", board).await?;
-                    }
-                    return Ok(());
+                    self.end_deletion(board, &token, Some(first)).await?;
+                    return self.deleted(board).await;
                 }
                 Err(e) => match self.on_error(board, e) {
                     Next::Retry => continue,
@@ -282,6 +408,118 @@ impl Engine {
             return self.finish_delete(board).await;
         }
         Err(Error::Conflict(format!("board {board} kept changing")))
+    }
+
+    /// What follows a deletion's last key: the store learns it ended, and the registry forgets the
+    /// board unless it was defined again meanwhile.
+    async fn deleted(&self, board: &BoardId) -> Result<()> {
+        if let Some(j) = &self.journal {
+            j.board_deleted(board).await?;
+        }
+        self.registry("remove", board).await?;
+        // Defined again meanwhile by someone else: keep it listed.
+        if self.fetch_def(board).await?.is_some() {
+            self.registry("add", board).await?;
+        }
+        Ok(())
+    }
+
+    /// The token of a deletion of `board` under way (begun and not ended), if any.
+    async fn deletion_token(&self, board: &BoardId) -> Result<Option<String>> {
+        let reply = self
+            .exec
+            .eval(Call {
+                script: &scripts::BOARD_GET,
+                keys: vec![self.keys.definition(board)],
+                args: vec![],
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(match as_array(&reply) {
+            Some([Reply::Nil, _, _, Reply::Bulk(token)]) => Some(token.clone()),
+            _ => None,
+        })
+    }
+
+    /// Removes the keys of a board whose deletion began under `token`, [`KEY_CHUNK`] leaderboards
+    /// a call, then its own keys and what is left of its definition. `first` is the first chunk
+    /// to remove, as the deletion's start answered it (`None`: read it). Returns once the deletion
+    /// has ended, by this call or by another (then the next chunk finds the token gone).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached: the deletion stays under way, and ends
+    /// at the next deletion or definition of the board.
+    pub(super) async fn end_deletion(
+        &self,
+        board: &BoardId,
+        token: &str,
+        first: Option<Reply>,
+    ) -> Result<()> {
+        let def = self.keys.definition(board);
+        let index = self.keys.index(board);
+        let chunk = |zsets: &[String]| {
+            let mut keys = vec![def.clone(), index.clone()];
+            let mut args = vec!["chunk".into(), token.to_owned(), KEY_CHUNK.to_string()];
+            for z in zsets {
+                if let Some((k, _)) = self.keys.from_zset(board, z) {
+                    keys.extend([k.zset, k.distinct_values, k.distinct_counts]);
+                }
+                args.push(z.clone());
+            }
+            Call {
+                script: &scripts::DELETE_BOARD,
+                keys,
+                args,
+            }
+        };
+        let mut page = match first {
+            Some(r) => Ok(r),
+            None => self.exec.eval(chunk(&[])).await,
+        }
+        .map_err(|e| self.deletion_error(e));
+        loop {
+            let reply = match page {
+                Ok(r) => r,
+                Err(None) => return Ok(()),
+                Err(Some(e)) => return Err(e),
+            };
+            let zsets = strings(&reply).ok_or_else(|| bad_reply("delete_board", &reply))?;
+            if zsets.is_empty() {
+                break;
+            }
+            page = self
+                .exec
+                .eval(chunk(&zsets))
+                .await
+                .map_err(|e| self.deletion_error(e));
+        }
+        let mut keys = self.every_key(board, &[]);
+        // The definition goes last, with the key index: its token is what each call checks.
+        keys.retain(|k| *k != def && *k != index);
+        keys.insert(0, index.clone());
+        keys.insert(0, def.clone());
+        match self
+            .exec
+            .eval(Call {
+                script: &scripts::DELETE_BOARD,
+                keys,
+                args: vec!["finish".into(), token.to_owned()],
+            })
+            .await
+            .map_err(|e| self.deletion_error(e))
+        {
+            Ok(_) | Err(None) => Ok(()),
+            Err(Some(e)) => Err(e),
+        }
+    }
+
+    /// A failed step of a deletion: `None` when the deletion is no longer under way (another call
+    /// ended it), else the error.
+    fn deletion_error(&self, e: crate::backend::ExecError) -> Option<Error> {
+        match e.refusal() {
+            Some(Refusal::Stale(_)) => None,
+            _ => Some(unavailable(e)),
+        }
     }
 
     /// Ends a deletion the store has recorded (its tombstone is committed) when the script could
@@ -345,6 +583,21 @@ impl Engine {
         Ok(self.live_zsets(board, self.now_ms()).await?.len())
     }
 
+    /// Forgets the keys of a board's index (and the scopes of its scope index) that expired by
+    /// `now`; returns how many keys.
+    async fn prune_expired(&self, board: &BoardId, now: i64) -> Result<u64> {
+        let reply = self
+            .exec
+            .eval(Call {
+                script: &scripts::KEY_INDEX,
+                keys: vec![self.keys.index(board), self.keys.scopes(board)],
+                args: vec![now.to_string(), "prune".into()],
+            })
+            .await
+            .map_err(unavailable)?;
+        as_u64(&reply).ok_or_else(|| bad_reply("key_index", &reply))
+    }
+
     /// Forgets expired keys from a board's key index, without listing the live ones: what the
     /// server does for every board at each metrics sample, so the index never holds more than a
     /// sample's worth of expired keys. Returns how many it forgot.
@@ -352,15 +605,6 @@ impl Engine {
     /// # Errors
     /// [`Error::Unavailable`] when Redis cannot be reached.
     pub async fn forget_expired_keys(&self, board: &BoardId) -> Result<u64> {
-        let reply = self
-            .exec
-            .eval(Call {
-                script: &scripts::KEY_INDEX,
-                keys: vec![self.keys.index(board)],
-                args: vec![self.now_ms().to_string(), "prune".into()],
-            })
-            .await
-            .map_err(unavailable)?;
-        as_u64(&reply).ok_or_else(|| bad_reply("key_index", &reply))
+        self.prune_expired(board, self.now_ms()).await
     }
 }

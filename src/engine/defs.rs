@@ -115,7 +115,7 @@ impl Engine {
         let a = as_array(reply).ok_or_else(|| bad_reply("board_get", reply))?;
         match a {
             [Reply::Nil, ..] => Ok(None),
-            [Reply::Bulk(v), Reply::Bulk(json), created] => {
+            [Reply::Bulk(v), Reply::Bulk(json), created, ..] => {
                 let def: BoardDef = serde_json::from_str(json).map_err(|e| {
                     Error::Backend(format!("stored definition does not parse: {e}"))
                 })?;

@@ -53,6 +53,11 @@ use crate::keys::Keys;
 use defs::CachedDef;
 use reads::{Pages, Standings, PAGE_READERS_PER_CALL, STANDINGS_PER_CALL};
 
+/// Leaderboard keys one call of a member removal, a board deletion or a trim goes through: a
+/// board may hold millions of keys (scopes times periods), and one call over all of them would hold
+/// Redis for as long.
+pub(crate) const KEY_CHUNK: usize = 500;
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

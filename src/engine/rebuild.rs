@@ -607,6 +607,7 @@ impl Engine {
             self.now_ms().to_string(),
             def.rank_mode.as_str().into(),
             def.tick_bits(key.window).to_string(),
+            scope.as_ref().map(|s| s.to_string()).unwrap_or_default(),
         ];
         let call = |pairs: &[(String, f64)]| {
             let mut args = head.clone();
@@ -623,6 +624,7 @@ impl Engine {
                     k.zset.clone(),
                     k.distinct_values.clone(),
                     k.distinct_counts.clone(),
+                    self.keys.scopes(board),
                 ],
                 args,
             }
@@ -707,6 +709,7 @@ impl Engine {
                 "0".into(),
                 String::new(),
                 "0".into(),
+                String::new(),
             ];
             args.extend(pairs);
             Call {
@@ -714,6 +717,7 @@ impl Engine {
                 keys: vec![
                     self.keys.definition(board),
                     self.keys.index(board),
+                    key.clone(),
                     key.clone(),
                     key.clone(),
                     key,

@@ -64,3 +64,11 @@ pub(super) fn as_array(r: &Reply) -> Option<&[Reply]> {
         _ => None,
     }
 }
+
+/// An array of strings (a list of keys, say); `None` when the reply is not one.
+pub(super) fn strings(r: &Reply) -> Option<Vec<String>> {
+    as_array(r)?
+        .iter()
+        .map(|x| as_str(x).map(str::to_owned))
+        .collect()
+}

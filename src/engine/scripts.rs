@@ -36,9 +36,11 @@ script!(REBUILD_BEAT, "rebuild_beat");
 script!(DEDUPE_GET, "dedupe_get");
 script!(STORE_PAIR, "store_pair");
 script!(CACHE_CLEARS, "cache_clears");
+script!(SCOPE_COUNT, "scope_count");
+script!(TRIM, "trim");
 
 /// Every script, for loading at start-up.
-pub fn all() -> [&'static Script; 21] {
+pub fn all() -> [&'static Script; 23] {
     [
         &SUBMIT,
         &READ_PAGE,
@@ -61,5 +63,7 @@ pub fn all() -> [&'static Script; 21] {
         &DEDUPE_GET,
         &STORE_PAIR,
         &CACHE_CLEARS,
+        &SCOPE_COUNT,
+        &TRIM,
     ]
 }

@@ -258,6 +258,13 @@ impl Engine {
             } else {
                 self.log_flag()
             },
+            // A replay applies what was accepted once: a limit lowered since, or a scope that
+            // counted by another clock then, must not refuse it now (0: no limit).
+            if reply == SubmitReply::Replay {
+                "0".into()
+            } else {
+                def.max_scopes.to_string()
+            },
             slots.keys.len().to_string(),
         ];
         for slot in &slots.keys {
@@ -268,6 +275,12 @@ impl Engine {
             }
             args.push(slot.expire.to_string());
             args.push(def.tick_bits(slot.window).to_string());
+            args.push(
+                slot.scope
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+            );
         }
         args.push(events.len().to_string());
         for ev in events {
@@ -288,6 +301,8 @@ impl Engine {
             });
         }
         keys.push(self.keys.event_prints(board));
+        keys.push(self.keys.scopes(board));
+        keys.push(self.keys.removals(board));
         keys.push(self.keys.cache_versions(board));
         Call {
             script: &scripts::SUBMIT,

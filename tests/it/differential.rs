@@ -361,6 +361,7 @@ fn definition(board: usize, d: &DefSpec) -> BoardDef {
         windows: windows(d.windows),
         retention_periods: RETENTION[board],
         max_members: d.max_members,
+        ..BoardDef::default()
     }
 }
 
@@ -1060,7 +1061,16 @@ fn direct_calls(prefix: &str) -> Vec<Call> {
             ],
             &["v1", "desc", "dense", "0", "1", "alice", "nobody", "carol"],
         ),
-        call(&scripts::KEY_INDEX, vec![k("keys")], &["5000"]),
+        call(
+            &scripts::KEY_INDEX,
+            vec![k("keys")],
+            &["5000", "page", "0", "10"],
+        ),
+        call(
+            &scripts::KEY_INDEX,
+            vec![k("keys")],
+            &["5000", "page", "1", "1"],
+        ),
         call(&scripts::KEY_INDEX, vec![k("keys")], &["9000", "prune"]),
         call(&scripts::KEY_INDEX, vec![k("keys")], &["not-a-number"]),
         call(

@@ -14,6 +14,7 @@ mod durability;
 mod engine;
 mod fuzz;
 mod http;
+mod limits;
 mod model;
 mod private;
 mod promtool;

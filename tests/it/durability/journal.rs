@@ -162,17 +162,18 @@ async fn a_delete_the_store_recorded_completes_even_when_every_attempt_meets_a_c
         .submit(&Submit::new(b.clone(), m("x"), score(1.0)))
         .await
         .unwrap();
-    // This instance: the same Redis and store, its delete calls preceded by the other's writes.
-    // Before every call of the delete script, a write through the other instance in a new scope,
-    // as a busy board's writers would: every attempt then finds the key index changed since it
-    // read it.
+    // This instance: the same Redis and store, its delete's first step preceded by the other's
+    // writes. Before every start of the delete script, a write through the other instance in a new
+    // scope, as a busy board's writers would: the key index changes right up to the deletion (which
+    // from its start refuses writes, and goes through whatever keys the index then holds).
     let (writer, board) = (other.clone(), b.clone());
     let changes = std::sync::atomic::AtomicU32::new(0);
     let exec = Hooked::on(
         &redis.url(),
         Box::new(move |sending| match sending {
             Sending::One(call)
-                if call.script.name() == rankd::engine::scripts::DELETE_BOARD.name() =>
+                if call.script.name() == rankd::engine::scripts::DELETE_BOARD.name()
+                    && call.args[0] == "start" =>
             {
                 let n = changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut ev = Submit::new(board.clone(), m("w"), score(1.0));

@@ -154,3 +154,63 @@ async fn concurrent_writes_to_one_board_share_calls_and_each_keeps_its_answer() 
         );
     }
 }
+
+/// A scope new to a board past its max_scopes is a 400 naming `scopes` and the limit, alone or in
+/// a batch (listed as event i's `scopes`, `events[i].scopes` in the detail, nothing of the batch
+/// written); the definition shows the limit.
+#[tokio::test]
+async fn a_scope_past_max_scopes_is_a_400_naming_scopes_and_the_limit() {
+    let app = TestApp::spawn().await;
+    app.put_board("few", json!({"max_scopes": 2})).await;
+    let def = ok(app.get("/v1/boards/few").await, 200).await;
+    assert_eq!(def["max_scopes"], 2, "{def}");
+    let post = |body: Value| app.send_json(Method::POST, "/v1/boards/few/scores", body);
+    ok(
+        post(json!({"member": "a", "value": 1, "scopes": ["c:1", "c:2"]})).await,
+        200,
+    )
+    .await;
+    let v = problem(
+        post(json!({"member": "b", "value": 1, "scopes": ["c:1", "c:3"]})).await,
+        400,
+        Some("scopes"),
+    )
+    .await;
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("at most 2 scopes") && detail.contains("c:3"),
+        "{v}"
+    );
+    let v = send_problem(
+        &app,
+        Method::POST,
+        "/v1/scores/batch",
+        json!({"events": [
+            {"board": "few", "member": "c", "value": 1, "scopes": ["c:2"]},
+            {"board": "few", "member": "d", "value": 1, "scopes": ["c:9"]}
+        ]}),
+        400,
+        None,
+    )
+    .await;
+    assert_eq!(super::batch_errors(&v), [(1, "scopes")], "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("events[1].scopes"),
+        "{v}"
+    );
+    assert_eq!(app.get("/v1/boards/few/members/c").await.status(), 404);
+    // A definition over the range names max_scopes.
+    let v = send_problem(
+        &app,
+        Method::PUT,
+        "/v1/boards/many",
+        json!({"max_scopes": 0}),
+        400,
+        Some("max_scopes"),
+    )
+    .await;
+    assert!(
+        v["detail"].as_str().unwrap().contains("1 to 1000000"),
+        "{v}"
+    );
+}
