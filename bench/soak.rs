@@ -20,8 +20,9 @@
 //!
 //! Memory: the child's RSS (`/proc/<pid>/status`) every second. Its growth is a least-squares
 //! slope pooled over the stretches between faults (each with its own intercept: a new process
-//! starts afresh, and a rebuild after a Redis restart leaves its own level), from the samples past
-//! `--warmup-secs` of the run and 20 s into each stretch. On the embedded engine the dedupe window
+//! starts afresh, and a rebuild after a Redis restart leaves its own level), of the lowest sample of
+//! each 10 s (what rankd holds between a snapshot's or a rebuild's passing peaks), from the samples
+//! past `--warmup-secs` of the run and 20 s into each stretch. On the embedded engine the dedupe window
 //! is 60 s, so that the event ids it keeps in its memory reach their steady size within the
 //! warm-up; on Redis, which keeps them there, 900 s, longer than a rebuild under load takes.
 //!
@@ -657,6 +658,26 @@ fn rss_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// Seconds of samples each floor of the fit is taken over.
+const FLOOR_WINDOW: f64 = 10.0;
+
+/// The lowest sample of each FLOOR_WINDOW seconds of each stretch: what rankd holds between its
+/// passing peaks (a snapshot rebuilding a board in memory, a rebuild after a Redis restart), which
+/// a fit of every sample follows instead of the trend when a short run ends on one.
+fn floors(samples: Vec<Sample>) -> Vec<Sample> {
+    let mut low: HashMap<(u64, u64), Sample> = HashMap::new();
+    for s in samples {
+        let window = (s.1, (s.0 / FLOOR_WINDOW) as u64);
+        let held = low.entry(window).or_insert(s);
+        if s.2 < held.2 {
+            *held = s;
+        }
+    }
+    let mut out: Vec<Sample> = low.into_values().collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
 /// The slope (kB/s) of RSS against time, pooled over stretches: each stretch's samples centred on
 /// its own means. `None` without two samples in some stretch.
 fn pooled_slope(samples: &[Sample]) -> Option<f64> {
@@ -917,11 +938,15 @@ async fn run(o: &Options, engine: Engine, services: &mut Services) -> Report {
     let tally = &target.tally;
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let samples = samples.lock().unwrap().clone();
-    let fitted: Vec<Sample> = samples
-        .iter()
-        .copied()
-        .filter(|(t, stretch, _)| *t >= o.warmup && *t - stretch_started[stretch] >= STRETCH_WARMUP)
-        .collect();
+    let fitted = floors(
+        samples
+            .iter()
+            .copied()
+            .filter(|(t, stretch, _)| {
+                *t >= o.warmup && *t - stretch_started[stretch] >= STRETCH_WARMUP
+            })
+            .collect(),
+    );
     let slope = pooled_slope(&fitted);
     let mb = |kb: u64| kb as f64 / 1024.0;
     let after_warmup = samples.iter().find(|s| s.0 >= o.warmup).map(|s| s.2);
@@ -959,7 +984,7 @@ async fn run(o: &Options, engine: Engine, services: &mut Services) -> Report {
         end.map_or("–".to_owned(), |kb| format!("{:.1}", mb(kb))),
     );
     let mut details = format!(
-        "\n## {}\n{} s of load, settled at {settled:.0} s; {} RSS samples, {} in the fit (past {} s, and {STRETCH_WARMUP} s into each stretch between faults); rankd started {} times\nfaults:\n",
+        "\n## {}\n{} s of load, settled at {settled:.0} s; {} RSS samples, {} floors of {FLOOR_WINDOW} s in the fit (past {} s, and {STRETCH_WARMUP} s into each stretch between faults); rankd started {} times\nfaults:\n",
         engine.name(),
         o.secs,
         samples.len(),
