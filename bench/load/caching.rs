@@ -95,7 +95,7 @@ struct MixSide {
 impl Side for MixSide {
     async fn op(&mut self) -> Result<(), String> {
         self.seq += 1;
-        let write = self.seq % WRITE_EVERY == 0;
+        let write = self.seq.is_multiple_of(WRITE_EVERY);
         let req = if write {
             let m = self.rng.below(self.n);
             let body = format!(
