@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use async_trait::async_trait;
 use fred::prelude::{Client, ClientLike, LuaInterface, SortedSetsInterface, Value};
+use futures::future::BoxFuture;
 use rankd::backend::Call;
 use rankd::board::{BoardDef, BoardId, Scope};
 use rankd::config::Config;
@@ -71,6 +72,9 @@ struct Dashboard {
     n: u64,
     scope_keys: Vec<String>,
 }
+
+/// Opens one group's connections for a round (its seeds).
+type Opener<'a> = Box<dyn Fn(u64) -> BoxFuture<'a, Result<Vec<Box<dyn Side>>>> + Send + Sync + 'a>;
 
 /// Counters a side set shares: reads made, and reads answered `hit`.
 #[derive(Default)]
@@ -231,42 +235,35 @@ impl Bench {
         result
     }
 
-    /// A warm-up of every group of sides in turn (none when the plan has none).
-    async fn warm_up(&self, mut groups: Vec<Vec<Box<dyn Side>>>) -> Vec<Vec<Box<dyn Side>>> {
+    /// A warm-up of every group in turn, each on connections of its own (none when the plan has
+    /// no warm-up).
+    async fn warm_up(&self, groups: &[Opener<'_>]) -> Result<()> {
         if !self.plan.warmup.is_zero() {
-            for g in &mut groups {
-                (*g, _, _) = self.measure_kept(std::mem::take(g), self.plan.warmup).await;
+            for open in groups {
+                self.measure_kept(open(7).await?, self.plan.warmup).await;
             }
         }
-        groups
+        Ok(())
     }
 
-    /// Rounds of every group of sides in turn, which goes first rotating from round to round; the
-    /// groups' connections serve every round.
+    /// Rounds of every group in turn, which goes first rotating from round to round, each on
+    /// connections opened for its round (with the round's seeds, the same for every group): a
+    /// keep-alive connection left idle while the other groups run would pass rankd's read timeout.
     async fn rotate(
         &self,
-        mut groups: Vec<Vec<Box<dyn Side>>>,
+        groups: &[Opener<'_>],
         rounds: usize,
         dur: Duration,
     ) -> Result<Vec<Sample>> {
-        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
         let mut out: Vec<Sample> = groups.iter().map(|_| Sample::new()).collect();
         for round in 0..rounds {
             for i in 0..groups.len() {
                 self.check_cancel()?;
                 let at = (round + i) % groups.len();
-                let sides = std::mem::take(&mut groups[at]);
-                if sides.len() != sizes[at] {
-                    bail!(
-                        "{} of {} connections timed out: {}",
-                        sizes[at] - sides.len(),
-                        sizes[at],
-                        out[at].first_error.as_deref().unwrap_or("timed out")
-                    );
-                }
-                let (kept, _, total) = self.measure_kept(sides, dur).await;
+                let (_, _, total) = self
+                    .measure_kept(groups[at](round as u64).await?, dur)
+                    .await;
                 out[at].merge(total);
-                groups[at] = kept;
             }
         }
         Ok(out)
@@ -428,15 +425,21 @@ impl Bench {
             kind: Kind::Health,
             fx: fx.clone(),
         });
-        let groups = vec![
-            self.http_sides_to(self.server, &top, 0, conns).await?,
-            self.http_sides_to(self.server, &health, 0, conns).await?,
-            self.http_sides_to(off, &top, 0, conns).await?,
+        let open = |addr: SocketAddr, work: Arc<Work>| -> Opener<'_> {
+            Box::new(move |round| {
+                let work = work.clone();
+                Box::pin(async move { self.http_sides_to(addr, &work, round, conns).await })
+            })
+        };
+        let groups = [
+            open(self.server, top.clone()),
+            open(self.server, health.clone()),
+            open(off, top.clone()),
         ];
-        let groups = self.warm_up(groups).await;
+        self.warm_up(&groups).await?;
         let before = cache_stats(self.server).await?;
         let p = &self.plan;
-        let mut s = self.rotate(groups, p.rounds, p.duration).await?;
+        let mut s = self.rotate(&groups, p.rounds, p.duration).await?;
         let after = cache_stats(self.server).await?;
         let stats = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
         let uncached = s.pop().expect("three groups");
@@ -557,24 +560,33 @@ impl Bench {
         let cdf = Arc::new(zipf_cdf(SCOPES));
         let conns = self.plan.conns;
         let (on_counts, off_counts) = (Arc::new(Counts::default()), Arc::new(Counts::default()));
-        let mut groups = Vec::new();
-        for (addr, counts) in [(self.server, &on_counts), (off, &off_counts)] {
-            let mut g: Vec<Box<dyn Side>> = Vec::new();
-            for i in 0..conns as u64 {
-                // The same seeds on both servers: the same pages and writes, in the same order.
-                g.push(Box::new(MixSide {
-                    conn: HttpConn::connect(addr).await?,
-                    board: dash.board.to_string(),
-                    n: dash.n,
-                    cdf: cdf.clone(),
-                    rng: Rng::new(0xda5 + i),
-                    seq: i,
-                    counts: counts.clone(),
-                }));
-            }
-            groups.push(g);
-        }
-        let groups = self.warm_up(groups).await;
+        let open = |addr: SocketAddr, counts: Arc<Counts>| -> Opener<'_> {
+            let (cdf, board, n) = (cdf.clone(), dash.board.to_string(), dash.n);
+            Box::new(move |round| {
+                let (cdf, board, counts) = (cdf.clone(), board.clone(), counts.clone());
+                Box::pin(async move {
+                    let mut g: Vec<Box<dyn Side>> = Vec::new();
+                    for i in 0..conns as u64 {
+                        // The same seeds on both servers: the same pages and writes, in the same order.
+                        g.push(Box::new(MixSide {
+                            conn: HttpConn::connect(addr).await?,
+                            board: board.clone(),
+                            n,
+                            cdf: cdf.clone(),
+                            rng: Rng::new(0xda5_0000 + round * 10_000 + i),
+                            seq: i,
+                            counts: counts.clone(),
+                        }));
+                    }
+                    Ok(g)
+                })
+            })
+        };
+        let groups = [
+            open(self.server, on_counts.clone()),
+            open(off, off_counts.clone()),
+        ];
+        self.warm_up(&groups).await?;
         // The counters and the cache's figures from the end of the warm-up.
         for c in [&on_counts, &off_counts] {
             c.reads.store(0, Ordering::Relaxed);
@@ -582,7 +594,7 @@ impl Bench {
         }
         let before = cache_stats(self.server).await?;
         let p = &self.plan;
-        let mut s = self.rotate(groups, p.rounds, p.duration).await?;
+        let mut s = self.rotate(&groups, p.rounds, p.duration).await?;
         let after = cache_stats(self.server).await?;
         let (hits, misses, bypasses) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
         let (off_s, on_s) = (s.pop().expect("two groups"), s.pop().expect("two groups"));
