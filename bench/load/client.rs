@@ -32,6 +32,8 @@ pub(crate) async fn redis_client(url: &str) -> Result<Client> {
 pub(crate) struct HttpConn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The last answer's `X-Rankd-Cache` (hit, miss or bypass), when it had one.
+    pub(crate) cache: Option<&'static str>,
 }
 
 impl HttpConn {
@@ -41,6 +43,7 @@ impl HttpConn {
         Ok(Self {
             stream,
             buf: Vec::with_capacity(64 * 1024),
+            cache: None,
         })
     }
 
@@ -64,11 +67,19 @@ impl HttpConn {
             };
             let status = resp.code.unwrap_or(0);
             let mut len = None;
+            self.cache = None;
             for h in resp.headers.iter() {
                 if h.name.eq_ignore_ascii_case("content-length") {
                     len = std::str::from_utf8(h.value)
                         .ok()
                         .and_then(|v| v.trim().parse::<usize>().ok());
+                } else if h.name.eq_ignore_ascii_case("x-rankd-cache") {
+                    self.cache = match h.value {
+                        b"hit" => Some("hit"),
+                        b"miss" => Some("miss"),
+                        b"bypass" => Some("bypass"),
+                        _ => Some("other"),
+                    };
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                     return Err("chunked responses are not supported by this client".into());
                 }

@@ -25,7 +25,7 @@ impl Rng {
         Self(splitmix(seed) | 1)
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -216,7 +216,11 @@ pub(crate) async fn copy_key(clients: &[Client], from: &str, to: &str, n: u64) -
 }
 
 /// Registers loaded keys in the board's key index as the submit script would, with their expiry.
-async fn index_keys(c: &Client, index: &str, keys: &[(String, Option<i64>)]) -> Result<()> {
+pub(crate) async fn index_keys(
+    c: &Client,
+    index: &str,
+    keys: &[(String, Option<i64>)],
+) -> Result<()> {
     for (k, expire) in keys {
         let score = expire.map_or_else(|| "+inf".to_owned(), |e| e.to_string());
         let _: Value = c

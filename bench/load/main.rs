@@ -21,10 +21,11 @@
 //!   read script. With `--external`, wrk and redis-benchmark measure once more (external.rs).
 //!
 //! This file runs it (the server, the clients, every workload in turn); the parts are its modules:
-//! options, client, fixtures, sides, thin, external, coalescing, measuring and report.
+//! options, client, fixtures, sides, thin, external, coalescing, caching, measuring and report.
 
 #![allow(clippy::unwrap_used)]
 
+mod caching;
 mod client;
 mod coalescing;
 mod external;
@@ -72,6 +73,8 @@ const PAGE_OFFSET: u64 = 10_000;
 const PAGE_LIMIT: u64 = 50;
 const TOP: u64 = 20;
 const RADIUS: u64 = 5;
+/// The page cache's rows (caching.rs), run at the largest size.
+const CACHE_ROWS: [&str; 3] = ["cache-write", "cache-top", "cache-mix"];
 /// One operation taking longer than this counts as an error.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -238,6 +241,7 @@ async fn bench_all(b: &Bench, config: &Config) -> Result<Vec<Row>> {
     sizes.sort_unstable();
     // Whether any workload of a size's boards is wanted: else they are not loaded.
     let at_size = Kind::ALL.iter().any(|k| plan.wants(k.id()))
+        || CACHE_ROWS.iter().any(|id| plan.wants(id))
         || ["rank-script", "inproc", "memory", "submit-solo"]
             .iter()
             .any(|id| plan.wants(id))
@@ -273,6 +277,10 @@ async fn bench_all(b: &Bench, config: &Config) -> Result<Vec<Row>> {
         if n == plan.headline() && plan.wants("submit-solo") {
             // Write sharing's cost to a writer alone: the same build with it off, same run.
             rows.push(b.solo(&fx).await?);
+        }
+        if n == plan.headline() && CACHE_ROWS.iter().any(|id| plan.wants(id)) {
+            // The page cache's rows, against the same build with the cache off, same run.
+            rows.extend(b.caching(&fx).await?);
         }
         if n == plan.headline() {
             if plan.external {

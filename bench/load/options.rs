@@ -55,7 +55,7 @@ pub(crate) struct Opts {
     deadline: Option<f64>,
     /// Run only the workloads whose id contains one of these (submit, submit-eid, submit-script,
     /// submit-solo, submit-spread, batch, batch-script, rank, rank-thin, rank-script, top, around,
-    /// page, lookup, healthz, inproc, memory).
+    /// page, lookup, healthz, inproc, memory, cache-write, cache-top, cache-mix).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Also measure with load generators written elsewhere, once, at the largest size: wrk against

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
+use crate::caching::CacheHits;
 use crate::coalescing::Spread;
 use crate::measuring::{CmdFigure, Cpu};
 use crate::options::Plan;
@@ -160,6 +161,9 @@ pub(crate) struct Row {
     /// The spread row's per-board p99s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) spread: Option<Spread>,
+    /// The page cache's figures over a cache row's rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cache: Option<CacheHits>,
 }
 
 impl Row {
@@ -188,6 +192,7 @@ impl Row {
             floors: Vec::new(),
             notes: Vec::new(),
             spread: None,
+            cache: None,
         }
     }
 }
@@ -607,6 +612,30 @@ pub(crate) fn judge(rows: &mut [Row], plan: &Plan) {
                     }),
                 )]
             }
+            "cache-mix" => {
+                let c = r.cache;
+                vec![
+                    share(3.0, "the mix with the cache off"),
+                    (
+                        "hit rate ≥ 85% (/v1/stats/cache)".into(),
+                        c.map(|c| c.hit_rate_percentage >= 85.0),
+                        c.map(|c| {
+                            format!(
+                                "{:.1}% ({} hits, {} misses, {} bypasses; X-Rankd-Cache: hit on {} of {} reads)",
+                                c.hit_rate_percentage,
+                                thousands(c.hits as f64),
+                                thousands(c.misses as f64),
+                                thousands(c.bypasses as f64),
+                                thousands(c.header_hits as f64),
+                                thousands(c.reads as f64)
+                            )
+                        }),
+                    ),
+                ]
+            }
+            "cache-top" => vec![share(0.7, "/healthz")],
+            "cache-top-redis" => vec![redis(0.1)],
+            "cache-write" => vec![redis(1.05)],
             "submit-eid" => vec![redis(2.0)],
             "submit-script" => vec![share(0.8, "raw")],
             "batch" => {
