@@ -2,7 +2,7 @@
 
 use super::{Admin, Failure};
 use crate::board::BoardId;
-use crate::engine::{Engine, LoggedOp, Op, RedisState};
+use crate::engine::{Engine, LoggedOp, Op, OpPages, RedisState};
 use crate::error::Error;
 use crate::store::{rebuild, snapshot, Store};
 
@@ -31,9 +31,9 @@ pub(super) async fn rebuild_here(
     // No event ids: an admin process answers no writes.
     if let Some(base) = store.restore_base(board, upto, i64::MAX).await? {
         let seq = base.seq;
-        let mut tail = store.ops_after(board, seq).await?;
-        tail.retain(|o| o.seq <= upto);
-        engine.restore(board, base, &tail).await?;
+        engine
+            .restore(board, base, store.op_pages(board, seq, upto))
+            .await?;
         return Ok(Some(seq));
     }
     let mut ops = store.ops(board).await?;
@@ -43,7 +43,7 @@ pub(super) async fn rebuild_here(
             "store: {missing}"
         ))));
     }
-    engine.replay(board, &ops).await?;
+    engine.replay(board, OpPages::of(ops)).await?;
     Ok(None)
 }
 

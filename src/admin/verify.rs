@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::maintain::{history_start_missing, rebuild_here};
 use super::{Admin, Failure, DIFFERENCES, OK};
 use crate::board::BoardId;
-use crate::engine::{KeySnapshot, RedisState, SnapEntry};
+use crate::engine::{KeySnapshot, OpPages, RedisState, SnapEntry};
 use crate::error::Error;
 
 /// The two sides a comparison names.
@@ -90,7 +90,7 @@ impl Admin {
             let ops = store.ops(b).await?;
             // The log worked out in this process's memory: no scratch copy in Redis to leave behind.
             let scratch = engine.scratch().await?;
-            scratch.replay(b, &ops).await?;
+            scratch.replay(b, OpPages::of(ops)).await?;
             let want = scratch.snapshot_board(b).await?;
             drop(scratch);
             match engine.snapshot_board(b).await {
@@ -193,7 +193,7 @@ impl Admin {
             ));
         } else {
             let whole = self.local_engine().await?;
-            whole.replay(b, &ops).await?;
+            whole.replay(b, OpPages::of(ops)).await?;
             let based = self.local_engine().await?;
             match rebuild_here(&based, store, b, upto).await? {
                 None => self.report.line(format!(

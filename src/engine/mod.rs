@@ -40,7 +40,7 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use journal::{Durability, Journal, LoggedOp, Op};
 pub use pages::{CacheStatus, PageForm, Served, MAX_CACHED_DEPTH};
 pub use rebuild::{
-    Base, BaseKey, EntryChunks, RedisState, Seized, REBUILD_LEASE_MS, REBUILD_PREFIX,
+    Base, BaseKey, EntryChunks, OpPages, RedisState, Seized, REBUILD_LEASE_MS, REBUILD_PREFIX,
 };
 pub use snapshot::{at_one_point, KeySnapshot, SnapChunk, SnapEntry, SnapshotKey};
 pub use submit::event_print;

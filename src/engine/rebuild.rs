@@ -26,6 +26,76 @@ type RestoreTask = tokio::task::JoinHandle<
 /// A key's entries as the store reads them: chunks of (member, stored score).
 pub type EntryChunks = tokio::sync::mpsc::Receiver<Result<Vec<(String, f64)>>>;
 
+/// Stored operations a rebuild replays, in order, a page at a time as the store reads them: a
+/// board's log (or a day of event ids) is never held in memory whole, only the page being replayed
+/// and the one read behind it.
+pub struct OpPages {
+    /// The page to hand out next, read ahead (by [`OpPages::first`]) or given whole.
+    next: Option<Vec<LoggedOp>>,
+    /// The pages still to come, as the store's reader sends them.
+    rest: Option<tokio::sync::mpsc::Receiver<Result<Vec<LoggedOp>>>>,
+}
+
+impl OpPages {
+    /// Operations already in memory, as one page.
+    pub fn of(ops: Vec<LoggedOp>) -> Self {
+        Self {
+            next: Some(ops),
+            rest: None,
+        }
+    }
+
+    /// The pages a reader sends, in order; the reader's error ends them.
+    pub fn read(rest: tokio::sync::mpsc::Receiver<Result<Vec<LoggedOp>>>) -> Self {
+        Self {
+            next: None,
+            rest: Some(rest),
+        }
+    }
+
+    /// The next page, never empty; `None` once every page was handed out.
+    ///
+    /// # Errors
+    /// What the store's reader met.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<LoggedOp>>> {
+        loop {
+            let page = match self.next.take() {
+                Some(page) => page,
+                None => match self.rest.as_mut() {
+                    Some(rest) => match rest.recv().await {
+                        Some(page) => page?,
+                        None => return Ok(None),
+                    },
+                    None => return Ok(None),
+                },
+            };
+            if !page.is_empty() {
+                return Ok(Some(page));
+            }
+        }
+    }
+
+    /// The first operation still to come, which stays to come.
+    ///
+    /// # Errors
+    /// What the store's reader met.
+    pub async fn first(&mut self) -> Result<Option<&LoggedOp>> {
+        if self.next.as_ref().is_none_or(Vec::is_empty) {
+            self.next = self.next_page().await?;
+        }
+        Ok(self.next.as_ref().and_then(|p| p.first()))
+    }
+}
+
+impl std::fmt::Debug for OpPages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpPages")
+            .field("read_ahead", &self.next.as_ref().map(Vec::len))
+            .field("reading", &self.rest.is_some())
+            .finish()
+    }
+}
+
 /// One key of the snapshot a rebuild starts from.
 pub struct BaseKey {
     /// The window.
@@ -50,9 +120,12 @@ pub struct Base {
     pub definition: String,
     /// Every live key at `seq`.
     pub keys: Vec<BaseKey>,
-    /// The operations up to `seq` whose effect a snapshot does not hold: display data and
-    /// removals (in order), and the events whose ids are still in the dedupe window.
-    pub before: Vec<LoggedOp>,
+    /// The sequence number of each member's last removal up to `seq`: display data set before it
+    /// was dropped with the member.
+    pub removed: std::collections::HashMap<String, u64>,
+    /// The operations up to `seq` whose effect a snapshot does not hold, in order: display data,
+    /// and the events whose ids are still in the dedupe window.
+    pub before: OpPages,
 }
 
 impl std::fmt::Debug for Base {
@@ -61,7 +134,7 @@ impl std::fmt::Debug for Base {
             .field("seq", &self.seq)
             .field("version", &self.version)
             .field("keys", &self.keys.len())
-            .field("before", &self.before.len())
+            .field("removed", &self.removed.len())
             .finish()
     }
 }
@@ -221,14 +294,17 @@ impl Engine {
     /// # Errors
     /// [`Error::Unavailable`] when Redis cannot be reached; [`Error::Backend`] when the operations
     /// do not replay (a corrupt log).
-    pub async fn replay(&self, board: &BoardId, ops: &[LoggedOp]) -> Result<bool> {
-        let Some(first) = ops.iter().find_map(|o| match &o.op {
-            Op::Define { json, .. } => Some(json.clone()),
-            _ => None,
-        }) else {
-            return Err(Error::Backend(format!(
-                "the stored log of {board} holds no definition"
-            )));
+    pub async fn replay(&self, board: &BoardId, mut ops: OpPages) -> Result<bool> {
+        let first = match ops.first().await? {
+            Some(LoggedOp {
+                op: Op::Define { json, .. },
+                ..
+            }) => json.clone(),
+            _ => {
+                return Err(Error::Backend(format!(
+                    "the stored log of {board} does not start with its definition"
+                )))
+            }
         };
         let now = self.now_ms();
         let Some(token) = self.claim(board, &first, now).await? else {
@@ -241,11 +317,18 @@ impl Engine {
                 created_ms: now,
             };
             let mut final_version = None;
-            self.replay_ops(board, ops, &token, &mut current, &mut final_version)
+            let last = self
+                .replay_pages(board, ops, &token, &mut current, &mut final_version)
                 .await?;
-            let last = ops.last().map_or(0, |o| o.seq);
-            self.hand_back(board, &token, &current, final_version, last, now)
-                .await
+            self.hand_back(
+                board,
+                &token,
+                &current,
+                final_version,
+                last.unwrap_or(0),
+                now,
+            )
+            .await
         };
         let r = self.beating(board, &token, work).await;
         self.settle(board, &token, r).await
@@ -259,7 +342,7 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::replay`]; also when the store fails while the snapshot is read.
-    pub async fn restore(&self, board: &BoardId, base: Base, tail: &[LoggedOp]) -> Result<bool> {
+    pub async fn restore(&self, board: &BoardId, base: Base, tail: OpPages) -> Result<bool> {
         let now = self.now_ms();
         let Some(token) = self.claim(board, &base.definition, now).await? else {
             return Ok(false);
@@ -275,11 +358,12 @@ impl Engine {
                 self.restore_key(board, &token, &current.def, key, now)
                     .await?;
             }
-            self.restore_before(board, &token, &base.before, now)
+            self.restore_before(board, &token, base.before, &base.removed, now)
                 .await?;
-            self.replay_ops(board, tail, &token, &mut current, &mut final_version)
+            let last = self
+                .replay_pages(board, tail, &token, &mut current, &mut final_version)
                 .await?;
-            let last = tail.last().map_or(base.seq, |o| o.seq.max(base.seq));
+            let last = last.map_or(base.seq, |l| l.max(base.seq));
             self.hand_back(board, &token, &current, final_version, last, now)
                 .await
         };
@@ -444,6 +528,25 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Replays stored operations page by page, in order, into a board the rebuild holds under
+    /// `token`. Returns the sequence number of the last one (`None`: there was none).
+    async fn replay_pages(
+        &self,
+        board: &BoardId,
+        mut ops: OpPages,
+        token: &str,
+        current: &mut CachedDef,
+        final_version: &mut Option<String>,
+    ) -> Result<Option<u64>> {
+        let mut last = None;
+        while let Some(page) = ops.next_page().await? {
+            last = page.last().map(|o| o.seq);
+            self.replay_ops(board, &page, token, current, final_version)
+                .await?;
+        }
+        Ok(last)
     }
 
     /// Replays stored operations, in order, into a board the rebuild holds under `token`.
@@ -679,28 +782,11 @@ impl Engine {
         &self,
         board: &BoardId,
         token: &str,
-        before: &[LoggedOp],
+        mut before: OpPages,
+        removed: &std::collections::HashMap<String, u64>,
         now: i64,
     ) -> Result<()> {
         let ttl = self.config.dedupe_window.as_millis() as i64;
-        let ids: Vec<(i64, &str, String)> = before
-            .iter()
-            .filter_map(|o| match &o.op {
-                Op::Event {
-                    event_id: Some(id),
-                    member,
-                    value,
-                    scopes,
-                    ..
-                } if o.recv_ms + ttl > now => Some((
-                    o.recv_ms + ttl,
-                    id.as_str(),
-                    event_print(member, *value, scopes.iter().map(String::as_str)),
-                )),
-                _ => None,
-            })
-            .collect();
-        let mut pending = Vec::new();
         let target = |kind: &str, key: String, pairs: Vec<String>| {
             let mut args = vec![
                 token.to_owned(),
@@ -725,38 +811,52 @@ impl Engine {
                 args,
             }
         };
-        for part in ids.chunks(RESTORE_PAIRS) {
-            let remembered = part
+        while let Some(page) = before.next_page().await? {
+            let ids: Vec<(i64, &str, String)> = page
                 .iter()
-                .flat_map(|(forget_at, id, _)| [forget_at.to_string(), (*id).to_owned()])
+                .filter_map(|o| match &o.op {
+                    Op::Event {
+                        event_id: Some(id),
+                        member,
+                        value,
+                        scopes,
+                        ..
+                    } if o.recv_ms + ttl > now => Some((
+                        o.recv_ms + ttl,
+                        id.as_str(),
+                        event_print(member, *value, scopes.iter().map(String::as_str)),
+                    )),
+                    _ => None,
+                })
                 .collect();
-            pending.push(target("dedupe", self.keys.dedupe(board), remembered));
-            let prints = part
-                .iter()
-                .flat_map(|(_, id, print)| [(*id).to_owned(), print.clone()])
-                .collect();
-            pending.push(target("prints", self.keys.event_prints(board), prints));
-        }
-        // A removal drops a member's display data: only what was set after the last one counts.
-        let mut removed_at = std::collections::HashMap::new();
-        for o in before {
-            if let Op::Remove { member } = &o.op {
-                removed_at.insert(member.as_str(), o.seq);
+            let mut pending = Vec::new();
+            for part in ids.chunks(RESTORE_PAIRS) {
+                let remembered = part
+                    .iter()
+                    .flat_map(|(forget_at, id, _)| [forget_at.to_string(), (*id).to_owned()])
+                    .collect();
+                pending.push(target("dedupe", self.keys.dedupe(board), remembered));
+                let prints = part
+                    .iter()
+                    .flat_map(|(_, id, print)| [(*id).to_owned(), print.clone()])
+                    .collect();
+                pending.push(target("prints", self.keys.event_prints(board), prints));
             }
-        }
-        for o in before {
-            if let Op::Display { member, .. } = &o.op {
-                if removed_at.get(member.as_str()).is_none_or(|&r| r < o.seq) {
-                    pending.extend(self.replay_display(board, token, o));
+            // A removal drops a member's display data: only what was set after the last one counts.
+            for o in &page {
+                if let Op::Display { member, .. } = &o.op {
+                    if removed.get(member.as_str()).is_none_or(|&r| r < o.seq) {
+                        pending.extend(self.replay_display(board, token, o));
+                    }
                 }
             }
-        }
-        // In pipelines of a bounded size, in order: a day of event ids on a busy board is many
-        // calls, and each pipeline done is progress that keeps the rebuild's hold.
-        while !pending.is_empty() {
-            let rest = pending.split_off(pending.len().min(RESTORE_PIPELINE * 16));
-            self.flush(board, &mut pending).await?;
-            pending = rest;
+            // In pipelines of a bounded size, in order: a day of event ids on a busy board is many
+            // calls, and each pipeline done is progress that keeps the rebuild's hold.
+            while !pending.is_empty() {
+                let rest = pending.split_off(pending.len().min(RESTORE_PIPELINE * 16));
+                self.flush(board, &mut pending).await?;
+                pending = rest;
+            }
         }
         Ok(())
     }

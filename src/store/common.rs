@@ -228,6 +228,84 @@ macro_rules! sql_store {
                 rows.iter().map(|r| row_to_op(board, r)).collect()
             }
 
+            /// See [`super::Store::op_pages`].
+            pub fn op_pages(
+                &self,
+                board: &BoardId,
+                after: u64,
+                upto: u64,
+            ) -> $crate::engine::OpPages {
+                self.pages($crate::store::sql::OPS_PAGE, board, after, upto, None)
+            }
+
+            /// See [`super::Store::ops_count`].
+            ///
+            /// # Errors
+            /// [`Error::Unavailable`].
+            pub async fn ops_count(&self, board: &BoardId, after: u64, upto: u64) -> Result<u64> {
+                let (n,): (i64,) = sqlx::query_as($crate::store::sql::OPS_COUNT)
+                    .bind(board.as_str())
+                    .bind(after.min(i64::MAX as u64) as i64)
+                    .bind(upto.min(i64::MAX as u64) as i64)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(n as u64)
+            }
+
+            /// The rows of `sql` (board `$1`, after `$2`, up to `$3`, then `since` as `$4` when
+            /// given, and the page's size last), a page at a time from a task of their own, one
+            /// page read ahead of the one handed out.
+            fn pages(
+                &self,
+                sql: &'static str,
+                board: &BoardId,
+                after: u64,
+                upto: u64,
+                since: Option<i64>,
+            ) -> $crate::engine::OpPages {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let (pool, board) = (self.pool.clone(), board.clone());
+                let upto = upto.min(i64::MAX as u64) as i64;
+                tokio::spawn(async move {
+                    let mut after = after.min(i64::MAX as u64) as i64;
+                    loop {
+                        let query = sqlx::query(sql)
+                            .bind(board.as_str())
+                            .bind(after)
+                            .bind(upto);
+                        let query = match since {
+                            Some(since) => query.bind(since),
+                            None => query,
+                        };
+                        let page = query
+                            .bind($crate::store::OP_PAGE as i64)
+                            .fetch_all(&pool)
+                            .await
+                            .map_err(unavailable)
+                            .and_then(|rows| {
+                                rows.iter()
+                                    .map(|r| row_to_op(&board, r))
+                                    .collect::<Result<Vec<_>>>()
+                            });
+                        let next = match &page {
+                            Ok(p) if p.len() == $crate::store::OP_PAGE => {
+                                p.last().map(|o| o.seq as i64)
+                            }
+                            _ => None,
+                        };
+                        if matches!(&page, Ok(p) if p.is_empty()) || tx.send(page).await.is_err() {
+                            return;
+                        }
+                        match next {
+                            Some(seq) => after = seq,
+                            None => return,
+                        }
+                    }
+                });
+                $crate::engine::OpPages::read(rx)
+            }
+
             /// See [`super::Store::restore_base`].
             ///
             /// # Errors
@@ -266,25 +344,23 @@ macro_rules! sql_store {
                 if def_version != version {
                     return Ok(None);
                 }
-                let rows = sqlx::query(
-                    "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
-                     FROM rankd_ops WHERE board = $1 AND seq <= $2
-                       AND (op IN ('p', 'r') OR (op = 'e' AND event_id IS NOT NULL AND recv_ms > $3))
-                     ORDER BY seq",
-                )
-                .bind(board.as_str())
-                .bind(seq)
-                .bind(dedupe_since)
-                .fetch_all(pool)
-                .await
-                .map_err(unavailable)?;
-                let before = rows
-                    .iter()
-                    .map(|r| row_to_op(board, r))
-                    .collect::<Result<Vec<_>>>()?;
+                let removed: Vec<(String, i64)> =
+                    sqlx::query_as($crate::store::sql::LAST_REMOVALS)
+                        .bind(board.as_str())
+                        .bind(seq)
+                        .fetch_all(pool)
+                        .await
+                        .map_err(unavailable)?;
+                let before = self.pages(
+                    $crate::store::sql::BEFORE_PAGE,
+                    board,
+                    0,
+                    seq as u64,
+                    Some(dedupe_since),
+                );
                 let keys = self.run_key_rows(board, run).await?;
                 let pool = pool.clone();
-                $crate::store::base(seq, version, definition, before, keys, move |id| {
+                $crate::store::base(seq, version, definition, removed, before, keys, move |id| {
                     stream_entries(pool.clone(), id)
                 })
                 .map(Some)
@@ -437,6 +513,17 @@ macro_rules! sql_store {
             }
             async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
                 $store::ops_after(self, board, seq).await
+            }
+            fn op_pages(
+                &self,
+                board: &BoardId,
+                after: u64,
+                upto: u64,
+            ) -> $crate::engine::OpPages {
+                $store::op_pages(self, board, after, upto)
+            }
+            async fn ops_count(&self, board: &BoardId, after: u64, upto: u64) -> Result<u64> {
+                $store::ops_count(self, board, after, upto).await
             }
             async fn prune_snapshots(&self, keep_days: u32) -> Result<u64> {
                 $store::prune_snapshots(self, keep_days).await

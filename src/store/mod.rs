@@ -122,6 +122,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Base>> {
         Ok(None)
     }
+    /// A board's operations after `after` up to `upto`, in order, read a page of [`OP_PAGE`] at a
+    /// time while the caller works through the one before: what a rebuild replays, never held whole.
+    fn op_pages(&self, board: &BoardId, after: u64, upto: u64) -> crate::engine::OpPages;
+    /// How many operations of `board` the store holds after `after` up to `upto`: `upto - after`
+    /// when none is missing.
+    async fn ops_count(&self, board: &BoardId, after: u64, upto: u64) -> Result<u64>;
     /// A board's operations after `seq`, in order.
     async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
         let mut ops = self.ops(board).await?;
@@ -381,6 +387,24 @@ pub(crate) mod sql {
     pub const OPS_AFTER: &str =
         "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
          FROM rankd_ops WHERE board = $1 AND seq > $2 ORDER BY seq";
+    /// The first `$4` of board `$1`'s operations after sequence number `$2` up to `$3`, in order.
+    pub const OPS_PAGE: &str =
+        "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
+         FROM rankd_ops WHERE board = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4";
+    /// How many of board `$1`'s operations the store holds after `$2` up to `$3`.
+    pub const OPS_COUNT: &str =
+        "SELECT count(*) FROM rankd_ops WHERE board = $1 AND seq > $2 AND seq <= $3";
+    /// The first `$5` of the operations of board `$1` after `$2` up to `$3` that a rebuild base
+    /// does not hold: display data, and the events with an id received after `$4`.
+    pub const BEFORE_PAGE: &str =
+        "SELECT seq, op, recv_ms, member, value, event_id, at_ms, scopes, payload, extra
+         FROM rankd_ops WHERE board = $1 AND seq > $2 AND seq <= $3
+           AND (op = 'p' OR (op = 'e' AND event_id IS NOT NULL AND recv_ms > $4))
+         ORDER BY seq LIMIT $5";
+    /// The sequence number of the last removal of each member of board `$1` up to `$2`.
+    pub const LAST_REMOVALS: &str =
+        "SELECT member, max(seq) FROM rankd_ops WHERE board = $1 AND op = 'r' AND seq <= $2
+         GROUP BY member";
 }
 
 /// The live boards of [`sql::LIVE_BOARDS`] rows.
@@ -441,6 +465,9 @@ macro_rules! identity_check {
 }
 pub(crate) use identity_check;
 
+/// Operations a page of [`Store::op_pages`] holds: a few megabytes of decoded operations.
+pub const OP_PAGE: usize = 5_000;
+
 /// One key of a snapshot run as both stores list it: (snapshot id, window, period, scope, expiry).
 pub(crate) type RunKey = (i64, String, String, String, Option<i64>);
 
@@ -450,7 +477,8 @@ pub(crate) fn base(
     seq: i64,
     version: String,
     definition: String,
-    before: Vec<LoggedOp>,
+    removed: Vec<(String, i64)>,
+    before: crate::engine::OpPages,
     keys: Vec<RunKey>,
     open: impl Fn(i64) -> crate::engine::EntryChunks + Send + Sync + Clone + 'static,
 ) -> Result<Base> {
@@ -459,6 +487,10 @@ pub(crate) fn base(
         version,
         definition,
         keys: base_keys(keys, open)?,
+        removed: removed
+            .into_iter()
+            .map(|(member, seq)| (member, seq as u64))
+            .collect(),
         before,
     })
 }

@@ -96,24 +96,25 @@ pub async fn rebuild(engine: &Engine, store: &dyn Store, board: &BoardId) -> Res
     let dedupe_since = engine.now_ms() - engine.dedupe_window_ms();
     let rebuilt = match store.restore_base(board, stored_seq, dedupe_since).await? {
         Some(base) => {
-            let tail = store.ops_after(board, base.seq).await?;
-            tracing::info!(%board, snapshot_seq = base.seq, tail = tail.len(), "rebuilding from a snapshot");
-            engine.restore(board, base, &tail).await?
+            tracing::info!(%board, snapshot_seq = base.seq, tail = stored_seq.saturating_sub(base.seq), "rebuilding from a snapshot");
+            let tail = store.op_pages(board, base.seq, u64::MAX);
+            engine.restore(board, base, tail).await?
         }
         None => {
-            let ops = store.ops(board).await?;
+            let mut ops = store.op_pages(board, 0, u64::MAX);
             // Redis numbers a board's operations from 1, its definition first: a log that starts
             // later lost its beginning, and would rebuild a board that never was.
-            if !ops
+            let first = ops
                 .first()
-                .is_some_and(|o| o.seq == 1 && matches!(o.op, crate::engine::Op::Define { .. }))
-            {
-                tracing::error!(%board, first = ?ops.first().map(|o| o.seq), "the store lacks the start of this board's history; not rebuilding it");
+                .await?
+                .map(|o| (o.seq, matches!(o.op, crate::engine::Op::Define { .. })));
+            if first != Some((1, true)) {
+                tracing::error!(%board, first = ?first.map(|(seq, _)| seq), "the store lacks the start of this board's history; not rebuilding it");
                 return Err(crate::error::Error::Unavailable(format!(
                     "store: it lacks the start of board {board}'s history"
                 )));
             }
-            engine.replay(board, &ops).await?
+            engine.replay(board, ops).await?
         }
     };
     if rebuilt {

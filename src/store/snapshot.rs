@@ -400,17 +400,16 @@ async fn verdict(
     // No event ids: duplicates do not show in a snapshot.
     let base = store.restore_base(board, seq, i64::MAX).await?;
     let from = base.as_ref().map_or(0, |b| b.seq);
-    let mut ops = store.ops_after(board, from).await?;
-    ops.retain(|o| o.seq <= seq);
     // Redis numbers a board's operations one after another: every number up to seq is stored, or
     // the log does not say yet what Redis held there.
-    if ops.len() as u64 != seq.saturating_sub(from) {
+    if store.ops_count(board, from, seq).await? != seq.saturating_sub(from) {
         return Ok(Verdict::NotStored);
     }
+    let ops = store.op_pages(board, from, seq);
     let scratch = engine.scratch().await?;
     match base {
-        Some(base) => scratch.restore(board, base, &ops).await?,
-        None => scratch.replay(board, &ops).await?,
+        Some(base) => scratch.restore(board, base, ops).await?,
+        None => scratch.replay(board, ops).await?,
     };
     let key = |window, period: &str, scope: Option<&str>| {
         format!("{window} {period} {}", scope.unwrap_or("-"))

@@ -642,7 +642,11 @@ async fn a_replay_applies_every_accepted_scope_past_the_limit() {
             },
         });
     }
-    assert!(t.engine.replay(&b, &ops).await.unwrap());
+    assert!(t
+        .engine
+        .replay(&b, rankd::engine::OpPages::of(ops))
+        .await
+        .unwrap());
     let last = t
         .engine
         .top(

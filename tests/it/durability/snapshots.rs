@@ -506,3 +506,111 @@ async fn a_snapshot_that_missed_a_key_created_during_its_read_is_not_offered_as_
     assert!(rankd::engine::at_one_point(&keys).is_some());
     assert_eq!(armed.load(Ordering::Relaxed), 0, "the hook fired");
 }
+
+/// `n` events with ids `{tag}{i}` over 700 members, a third of them in a scope.
+fn paged_events(b: &BoardId, tag: &str, n: u32) -> Vec<Submit> {
+    (0..n)
+        .map(|i| {
+            let mut ev = Submit::new(
+                b.clone(),
+                m(&format!("p{}", i % 700)),
+                score(f64::from(i % 13) + 0.5),
+            );
+            if i.is_multiple_of(3) {
+                ev.scopes = vec![scope("class:2")];
+            }
+            ev.event_id = Some(EventId::parse(&format!("{tag}{i}")).unwrap());
+            ev
+        })
+        .collect()
+}
+
+/// The sequence numbers of every page `pages` hands out, each page no longer than a store page.
+async fn page_seqs(mut pages: rankd::engine::OpPages) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut count = 0;
+    while let Some(page) = pages.next_page().await.unwrap() {
+        assert!(
+            page.len() <= rankd::store::OP_PAGE,
+            "a page of {} operations",
+            page.len()
+        );
+        count += 1;
+        seqs.extend(page.iter().map(|o| o.seq));
+    }
+    assert!(count > 1, "the log spans several pages");
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_reads_the_log_a_page_at_a_time_and_is_exact_across_pages() {
+    let mut redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let e = engine(&redis, &db, Durability::Sync).await;
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    let b = BoardId::parse("paged").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    // Before the snapshot, three pages of events with ids; display data on the first page, its
+    // member removed on the second and shown again on the third.
+    e.put_display(&b, &m("p1"), shown("One")).await.unwrap();
+    e.put_display(&b, &m("p2"), shown("Two")).await.unwrap();
+    let before = paged_events(&b, "a", 12_000);
+    e.submit_batch(&before[..6_000]).await.unwrap();
+    e.remove_member(&b, &m("p1")).await.unwrap();
+    e.remove_member(&b, &m("p2")).await.unwrap();
+    e.submit_batch(&before[6_000..]).await.unwrap();
+    e.put_display(&b, &m("p2"), shown("Two again"))
+        .await
+        .unwrap();
+    rankd::store::snapshot::snapshot(&e, &store, Some(&b))
+        .await
+        .unwrap();
+    // After it, two pages and more of the log a rebuild replays.
+    let tail = paged_events(&b, "b", 11_000);
+    for part in tail.chunks(rankd::engine::MAX_BATCH) {
+        e.submit_batch(part).await.unwrap();
+    }
+    e.put_display(&b, &m("p3"), shown("Three")).await.unwrap();
+
+    let seq = stored_seq(&store, &b).await;
+    let all: Vec<u64> = (1..=seq).collect();
+    assert_eq!(page_seqs(store.op_pages(&b, 0, seq)).await, all);
+    let base = store
+        .restore_base(&b, seq, 0)
+        .await
+        .unwrap()
+        .expect("the snapshot is a base");
+    assert_eq!(
+        page_seqs(store.op_pages(&b, base.seq, seq)).await,
+        (base.seq + 1..=seq).collect::<Vec<_>>()
+    );
+    // Every event with an id and every display operation before the base, and nothing else.
+    assert_eq!(page_seqs(base.before).await.len(), 12_000 + 3);
+    assert_eq!(base.removed.len(), 2);
+
+    let views = [View::all_time(), View::all_time().scoped(scope("class:2"))];
+    let shown_before = everything(&e, &b, &views).await.unwrap();
+    let exact_before = exact(&e, &b).await;
+    redis.kill();
+    redis.restart().await;
+    assert_eq!(
+        until_ready(|| everything(&e, &b, &views)).await,
+        shown_before
+    );
+    assert_eq!(exact(&e, &b).await, exact_before);
+    // Ids from the first and last page of each side are still duplicates.
+    for ev in [&before[0], &before[11_999], &tail[0], &tail[10_999]] {
+        assert!(e.submit(ev).await.unwrap().duplicate, "{:?}", ev.event_id);
+    }
+    let names: HashMap<String, Option<String>> = e
+        .lookup(&b, &View::all_time(), &[m("p1"), m("p2"), m("p3")])
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|x| (x.member.clone(), x.display_name.clone()))
+        .collect();
+    assert_eq!(names["p1"], None, "its name went with its removal");
+    assert_eq!(names["p2"].as_deref(), Some("Two again"));
+    assert_eq!(names["p3"].as_deref(), Some("Three"));
+}
