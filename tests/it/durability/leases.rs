@@ -9,7 +9,7 @@ use rankd::config::Config;
 use rankd::engine::{Limit, Submit, SystemClock, View};
 use rankd::Engine;
 
-use super::{durable_on, journaled, ranked, until_ready, with_persister, Dropping};
+use super::{durable_on, journaled, ranked, reconnected, until_ready, with_persister, Dropping};
 use crate::helpers::{m, score, Hooked, Sending};
 use crate::private::{PrivateRedis, TestDb};
 
@@ -103,6 +103,7 @@ async fn long_rebuild(progressing: bool) -> (String, String, Vec<String>) {
     let exec = plain(&redis).await;
     redis.kill();
     redis.restart().await;
+    reconnected(&other).await;
     let taken = Arc::new(std::sync::Mutex::new(None));
     let (checker, held, board, seen) = (other.clone(), store.clone(), b.clone(), taken.clone());
     let calls = AtomicU32::new(0);
@@ -201,6 +202,7 @@ async fn a_hung_rebuild_beside_a_working_one_is_taken_over() {
     let exec = plain(&redis).await;
     redis.kill();
     redis.restart().await;
+    reconnected(&other).await;
     let taken = Arc::new(std::sync::Mutex::new(None));
     let (checker, held, board, seen) = (other.clone(), store.clone(), hung.clone(), taken.clone());
     let first = std::sync::atomic::AtomicBool::new(true);
@@ -264,6 +266,7 @@ async fn two_takeovers_of_one_abandoned_rebuild_leave_the_winners_board_alone() 
     }
     redis.kill();
     redis.restart().await;
+    reconnected(&other).await;
     // A rebuild that claims the board, then never sends its first pipeline.
     let hang = Hooked {
         inner: plain(&redis).await,
@@ -278,9 +281,10 @@ async fn two_takeovers_of_one_abandoned_rebuild_leave_the_winners_board_alone() 
         async move { rankd::store::rebuild::rebuild(&abandoned, store.as_ref(), &b).await }
     });
     let deadline = Instant::now() + Duration::from_secs(10);
+    // The other instance's connection comes back from the restart in its own time.
     while !matches!(
-        other.redis_state(&b).await.unwrap(),
-        rankd::engine::RedisState::Rebuilding(_)
+        other.redis_state(&b).await,
+        Ok(rankd::engine::RedisState::Rebuilding(_))
     ) {
         assert!(
             Instant::now() < deadline,
@@ -361,6 +365,7 @@ async fn a_rebuild_taken_over_after_its_lease_leaves_the_new_holders_board_alone
     }
     redis.kill();
     redis.restart().await;
+    reconnected(&other).await;
     // This instance's clock is two minutes behind: its rebuild's lease looks expired at once to
     // the other, which takes the board over during this one's replay.
     let behind = rankd::engine::ManualClock::new(chrono::Utc::now().timestamp_millis() - 120_000);

@@ -64,6 +64,16 @@ where
     }
 }
 
+/// Waits until `e` is connected again after its Redis restarted: it fails fast, rather than queue,
+/// while its connection is down, and reconnects in its own time.
+async fn reconnected(e: &Engine) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(err) = e.ready().await {
+        assert!(Instant::now() < deadline, "never reconnected: {err}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The members of a page, in rank order.
 fn ranked(page: &rankd::engine::Page) -> Vec<&str> {
     page.entries.iter().map(|x| x.member.as_str()).collect()

@@ -8,7 +8,7 @@ use rankd::config::Config;
 use rankd::engine::{Limit, Submit, SystemClock, View};
 use rankd::{Engine, Error};
 
-use super::{durable_on, journaled, ranked, until_ready, Dropping};
+use super::{durable_on, journaled, ranked, reconnected, until_ready, Dropping};
 use crate::helpers::{m, prefix, score, Hooked, Sending};
 use crate::private::PrivateRedis;
 
@@ -245,6 +245,7 @@ async fn a_rebuild_leaves_nothing_in_the_redis_log_to_store_again() {
     }
     redis.kill();
     redis.restart().await;
+    reconnected(&e).await;
     assert!(rankd::store::rebuild::rebuild(&e, store.as_ref(), &b)
         .await
         .unwrap());
