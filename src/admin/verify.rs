@@ -88,6 +88,11 @@ impl Admin {
                 continue;
             }
             let ops = store.ops(b).await?;
+            if let Some(missing) = history_start_missing(b, &ops) {
+                differ(format!("{b}: {missing}"));
+                self.report.step();
+                continue;
+            }
             // The log worked out in this process's memory: no scratch copy in Redis to leave behind.
             let scratch = engine.scratch().await?;
             scratch.replay(b, OpPages::of(ops)).await?;
