@@ -163,6 +163,11 @@ struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     bypasses: AtomicU64,
+    /// The hit, miss and bypass series, looked up once: one of them counts every cached route's
+    /// answer (see [`m::Resolved`]).
+    series: [m::Resolved<metrics::Counter>; 3],
+    /// The entries and bytes gauges, looked up once: every store and drop sets them.
+    gauges: [m::Resolved<metrics::Gauge>; 2],
     evictions: AtomicU64,
     warms: AtomicU64,
     invalidations: [AtomicU64; 6],
@@ -205,9 +210,10 @@ struct Slot {
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<(CacheType, String), Slot>,
+    /// Per type, in [`CacheType::ALL`] order: a lookup by `&str` allocates nothing.
+    maps: [HashMap<Arc<str>, Slot>; 4],
     /// Recency order: tick → key; the first is the least recently used.
-    order: BTreeMap<u64, (CacheType, String)>,
+    order: BTreeMap<u64, (CacheType, Arc<str>)>,
     tick: u64,
     bytes: u64,
     per_type: [(u64, u64); 4],
@@ -277,13 +283,12 @@ impl Caches {
     pub fn get(&self, t: CacheType, key: &str) -> Option<Arc<Entry>> {
         let ttl = self.ttl(t);
         let mut inner = self.lock();
-        let k = (t, key.to_owned());
         let fresh = {
-            let slot = inner.map.get(&k)?;
+            let slot = inner.maps[t.index()].get(key)?;
             slot.entry.computed.elapsed() < ttl
         };
         if !fresh {
-            inner.remove(&k);
+            inner.remove(t, key);
             drop(inner);
             self.dropped(t, Reason::Ttl, 1);
             return None;
@@ -291,14 +296,15 @@ impl Caches {
         inner.tick += 1;
         let tick = inner.tick;
         let (old, entry) = {
-            let slot = inner.map.get_mut(&k)?;
+            let slot = inner.maps[t.index()].get_mut(key)?;
             let old = slot.tick;
             slot.tick = tick;
             slot.reads += 1;
             (old, slot.entry.clone())
         };
-        inner.order.remove(&old);
-        inner.order.insert(tick, k);
+        if let Some(k) = inner.order.remove(&old) {
+            inner.order.insert(tick, k);
+        }
         Some(entry)
     }
 
@@ -315,15 +321,15 @@ impl Caches {
         let mut evicted = [0u64; 4];
         {
             let mut inner = self.lock();
-            let k = (t, key.to_owned());
-            let reads = inner.remove(&k).map_or(0, |s| s.reads);
+            let k: Arc<str> = Arc::from(key);
+            let reads = inner.remove(t, key).map_or(0, |s| s.reads);
             inner.tick += 1;
             let tick = inner.tick;
-            inner.order.insert(tick, k.clone());
+            inner.order.insert(tick, (t, k.clone()));
             inner.bytes += size;
             inner.per_type[t.index()].0 += 1;
             inner.per_type[t.index()].1 += size;
-            inner.map.insert(
+            inner.maps[t.index()].insert(
                 k,
                 Slot {
                     entry: Arc::new(entry),
@@ -333,12 +339,12 @@ impl Caches {
                 },
             );
             while inner.bytes > self.settings.max_bytes {
-                let Some((_, victim)) = inner.order.pop_first() else {
+                let Some((_, (vt, victim))) = inner.order.pop_first() else {
                     break;
                 };
-                if let Some(slot) = inner.map.remove(&victim) {
-                    inner.forget(victim.0, &slot);
-                    evicted[victim.0.index()] += 1;
+                if let Some(slot) = inner.maps[vt.index()].remove(&victim) {
+                    inner.forget(vt, &slot);
+                    evicted[vt.index()] += 1;
                 }
             }
             self.gauges(&inner);
@@ -358,12 +364,10 @@ impl Caches {
     pub fn invalidate(&self, t: CacheType, key: &str, entry: &Arc<Entry>, reason: Reason) {
         let removed = {
             let mut inner = self.lock();
-            let k = (t, key.to_owned());
-            let same = inner
-                .map
-                .get(&k)
+            let same = inner.maps[t.index()]
+                .get(key)
                 .is_some_and(|s| Arc::ptr_eq(&s.entry, entry));
-            let removed = same && inner.remove(&k).is_some();
+            let removed = same && inner.remove(t, key).is_some();
             self.gauges(&inner);
             removed
         };
@@ -378,18 +382,19 @@ impl Caches {
         let mut gone = [0u64; 4];
         {
             let mut inner = self.lock();
-            let keys: Vec<(CacheType, String)> = inner
-                .map
-                .iter()
-                .filter(|((t, _), s)| {
-                    (types.is_empty() || types.contains(t))
-                        && board.is_none_or(|b| s.entry.board == *b)
-                })
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in keys {
-                if inner.remove(&k).is_some() {
-                    gone[k.0.index()] += 1;
+            for t in CacheType::ALL {
+                if !(types.is_empty() || types.contains(&t)) {
+                    continue;
+                }
+                let keys: Vec<Arc<str>> = inner.maps[t.index()]
+                    .iter()
+                    .filter(|(_, s)| board.is_none_or(|b| s.entry.board == *b))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in keys {
+                    if inner.remove(t, &k).is_some() {
+                        gone[t.index()] += 1;
+                    }
                 }
             }
             self.gauges(&inner);
@@ -405,31 +410,42 @@ impl Caches {
     /// The `n` most read entries of type `t` (reads since each was stored), most read first.
     pub fn popular(&self, t: CacheType, n: usize) -> Vec<(String, Arc<Entry>)> {
         let inner = self.lock();
-        let mut all: Vec<(&(CacheType, String), &Slot)> =
-            inner.map.iter().filter(|((ty, _), _)| *ty == t).collect();
+        let mut all: Vec<(&Arc<str>, &Slot)> = inner.maps[t.index()].iter().collect();
         all.sort_by_key(|s| std::cmp::Reverse(s.1.reads));
         all.into_iter()
             .take(n)
-            .map(|((_, k), s)| (k.clone(), s.entry.clone()))
+            .map(|(k, s)| (k.to_string(), s.entry.clone()))
             .collect()
     }
 
     /// Counts a hit.
     pub fn hit(&self, t: CacheType) {
-        self.counters[t.index()].hits.fetch_add(1, Relaxed);
-        metrics::counter!(m::CACHE_HITS, "cache" => t.as_str()).increment(1);
+        let c = &self.counters[t.index()];
+        c.hits.fetch_add(1, Relaxed);
+        c.series[0].with(
+            || metrics::counter!(m::CACHE_HITS, "cache" => t.as_str()),
+            |h| h.increment(1),
+        );
     }
 
     /// Counts a miss.
     pub fn miss(&self, t: CacheType) {
-        self.counters[t.index()].misses.fetch_add(1, Relaxed);
-        metrics::counter!(m::CACHE_MISSES, "cache" => t.as_str()).increment(1);
+        let c = &self.counters[t.index()];
+        c.misses.fetch_add(1, Relaxed);
+        c.series[1].with(
+            || metrics::counter!(m::CACHE_MISSES, "cache" => t.as_str()),
+            |h| h.increment(1),
+        );
     }
 
     /// Counts a bypass.
     pub fn bypass(&self, t: CacheType) {
-        self.counters[t.index()].bypasses.fetch_add(1, Relaxed);
-        metrics::counter!(m::CACHE_BYPASSES, "cache" => t.as_str()).increment(1);
+        let c = &self.counters[t.index()];
+        c.bypasses.fetch_add(1, Relaxed);
+        c.series[2].with(
+            || metrics::counter!(m::CACHE_BYPASSES, "cache" => t.as_str()),
+            |h| h.increment(1),
+        );
     }
 
     /// Counts an entry computed ahead of its readers.
@@ -447,8 +463,15 @@ impl Caches {
     fn gauges(&self, inner: &Inner) {
         for t in CacheType::ALL {
             let (entries, bytes) = inner.per_type[t.index()];
-            metrics::gauge!(m::CACHE_ENTRIES, "cache" => t.as_str()).set(entries as f64);
-            metrics::gauge!(m::CACHE_BYTES, "cache" => t.as_str()).set(bytes as f64);
+            let g = &self.counters[t.index()].gauges;
+            g[0].with(
+                || metrics::gauge!(m::CACHE_ENTRIES, "cache" => t.as_str()),
+                |h| h.set(entries as f64),
+            );
+            g[1].with(
+                || metrics::gauge!(m::CACHE_BYTES, "cache" => t.as_str()),
+                |h| h.set(bytes as f64),
+            );
         }
     }
 
@@ -488,10 +511,10 @@ impl Caches {
 }
 
 impl Inner {
-    fn remove(&mut self, k: &(CacheType, String)) -> Option<Slot> {
-        let slot = self.map.remove(k)?;
+    fn remove(&mut self, t: CacheType, key: &str) -> Option<Slot> {
+        let slot = self.maps[t.index()].remove(key)?;
         self.order.remove(&slot.tick);
-        self.forget(k.0, &slot);
+        self.forget(t, &slot);
         Some(slot)
     }
 

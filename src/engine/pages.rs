@@ -25,12 +25,10 @@ use crate::error::{Error, Result};
 /// The deepest page kept: `offset + limit` of a cached page is at most this.
 pub const MAX_CACHED_DEPTH: u64 = 1000;
 
-/// Concurrent checks of one board's pages, made as one `HMGET` of its cache hash.
-pub(super) type Checks = super::coalesce::Coalescer<
-    BoardId,
-    Vec<String>,
-    std::result::Result<Vec<Option<String>>, String>,
->;
+/// Concurrent checks of one board's pages, made as one `HMGET` of its cache hash: each the entry
+/// to check, answered why it is no longer true (None: it is).
+pub(super) type Checks =
+    super::coalesce::Coalescer<BoardId, Arc<Entry>, std::result::Result<Option<Reason>, String>>;
 
 /// Checks per `HMGET`, at most.
 pub(super) const CHECKS_PER_CALL: usize = 256;
@@ -184,7 +182,7 @@ impl Engine {
             self.caches.bypass(t);
         } else {
             if let Some(entry) = self.caches.get(t, &slot) {
-                match self.stale(board, &entry.stamp).await {
+                match self.stale(board, &entry).await {
                     Ok(None) => {
                         self.caches.hit(t);
                         return Ok(Served {
@@ -259,70 +257,54 @@ impl Engine {
         Some(slot_key(&key.zset, offset, limit, form))
     }
 
-    /// Why a cached page with `stamp` is no longer true (None: it is), by the board's cache hash as
-    /// it stands now.
+    /// Why a cached page is no longer true (None: it is), by the board's cache hash as it stands
+    /// now.
     async fn stale(
         &self,
         board: &BoardId,
-        stamp: &Stamp,
+        entry: &Arc<Entry>,
     ) -> std::result::Result<Option<Reason>, String> {
-        let mut fields = stamp.fields.clone();
-        fields.push("r".into());
-        let now = self
-            .checks
-            .run(board, fields, |items| async move {
+        self.checks
+            .run(board, entry.clone(), |items| async move {
                 self.check_call(board, items).await
             })
-            .await?;
-        let why = now.last().cloned().flatten();
-        // A version never moved is absent from the hash, and stamped "0" (read_page.lua).
-        let changed = |i: usize| {
-            let held = now.get(i).cloned().flatten();
-            held.as_deref().unwrap_or(if i >= 2 { "0" } else { "" }) != stamp.values[i]
-        };
-        Ok(if changed(0) || changed(1) {
-            Some(if why.as_deref() == Some("rebuild") {
-                Reason::Rebuild
-            } else {
-                Reason::Definition
-            })
-        } else if (2..stamp.values.len()).any(changed) {
-            Some(Reason::Write)
-        } else {
-            None
-        })
+            .await
     }
 
-    /// One `HMGET` for the checks in `items` (each a list of fields), each answered its values.
+    /// One `HMGET` for the checks of the entries in `items`, each answered why it is no longer
+    /// true (None: it is).
     async fn check_call(
         &self,
         board: &BoardId,
-        items: Vec<Vec<String>>,
-    ) -> Vec<std::result::Result<Vec<Option<String>>, String>> {
-        let mut fields: Vec<String> = Vec::new();
-        let mut at = std::collections::HashMap::new();
-        for f in items.iter().flatten() {
+        items: Vec<Arc<Entry>>,
+    ) -> Vec<std::result::Result<Option<Reason>, String>> {
+        // Each field once, the hash's last rebuild reason among them.
+        let mut fields: Vec<&str> = vec!["r"];
+        let mut at: std::collections::HashMap<&str, usize> = [("r", 0)].into();
+        for f in items.iter().flat_map(|e| &e.stamp.fields) {
             at.entry(f.as_str()).or_insert_with(|| {
-                fields.push(f.clone());
+                fields.push(f);
                 fields.len() - 1
             });
         }
-        let got = self
+        let fields: Vec<String> = fields.into_iter().map(str::to_owned).collect();
+        let got = match self
             .exec
             .hash_fields(&self.keys.cache_versions(board), &fields)
-            .await;
+            .await
+        {
+            Ok(got) => got,
+            Err(e) => return items.iter().map(|_| Err(e.to_string())).collect(),
+        };
+        let held = |f: &str| {
+            at.get(f)
+                .and_then(|&i| got.get(i))
+                .and_then(Option::as_deref)
+        };
+        let rebuilt = held("r") == Some("rebuild");
         items
             .iter()
-            .map(|item| match &got {
-                Ok(values) => Ok(item
-                    .iter()
-                    .map(|f| {
-                        at.get(f.as_str())
-                            .and_then(|&i| values.get(i).cloned().flatten())
-                    })
-                    .collect()),
-                Err(e) => Err(e.to_string()),
-            })
+            .map(|e| Ok(why_stale(&e.stamp, &held, rebuilt)))
             .collect()
     }
 
@@ -380,7 +362,7 @@ impl Engine {
             else {
                 continue;
             };
-            if let Ok(Some(reason)) = self.stale(&entry.board, &entry.stamp).await {
+            if let Ok(Some(reason)) = self.stale(&entry.board, &entry).await {
                 self.caches.invalidate(t, &slot, &entry, reason);
                 if self.fill(&slot, &recipe).await.is_ok() {
                     self.caches.warmed(t);
@@ -504,4 +486,33 @@ fn slot_of(field: &str, r: &PageRecipe) -> String {
         .and_then(|f| f.rsplit_once(':'))
         .map_or("", |(z, _)| z);
     slot_key(zset, r.offset, r.limit, r.form)
+}
+
+/// Why a page stamped `stamp` is no longer true (None: it is), given what the board's cache hash
+/// holds of each field now (`held`) and whether its last definition move was a rebuild.
+fn why_stale<'a>(
+    stamp: &Stamp,
+    held: &impl Fn(&str) -> Option<&'a str>,
+    rebuilt: bool,
+) -> Option<Reason> {
+    // A version never moved is absent from the hash, and stamped "0" (read_page.lua).
+    let changed = |i: usize| {
+        let now = stamp
+            .fields
+            .get(i)
+            .and_then(|f| held(f))
+            .unwrap_or(if i >= 2 { "0" } else { "" });
+        now != stamp.values[i]
+    };
+    if changed(0) || changed(1) {
+        Some(if rebuilt {
+            Reason::Rebuild
+        } else {
+            Reason::Definition
+        })
+    } else if (2..stamp.values.len()).any(changed) {
+        Some(Reason::Write)
+    } else {
+        None
+    }
 }
