@@ -20,7 +20,8 @@ if ARGV[1] == '' then
   if deleting then
     return fail('DELETING', deleting)
   end
-  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'json', ARGV[3], 'created', ARGV[4])
+  -- sx: its scope index holds every scope from the start (see scope_backfill.lua).
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'json', ARGV[3], 'created', ARGV[4], 'sx', '1')
 elseif current ~= ARGV[1] then
   return fail('STALE', current or '')
 else

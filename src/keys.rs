@@ -111,6 +111,11 @@ impl Keys {
         self.board_key(board, "def")
     }
 
+    /// What every leaderboard key of a board starts with (`{prefix}{<board>}:z:`).
+    pub fn leaderboard_head(&self, board: &BoardId) -> String {
+        self.board_key(board, "z:")
+    }
+
     /// The clears of the answer caches, for every instance to apply (see lua/cache_clears.lua).
     pub fn cache_clears(&self) -> String {
         format!("{}caches", self.prefix)
@@ -208,7 +213,7 @@ impl Keys {
         board: &BoardId,
         zset: &str,
     ) -> Option<(crate::window::Window, String, Option<String>)> {
-        let head = self.board_key(board, "z:");
+        let head = self.leaderboard_head(board);
         let tail = zset.strip_prefix(&head)?;
         let mut parts = tail.splitn(3, ':');
         let window = parts.next()?.parse().ok()?;
@@ -227,7 +232,7 @@ impl Keys {
         board: &BoardId,
         zset: &str,
     ) -> Option<(BoardKey, crate::window::Window)> {
-        let head = self.board_key(board, "z:");
+        let head = self.leaderboard_head(board);
         let tail = zset.strip_prefix(&head)?;
         let window = tail.split(':').next()?.parse().ok()?;
         Some((

@@ -48,7 +48,24 @@ async fn build(
     let engine = connect(config, clock).await?;
     let exec = engine.executor();
     match attach(config, engine, starting).await {
-        Ok(engine) => Ok(engine),
+        Ok(engine) => {
+            // Boards whose keys were written before the scope index existed get theirs, in the
+            // background: until then max_scopes counts only the scopes written since.
+            let walker = engine.clone();
+            tokio::spawn(async move {
+                match walker.backfill_all_scopes().await {
+                    Ok(0) => {}
+                    Ok(boards) => tracing::info!(
+                        boards,
+                        "entered the scopes of boards written before the scope index"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not enter older boards' scopes in their scope index; the next start tries again")
+                    }
+                }
+            });
+            Ok(engine)
+        }
         Err(e) => {
             // Given up on: its Redis connections go with it, or every retry at start-up would
             // leave a pool connected and reconnecting.

@@ -575,6 +575,62 @@ impl Engine {
         }
     }
 
+    /// Enters in a board's scope index the scopes of the keys it holds, when its keys were written
+    /// before the index existed (its definition lacks the mark `sx` that boards created with the
+    /// index carry): until then `max_scopes` counts only the scopes written since. A page of the key
+    /// index a call. Returns whether it walked the board.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn backfill_scopes(&self, board: &BoardId) -> Result<bool> {
+        let def = self.keys.definition(board);
+        let held = self
+            .exec
+            .hash_fields(&def, &["v".to_owned(), "sx".to_owned()])
+            .await
+            .map_err(unavailable)?;
+        if !matches!(held.as_slice(), [Some(_), None]) {
+            return Ok(false);
+        }
+        let head = self.keys.leaderboard_head(board);
+        let mut from = 0;
+        loop {
+            let reply = self
+                .exec
+                .eval(Call {
+                    script: &scripts::SCOPE_BACKFILL,
+                    keys: vec![def.clone(), self.keys.index(board), self.keys.scopes(board)],
+                    args: vec![
+                        head.clone(),
+                        from.to_string(),
+                        KEY_CHUNK.to_string(),
+                        self.now_ms().to_string(),
+                    ],
+                })
+                .await
+                .map_err(unavailable)?;
+            let n = as_u64(&reply).ok_or_else(|| bad_reply("scope_backfill", &reply))? as usize;
+            if n < KEY_CHUNK {
+                return Ok(true);
+            }
+            from += n;
+        }
+    }
+
+    /// [`Engine::backfill_scopes`] of every board; returns how many it walked.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn backfill_all_scopes(&self) -> Result<usize> {
+        let mut walked = 0;
+        for info in self.boards().await? {
+            if self.backfill_scopes(&info.board).await? {
+                walked += 1;
+            }
+        }
+        Ok(walked)
+    }
+
     /// Forgets expired keys from a board's key index; returns how many live keys it lists.
     ///
     /// # Errors

@@ -37,10 +37,11 @@ script!(DEDUPE_GET, "dedupe_get");
 script!(STORE_PAIR, "store_pair");
 script!(CACHE_CLEARS, "cache_clears");
 script!(SCOPE_COUNT, "scope_count");
+script!(SCOPE_BACKFILL, "scope_backfill");
 script!(TRIM, "trim");
 
 /// Every script, for loading at start-up.
-pub fn all() -> [&'static Script; 23] {
+pub fn all() -> [&'static Script; 24] {
     [
         &SUBMIT,
         &READ_PAGE,
@@ -64,6 +65,7 @@ pub fn all() -> [&'static Script; 23] {
         &STORE_PAIR,
         &CACHE_CLEARS,
         &SCOPE_COUNT,
+        &SCOPE_BACKFILL,
         &TRIM,
     ]
 }

@@ -664,3 +664,71 @@ async fn a_replay_applies_every_accepted_scope_past_the_limit() {
         10_000,
     );
 }
+
+/// A board whose keys were written before the scope index existed (no index, no `sx` mark on its
+/// definition) gets its scopes entered at the next start, and `max_scopes` then counts them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_enters_the_scopes_of_boards_written_before_the_scope_index() {
+    let redis = crate::private::PrivateRedis::start().await;
+    let prefix = crate::helpers::prefix();
+    let config = rankd::config::Config {
+        redis_url: Some(redis.url()),
+        key_prefix: prefix.clone(),
+        ..rankd::config::Config::default()
+    };
+    let first =
+        rankd::serve::build_engine(&config, std::sync::Arc::new(rankd::engine::SystemClock))
+            .await
+            .unwrap();
+    let b = BoardId::parse("older").unwrap();
+    let def = BoardDef {
+        max_scopes: 3,
+        windows: vec![Window::All, Window::Weekly],
+        ..BoardDef::default()
+    };
+    first.put_board(&b, def).await.unwrap();
+    first.submit(&scoped(&b, "a", &["s1", "s2"])).await.unwrap();
+    first.submit(&scoped(&b, "b", &["s3:x"])).await.unwrap();
+    assert!(
+        !first.backfill_scopes(&b).await.unwrap(),
+        "a board created with the index is never walked"
+    );
+    // What an older rankd left: the same keys, no scope index, no mark.
+    let keys = rankd::keys::Keys::new(&prefix).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    cli(&["DEL", &keys.scopes(&b)]);
+    cli(&["HDEL", &keys.definition(&b), "sx"]);
+    drop(first);
+
+    let second =
+        rankd::serve::build_engine(&config, std::sync::Arc::new(rankd::engine::SystemClock))
+            .await
+            .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cli(&["HGET", &keys.definition(&b), "sx"]) != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the start never walked the board"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let scopes = cli(&["ZRANGE", &keys.scopes(&b), "0", "-1", "WITHSCORES"]);
+    assert_eq!(
+        scopes.lines().collect::<Vec<_>>(),
+        ["s1", "inf", "s2", "inf", "s3:x", "inf"],
+        "each scope, kept as long as its latest key (the all-time one, for ever)"
+    );
+    refused_scopes(second.submit(&scoped(&b, "c", &["s4"])).await, "scopes", 3);
+    second
+        .submit(&scoped(&b, "c", &["s1", "s3:x"]))
+        .await
+        .unwrap();
+    assert!(!second.backfill_scopes(&b).await.unwrap(), "walked once");
+}
