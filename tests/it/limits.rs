@@ -543,9 +543,15 @@ async fn a_write_to_known_scopes_makes_no_command_for_the_scope_count() {
     {
         let ev = scoped(&b, &format!("u{i}"), scopes);
         engine.submit(&ev).await.unwrap();
-        reset_stats(redis.port);
-        engine.submit(&ev).await.unwrap();
-        made.push(commands_run(redis.port));
+        // The least of three repeats: a command a loaded machine's client adds on its own (a
+        // retried connection check) only ever adds to a count, never takes from it.
+        let mut least = u64::MAX;
+        for _ in 0..3 {
+            reset_stats(redis.port);
+            engine.submit(&ev).await.unwrap();
+            least = least.min(commands_run(redis.port));
+        }
+        made.push(least);
     }
     // One key more costs 4 commands, whether it is a scope's or not; nothing else.
     assert_eq!(made[1], made[0] + 4, "{made:?}");
