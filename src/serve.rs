@@ -206,7 +206,27 @@ async fn background_store(
     snapshot_every: std::time::Duration,
     keep_days: u32,
 ) {
-    let mut last_snapshot = std::time::Instant::now();
+    // The interval counts from the store's latest snapshot, not from this start: an instance
+    // restarted more often than the interval still takes its snapshots, so a start replays about
+    // an interval of operations past a rebuild base at most, not all since the last one (the
+    // embedded engine replays its tail at every start).
+    let mut last_snapshot = {
+        let age = match persister.upgrade() {
+            Some(p) => p.store().last_snapshot_age_secs().await,
+            None => return,
+        };
+        let age = match age {
+            Ok(Some(secs)) => std::time::Duration::from_secs(secs.max(0) as u64),
+            // A new store: its first snapshot an interval after its first start.
+            Ok(None) => std::time::Duration::ZERO,
+            Err(err) => {
+                tracing::debug!(error = %err, "could not read the latest snapshot's age; counting from now");
+                std::time::Duration::ZERO
+            }
+        };
+        let now = std::time::Instant::now();
+        now.checked_sub(age.min(snapshot_every)).unwrap_or(now)
+    };
     let holder = format!(
         "{}:{}",
         std::process::id(),

@@ -528,6 +528,9 @@ macro_rules! sql_store {
             async fn prune_snapshots(&self, keep_days: u32) -> Result<u64> {
                 $store::prune_snapshots(self, keep_days).await
             }
+            async fn last_snapshot_age_secs(&self) -> Result<Option<i64>> {
+                $store::last_snapshot_age_secs(self).await
+            }
             async fn try_lease(&self, name: &str, holder: &str, ms: i64) -> Result<bool> {
                 $store::try_lease(self, name, holder, ms).await
             }

@@ -136,6 +136,8 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Deletes snapshots older than `keep_days` days.
     async fn prune_snapshots(&self, keep_days: u32) -> Result<u64>;
+    /// How many seconds ago the latest snapshot was taken; `None` when the store holds none.
+    async fn last_snapshot_age_secs(&self) -> Result<Option<i64>>;
     /// Claims (or renews) the lease `name` for `holder` for `ms`; false when another holds it.
     async fn try_lease(&self, name: &str, holder: &str, ms: i64) -> Result<bool>;
     /// Gives the lease `name` up, when `holder` holds it.

@@ -252,6 +252,20 @@ impl PgStore {
         Ok(r.rows_affected())
     }
 
+    /// How many seconds ago the latest snapshot was taken; `None` when the store holds none.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn last_snapshot_age_secs(&self) -> Result<Option<i64>> {
+        let (age,): (Option<i64>,) = sqlx::query_as(
+            "SELECT EXTRACT(EPOCH FROM now() - max(taken_at))::bigint FROM rankd_snapshots",
+        )
+        .fetch_one(self.pool())
+        .await
+        .map_err(unavailable)?;
+        Ok(age)
+    }
+
     /// A raw COPY of rows shaped like snapshot entries, for the benchmark's twin.
     ///
     /// # Errors

@@ -508,6 +508,15 @@ impl SqliteStore {
         Ok(r.rows_affected())
     }
 
+    async fn last_snapshot_age_secs(&self) -> Result<Option<i64>> {
+        let (age,): (Option<i64>,) =
+            sqlx::query_as("SELECT unixepoch() - max(taken_at) FROM rankd_snapshots")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(age)
+    }
+
     async fn try_lease(&self, name: &str, holder: &str, ms: i64) -> Result<bool> {
         // `rankd admin` opens the file beside the server that owns it: the lease is a row, as in
         // Postgres.

@@ -614,3 +614,59 @@ async fn a_rebuild_reads_the_log_a_page_at_a_time_and_is_exact_across_pages() {
     assert_eq!(names["p2"].as_deref(), Some("Two again"));
     assert_eq!(names["p3"].as_deref(), Some("Three"));
 }
+
+/// The snapshot interval counts from the store's latest snapshot, not from the process's start: a
+/// server restarted more often than the interval still takes its snapshots (else every start
+/// replays all that was written since the last one, more at each restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_takes_a_snapshot_at_once_when_the_latest_is_older_than_the_interval() {
+    let dir = ScratchDir::new("sqlite-snapshot-due");
+    let config = Config {
+        data_dir: Some(dir.path().to_path_buf()),
+        snapshot_interval: std::time::Duration::from_secs(60),
+        ..Config::default()
+    };
+    let first = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+        .await
+        .expect("embedded engine starts");
+    let store = rankd::store::SqliteStore::open(dir.path()).await.unwrap();
+    let b = BoardId::parse("due").unwrap();
+    first.put_board(&b, BoardDef::default()).await.unwrap();
+    first
+        .submit(&Submit::new(b.clone(), m("a"), score(1.0)))
+        .await
+        .unwrap();
+    rankd::store::snapshot::snapshot(&first, &store, Some(&b))
+        .await
+        .unwrap();
+    drop(first);
+    let age = || async {
+        rankd::store::Store::last_snapshot_age_secs(&store)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    // Taken a minute and a half ago, as far as the store knows: the next one is due.
+    let db = dir.path().join(rankd::store::sqlite::FILE);
+    let pool = sqlx::sqlite::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE rankd_snapshots SET taken_at = taken_at - 90")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(age().await >= 90);
+
+    let _second = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+        .await
+        .expect("embedded engine starts again");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while age().await >= 90 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot within 15 s of a start a minute and a half after the last"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
