@@ -38,10 +38,11 @@ script!(STORE_PAIR, "store_pair");
 script!(CACHE_CLEARS, "cache_clears");
 script!(SCOPE_COUNT, "scope_count");
 script!(SCOPE_BACKFILL, "scope_backfill");
+script!(SNAPSHOT_BOARD, "snapshot_board");
 script!(TRIM, "trim");
 
 /// Every script, for loading at start-up.
-pub fn all() -> [&'static Script; 24] {
+pub fn all() -> [&'static Script; 25] {
     [
         &SUBMIT,
         &READ_PAGE,
@@ -66,6 +67,7 @@ pub fn all() -> [&'static Script; 24] {
         &CACHE_CLEARS,
         &SCOPE_COUNT,
         &SCOPE_BACKFILL,
+        &SNAPSHOT_BOARD,
         &TRIM,
     ]
 }

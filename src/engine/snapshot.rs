@@ -14,6 +14,11 @@ const CHUNK: usize = 25_000;
 /// Chunked reads tried before falling back (of the whole board, then of each key on its own).
 const CHUNKED_TRIES: usize = 3;
 
+/// Most entries a board may hold in all for a snapshot to read it in one atomic call when it never
+/// stays quiet for a read in chunks: a call of this many holds Redis (or the embedded engine) for
+/// tens of milliseconds, and its reply stays far below the embedded Lua memory limit.
+const AT_ONCE: usize = 100_000;
+
 /// One member's row in a key snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapEntry {
@@ -117,6 +122,13 @@ impl Engine {
             }
         }
         let targets = self.snapshot_targets(board).await?;
+        // A board that never stays quiet for a read in chunks, read whole in one atomic call when
+        // it is small enough that the call holds Redis briefly: at one point, so still a base.
+        if let Some(out) = self.read_at_once(board, order, mode, &targets).await? {
+            if self.listed_again(board, &targets).await? {
+                return Ok(out);
+            }
+        }
         let mut out = Vec::with_capacity(targets.len());
         for t in &targets {
             let mut taken = None;
@@ -256,6 +268,54 @@ impl Engine {
                 count.to_string(),
             ],
         }
+    }
+
+    /// Every key of `targets` in one atomic call (lua/snapshot_board.lua), so all at one point of
+    /// the board's log; `None` when they hold more than [`AT_ONCE`] entries in all (nothing is
+    /// read then) or the board is gone.
+    async fn read_at_once(
+        &self,
+        board: &BoardId,
+        order: &str,
+        mode: &str,
+        targets: &[Target],
+    ) -> Result<Option<Vec<KeySnapshot>>> {
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = vec![
+            self.keys.definition(board),
+            self.keys.sequence(board),
+            self.keys.index(board),
+        ];
+        let mut args = vec![order.to_owned(), mode.to_owned(), AT_ONCE.to_string()];
+        for t in targets {
+            keys.extend([t.key.zset.clone(), t.key.distinct_values.clone()]);
+            args.push(t.bits.to_string());
+        }
+        let reply = self
+            .exec
+            .eval(Call {
+                script: &scripts::SNAPSHOT_BOARD,
+                keys,
+                args,
+            })
+            .await
+            .map_err(unavailable)?;
+        let per_key = as_array(&reply)
+            .ok_or_else(|| Error::Backend(format!("unexpected snapshot_board reply: {reply:?}")))?;
+        if per_key.len() != targets.len() {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(targets.len());
+        for (t, r) in targets.iter().zip(per_key) {
+            let c = parse(r, t.bits)?;
+            out.push(KeySnapshot {
+                key: t.key(c.seq, c.version, c.expire_ms, c.entries.len() as u64),
+                entries: c.entries,
+            });
+        }
+        Ok(Some(out))
     }
 
     /// One key in chunks; `None` when the board changed between its chunks.

@@ -670,3 +670,77 @@ async fn a_start_takes_a_snapshot_at_once_when_the_latest_is_older_than_the_inte
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A snapshot of `b` taken while a writer never lets it rest: it is still a rebuild base (read in one
+/// atomic call once the chunked reads keep meeting writes). Asserts that writes landed during the
+/// snapshot, and that it became a base.
+async fn a_busy_board_gets_a_base(e: Arc<Engine>, store: &dyn rankd::store::Store) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let b = BoardId::parse("busy").unwrap();
+    e.put_board(&b, BoardDef::default()).await.unwrap();
+    let seed: Vec<Submit> = (0..2_000u32)
+        .map(|i| {
+            let mut ev = Submit::new(b.clone(), m(&format!("m{i}")), score(f64::from(i % 97)));
+            ev.scopes = vec![scope(&format!("c{}", i % 10))];
+            ev
+        })
+        .collect();
+    e.submit_batch(&seed).await.unwrap();
+    let (stop, written) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let writer = tokio::spawn({
+        let (e, b, stop, written) = (e.clone(), b.clone(), stop.clone(), written.clone());
+        async move {
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let mut ev = Submit::new(b.clone(), m(&format!("m{}", i % 2_000)), score(1.0));
+                ev.scopes = vec![scope(&format!("c{}", i % 10))];
+                e.submit(&ev).await.unwrap();
+                written.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }
+    });
+    // The writer is under way before the snapshot starts.
+    while written.load(Ordering::Relaxed) < 50 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let before = written.load(Ordering::Relaxed);
+    let report = rankd::store::snapshot::snapshot(&e, store, Some(&b))
+        .await
+        .unwrap();
+    let during = written.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    assert!(during > 0, "the board changed during the snapshot");
+    assert_eq!(report.keys, 11, "{report:?}");
+    assert_eq!(
+        report.bases, 1,
+        "a busy board's snapshot is a base: {report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_under_steady_writes_still_gets_a_rebuild_base_in_sqlite() {
+    let dir = ScratchDir::new("sqlite-busy-base");
+    let config = Config {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..Config::default()
+    };
+    let e = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+        .await
+        .expect("embedded engine starts");
+    let store = rankd::store::SqliteStore::open(dir.path()).await.unwrap();
+    a_busy_board_gets_a_base(e, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_under_steady_writes_still_gets_a_rebuild_base_in_postgres() {
+    let redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let e = engine(&redis, &db, Durability::Sync).await;
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    a_busy_board_gets_a_base(e, &store).await;
+}
