@@ -149,6 +149,15 @@ async fn check_ids_and_names(e: &Engine, b: &BoardId) {
     assert_eq!(names["u8"].as_deref(), Some("Eight"));
 }
 
+/// A private Redis and a test database, a sync engine on both, and the store opened beside it.
+async fn on_postgres() -> (PrivateRedis, TestDb, Arc<Engine>, rankd::store::PgStore) {
+    let redis = PrivateRedis::start().await;
+    let db = TestDb::create().await;
+    let e = engine(&redis, &db, Durability::Sync).await;
+    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    (redis, db, e, store)
+}
+
 const TERMLY_VIEWS: [fn() -> View; 4] = [
     View::all_time,
     || View::all_time().scoped(scope("class:1")),
@@ -158,10 +167,7 @@ const TERMLY_VIEWS: [fn() -> View; 4] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_from_the_latest_snapshot_and_the_operations_after_it_is_exact() {
-    let mut redis = PrivateRedis::start().await;
-    let db = TestDb::create().await;
-    let e = engine(&redis, &db, Durability::Sync).await;
-    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    let (mut redis, _db, e, store) = on_postgres().await;
     let b = BoardId::parse("termly").unwrap();
     around_a_snapshot(&e, &store, &b).await;
     let views: Vec<View> = TERMLY_VIEWS.iter().map(|v| v()).collect();
@@ -181,10 +187,7 @@ async fn a_rebuild_from_the_latest_snapshot_and_the_operations_after_it_is_exact
 async fn a_snapshot_read_whole_then_written_is_a_base_for_exact_rebuilds() {
     // The path a snapshot takes when the board changed while it was streamed: the board read whole,
     // then written in one COPY, here several of its buffers long.
-    let mut redis = PrivateRedis::start().await;
-    let db = TestDb::create().await;
-    let e = engine(&redis, &db, Durability::Sync).await;
-    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    let (mut redis, _db, e, store) = on_postgres().await;
     let b = BoardId::parse("whole").unwrap();
     e.put_board(&b, BoardDef::default()).await.unwrap();
     let events: Vec<Submit> = (0..20_000u32)
@@ -225,17 +228,27 @@ async fn a_snapshot_read_whole_then_written_is_a_base_for_exact_rebuilds() {
     assert_eq!(exact_before, exact(&e, &b).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_embedded_restart_starts_from_the_latest_sqlite_snapshot_exactly() {
-    let dir = ScratchDir::new("sqlite-restore");
+/// An embedded engine keeping its SQLite store in `dir` (`config` otherwise), the configuration it
+/// started with (to start another on the same directory), and the store opened beside it.
+async fn embedded_in(
+    dir: &ScratchDir,
+    config: Config,
+) -> (Config, Arc<Engine>, rankd::store::SqliteStore) {
     let config = Config {
         data_dir: Some(dir.path().to_path_buf()),
-        ..Config::default()
+        ..config
     };
-    let first = rankd::serve::build_engine(&config, Arc::new(SystemClock))
+    let e = rankd::serve::build_engine(&config, Arc::new(SystemClock))
         .await
         .expect("embedded engine starts");
     let store = rankd::store::SqliteStore::open(dir.path()).await.unwrap();
+    (config, e, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_restart_starts_from_the_latest_sqlite_snapshot_exactly() {
+    let dir = ScratchDir::new("sqlite-restore");
+    let (config, first, store) = embedded_in(&dir, Config::default()).await;
     let b = BoardId::parse("termly").unwrap();
     around_a_snapshot(&first, &store, &b).await;
     let views: Vec<View> = TERMLY_VIEWS.iter().map(|v| v()).collect();
@@ -544,10 +557,7 @@ async fn page_seqs(mut pages: rankd::engine::OpPages) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_reads_the_log_a_page_at_a_time_and_is_exact_across_pages() {
-    let mut redis = PrivateRedis::start().await;
-    let db = TestDb::create().await;
-    let e = engine(&redis, &db, Durability::Sync).await;
-    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    let (mut redis, _db, e, store) = on_postgres().await;
     let b = BoardId::parse("paged").unwrap();
     e.put_board(&b, BoardDef::default()).await.unwrap();
     // Before the snapshot, three pages of events with ids; display data on the first page, its
@@ -621,15 +631,11 @@ async fn a_rebuild_reads_the_log_a_page_at_a_time_and_is_exact_across_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_takes_a_snapshot_at_once_when_the_latest_is_older_than_the_interval() {
     let dir = ScratchDir::new("sqlite-snapshot-due");
-    let config = Config {
-        data_dir: Some(dir.path().to_path_buf()),
+    let every_minute = Config {
         snapshot_interval: std::time::Duration::from_secs(60),
         ..Config::default()
     };
-    let first = rankd::serve::build_engine(&config, Arc::new(SystemClock))
-        .await
-        .expect("embedded engine starts");
-    let store = rankd::store::SqliteStore::open(dir.path()).await.unwrap();
+    let (config, first, store) = embedded_in(&dir, every_minute).await;
     let b = BoardId::parse("due").unwrap();
     first.put_board(&b, BoardDef::default()).await.unwrap();
     first
@@ -725,22 +731,12 @@ async fn a_busy_board_gets_a_base(e: Arc<Engine>, store: &dyn rankd::store::Stor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_board_under_steady_writes_still_gets_a_rebuild_base_in_sqlite() {
     let dir = ScratchDir::new("sqlite-busy-base");
-    let config = Config {
-        data_dir: Some(dir.path().to_path_buf()),
-        ..Config::default()
-    };
-    let e = rankd::serve::build_engine(&config, Arc::new(SystemClock))
-        .await
-        .expect("embedded engine starts");
-    let store = rankd::store::SqliteStore::open(dir.path()).await.unwrap();
+    let (_, e, store) = embedded_in(&dir, Config::default()).await;
     a_busy_board_gets_a_base(e, &store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_board_under_steady_writes_still_gets_a_rebuild_base_in_postgres() {
-    let redis = PrivateRedis::start().await;
-    let db = TestDb::create().await;
-    let e = engine(&redis, &db, Durability::Sync).await;
-    let store = rankd::store::PgStore::connect(&db.url()).await.unwrap();
+    let (_redis, _db, e, store) = on_postgres().await;
     a_busy_board_gets_a_base(e, &store).await;
 }
