@@ -197,6 +197,9 @@ async fn attach(
     Ok(engine)
 }
 
+/// How soon a periodic snapshot skipped for another run's lease is tried again.
+const SNAPSHOT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Every second: sweep the Redis logs into the store; every ten: check for boards Redis lost;
 /// every `snapshot_every`: snapshot every key (one instance at a time). Stops when the engine is
 /// dropped.
@@ -264,10 +267,16 @@ async fn background_store(
         }
         if last_snapshot.elapsed() >= snapshot_every {
             last_snapshot = std::time::Instant::now();
-            if let Err(err) =
-                crate::store::snapshot::periodic(&e, p.store(), &holder, keep_days).await
-            {
-                tracing::warn!(error = %err, "periodic snapshot failed");
+            match crate::store::snapshot::periodic(&e, p.store(), &holder, keep_days).await {
+                Ok(Some(_)) => {}
+                // Another run holds the lease (or a run of a process that died, until its lease
+                // lapses): try again in a few seconds rather than a whole interval later.
+                Ok(None) => {
+                    last_snapshot = std::time::Instant::now()
+                        .checked_sub(snapshot_every.saturating_sub(SNAPSHOT_RETRY))
+                        .unwrap_or(last_snapshot);
+                }
+                Err(err) => tracing::warn!(error = %err, "periodic snapshot failed"),
             }
         }
     }

@@ -113,18 +113,19 @@ impl Admin {
             return Ok(());
         }
         self.claim_lease().await?;
-        self.report.begin(boards.len() as u64);
-        for (b, seq) in &boards {
-            self.report.working_on(format!("snapshot {b}"));
-            let r = match &self.redis {
-                Some(r) => snapshot::snapshot(&r.engine, store, Some(b)).await?,
-                None => {
-                    let local = self.local_engine().await?;
-                    rebuild_here(&local, store, b, *seq).await?;
-                    snapshot::snapshot(&local, store, Some(b)).await?
-                }
-            };
-            let base = match (r.keys, r.bases) {
+        let work = async {
+            self.report.begin(boards.len() as u64);
+            for (b, seq) in &boards {
+                self.report.working_on(format!("snapshot {b}"));
+                let r = match &self.redis {
+                    Some(r) => snapshot::snapshot(&r.engine, store, Some(b)).await?,
+                    None => {
+                        let local = self.local_engine().await?;
+                        rebuild_here(&local, store, b, *seq).await?;
+                        snapshot::snapshot(&local, store, Some(b)).await?
+                    }
+                };
+                let base = match (r.keys, r.bases) {
                 (0, _) => "",
                 (_, 0) => {
                     ", history only (read while the board changed, ahead of the store, or not what \
@@ -132,16 +133,19 @@ impl Admin {
                 }
                 _ => ", a rebuild base",
             };
-            self.report.line(format!(
-                "snapshot {b}: {} keys, {} entries{base}",
-                r.keys, r.entries
-            ));
-            self.renew_lease().await?;
-            self.report.step();
-        }
-        self.report.end();
+                self.report.line(format!(
+                    "snapshot {b}: {} keys, {} entries{base}",
+                    r.keys, r.entries
+                ));
+                self.renew_lease().await?;
+                self.report.step();
+            }
+            self.report.end();
+            Ok::<_, Failure>(())
+        };
+        let r = snapshot::renewing(store, &self.holder, work).await;
         self.release_lease().await;
-        Ok(())
+        r
     }
 
     /// Rebuilds Redis from the store where it lost boards (or acknowledged operations). A dry run

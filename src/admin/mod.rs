@@ -482,7 +482,7 @@ impl Admin {
             return;
         };
         if let Err(e) = lease.release(store).await {
-            tracing::warn!(error = %e, "could not release the snapshot lease; it lapses in ten minutes");
+            tracing::warn!(error = %e, "could not release the snapshot lease; it lapses in 20 seconds");
         }
     }
 

@@ -486,9 +486,36 @@ async fn verdict(
 /// at once would each write every key.
 pub const RUN_LEASE: &str = "snapshot-run";
 
-/// How long a snapshot run's lease lasts without renewal; the run renews it after every board, so it
-/// lapses this long after a run that died.
-pub const RUN_LEASE_MS: i64 = 10 * 60 * 1000;
+/// How long a snapshot run's lease lasts without renewal. A run renews it every quarter of this
+/// while it works ([`renewing`]), however long one board takes, so the lease lapses this long after
+/// a run that died (a server killed mid-run): the next run, on that server's next start too, waits
+/// no longer than that.
+pub const RUN_LEASE_MS: i64 = 20 * 1000;
+
+/// Runs `work`, renewing `holder`'s [`RUN_LEASE`] every quarter of [`RUN_LEASE_MS`] meanwhile.
+pub async fn renewing<T>(
+    store: &dyn Store,
+    holder: &str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let renew = async {
+        let every = std::time::Duration::from_millis((RUN_LEASE_MS / 4) as u64);
+        loop {
+            tokio::time::sleep(every).await;
+            match store.try_lease(RUN_LEASE, holder, RUN_LEASE_MS).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("another snapshot run took the lease over while this one ran")
+                }
+                Err(e) => tracing::debug!(error = %e, "could not renew the snapshot run lease"),
+            }
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        () = renew => unreachable!("the renewal loop never ends"),
+    }
+}
 
 /// [`RUN_LEASE`], held: renew it as the run goes, and release it when the run ends.
 #[derive(Debug)]
@@ -584,7 +611,12 @@ pub async fn periodic(
             return Err(e);
         }
     };
-    let r = snapshot_leased(engine, store, &lease, &boards).await;
+    let r = renewing(
+        store,
+        holder,
+        snapshot_leased(engine, store, &lease, &boards),
+    )
+    .await;
     let released = lease.release(store).await;
     let r = r?;
     released?;
