@@ -701,14 +701,7 @@ async fn a_start_enters_the_scopes_of_boards_written_before_the_scope_index() {
     );
     // What an older rankd left: the same keys, no scope index, no mark.
     let keys = rankd::keys::Keys::new(&prefix).unwrap();
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &redis.port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let cli = |args: &[&str]| crate::durability::redis_cli(redis.port, args);
     cli(&["DEL", &keys.scopes(&b)]);
     cli(&["HDEL", &keys.definition(&b), "sx"]);
     drop(first);

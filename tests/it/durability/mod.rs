@@ -123,7 +123,7 @@ impl Binary {
 }
 
 /// Runs redis-cli against a private instance; its answer.
-fn redis_cli(port: u16, args: &[&str]) -> String {
+pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = std::process::Command::new("redis-cli")
         .args(["-p", &port.to_string()])
         .args(args)
