@@ -2,7 +2,7 @@
 
 use super::{Admin, Failure};
 use crate::board::BoardId;
-use crate::engine::{Engine, LoggedOp, Op, OpPages, RedisState};
+use crate::engine::{Engine, LoggedOp, Op, RedisState};
 use crate::error::Error;
 use crate::store::{rebuild, snapshot, Store};
 
@@ -36,22 +36,21 @@ pub(super) async fn rebuild_here(
             .await?;
         return Ok(Some(seq));
     }
-    let mut ops = store.ops(board).await?;
-    ops.retain(|o| o.seq <= upto);
-    if let Some(missing) = history_start_missing(board, &ops) {
+    let mut ops = store.op_pages(board, 0, upto);
+    if let Some(missing) = history_start_missing(board, ops.first().await?) {
         return Err(Failure::Engine(Error::Unavailable(format!(
             "store: {missing}"
         ))));
     }
-    engine.replay(board, OpPages::of(ops)).await?;
+    engine.replay(board, ops).await?;
     Ok(None)
 }
 
-/// Why a board's stored log does not replay, when it does not start at the board's definition
-/// (Redis numbers it 1): one that starts later lost its beginning, and would replay into a board
-/// that never was.
-pub(super) fn history_start_missing(board: &BoardId, ops: &[LoggedOp]) -> Option<String> {
-    match ops.first() {
+/// Why a board's stored log does not replay, when its `first` operation is not the board's
+/// definition (Redis numbers it 1): one that starts later lost its beginning, and would replay into
+/// a board that never was.
+pub(super) fn history_start_missing(board: &BoardId, first: Option<&LoggedOp>) -> Option<String> {
+    match first {
         Some(o) if o.seq == 1 && matches!(o.op, Op::Define { .. }) => None,
         first => Some(format!(
             "the store lacks the start of board {board}'s history (its stored log starts at {})",

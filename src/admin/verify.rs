@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::maintain::{history_start_missing, rebuild_here};
 use super::{Admin, Failure, DIFFERENCES, OK};
 use crate::board::BoardId;
-use crate::engine::{KeySnapshot, OpPages, RedisState, SnapEntry};
+use crate::engine::{KeySnapshot, RedisState, SnapEntry};
 use crate::error::Error;
 
 /// The two sides a comparison names.
@@ -87,15 +87,16 @@ impl Admin {
                 self.report.step();
                 continue;
             }
-            let ops = store.ops(b).await?;
-            if let Some(missing) = history_start_missing(b, &ops) {
+            // Read a page at a time: a board's log is never held whole.
+            let mut ops = store.op_pages(b, 0, u64::MAX);
+            if let Some(missing) = history_start_missing(b, ops.first().await?) {
                 differ(format!("{b}: {missing}"));
                 self.report.step();
                 continue;
             }
             // The log worked out in this process's memory: no scratch copy in Redis to leave behind.
             let scratch = engine.scratch().await?;
-            scratch.replay(b, OpPages::of(ops)).await?;
+            scratch.replay(b, ops).await?;
             let want = scratch.snapshot_board(b).await?;
             drop(scratch);
             match engine.snapshot_board(b).await {
@@ -187,18 +188,18 @@ impl Admin {
                  resynchronisation by rankd serve"
             ));
         }
-        let mut ops = store.ops(b).await?;
-        ops.retain(|o| o.seq <= upto);
-        if let Some(missing) = history_start_missing(b, &ops) {
+        let mut ops = store.op_pages(b, 0, upto);
+        let held = store.ops_count(b, 0, upto).await?;
+        if let Some(missing) = history_start_missing(b, ops.first().await?) {
             diffs.push(format!("{b}: {missing}"));
-        } else if ops.len() as u64 != upto {
+        } else if held != upto {
             diffs.push(format!(
                 "{b}: the stored log lacks {} of its operations up to seq {upto}",
-                upto - ops.len() as u64
+                upto.saturating_sub(held)
             ));
         } else {
             let whole = self.local_engine().await?;
-            whole.replay(b, OpPages::of(ops)).await?;
+            whole.replay(b, ops).await?;
             let based = self.local_engine().await?;
             match rebuild_here(&based, store, b, upto).await? {
                 None => self.report.line(format!(

@@ -206,22 +206,15 @@ macro_rules! sql_store {
                 Ok(row.is_some())
             }
 
-            /// A board's operations in order.
-            ///
-            /// # Errors
-            /// [`Error::Unavailable`], [`Error::Backend`] for a row that does not parse.
-            pub async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
-                self.ops_after(board, 0).await
-            }
-
-            /// A board's operations after `seq`, in order.
+            /// A board's operations in order, held whole: for tests and small boards; rebuilds
+            /// and the admin tools read [`Self::op_pages`].
             ///
             /// # Errors
             /// [`Error::Unavailable`]; [`Error::Backend`] for a row that does not decode.
-            pub async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
+            pub async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>> {
                 let rows = sqlx::query($crate::store::sql::OPS_AFTER)
                     .bind(board.as_str())
-                    .bind(seq as i64)
+                    .bind(0i64)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(unavailable)?;
@@ -510,9 +503,6 @@ macro_rules! sql_store {
                 dedupe_since: i64,
             ) -> Result<Option<$crate::engine::Base>> {
                 $store::restore_base(self, board, upto, dedupe_since).await
-            }
-            async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
-                $store::ops_after(self, board, seq).await
             }
             fn op_pages(
                 &self,

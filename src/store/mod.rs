@@ -89,7 +89,8 @@ pub trait Store: Send + Sync + 'static {
     async fn tombstones(&self) -> Result<Vec<BoardId>>;
     /// Whether a live board of this id is stored.
     async fn has_board(&self, board: &BoardId) -> Result<bool>;
-    /// A board's operations in order.
+    /// A board's operations in order, held whole (rebuilds and the admin tools read
+    /// [`Store::op_pages`] instead).
     async fn ops(&self, board: &BoardId) -> Result<Vec<LoggedOp>>;
     /// Snapshots a board while reading it, where the store can write as it reads (see
     /// [`PgStore::snapshot_streamed`]); `None` when it cannot, or when the board changed during the
@@ -128,12 +129,6 @@ pub trait Store: Send + Sync + 'static {
     /// How many operations of `board` the store holds after `after` up to `upto`: `upto - after`
     /// when none is missing.
     async fn ops_count(&self, board: &BoardId, after: u64, upto: u64) -> Result<u64>;
-    /// A board's operations after `seq`, in order.
-    async fn ops_after(&self, board: &BoardId, seq: u64) -> Result<Vec<LoggedOp>> {
-        let mut ops = self.ops(board).await?;
-        ops.retain(|o| o.seq > seq);
-        Ok(ops)
-    }
     /// Deletes snapshots older than `keep_days` days.
     async fn prune_snapshots(&self, keep_days: u32) -> Result<u64>;
     /// How many seconds ago the latest snapshot was taken; `None` when the store holds none.
