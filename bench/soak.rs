@@ -27,8 +27,9 @@
 //! warm-up; on Redis, which keeps them there, 900 s, longer than a rebuild under load takes.
 //!
 //! `cargo bench --bench soak -- [--secs N] [--engine redis|embedded|both] [--clients C]
-//! [--warmup-secs W] [--seed S] [--out FILE]`: N seconds of load per engine (default 600, so 20
-//! minutes for both), then up to 3 minutes of checks each. The redis engine needs
+//! [--warmup-secs W] [--fault-gap MIN-MAX] [--seed S] [--out FILE]`: N seconds of load per engine
+//! (default 600, so 20 minutes for both), faults MIN to MAX seconds apart (default 30-75), then up
+//! to 3 minutes of checks each. The redis engine needs
 //! RANKD_TEST_DATABASE_URL (scripts/services up) and redis-server on the PATH; the shared Redis is
 //! not used. Not run in CI. Only loopback addresses; every loop is bounded in count and time; the
 //! database, the scratch directory and the child processes go at the end, whatever happens (a
@@ -113,6 +114,8 @@ struct Options {
     clients: u64,
     warmup: f64,
     seed: u64,
+    /// Seconds between faults, least and most.
+    gap: (u64, u64),
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -156,12 +159,23 @@ async fn main() {
                 .unwrap()
                 .as_nanos() as u64,
         ),
+        gap: {
+            let gap: String = arg(&args, "--fault-gap", "30-75".to_owned());
+            let parsed = gap
+                .split_once('-')
+                .and_then(|(lo, hi)| Some((lo.parse().ok()?, hi.parse().ok()?)));
+            parsed.unwrap_or_else(|| panic!("--fault-gap takes MIN-MAX seconds, not {gap}"))
+        },
     };
     assert!(
         (10..=86_400).contains(&o.secs),
         "--secs must be from 10 to 86400"
     );
     assert!((1..=256).contains(&o.clients), "--clients must be 1 to 256");
+    assert!(
+        o.gap.0 >= 10 && o.gap.0 <= o.gap.1,
+        "--fault-gap takes MIN-MAX seconds, MIN at least 10 and at most MAX"
+    );
     let engines = match args
         .iter()
         .position(|a| a == "--engine")
@@ -179,10 +193,12 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned();
     println!(
-        "soak: {} s per engine, {} clients, warm-up {} s, seed {}, rankd built with debug assertions: {}",
+        "soak: {} s per engine, {} clients, warm-up {} s, faults {}-{} s apart, seed {}, rankd built with debug assertions: {}",
         o.secs,
         o.clients,
         o.warmup,
+        o.gap.0,
+        o.gap.1,
         o.seed,
         cfg!(debug_assertions)
     );
@@ -876,13 +892,14 @@ async fn run(o: &Options, engine: Engine, services: &mut Services) -> Report {
             }
         })
     };
-    // Faults at random, 30–75 s apart; on Redis, a Redis restart and a rankd kill in turn.
+    // Faults at random, --fault-gap (30–75 s) apart; on Redis, a Redis restart and a rankd kill in
+    // turn.
     let mut rng = Rng(o.seed ^ 0x5eed);
     let mut redis_turn = rng.next().is_multiple_of(2);
     let (mut kills, mut restarts, mut longest) = (0u32, 0u32, Duration::ZERO);
     let mut faults = Vec::new();
     loop {
-        let at = Instant::now() + Duration::from_secs(rng.range(30, 75));
+        let at = Instant::now() + Duration::from_secs(rng.range(o.gap.0, o.gap.1));
         if at + Duration::from_secs(5) >= load_end {
             break;
         }
