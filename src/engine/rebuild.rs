@@ -34,6 +34,8 @@ pub struct OpPages {
     next: Option<Vec<LoggedOp>>,
     /// The pages still to come, as the store's reader sends them.
     rest: Option<tokio::sync::mpsc::Receiver<Result<Vec<LoggedOp>>>>,
+    /// Whether events are handed out without their event ids (see [`OpPages::without_event_ids`]).
+    strip_ids: bool,
 }
 
 impl OpPages {
@@ -42,6 +44,7 @@ impl OpPages {
         Self {
             next: Some(ops),
             rest: None,
+            strip_ids: false,
         }
     }
 
@@ -50,7 +53,19 @@ impl OpPages {
         Self {
             next: None,
             rest: Some(rest),
+            strip_ids: false,
         }
+    }
+
+    /// The same operations with every event's id left out. A replay of them keeps no event ids
+    /// (nor their prints), so its memory is the board's, not one entry per event replayed. It
+    /// applies every event, as the first application did: the log holds only accepted events, and
+    /// an id is accepted again only after its dedupe window. For working out scores, as the
+    /// snapshot check does; a rebuild that will answer writes needs the ids.
+    #[must_use]
+    pub fn without_event_ids(mut self) -> Self {
+        self.strip_ids = true;
+        self
     }
 
     /// The next page, never empty; `None` once every page was handed out.
@@ -70,6 +85,11 @@ impl OpPages {
                 },
             };
             if !page.is_empty() {
+                let mut page = page;
+                // A page read ahead by `first` was stripped already; stripping is idempotent.
+                if self.strip_ids {
+                    strip_event_ids(&mut page);
+                }
                 return Ok(Some(page));
             }
         }
@@ -84,6 +104,15 @@ impl OpPages {
             self.next = self.next_page().await?;
         }
         Ok(self.next.as_ref().and_then(|p| p.first()))
+    }
+}
+
+/// Leaves out the event id of every event of `page`.
+fn strip_event_ids(page: &mut [LoggedOp]) {
+    for o in page {
+        if let Op::Event { event_id, .. } = &mut o.op {
+            *event_id = None;
+        }
     }
 }
 
@@ -878,5 +907,62 @@ impl Engine {
             r.map_err(|e| Error::Backend(format!("replay of {board}: {e}")))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, id: Option<&str>) -> LoggedOp {
+        LoggedOp {
+            board: BoardId::parse("b").unwrap(),
+            seq,
+            recv_ms: 1,
+            op: Op::Event {
+                member: "m".into(),
+                value: 1.0,
+                event_id: id.map(str::to_owned),
+                at_ms: 1,
+                scopes: vec![],
+            },
+        }
+    }
+
+    fn ids(page: &[LoggedOp]) -> Vec<Option<String>> {
+        page.iter()
+            .map(|o| match &o.op {
+                Op::Event { event_id, .. } => event_id.clone(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pages_without_event_ids_hand_out_every_operation_without_its_id() {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tx.send(Ok(vec![event(1, Some("a")), event(2, None)]))
+            .await
+            .unwrap();
+        tx.send(Ok(vec![event(3, Some("c"))])).await.unwrap();
+        drop(tx);
+        let mut pages = OpPages::read(rx).without_event_ids();
+        let first = pages.first().await.unwrap().unwrap();
+        assert_eq!(
+            (first.seq, ids(std::slice::from_ref(first))),
+            (1, vec![None])
+        );
+        let one = pages.next_page().await.unwrap().unwrap();
+        assert_eq!(one.iter().map(|o| o.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(ids(&one), [None, None]);
+        let two = pages.next_page().await.unwrap().unwrap();
+        assert_eq!((two[0].seq, ids(&two)), (3, vec![None]));
+        assert!(pages.next_page().await.unwrap().is_none());
+        // Without the call, the ids stay.
+        let mut kept = OpPages::of(vec![event(1, Some("a"))]);
+        assert_eq!(
+            ids(&kept.next_page().await.unwrap().unwrap()),
+            [Some("a".to_owned())]
+        );
     }
 }

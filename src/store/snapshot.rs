@@ -411,7 +411,7 @@ async fn verdict(
     if store.diverged(board).await? {
         return Ok(Verdict::NotStored);
     }
-    // No event ids: duplicates do not show in a snapshot.
+    // No event ids, from the base nor from the log: duplicates do not show in a snapshot.
     let base = store.restore_base(board, seq, i64::MAX).await?;
     let from = base.as_ref().map_or(0, |b| b.seq);
     // Redis numbers a board's operations one after another: every number up to seq is stored, or
@@ -419,7 +419,9 @@ async fn verdict(
     if store.ops_count(board, from, seq).await? != seq.saturating_sub(from) {
         return Ok(Verdict::NotStored);
     }
-    let ops = store.op_pages(board, from, seq);
+    // Scores only: without event ids the scratch board holds its members, not an id per event
+    // since the base (the log holds accepted events only, so each applies either way).
+    let ops = store.op_pages(board, from, seq).without_event_ids();
     let scratch = engine.scratch().await?;
     match base {
         Some(base) => scratch.restore(board, base, ops).await?,
