@@ -65,6 +65,9 @@ impl OpPages {
     #[must_use]
     pub fn without_event_ids(mut self) -> Self {
         self.strip_ids = true;
+        if let Some(page) = self.next.as_mut() {
+            strip_event_ids(page);
+        }
         self
     }
 
@@ -76,20 +79,22 @@ impl OpPages {
         loop {
             let page = match self.next.take() {
                 Some(page) => page,
+                // Pages are stripped as they arrive: one read ahead into `next` already was.
                 None => match self.rest.as_mut() {
                     Some(rest) => match rest.recv().await {
-                        Some(page) => page?,
+                        Some(page) => {
+                            let mut page = page?;
+                            if self.strip_ids {
+                                strip_event_ids(&mut page);
+                            }
+                            page
+                        }
                         None => return Ok(None),
                     },
                     None => return Ok(None),
                 },
             };
             if !page.is_empty() {
-                let mut page = page;
-                // A page read ahead by `first` was stripped already; stripping is idempotent.
-                if self.strip_ids {
-                    strip_event_ids(&mut page);
-                }
                 return Ok(Some(page));
             }
         }
